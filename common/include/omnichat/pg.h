@@ -1,0 +1,92 @@
+/* PostgreSQL pool: one connection per slot, prepared statements, one round trip per transaction. */
+#ifndef OMNICHAT_PG_H
+#define OMNICHAT_PG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "omnichat/err.h"
+
+typedef struct oc_pg_pool oc_pg_pool_t;
+typedef struct oc_pg_conn oc_pg_conn_t;
+/* A query result (a libpq PGresult; service code never sees libpq). */
+typedef struct oc_pg_result oc_pg_result_t;
+
+typedef struct oc_pg_stmt {
+    const char *name; /* prepared statement name */
+    const char *sql;
+} oc_pg_stmt_t;
+
+/*
+ * Creates a pool of `size` connection slots to `conninfo` (libpq keywords or URI). Connections
+ * are made lazily and remade after the server restarts; every statement in `stmts` (the array
+ * must outlive the pool) is prepared on each new connection. Nothing connects here, so a pool
+ * can be created while the database is down. NULL with err on bad arguments or OOM.
+ */
+oc_pg_pool_t *oc_pg_pool_create(const char *conninfo, size_t size, const oc_pg_stmt_t *stmts,
+                                size_t nstmts, oc_error_t *err);
+void oc_pg_pool_destroy(oc_pg_pool_t *p);
+
+/*
+ * Takes a slot, waiting at most timeout_ms for one, and makes sure it is connected (connecting
+ * and preparing statements if needed, bounded by the conninfo's connect_timeout). Returns NULL
+ * with OC_E_UNAVAILABLE when the database cannot be reached or no slot frees up in time.
+ * Thread-safe.
+ */
+oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err);
+/* Returns a slot to the pool. Thread-safe. NULL is fine. */
+void oc_pg_release(oc_pg_pool_t *p, oc_pg_conn_t *c);
+
+/* Slots in use / total, for metrics. */
+void oc_pg_pool_stats(oc_pg_pool_t *p, size_t *in_use, size_t *size);
+
+/* One statement of a transaction: a prepared statement and its text-format parameters. */
+typedef struct oc_pg_query {
+    const char *stmt;           /* prepared statement name (from the pool's table) */
+    int nparams;
+    const char *const *values;  /* NULL entry = SQL NULL */
+    oc_pg_result_t *res;        /* out: the rows; free with oc_pg_result_free */
+} oc_pg_query_t;
+
+/*
+ * Runs q[0..n) as one transaction in one round trip (libpq pipeline, implicit transaction).
+ * When tenant_id is not NULL, set_config('omnichat.tenant_id', tenant_id, true) runs first, so
+ * row-level security sees the tenant. All-or-nothing: on any error nothing is committed and no
+ * q[i].res is left set. Serialization failures and deadlocks are retried (up to 3 tries).
+ *
+ * Errors, classified by SQLSTATE: 23505 → OC_E_ALREADY_EXISTS; 22xxx, 23502, 23514, 23503 →
+ * OC_E_INVALID; 08xxx, 57P0x, 53xxx, a lost connection → OC_E_UNAVAILABLE (the connection is
+ * remade on next acquire); 57014 (statement timeout) → OC_E_DEADLINE; 40001/40P01 after the
+ * retries → OC_E_CONFLICT. Errors raised by our own SQL functions use SQLSTATEs OCIA0
+ * (OC_E_INVALID), OCNF0 (OC_E_NOT_FOUND), OCAE0 (OC_E_ALREADY_EXISTS) and OCFP0
+ * (OC_E_FAILED_PRECONDITION); their message text is passed to err as is (it names the field
+ * and never holds data). Anything else is OC_E_INTERNAL with a generic message (the server's
+ * text is logged by the caller's log hook, not returned).
+ */
+oc_err_t oc_pg_exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q, size_t n,
+                       oc_error_t *err);
+
+/* Simple statement (not prepared, no parameters, autocommit) for admin tasks like migrations.
+ * *res (optional) receives the last result. */
+oc_err_t oc_pg_exec_simple(oc_pg_conn_t *c, const char *sql, oc_pg_result_t **res,
+                           oc_error_t *err);
+
+void oc_pg_result_free(oc_pg_result_t *r);
+int oc_pg_ntuples(const oc_pg_result_t *r);
+int oc_pg_nfields(const oc_pg_result_t *r);
+/* Text value of row/col ("" for NULL); valid until the result is freed. */
+const char *oc_pg_value(const oc_pg_result_t *r, int row, int col);
+int oc_pg_length(const oc_pg_result_t *r, int row, int col);
+bool oc_pg_isnull(const oc_pg_result_t *r, int row, int col);
+/* Column index by name, -1 when absent. */
+int oc_pg_fnumber(const oc_pg_result_t *r, const char *name);
+
+/* A standalone connection outside any pool (migrations, tools). */
+oc_pg_conn_t *oc_pg_connect(const char *conninfo, oc_error_t *err);
+void oc_pg_disconnect(oc_pg_conn_t *c);
+
+/* Optional hook receiving server error details (SQLSTATE, message) for logging. Set once from
+ * main before threads start. */
+void oc_pg_set_log_hook(void (*hook)(const char *sqlstate, const char *message));
+
+#endif

@@ -1,0 +1,103 @@
+/* A thin layer over gRPC core (1.51): unary servers with a method table, and a blocking client. */
+#ifndef OMNICHAT_RPC_H
+#define OMNICHAT_RPC_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "omnichat/arena.h"
+#include "omnichat/err.h"
+
+/* Per-call context handed to a handler. Everything in it lives until the response is sent. */
+typedef struct oc_rpc_ctx {
+    oc_arena_t *arena;     /* for the response and any scratch memory of this call */
+    void *worker;          /* what opts.worker_init returned for the thread running the call */
+    void *user;            /* opts.user */
+    const char *method;    /* full path, "/pkg.Service/Method" */
+    int64_t deadline_us;   /* absolute, oc_now_us() clock; INT64_MAX when the client set none */
+    char request_id[64];   /* "x-request-id" metadata when sent (truncated), else a new UUIDv4 */
+    oc_error_t err;        /* a failing handler records its code and message here */
+} oc_rpc_ctx_t;
+
+/*
+ * A unary handler. `req` was unpacked with the call's arena allocator. On success it stores a
+ * response message (allocated in ctx->arena, or static) in *resp and returns OC_OK. On failure
+ * it returns an error (usually via oc_error_set(&ctx->err, ...)); the client then receives the
+ * gRPC status of that error with ctx->err.msg as the status message. Handlers may block (they
+ * run on one of opts.workers threads).
+ */
+typedef oc_err_t (*oc_rpc_handler_fn)(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req,
+                                      ProtobufCMessage **resp);
+
+typedef struct oc_rpc_method {
+    const char *path; /* "/omnichat.persistence.v1.Persistence/UpsertContact" */
+    const ProtobufCMessageDescriptor *input;
+    const ProtobufCMessageDescriptor *output;
+    oc_rpc_handler_fn handler;
+} oc_rpc_method_t;
+
+typedef struct oc_rpc_server_opts {
+    const char *listen;       /* "127.0.0.1:50051"; port 0 picks a free port */
+    int workers;              /* threads running handlers (each may block); default 16 */
+    size_t max_message_bytes; /* receive limit; default 4 MiB */
+    /* Optional per-thread state (e.g. one database connection per worker). */
+    void *(*worker_init)(void *worker_arg, int index);
+    void (*worker_fini)(void *worker);
+    void *worker_arg;
+    void *user;
+    /* Optional: called after each call finished, from the worker thread (metrics, access log).
+     * grpc_status is the status sent; latency is from arrival to the status being queued. */
+    void (*on_complete)(void *user, const oc_rpc_ctx_t *ctx, int grpc_status,
+                        int64_t latency_us);
+} oc_rpc_server_opts_t;
+
+typedef struct oc_rpc_server oc_rpc_server_t;
+
+/*
+ * Creates a server bound to opts->listen (SO_REUSEPORT off, so a busy port fails). It serves
+ * `methods` (the table must outlive the server) and grpc.health.v1.Health/Check, answering
+ * SERVING for "" and for each service named in the method paths while serving, NOT_SERVING
+ * after oc_rpc_server_set_serving(false), NOT_FOUND for other names; Watch is UNIMPLEMENTED, as
+ * is every unknown method. Calls grpc_init. Returns NULL with err set on failure.
+ */
+oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
+                                      const oc_rpc_method_t *methods, size_t nmethods,
+                                      oc_error_t *err);
+/* The bound port (useful with port 0). */
+int oc_rpc_server_port(const oc_rpc_server_t *s);
+/* Starts the worker threads. */
+oc_err_t oc_rpc_server_start(oc_rpc_server_t *s, oc_error_t *err);
+/* Health status reported by Check. Thread-safe. */
+void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving);
+/*
+ * Graceful stop: refuses new calls, lets in-flight calls finish for up to grace_ms, then
+ * cancels the rest, drains the queues and joins the workers. Call once, from one thread.
+ */
+void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms);
+/* Frees the server (shutting it down first if needed) and calls grpc_shutdown. NULL is fine. */
+void oc_rpc_server_destroy(oc_rpc_server_t *s);
+
+/* Routes gRPC core's own log lines into oc_log (call before anything else touches grpc). */
+void oc_rpc_route_core_logs(void);
+
+typedef struct oc_rpc_client oc_rpc_client_t;
+
+/* A client of one target ("127.0.0.1:50051", "dns:///persistence:50051"), insecure
+ * credentials, round_robin load balancing. Thread-safe. NULL with err on failure. */
+oc_rpc_client_t *oc_rpc_client_create(const char *target, oc_error_t *err);
+void oc_rpc_client_destroy(oc_rpc_client_t *c);
+
+/*
+ * Blocking unary call. The response is unpacked into `arena` and stored in *resp. On a non-OK
+ * status returns the matching error (oc_err_from_grpc_status) with the server's status message
+ * in err->msg; *grpc_status_out (optional) receives the raw status code. timeout_ms <= 0 means
+ * no deadline. request_id (optional) is sent as x-request-id. Thread-safe.
+ */
+oc_err_t oc_rpc_client_call(oc_rpc_client_t *c, const char *method, const ProtobufCMessage *req,
+                            const ProtobufCMessageDescriptor *resp_desc, int timeout_ms,
+                            const char *request_id, oc_arena_t *arena, ProtobufCMessage **resp,
+                            int *grpc_status_out, oc_error_t *err);
+
+#endif
