@@ -1,0 +1,81 @@
+/* Embedded HTTP/1.1 server (libmicrohttpd underneath) for webhooks, /metrics and /healthz. */
+#ifndef OMNICHAT_HTTP_H
+#define OMNICHAT_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "omnichat/buf.h"
+#include "omnichat/err.h"
+
+typedef struct oc_http_request {
+    const char *method;   /* "GET", "POST", ... */
+    const char *path;     /* decoded path without the query string */
+    const char *body;     /* raw bytes exactly as received (NUL-terminated for convenience) */
+    size_t body_len;
+    const char *remote_addr;
+    void *internal;       /* for oc_http_header / oc_http_query */
+} oc_http_request_t;
+
+/* Request header by case-insensitive name; NULL when absent. Valid during the handler. */
+const char *oc_http_header(const oc_http_request_t *r, const char *name);
+/* Decoded query parameter; NULL when absent. Valid during the handler. */
+const char *oc_http_query(const oc_http_request_t *r, const char *name);
+
+#define OC_HTTP_MAX_RESP_HEADERS 8
+
+typedef struct oc_http_response {
+    int status;               /* default 200 */
+    const char *content_type; /* static string; default "application/json" */
+    oc_buf_t body;            /* append the body here (max 16 MiB) */
+    struct {
+        char name[64];
+        char value[256];
+    } headers[OC_HTTP_MAX_RESP_HEADERS];
+    int nheaders;
+    bool drop_connection;     /* close the connection without any response (simulators) */
+} oc_http_response_t;
+
+/* Adds a response header (ignored past OC_HTTP_MAX_RESP_HEADERS or when too long). */
+void oc_http_response_header(oc_http_response_t *resp, const char *name, const char *value);
+/* Sets status and a JSON body {"error": reason} — the usual 4xx/5xx answer. */
+void oc_http_response_error(oc_http_response_t *resp, int status, const char *reason);
+
+/* Handlers may block; they run on the server's thread pool. */
+typedef void (*oc_http_handler_fn)(void *user, const oc_http_request_t *req,
+                                   oc_http_response_t *resp);
+
+typedef struct oc_http_route {
+    const char *method; /* NULL: any method */
+    const char *path;   /* exact path, or a prefix when prefix is true ("/webhooks/line/") */
+    bool prefix;
+    oc_http_handler_fn handler;
+    void *user;
+} oc_http_route_t;
+
+typedef struct oc_http_server_opts {
+    const char *listen;   /* "127.0.0.1:8081"; port 0 picks a free port */
+    int threads;          /* thread pool size; default 8 */
+    size_t max_body;      /* larger bodies get 413 before any handler runs; default 1 MiB */
+    int timeout_s;        /* idle connection timeout; default 30 */
+    const oc_http_route_t *routes; /* first match wins; must outlive the server */
+    size_t nroutes;
+    /* Optional, after each response (metrics, access log); never sees the body. */
+    void (*on_complete)(void *user, const oc_http_request_t *req, int status,
+                        int64_t latency_us);
+    void *user;
+} oc_http_server_opts_t;
+
+typedef struct oc_http_server oc_http_server_t;
+
+/*
+ * Creates and starts a server. A path with no route is 404, a route matched on path but not
+ * method is 405 with Allow. Returns NULL with err on failure (e.g. port busy).
+ */
+oc_http_server_t *oc_http_server_start(const oc_http_server_opts_t *opts, oc_error_t *err);
+int oc_http_server_port(const oc_http_server_t *s);
+/* Stops accepting, waits for running handlers, frees. NULL is fine. */
+void oc_http_server_stop(oc_http_server_t *s);
+
+#endif
