@@ -10,17 +10,18 @@
 #include "omnichat/err.h"
 
 typedef struct oc_http_request {
-    const char *method;   /* "GET", "POST", ... */
-    const char *path;     /* decoded path without the query string */
-    const char *body;     /* raw bytes exactly as received (NUL-terminated for convenience) */
+    const char *method; /* "GET", "POST", ... */
+    const char *path;   /* decoded path without the query string */
+    const char *body;   /* raw bytes exactly as received (NUL-terminated for convenience) */
     size_t body_len;
     const char *remote_addr;
-    void *internal;       /* for oc_http_header / oc_http_query */
+    void *internal; /* for oc_http_header / oc_http_query */
 } oc_http_request_t;
 
 /* Request header by case-insensitive name; NULL when absent. Valid during the handler. */
 const char *oc_http_header(const oc_http_request_t *r, const char *name);
-/* Decoded query parameter; NULL when absent. Valid during the handler. */
+/* Decoded query parameter ('+' and %XX decoded), name matched case-sensitively, first
+ * occurrence wins; "" for a bare "?name"; NULL when absent. Valid during the handler. */
 const char *oc_http_query(const oc_http_request_t *r, const char *name);
 
 #define OC_HTTP_MAX_RESP_HEADERS 8
@@ -34,7 +35,7 @@ typedef struct oc_http_response {
         char value[256];
     } headers[OC_HTTP_MAX_RESP_HEADERS];
     int nheaders;
-    bool drop_connection;     /* close the connection without any response (simulators) */
+    bool drop_connection; /* close the connection without any response (simulators) */
 } oc_http_response_t;
 
 /* Adds a response header (ignored past OC_HTTP_MAX_RESP_HEADERS or when too long). */
@@ -55,15 +56,17 @@ typedef struct oc_http_route {
 } oc_http_route_t;
 
 typedef struct oc_http_server_opts {
-    const char *listen;   /* "127.0.0.1:8081"; port 0 picks a free port */
-    int threads;          /* thread pool size; default 8 */
-    size_t max_body;      /* larger bodies get 413 before any handler runs; default 1 MiB */
-    int timeout_s;        /* idle connection timeout; default 30 */
+    const char *listen; /* "127.0.0.1:8081"; port 0 picks a free port */
+    int threads;        /* thread pool size; default 8 */
+    size_t max_body;    /* larger bodies get 413 before any handler runs; default 1 MiB */
+    int timeout_s;      /* idle connection timeout; default 30 */
     const oc_http_route_t *routes; /* first match wins; must outlive the server */
     size_t nroutes;
-    /* Optional, after each response (metrics, access log); never sees the body. */
-    void (*on_complete)(void *user, const oc_http_request_t *req, int status,
-                        int64_t latency_us);
+    /* Optional, after each response (metrics, access log); never sees the body (req->body is
+     * NULL). Runs on pool threads, concurrently: must be thread-safe. status is 0 when a
+     * handler asked for drop_connection. latency runs from the request headers to the
+     * response being queued. */
+    void (*on_complete)(void *user, const oc_http_request_t *req, int status, int64_t latency_us);
     void *user;
 } oc_http_server_opts_t;
 
@@ -71,9 +74,13 @@ typedef struct oc_http_server oc_http_server_t;
 
 /*
  * Creates and starts a server. A path with no route is 404, a route matched on path but not
- * method is 405 with Allow. Returns NULL with err on failure (e.g. port busy).
+ * method is 405 with Allow. listen is "a.b.c.d:port", "[v6]:port", or "*:port" / ":port" for
+ * every IPv4 address. Returns NULL with err on failure: OC_E_CONFIG for a bad listen address
+ * or option, OC_E_IO when the daemon cannot start (e.g. port busy; MHD's reason in err).
+ * A handler that cannot build its response (body over 16 MiB, OOM) yields a 500.
  */
 oc_http_server_t *oc_http_server_start(const oc_http_server_opts_t *opts, oc_error_t *err);
+/* The bound port (the real one when opts->listen asked for port 0). */
 int oc_http_server_port(const oc_http_server_t *s);
 /* Stops accepting, waits for running handlers, frees. NULL is fine. */
 void oc_http_server_stop(oc_http_server_t *s);

@@ -1,0 +1,482 @@
+/* PostgreSQL pool over libpq: lazy (re)connection, prepared statements, pipelined transactions. */
+#include "omnichat/pg.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SET_TENANT_STMT "oc__set_tenant"
+#define MAX_TRIES 3
+
+struct oc_pg_conn {
+    PGconn *conn;
+    oc_pg_pool_t *pool; /* NULL for standalone connections */
+    bool busy;
+    bool broken; /* remake before the next use */
+};
+
+struct oc_pg_pool {
+    char *conninfo;
+    const oc_pg_stmt_t *stmts;
+    size_t nstmts;
+    size_t size;
+    size_t in_use;
+    oc_pg_conn_t *slots;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+static void (*log_hook)(const char *sqlstate, const char *message);
+
+void oc_pg_set_log_hook(void (*hook)(const char *sqlstate, const char *message))
+{
+    log_hook = hook;
+}
+
+/* libpq prints notices (e.g. from RAISE NOTICE) on stderr by default; ours are JSON only. */
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+oc_pg_pool_t *oc_pg_pool_create(const char *conninfo, size_t size, const oc_pg_stmt_t *stmts,
+                                size_t nstmts, oc_error_t *err)
+{
+    oc_pg_pool_t *p = NULL;
+
+    if (conninfo == NULL || size == 0) {
+        oc_error_set(err, OC_E_INVALID, "database pool: conninfo and a size are required");
+        return NULL;
+    }
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
+        goto oom;
+    p->conninfo = strdup(conninfo);
+    p->slots = calloc(size, sizeof *p->slots);
+    if (p->conninfo == NULL || p->slots == NULL)
+        goto oom;
+    p->stmts = stmts;
+    p->nstmts = nstmts;
+    p->size = size;
+    for (size_t i = 0; i < size; i++)
+        p->slots[i].pool = p;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    return p;
+oom:
+    if (p != NULL) {
+        free(p->conninfo);
+        free(p->slots);
+        free(p);
+    }
+    oc_error_set(err, OC_E_NOMEM, "database pool: out of memory");
+    return NULL;
+}
+
+void oc_pg_pool_destroy(oc_pg_pool_t *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->size; i++)
+        if (p->slots[i].conn != NULL)
+            PQfinish(p->slots[i].conn);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    /* The conninfo may hold a password read from a secret file. */
+    if (p->conninfo != NULL) {
+        memset(p->conninfo, 0, strlen(p->conninfo));
+        free(p->conninfo);
+    }
+    free(p->slots);
+    free(p);
+}
+
+void oc_pg_pool_stats(oc_pg_pool_t *p, size_t *in_use, size_t *size)
+{
+    pthread_mutex_lock(&p->mu);
+    if (in_use != NULL)
+        *in_use = p->in_use;
+    if (size != NULL)
+        *size = p->size;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static oc_err_t classify_sqlstate(const char *st)
+{
+    if (st == NULL)
+        return OC_E_UNAVAILABLE; /* no server error: the connection failed */
+    if (strncmp(st, "OC", 2) == 0) {
+        if (strcmp(st, "OCIA0") == 0)
+            return OC_E_INVALID;
+        if (strcmp(st, "OCNF0") == 0)
+            return OC_E_NOT_FOUND;
+        if (strcmp(st, "OCAE0") == 0)
+            return OC_E_ALREADY_EXISTS;
+        if (strcmp(st, "OCFP0") == 0)
+            return OC_E_FAILED_PRECONDITION;
+        return OC_E_INTERNAL;
+    }
+    if (strcmp(st, "23505") == 0)
+        return OC_E_ALREADY_EXISTS;
+    if (strncmp(st, "22", 2) == 0 || strcmp(st, "23502") == 0 || strcmp(st, "23514") == 0 ||
+        strcmp(st, "23503") == 0)
+        return OC_E_INVALID;
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0)
+        return OC_E_CONFLICT;
+    if (strcmp(st, "57014") == 0)
+        return OC_E_DEADLINE;
+    if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P0", 4) == 0 || strncmp(st, "53", 2) == 0)
+        return OC_E_UNAVAILABLE;
+    return OC_E_INTERNAL;
+}
+
+/* Sets err from a failed result. Our own SQLSTATEs carry caller-facing text; anything else
+ * gets a generic message so server internals never reach a client. */
+static oc_err_t result_error(PGconn *conn, const PGresult *res, oc_error_t *err)
+{
+    const char *st = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg =
+        res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn);
+    oc_err_t code = classify_sqlstate(st);
+
+    if (log_hook != NULL && (st == NULL || strncmp(st, "OC", 2) != 0))
+        log_hook(st != NULL ? st : "", msg != NULL ? msg : "");
+    if (st != NULL && strncmp(st, "OC", 2) == 0 && msg != NULL)
+        return oc_error_set(err, code, "%s", msg);
+    switch (code) {
+    case OC_E_UNAVAILABLE:
+        return oc_error_set(err, code, "database unavailable");
+    case OC_E_CONFLICT:
+        return oc_error_set(err, code, "database: concurrent update, retry");
+    case OC_E_DEADLINE:
+        return oc_error_set(err, code, "database: statement timeout");
+    case OC_E_ALREADY_EXISTS:
+        return oc_error_set(err, code, "already exists");
+    case OC_E_INVALID:
+        return oc_error_set(err, code, "request: rejected by a database constraint");
+    default:
+        return oc_error_set(err, code, "database error");
+    }
+}
+
+/* Prepares every statement of the table in one round trip. */
+static oc_err_t prepare_all(oc_pg_conn_t *c, oc_error_t *err)
+{
+    const oc_pg_pool_t *p = c->pool;
+    oc_err_t rc = OC_OK;
+    PGresult *res;
+
+    if (PQenterPipelineMode(c->conn) != 1)
+        return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
+    PQsendPrepare(c->conn, SET_TENANT_STMT, "SELECT set_config('omnichat.tenant_id', $1, true)",
+                  1, NULL);
+    for (size_t i = 0; p != NULL && i < p->nstmts; i++)
+        PQsendPrepare(c->conn, p->stmts[i].name, p->stmts[i].sql, 0, NULL);
+    if (PQpipelineSync(c->conn) != 1)
+        rc = oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
+    for (size_t i = 0; rc == OC_OK && i < 1 + (p != NULL ? p->nstmts : 0); i++) {
+        res = PQgetResult(c->conn);
+        if (res == NULL) {
+            rc = oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
+            break;
+        }
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == OC_OK) {
+            rc = result_error(c->conn, res, err);
+            if (rc != OC_E_UNAVAILABLE)
+                rc = oc_error_set(err, OC_E_INTERNAL, "database: statement %zu does not prepare",
+                                  i);
+        }
+        PQclear(res);
+        PQclear(PQgetResult(c->conn)); /* the NULL ending this command's results */
+    }
+    /* Drain to the sync point whatever happened above. */
+    while ((res = PQgetResult(c->conn)) != NULL) {
+        ExecStatusType s = PQresultStatus(res);
+        PQclear(res);
+        if (s == PGRES_PIPELINE_SYNC)
+            break;
+    }
+    PQexitPipelineMode(c->conn);
+    return rc;
+}
+
+static oc_err_t connect_slot(oc_pg_conn_t *c, const char *conninfo, oc_error_t *err)
+{
+    if (c->conn != NULL) {
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+    c->conn = PQconnectdb(conninfo);
+    if (c->conn == NULL)
+        return oc_error_set(err, OC_E_NOMEM, "database: out of memory");
+    if (PQstatus(c->conn) != CONNECTION_OK) {
+        if (log_hook != NULL)
+            log_hook("08000", PQerrorMessage(c->conn));
+        PQfinish(c->conn);
+        c->conn = NULL;
+        return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
+    }
+    PQsetNoticeProcessor(c->conn, quiet_notice, NULL);
+    c->broken = false;
+    oc_err_t rc = prepare_all(c, err);
+    if (rc != OC_OK) {
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+    return rc;
+}
+
+oc_pg_conn_t *oc_pg_connect(const char *conninfo, oc_error_t *err)
+{
+    oc_pg_conn_t *c = calloc(1, sizeof *c);
+
+    if (c == NULL) {
+        oc_error_set(err, OC_E_NOMEM, "database: out of memory");
+        return NULL;
+    }
+    if (connect_slot(c, conninfo, err) != OC_OK) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void oc_pg_disconnect(oc_pg_conn_t *c)
+{
+    if (c == NULL)
+        return;
+    if (c->conn != NULL)
+        PQfinish(c->conn);
+    free(c);
+}
+
+oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err)
+{
+    oc_pg_conn_t *c = NULL;
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        /* Prefer a connected slot so one outage does not make every worker reconnect. */
+        for (size_t i = 0; i < p->size && c == NULL; i++)
+            if (!p->slots[i].busy && p->slots[i].conn != NULL && !p->slots[i].broken)
+                c = &p->slots[i];
+        for (size_t i = 0; i < p->size && c == NULL; i++)
+            if (!p->slots[i].busy)
+                c = &p->slots[i];
+        if (c != NULL)
+            break;
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != 0) {
+            pthread_mutex_unlock(&p->mu);
+            oc_error_set(err, OC_E_UNAVAILABLE, "database: no connection free in time");
+            return NULL;
+        }
+    }
+    c->busy = true;
+    p->in_use++;
+    pthread_mutex_unlock(&p->mu);
+
+    /* Connecting happens outside the lock: it blocks for up to connect_timeout. */
+    if (c->conn == NULL || c->broken || PQstatus(c->conn) != CONNECTION_OK) {
+        if (connect_slot(c, p->conninfo, err) != OC_OK) {
+            oc_pg_release(p, c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void oc_pg_release(oc_pg_pool_t *p, oc_pg_conn_t *c)
+{
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    c->busy = false;
+    p->in_use--;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void clear_results(oc_pg_query_t *q, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        PQclear((PGresult *)q[i].res);
+        q[i].res = NULL;
+    }
+}
+
+/* One attempt: send everything, one sync, read everything. */
+static oc_err_t run_pipeline(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q, size_t n,
+                             oc_error_t *err)
+{
+    PGconn *conn = c->conn;
+    oc_err_t rc = OC_OK;
+    size_t ncmd = n + (tenant_id != NULL ? 1 : 0);
+    PGresult *res;
+
+    if (PQenterPipelineMode(conn) != 1)
+        goto lost;
+    if (tenant_id != NULL &&
+        PQsendQueryPrepared(conn, SET_TENANT_STMT, 1, &tenant_id, NULL, NULL, 0) != 1)
+        goto lost;
+    for (size_t i = 0; i < n; i++)
+        if (PQsendQueryPrepared(conn, q[i].stmt, q[i].nparams, q[i].values, NULL, NULL, 0) != 1)
+            goto lost;
+    if (PQpipelineSync(conn) != 1)
+        goto lost;
+
+    for (size_t k = 0; k < ncmd; k++) {
+        size_t qi = tenant_id != NULL ? k - 1 : k; /* index into q when k is a query */
+        bool is_query = tenant_id == NULL || k > 0;
+
+        res = PQgetResult(conn);
+        if (res == NULL)
+            goto lost;
+        switch (PQresultStatus(res)) {
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+            if (is_query && rc == OC_OK)
+                q[qi].res = (oc_pg_result_t *)res;
+            else
+                PQclear(res);
+            break;
+        case PGRES_PIPELINE_ABORTED:
+            PQclear(res);
+            break;
+        default:
+            if (rc == OC_OK)
+                rc = result_error(conn, res, err);
+            PQclear(res);
+            break;
+        }
+        /* Each command's results end with NULL. */
+        res = PQgetResult(conn);
+        if (res != NULL) {
+            PQclear(res);
+            goto lost;
+        }
+    }
+    res = PQgetResult(conn);
+    if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        goto lost;
+    }
+    PQclear(res);
+    PQexitPipelineMode(conn);
+    if (rc != OC_OK)
+        clear_results(q, n);
+    if (rc == OC_E_UNAVAILABLE)
+        c->broken = true;
+    return rc;
+
+lost:
+    clear_results(q, n);
+    c->broken = true;
+    if (log_hook != NULL)
+        log_hook("08006", PQerrorMessage(conn));
+    err->code = OC_OK; /* a lost connection overrides any earlier classification */
+    err->msg[0] = '\0';
+    return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
+}
+
+oc_err_t oc_pg_exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q, size_t n,
+                       oc_error_t *err)
+{
+    oc_error_t local;
+    oc_err_t rc = OC_E_INTERNAL;
+
+    for (size_t i = 0; i < n; i++)
+        q[i].res = NULL;
+    if (c->conn == NULL || c->broken)
+        return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
+    /* Serialization failures and deadlocks are the database asking us to try again. */
+    for (int attempt = 0; attempt < MAX_TRIES; attempt++) {
+        oc_error_clear(&local);
+        rc = run_pipeline(c, tenant_id, q, n, &local);
+        if (rc != OC_E_CONFLICT)
+            break;
+    }
+    if (rc != OC_OK)
+        oc_error_set(err, rc, "%s", local.msg);
+    return rc;
+}
+
+oc_err_t oc_pg_exec_simple(oc_pg_conn_t *c, const char *sql, oc_pg_result_t **out,
+                           oc_error_t *err)
+{
+    PGresult *res;
+    oc_err_t rc = OC_OK;
+
+    if (out != NULL)
+        *out = NULL;
+    res = PQexec(c->conn, sql);
+    if (res == NULL)
+        return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        /* Admin paths (migrations) show the server's message: operators need it. */
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        rc = oc_error_set(err, classify_sqlstate(state), "%s (SQLSTATE %s)",
+                          msg != NULL ? msg : PQerrorMessage(c->conn),
+                          state != NULL ? state : "none");
+        PQclear(res);
+        return rc;
+    }
+    if (out != NULL)
+        *out = (oc_pg_result_t *)res;
+    else
+        PQclear(res);
+    return OC_OK;
+}
+
+void oc_pg_result_free(oc_pg_result_t *r)
+{
+    PQclear((PGresult *)r);
+}
+
+int oc_pg_ntuples(const oc_pg_result_t *r)
+{
+    return r != NULL ? PQntuples((const PGresult *)r) : 0;
+}
+
+int oc_pg_nfields(const oc_pg_result_t *r)
+{
+    return r != NULL ? PQnfields((const PGresult *)r) : 0;
+}
+
+const char *oc_pg_value(const oc_pg_result_t *r, int row, int col)
+{
+    if (r == NULL || col < 0)
+        return "";
+    return PQgetvalue((const PGresult *)r, row, col);
+}
+
+int oc_pg_length(const oc_pg_result_t *r, int row, int col)
+{
+    if (r == NULL || col < 0)
+        return 0;
+    return PQgetlength((const PGresult *)r, row, col);
+}
+
+bool oc_pg_isnull(const oc_pg_result_t *r, int row, int col)
+{
+    if (r == NULL || col < 0)
+        return true;
+    return PQgetisnull((const PGresult *)r, row, col) != 0;
+}
+
+int oc_pg_fnumber(const oc_pg_result_t *r, const char *name)
+{
+    return r != NULL ? PQfnumber((const PGresult *)r, name) : -1;
+}

@@ -1,0 +1,194 @@
+/* omnichat-persistence: serve the Persistence gRPC API, or apply the schema migrations. */
+#include <openssl/crypto.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migrate.h"
+#include "omnichat/config.h"
+#include "omnichat/log.h"
+#include "omnichat/rpc.h"
+#include "service.h"
+
+#define VERSION "0.1.0"
+
+static bool valid_level(const char *v, char *why, size_t len)
+{
+    if (oc_log_level_parse(v) >= 0)
+        return true;
+    snprintf(why, len, "must be one of debug, info, warn, error, off");
+    return false;
+}
+
+static bool no_password(const char *v, char *why, size_t len)
+{
+    /* Secrets never travel in argv or the environment: a password belongs in
+     * --database-url-file or a PGPASSFILE. */
+    if (strstr(v, "password") != NULL || (strstr(v, "://") != NULL && strchr(v, '@') != NULL &&
+                                          strchr(strstr(v, "://") + 3, ':') != NULL &&
+                                          strchr(strstr(v, "://") + 3, ':') < strchr(v, '@'))) {
+        snprintf(why, len, "must not contain a password (use --database-url-file)");
+        return false;
+    }
+    return true;
+}
+
+#define OPT(name, type, def, min, max, flags, field, help, validate)                           \
+    {name, type, def, min, max, flags, offsetof(pst_config_t, field), help, validate}
+
+static const oc_config_option_t options[] = {
+    OPT("grpc-listen", OC_CFG_STR, "0.0.0.0:50051", 0, 0, 0, grpc_listen,
+        "gRPC listen address (port 0: any free port)", NULL),
+    OPT("admin-listen", OC_CFG_STR, "0.0.0.0:8080", 0, 0, 0, admin_listen,
+        "HTTP address for /healthz and /metrics (empty: off)", NULL),
+    OPT("database-url", OC_CFG_STR, NULL, 0, 0, 0, database_url,
+        "libpq conninfo or URI, without a password", no_password),
+    OPT("database-url-file", OC_CFG_SECRET_FILE, NULL, 0, 0, 0, database_url_file,
+        "file holding the libpq conninfo (may hold a password)", NULL),
+    OPT("workers", OC_CFG_INT, "32", 1, 512, 0, workers,
+        "handler threads, each with its own database connection", NULL),
+    OPT("cursor-key-file", OC_CFG_SECRET_FILE, NULL, 0, 0, 0, cursor_key_file,
+        "file holding base64 of >= 32 random bytes that sign page tokens", NULL),
+    OPT("fallback-bucket-seconds", OC_CFG_INT, "86400", 60, 31536000, 0,
+        fallback_bucket_seconds, "time bucket of the fallback thread rule", NULL),
+    OPT("statement-timeout-ms", OC_CFG_INT, "5000", 100, 600000, 0, statement_timeout_ms,
+        "PostgreSQL statement_timeout of the service's connections", NULL),
+    OPT("connect-timeout-s", OC_CFG_INT, "3", 1, 60, 0, connect_timeout_s,
+        "how long one database connection attempt may take", NULL),
+    OPT("shutdown-grace-ms", OC_CFG_INT, "5000", 0, 600000, 0, shutdown_grace_ms,
+        "how long in-flight calls may finish after SIGTERM", NULL),
+    OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level, "debug, info, warn, error or off",
+        valid_level),
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static const char *const passthrough[] = {"check-config", "help", "version", NULL};
+
+static bool has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return true;
+    return false;
+}
+
+static int serve(pst_config_t *cfg)
+{
+    oc_error_t err;
+    pst_service_t *svc;
+    sigset_t set;
+    int sig = 0, grpc_port = 0, admin_port = 0;
+
+    oc_error_clear(&err);
+    svc = pst_service_create(cfg, &err);
+    if (svc == NULL || pst_service_start(svc, &grpc_port, &admin_port, &err) != OC_OK) {
+        OC_ERROR("could not start", OC_LS("detail", err.msg));
+        pst_service_destroy(svc);
+        return 1;
+    }
+    OC_INFO("listening", OC_LI("grpc_port", grpc_port), OC_LI("admin_port", admin_port),
+            OC_LS("version", VERSION), OC_LI("workers", cfg->workers));
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigwait(&set, &sig);
+    OC_INFO("shutting down", OC_LS("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    pst_service_stop(svc);
+    pst_service_destroy(svc);
+    OC_INFO("stopped");
+    return 0;
+}
+
+static int migrate(pst_config_t *cfg)
+{
+    oc_error_t err;
+    int applied = 0;
+    char *conninfo = pst_conninfo(cfg);
+
+    oc_error_clear(&err);
+    if (conninfo == NULL) {
+        OC_ERROR("out of memory");
+        return 1;
+    }
+    oc_err_t rc = pst_migrate(conninfo, &applied, &err);
+    OPENSSL_cleanse(conninfo, strlen(conninfo));
+    free(conninfo);
+    if (rc != OC_OK) {
+        OC_ERROR("could not migrate", OC_LS("detail", err.msg));
+        return 1;
+    }
+    OC_INFO("migrations done", OC_LI("applied", applied), OC_LI("known", (long long)pst_nmigrations));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    pst_config_t cfg;
+    oc_buf_t problems;
+    sigset_t set;
+    const char *cmd = "serve";
+    int rc;
+
+    /* Before any thread exists (gRPC's included): signals are taken by sigwait in serve(). */
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (argc > 1 && argv[1][0] != '-') {
+        cmd = argv[1];
+        if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
+            fprintf(stderr, "omnichat-persistence: unknown command \"%s\" (serve, migrate)\n",
+                    cmd);
+            return 2;
+        }
+        argv[1] = (char *)"serve"; /* positional words are left alone by the config loader */
+    }
+    if (has_flag(argc, argv, "--help")) {
+        printf("usage: omnichat-persistence [serve|migrate] [--flags]\n\n");
+        oc_config_usage(options, NOPTIONS, "omnichat-persistence");
+        return 0;
+    }
+    if (has_flag(argc, argv, "--version")) {
+        printf("omnichat-persistence %s\n", VERSION);
+        return 0;
+    }
+
+    memset(&cfg, 0, sizeof cfg);
+    oc_buf_init(&problems, 16384);
+    rc = oc_config_load(options, NOPTIONS, &cfg, argc, argv, passthrough, &problems) == OC_OK;
+    if (rc && (cfg.database_url == NULL || cfg.database_url[0] == '\0') &&
+        (cfg.database_url_file == NULL || cfg.database_url_file[0] == '\0')) {
+        oc_buf_appends(&problems, "--database-url: one of --database-url and "
+                                  "--database-url-file is required\n");
+        rc = 0;
+    }
+    if (has_flag(argc, argv, "--check-config")) {
+        if (!rc)
+            fprintf(stderr, "%s", problems.data != NULL ? problems.data : "");
+        else
+            fprintf(stderr, "configuration ok\n");
+        oc_buf_dispose(&problems);
+        oc_config_free(options, NOPTIONS, &cfg);
+        return rc ? 0 : 1;
+    }
+    if (!rc) {
+        fprintf(stderr, "omnichat-persistence: invalid configuration:\n%s",
+                problems.data != NULL ? problems.data : "");
+        oc_buf_dispose(&problems);
+        oc_config_free(options, NOPTIONS, &cfg);
+        return 2;
+    }
+    oc_buf_dispose(&problems);
+    oc_log_init("persistence", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
+    oc_rpc_route_core_logs();
+
+    rc = strcmp(cmd, "migrate") == 0 ? migrate(&cfg) : serve(&cfg);
+    oc_config_free(options, NOPTIONS, &cfg);
+    return rc;
+}

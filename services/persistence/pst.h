@@ -1,0 +1,148 @@
+/* Shared declarations of the persistence service: context, validation, conversions, RPC tables. */
+#ifndef PST_H
+#define PST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "omnichat/metrics.h"
+#include "omnichat/pg.h"
+#include "omnichat/rpc.h"
+#include "omnichat/persistence/v1/persistence.pb-c.h"
+
+/* protobuf-c's names carry the whole package; these keep handler code readable. */
+#define PB(name) Omnichat__Persistence__V1__##name
+#define PBE(name) OMNICHAT__PERSISTENCE__V1__##name
+#define PB_INIT(name) OMNICHAT__PERSISTENCE__V1__##name##__INIT
+
+#define PST_SERVICE "omnichat.persistence.v1.Persistence"
+
+/* Limits of the API (documented in persistence.proto). */
+#define PST_MAX_TEXT 20000
+#define PST_MAX_JSON 65536
+#define PST_MAX_KEY 256
+#define PST_MAX_NAME 512
+#define PST_MAX_URL 2048
+#define PST_MAX_BATCH 100
+#define PST_MAX_ATTACHMENTS 20
+#define PST_MAX_DETAIL 512
+#define PST_PAGE_DEFAULT 50
+#define PST_PAGE_MAX 200
+#define PST_CURSOR_KEY_LEN 32
+
+typedef struct pst_config {
+    char *grpc_listen;
+    char *admin_listen;
+    char *database_url;
+    char *database_url_file; /* contents of the file (secret) */
+    long long workers;
+    char *cursor_key_file; /* contents (secret): base64 of >= 32 bytes */
+    long long fallback_bucket_seconds;
+    long long statement_timeout_ms;
+    long long connect_timeout_s;
+    long long shutdown_grace_ms;
+    char *log_level;
+} pst_config_t;
+
+typedef struct pst {
+    pst_config_t cfg;
+    oc_pg_pool_t *pool;
+    uint8_t cursor_key[PST_CURSOR_KEY_LEN];
+    oc_metrics_t *metrics;
+    oc_metric_t *m_rpc_total;
+    oc_metric_t *m_rpc_latency;
+    oc_metric_t *m_dedupe;
+    oc_metric_t *m_pool_in_use;
+    oc_metric_t *m_pool_size;
+} pst_t;
+
+/* --- RPC tables (one per file) and the statements each file prepares --- */
+extern const oc_rpc_method_t pst_methods_conversations[];
+extern const size_t pst_nmethods_conversations;
+extern const oc_pg_stmt_t pst_stmts_conversations[];
+extern const size_t pst_nstmts_conversations;
+extern const oc_rpc_method_t pst_methods_messages[];
+extern const size_t pst_nmethods_messages;
+extern const oc_pg_stmt_t pst_stmts_messages[];
+extern const size_t pst_nstmts_messages;
+extern const oc_rpc_method_t pst_methods_channels[];
+extern const size_t pst_nmethods_channels;
+extern const oc_pg_stmt_t pst_stmts_channels[];
+extern const size_t pst_nstmts_channels;
+extern const oc_rpc_method_t pst_methods_outbound[];
+extern const size_t pst_nmethods_outbound;
+extern const oc_pg_stmt_t pst_stmts_outbound[];
+extern const size_t pst_nstmts_outbound;
+
+/* --- database access from a handler --- */
+
+/*
+ * Runs q[0..n) as one transaction for tenant_id (NULL: no tenant, privileged statements only)
+ * on a pooled connection. Results are released with the call's arena. Returns the error
+ * recorded in ctx->err.
+ */
+oc_err_t pst_exec(oc_rpc_ctx_t *ctx, const char *tenant_id, oc_pg_query_t *q, size_t n);
+
+/* --- validation: each records INVALID_ARGUMENT naming the field and returns false --- */
+
+bool pst_check_uuid(oc_rpc_ctx_t *ctx, const char *field, const char *v, bool required);
+/* Valid UTF-8, at most max bytes; required means non-empty. */
+bool pst_check_str(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max,
+                   bool required);
+/* A JSON value (object or array when container) of at most max bytes; "" passes. */
+bool pst_check_json(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max,
+                    bool container);
+bool pst_check_attachments(oc_rpc_ctx_t *ctx, const char *field, size_t n,
+                           PB(AttachmentInput) *const *a);
+/* Page size: 0 → default, 1..max, else INVALID_ARGUMENT. */
+bool pst_page_size(oc_rpc_ctx_t *ctx, int32_t in, int *out);
+
+/* --- enums <-> database text (NULL / 0 when unknown) --- */
+
+const char *pst_channel_type_str(int v);
+int pst_channel_type_val(const char *s);
+const char *pst_channel_status_str(int v);
+int pst_channel_status_val(const char *s);
+const char *pst_direction_str(int v);
+int pst_direction_val(const char *s);
+const char *pst_sender_type_str(int v);
+int pst_sender_type_val(const char *s);
+const char *pst_content_type_str(int v);
+int pst_content_type_val(const char *s);
+const char *pst_status_str(int v);
+int pst_status_val(const char *s);
+const char *pst_error_category_str(int v);
+int pst_error_category_val(const char *s);
+
+/* --- small formatting helpers (arena strings) --- */
+char *pst_i64(oc_rpc_ctx_t *ctx, int64_t v);
+/* NULL for "" so optional text becomes SQL NULL. */
+const char *pst_opt(const char *s);
+/* JSON array of attachment inputs for the SQL functions; NULL when n == 0. */
+char *pst_attachments_json(oc_rpc_ctx_t *ctx, size_t n, PB(AttachmentInput) *const *a);
+/* The v1 fallback thread when the provider gave none: "fallback:{user}:{bucket}", one
+ * conversation per user and time bucket, the same on every replica and every retry. */
+char *pst_fallback_thread(oc_rpc_ctx_t *ctx, const char *external_user_id, int64_t ts_ms);
+/* Fresh UUIDv7 in the arena (ids are generated here so they are time-ordered). */
+char *pst_new_id(oc_rpc_ctx_t *ctx);
+
+/* --- rows -> protobuf (arena-allocated) --- */
+PB(Message) *pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
+PB(Conversation) *pst_row_conversation(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
+PB(Contact) *pst_row_contact(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
+PB(ChannelAccount) *pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
+/* Parses the attachments JSON column into messages' attachments. */
+bool pst_parse_attachments(oc_rpc_ctx_t *ctx, const char *json, const char *message_id,
+                           size_t *n_out, PB(Attachment) ***out);
+
+/* --- cursors: opaque, HMAC-signed, bound to a scope (tenant + conversation or filters) --- */
+
+/* Writes a base64url cursor for position (ts_us, id) in scope into the arena. */
+char *pst_cursor_encode(oc_rpc_ctx_t *ctx, char kind, int64_t ts_us, const char *id,
+                        const char *scope);
+/* Verifies and decodes; INVALID_ARGUMENT naming `field` on any problem. */
+bool pst_cursor_decode(oc_rpc_ctx_t *ctx, const char *field, const char *cursor, char kind,
+                       const char *scope, int64_t *ts_us, char id_out[37]);
+
+#endif

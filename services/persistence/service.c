@@ -1,0 +1,288 @@
+/* Wires the persistence service together: method and statement tables, metrics, admin HTTP. */
+#include "service.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omnichat/http.h"
+#include "omnichat/log.h"
+#include "omnichat/util.h"
+
+typedef struct table_part {
+    const oc_rpc_method_t *methods;
+    const size_t *nmethods;
+    const oc_pg_stmt_t *stmts;
+    const size_t *nstmts;
+} table_part_t;
+
+static const table_part_t parts[] = {
+    {pst_methods_conversations, &pst_nmethods_conversations, pst_stmts_conversations,
+     &pst_nstmts_conversations},
+    {pst_methods_messages, &pst_nmethods_messages, pst_stmts_messages, &pst_nstmts_messages},
+    {pst_methods_channels, &pst_nmethods_channels, pst_stmts_channels, &pst_nstmts_channels},
+    {pst_methods_outbound, &pst_nmethods_outbound, pst_stmts_outbound, &pst_nstmts_outbound},
+};
+#define NPARTS (sizeof parts / sizeof parts[0])
+
+struct pst_service {
+    pst_t pst;
+    oc_rpc_method_t *methods;
+    size_t nmethods;
+    oc_pg_stmt_t *stmts;
+    oc_rpc_server_t *rpc;
+    oc_http_server_t *admin;
+    oc_http_route_t routes[2];
+};
+
+static void pool_gauges(void *arg)
+{
+    pst_t *pst = arg;
+    size_t in_use = 0, size = 0;
+
+    oc_pg_pool_stats(pst->pool, &in_use, &size);
+    oc_metric_set(pst->m_pool_in_use, NULL, (double)in_use);
+    oc_metric_set(pst->m_pool_size, NULL, (double)size);
+}
+
+static const char *grpc_code_name(int code)
+{
+    static const char *const names[] = {
+        "OK",           "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS",    "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",       "DATA_LOSS",
+        "UNAUTHENTICATED"};
+    return code >= 0 && code <= 16 ? names[code] : "UNKNOWN";
+}
+
+/* After every call: metrics, and one access-log line (debug; warn for server faults). */
+static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
+{
+    pst_t *pst = user;
+    const char *method = strrchr(ctx->method, '/');
+    const char *code = grpc_code_name(status);
+
+    method = method != NULL ? method + 1 : ctx->method;
+    oc_metric_inc(pst->m_rpc_total, (const char *const[]){method, code}, 1);
+    oc_metric_observe(pst->m_rpc_latency, (const char *const[]){method}, (double)latency_us / 1e6);
+    /* INTERNAL and UNKNOWN are ours to look at; the rest are the caller's business. */
+    if (status == 2 || status == 13 || status == 14)
+        OC_WARN("rpc failed", OC_LS("method", method), OC_LS("code", code),
+                OC_LS("request_id", ctx->request_id), OC_LS("detail", ctx->err.msg),
+                OC_LI("latency_us", latency_us));
+    else
+        OC_DEBUG("rpc", OC_LS("method", method), OC_LS("code", code),
+                 OC_LS("request_id", ctx->request_id), OC_LI("latency_us", latency_us));
+}
+
+static void admin_healthz(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
+{
+    (void)user;
+    (void)req;
+    oc_buf_appends(&resp->body, "{\"status\":\"ok\"}");
+}
+
+static void admin_metrics(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
+{
+    pst_t *pst = user;
+
+    (void)req;
+    resp->content_type = "text/plain; version=0.0.4";
+    if (oc_metrics_render(pst->metrics, &resp->body) != OC_OK)
+        oc_http_response_error(resp, 500, "metrics could not be rendered");
+}
+
+static void pg_log(const char *sqlstate, const char *message)
+{
+    OC_WARN("database error", OC_LS("sqlstate", sqlstate), OC_LS("detail", message));
+}
+
+static oc_err_t load_cursor_key(pst_t *pst, oc_error_t *err)
+{
+    uint8_t raw[256];
+    long n;
+
+    if (pst->cfg.cursor_key_file == NULL || pst->cfg.cursor_key_file[0] == '\0') {
+        /* Cursors then die with the process and differ between replicas: fine on a laptop,
+         * wrong for production, hence the warning. */
+        OC_WARN("no cursor key file configured: using a random key; page tokens will not "
+                "survive a restart or work across replicas");
+        if (RAND_bytes(pst->cursor_key, PST_CURSOR_KEY_LEN) != 1)
+            return oc_error_set(err, OC_E_INTERNAL, "cursor key: no randomness");
+        return OC_OK;
+    }
+    n = oc_base64_decode(pst->cfg.cursor_key_file, strlen(pst->cfg.cursor_key_file), raw,
+                         sizeof raw);
+    if (n < PST_CURSOR_KEY_LEN) {
+        OPENSSL_cleanse(raw, sizeof raw);
+        return oc_error_set(err, OC_E_CONFIG,
+                            "cursor-key-file: must hold base64 of at least %d random bytes",
+                            PST_CURSOR_KEY_LEN);
+    }
+    memcpy(pst->cursor_key, raw, PST_CURSOR_KEY_LEN);
+    OPENSSL_cleanse(raw, sizeof raw);
+    return OC_OK;
+}
+
+/* Adds timeouts and the application name to the operator's conninfo (URI or keywords). */
+static char *full_conninfo(const pst_config_t *cfg)
+{
+    const char *base = cfg->database_url_file != NULL && cfg->database_url_file[0] != '\0'
+                           ? cfg->database_url_file
+                           : cfg->database_url;
+    bool uri = strncmp(base, "postgres://", 11) == 0 || strncmp(base, "postgresql://", 13) == 0;
+    char *out = NULL;
+    int rc;
+
+    if (uri)
+        rc = asprintf(&out,
+                      "%s%sconnect_timeout=%lld&application_name=omnichat-persistence"
+                      "&options=-c%%20statement_timeout%%3D%lld",
+                      base, strchr(base, '?') != NULL ? "&" : "?", cfg->connect_timeout_s,
+                      cfg->statement_timeout_ms);
+    else
+        rc = asprintf(&out,
+                      "%s connect_timeout=%lld application_name=omnichat-persistence "
+                      "options='-c statement_timeout=%lld'",
+                      base, cfg->connect_timeout_s, cfg->statement_timeout_ms);
+    return rc < 0 ? NULL : out;
+}
+
+char *pst_conninfo(const pst_config_t *cfg)
+{
+    return full_conninfo(cfg);
+}
+
+pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
+{
+    pst_service_t *s = calloc(1, sizeof *s);
+    size_t nstmts = 0, k = 0;
+    char *conninfo = NULL;
+
+    if (s == NULL) {
+        oc_error_set(err, OC_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    s->pst.cfg = *cfg;
+    for (size_t i = 0; i < NPARTS; i++) {
+        s->nmethods += *parts[i].nmethods;
+        nstmts += *parts[i].nstmts;
+    }
+    s->methods = calloc(s->nmethods, sizeof *s->methods);
+    s->stmts = calloc(nstmts, sizeof *s->stmts);
+    if (s->methods == NULL || s->stmts == NULL)
+        goto oom;
+    for (size_t i = 0, m = 0; i < NPARTS; i++) {
+        memcpy(s->methods + m, parts[i].methods, *parts[i].nmethods * sizeof *s->methods);
+        m += *parts[i].nmethods;
+        memcpy(s->stmts + k, parts[i].stmts, *parts[i].nstmts * sizeof *s->stmts);
+        k += *parts[i].nstmts;
+    }
+    if (load_cursor_key(&s->pst, err) != OC_OK)
+        goto fail;
+
+    s->pst.metrics = oc_metrics_create();
+    if (s->pst.metrics == NULL)
+        goto oom;
+    s->pst.m_rpc_total = oc_metrics_counter(s->pst.metrics, "omnichat_rpc_requests_total",
+                                            "gRPC calls handled, by method and status code",
+                                            (const char *const[]){"method", "code"}, 2);
+    s->pst.m_rpc_latency = oc_metrics_histogram(
+        s->pst.metrics, "omnichat_rpc_latency_seconds",
+        "gRPC call latency from arrival to status, by method",
+        (const char *const[]){"method"}, 1, NULL, 0);
+    s->pst.m_dedupe = oc_metrics_counter(
+        s->pst.metrics, "omnichat_dedupe_hits_total",
+        "messages whose idempotency key already existed (nothing written)",
+        (const char *const[]){"method"}, 1);
+    s->pst.m_pool_in_use = oc_metrics_gauge(s->pst.metrics, "omnichat_db_pool_in_use",
+                                            "database connections in use", NULL, 0);
+    s->pst.m_pool_size = oc_metrics_gauge(s->pst.metrics, "omnichat_db_pool_size",
+                                          "database connection slots", NULL, 0);
+    if (s->pst.m_rpc_total == NULL || s->pst.m_rpc_latency == NULL || s->pst.m_dedupe == NULL ||
+        s->pst.m_pool_in_use == NULL || s->pst.m_pool_size == NULL)
+        goto oom;
+    oc_metrics_on_render(s->pst.metrics, pool_gauges, &s->pst);
+
+    oc_pg_set_log_hook(pg_log);
+    conninfo = full_conninfo(cfg);
+    if (conninfo == NULL)
+        goto oom;
+    /* One connection per worker: a handler never waits for a slot. */
+    s->pst.pool = oc_pg_pool_create(conninfo, (size_t)cfg->workers, s->stmts, nstmts, err);
+    OPENSSL_cleanse(conninfo, strlen(conninfo));
+    free(conninfo);
+    if (s->pst.pool == NULL)
+        goto fail;
+    return s;
+oom:
+    oc_error_set(err, OC_E_NOMEM, "out of memory");
+fail:
+    pst_service_destroy(s);
+    return NULL;
+}
+
+oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc_error_t *err)
+{
+    oc_rpc_server_opts_t opts = {
+        .listen = s->pst.cfg.grpc_listen,
+        .workers = (int)s->pst.cfg.workers,
+        .max_message_bytes = 8u << 20,
+        .user = &s->pst,
+        .on_complete = on_complete,
+    };
+
+    s->rpc = oc_rpc_server_create(&opts, s->methods, s->nmethods, err);
+    if (s->rpc == NULL)
+        return err->code;
+    if (oc_rpc_server_start(s->rpc, err) != OC_OK)
+        return err->code;
+    *grpc_port = oc_rpc_server_port(s->rpc);
+    *admin_port = 0;
+    if (s->pst.cfg.admin_listen != NULL && s->pst.cfg.admin_listen[0] != '\0') {
+        s->routes[0] = (oc_http_route_t){"GET", "/healthz", false, admin_healthz, &s->pst};
+        s->routes[1] = (oc_http_route_t){"GET", "/metrics", false, admin_metrics, &s->pst};
+        oc_http_server_opts_t hopts = {
+            .listen = s->pst.cfg.admin_listen,
+            .threads = 2,
+            .max_body = 4096,
+            .timeout_s = 10,
+            .routes = s->routes,
+            .nroutes = 2,
+        };
+        s->admin = oc_http_server_start(&hopts, err);
+        if (s->admin == NULL)
+            return err->code;
+        *admin_port = oc_http_server_port(s->admin);
+    }
+    return OC_OK;
+}
+
+void pst_service_stop(pst_service_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->rpc != NULL) {
+        oc_rpc_server_set_serving(s->rpc, false);
+        oc_rpc_server_shutdown(s->rpc, (int)s->pst.cfg.shutdown_grace_ms);
+    }
+    oc_http_server_stop(s->admin);
+    s->admin = NULL;
+}
+
+void pst_service_destroy(pst_service_t *s)
+{
+    if (s == NULL)
+        return;
+    oc_rpc_server_destroy(s->rpc);
+    oc_http_server_stop(s->admin);
+    oc_pg_pool_destroy(s->pst.pool);
+    oc_metrics_destroy(s->pst.metrics);
+    OPENSSL_cleanse(s->pst.cursor_key, sizeof s->pst.cursor_key);
+    free(s->methods);
+    free(s->stmts);
+    free(s);
+}

@@ -1,0 +1,22 @@
+/* The persistence service as an object: create from config, start, stop, destroy. */
+#ifndef PST_SERVICE_H
+#define PST_SERVICE_H
+
+#include "pst.h"
+
+typedef struct pst_service pst_service_t;
+
+/* Builds the method and statement tables, metrics and the database pool (nothing connects
+ * yet). The config is copied by value; its strings must outlive the service. NULL with err. */
+pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err);
+/* Binds and starts the gRPC server and the admin HTTP server; reports the bound ports. */
+oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc_error_t *err);
+/* Graceful stop: health NOT_SERVING, in-flight calls finish within the grace period. */
+void pst_service_stop(pst_service_t *s);
+void pst_service_destroy(pst_service_t *s);
+
+/* The libpq conninfo the service uses (timeouts and application name added); malloc'ed, the
+ * caller wipes and frees it. NULL on OOM. */
+char *pst_conninfo(const pst_config_t *cfg);
+
+#endif

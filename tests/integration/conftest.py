@@ -1,0 +1,132 @@
+"""Session fixtures: one PostgreSQL cluster + one migrated omnichat-persistence for the suite.
+
+Run:  /usr/bin/python3 -m pytest tests/integration -q
+Env:  OMNICHAT_BIN_DIR (default build/bin) — where omnichat-persistence lives.
+
+Each test gets a fresh random tenant (uuid4), so tests do not depend on each other. The
+database-down test (test_resilience.py) brings up its own cluster and service.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import harness  # noqa: E402
+from harness import Api, Builder, Db, PgCluster, Service, log_tail, sanitizer_lines  # noqa: E402
+
+
+def start_stack(name):
+    """Cluster + migrations + grant + service; returns (cluster, service)."""
+    if not os.path.exists(harness.PG_CLUSTER):
+        pytest.exit(f"{harness.PG_CLUSTER} is missing", returncode=3)
+    if not Service.binary_present():
+        pytest.exit(f"omnichat-persistence not found in {harness.BIN_DIR} "
+                    f"(set OMNICHAT_BIN_DIR)", returncode=3)
+    cluster = PgCluster().init()
+    try:
+        svc = Service(cluster, name=name)
+        svc.migrate()
+        cluster.grant()
+        svc.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+    return cluster, svc
+
+
+def stop_stack(cluster, svc):
+    """Stop the service and the cluster; assert a clean exit and a log free of sanitizer
+    reports (LeakSanitizer reports only at exit, so this is the last word)."""
+    rc = svc.stop()
+    try:
+        cluster.destroy()
+    finally:
+        text = svc.log_text()
+        bad = sanitizer_lines(text)
+        assert not bad, (f"sanitizer report in the {svc.work} service log:\n"
+                         + "\n".join(bad[:20]) + "\n--- log tail ---\n" + log_tail(svc.log_path))
+        assert rc in (0, -15), (f"service exit code after SIGTERM: {rc}\n--- log tail ---\n"
+                                + log_tail(svc.log_path))
+
+
+@pytest.fixture(scope="session")
+def stack():
+    cluster, svc = start_stack("persistence")
+    yield cluster, svc
+    stop_stack(cluster, svc)
+
+
+@pytest.fixture(scope="session")
+def service(stack):
+    return stack[1]
+
+
+@pytest.fixture(scope="session")
+def cluster(stack):
+    return stack[0]
+
+
+@pytest.fixture(scope="session")
+def api(service):
+    return Api(service.channel)
+
+
+@pytest.fixture(scope="session")
+def db(cluster):
+    """psql as superuser: sees every row (RLS does not apply)."""
+    return Db(cluster.dsn("super"))
+
+
+@pytest.fixture(scope="session")
+def app_db(cluster):
+    """psql as the runtime role the service uses: subject to row-level security."""
+    return Db(cluster.dsn("app"))
+
+
+@pytest.fixture
+def tenant():
+    return harness.new_id()
+
+
+@pytest.fixture
+def b(api, tenant):
+    """Builder for this test's fresh tenant."""
+    return Builder(api, tenant)
+
+
+@pytest.fixture
+def b2(api):
+    """Builder for a second fresh tenant."""
+    return Builder(api)
+
+
+@pytest.fixture(autouse=True)
+def _service_health_after_each_test(request):
+    """After every test that used the shared service: it is still alive and its log has no
+    sanitizer report since the previous check (attributes a report to the test that caused it)."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    svc = request.getfixturevalue("service")
+    new = svc.new_log_since_last_check()
+    bad = sanitizer_lines(new)
+    assert not bad, ("sanitizer report in the service log during this test:\n"
+                     + "\n".join(bad[:20]) + "\n--- log tail ---\n" + log_tail(svc.log_path))
+    assert svc.alive(), (f"service died (exit {svc.proc.returncode}) during this test\n"
+                         f"--- log tail ---\n{log_tail(svc.log_path)}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # Show the service log tail next to any failing test that used the shared service.
+    if call.when == "call" and call.excinfo is not None and "stack" in item.fixturenames:
+        svc = item.funcargs.get("service")
+        if svc is None:
+            try:
+                svc = item._request.getfixturevalue("service")
+            except Exception:
+                svc = None
+        if svc is not None:
+            item.add_report_section("call", "service log tail", log_tail(svc.log_path, 30))

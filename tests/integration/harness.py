@@ -1,0 +1,471 @@
+"""Integration-test harness for omnichat-persistence.
+
+Starts a throw-away PostgreSQL cluster (scripts/pg-cluster.sh), migrates it with the real binary,
+starts the real service, and gives tests a thin gRPC client generated at import time with
+`protoc --python_out` (no grpc_tools). Everything here is plain Python 3 + Debian's grpcio and
+protobuf: run with /usr/bin/python3.
+"""
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import grpc
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PROTO_DIR = os.path.join(REPO, "proto")
+PERSISTENCE_PROTO = "omnichat/persistence/v1/persistence.proto"
+HEALTH_PROTO_DIR = "/usr/share/grpc-proto/grpc/health/v1"
+PG_CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")
+PSQL = "/usr/bin/psql"
+BIN_DIR = os.environ.get("OMNICHAT_BIN_DIR", os.path.join(REPO, "build", "bin"))
+SERVICE = "omnichat.persistence.v1.Persistence"
+# Generous: the service runs ~3x slower under ASan, and the database-down test waits on it.
+RPC_TIMEOUT = float(os.environ.get("OMNICHAT_TEST_RPC_TIMEOUT", "30"))
+SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+DAY_MS = 86_400_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated protobuf modules
+
+
+def _generate_stubs():
+    gen = tempfile.mkdtemp(prefix="omnichat-it-gen-")
+    subprocess.run(["protoc", f"--python_out={gen}", "-I", PROTO_DIR,
+                    os.path.join(PROTO_DIR, PERSISTENCE_PROTO)], check=True)
+    # Flat include path so the module is health_pb2, not grpc.health... (which would shadow grpc).
+    subprocess.run(["protoc", f"--python_out={gen}", "-I", HEALTH_PROTO_DIR,
+                    os.path.join(HEALTH_PROTO_DIR, "health.proto")], check=True)
+    sys.path.insert(0, gen)
+    sys.path.insert(0, os.path.join(gen, "omnichat", "persistence", "v1"))
+    import persistence_pb2  # noqa: E402
+    import health_pb2  # noqa: E402
+    return persistence_pb2, health_pb2
+
+
+pb, health_pb = _generate_stubs()
+
+
+# ---------------------------------------------------------------------------------------------
+# Small utilities
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sql_lit(value):
+    """SQL string literal (tests only build literals from values they made themselves)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def log_tail(path, n=60):
+    try:
+        with open(path, "r", errors="replace") as f:
+            lines = f.readlines()
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+    return "".join(lines[-n:])
+
+
+def sanitizer_lines(text):
+    return [ln for ln in text.splitlines() if any(m in ln for m in SANITIZER_MARKERS)]
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL cluster (scripts/pg-cluster.sh)
+
+
+class PgCluster:
+    def __init__(self, port=None):
+        # DIR is a new subdirectory of a fresh mkdtemp() directory, which is made traversable
+        # (0711): as root, the server runs as `postgres`, which must be able to enter DIR, and
+        # pg-cluster.sh checks that before it chowns DIR.
+        self.base = tempfile.mkdtemp(prefix="omnichat-it-pg-")
+        os.chmod(self.base, 0o711)
+        self.dir = os.path.join(self.base, "cluster")
+        self.port = port or free_port()
+        self._dsn = {}
+
+    def _script(self, *args, timeout=120):
+        r = subprocess.run(["bash", PG_CLUSTER, *args], capture_output=True, text=True,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"pg-cluster.sh {' '.join(args)} failed ({r.returncode}):\n"
+                               f"{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    def init(self):
+        self._script("init", self.dir, str(self.port))
+        return self
+
+    def start(self):
+        self._script("start", self.dir)
+
+    def stop(self):
+        self._script("stop", self.dir)
+
+    def grant(self):
+        self._script("grant", self.dir)
+
+    def dsn(self, role):
+        if role not in self._dsn:
+            self._dsn[role] = self._script("dsn", self.dir, role).strip()
+        return self._dsn[role]
+
+    def destroy(self):
+        try:
+            self.stop()
+        except Exception:
+            pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class Db:
+    """Direct SQL through psql, for checks the API cannot make (row counts, RLS)."""
+
+    def __init__(self, dsn):
+        self.dsn = dsn
+
+    def run(self, *statements, check=True):
+        cmd = [PSQL, self.dsn, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]
+        for s in statements:
+            cmd += ["-c", s]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"psql failed: {statements}\n{r.stderr}")
+        return r
+
+    def rows(self, *statements):
+        """Rows of the last statement's result, each a list of strings ('|'-separated)."""
+        out = self.run(*statements).stdout
+        return [ln.split("|") for ln in out.splitlines() if ln != ""]
+
+    def scalar(self, *statements):
+        rows = self.rows(*statements)
+        assert rows, f"no row from {statements}"
+        return rows[-1][0]
+
+    def count(self, *statements):
+        return int(self.scalar(*statements))
+
+    def tenant_counts(self, tenant):
+        """Rows of a tenant in every table: {table: count}."""
+        t = sql_lit(tenant)
+        tables = ["channel_accounts", "contacts", "conversations", "messages", "attachments"]
+        sel = ", ".join(f"(SELECT count(*) FROM omnichat.{tb} WHERE tenant_id = {t})"
+                        for tb in tables)
+        row = self.rows(f"SELECT {sel}")[0]
+        return dict(zip(tables, map(int, row)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The service process
+
+
+class Service:
+    def __init__(self, cluster, name="persistence", extra_args=()):
+        self.cluster = cluster
+        self.bin = os.path.join(BIN_DIR, "omnichat-persistence")
+        self.work = tempfile.mkdtemp(prefix=f"omnichat-it-{name}-")
+        self.log_path = os.path.join(self.work, "stderr.log")
+        self.out_path = os.path.join(self.work, "stdout.log")
+        self.key_path = os.path.join(self.work, "cursor.key")
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.grpc_port = None
+        self.admin_port = None
+        self.channel = None
+        self._log_offset = 0
+
+    @staticmethod
+    def binary_present():
+        return os.access(os.path.join(BIN_DIR, "omnichat-persistence"), os.X_OK)
+
+    def env(self):
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        return env
+
+    def migrate(self):
+        r = subprocess.run([self.bin, "migrate", "--database-url", self.cluster.dsn("owner")],
+                           capture_output=True, text=True, timeout=180, env=self.env())
+        with open(os.path.join(self.work, "migrate.log"), "a") as f:
+            f.write(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise RuntimeError(f"migrate failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        bad = sanitizer_lines(r.stdout + r.stderr)
+        assert not bad, f"sanitizer report during migrate:\n{r.stderr}"
+        return r
+
+    def start(self, timeout=90):
+        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        os.chmod(self.key_path, 0o600)
+        cmd = [self.bin, "--database-url", self.cluster.dsn("app"),
+               "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+               "--cursor-key-file", self.key_path, *self.extra_args]
+        self._err = open(self.log_path, "ab")
+        self._out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=self.env())
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ev = self._find_listening()
+            if ev:
+                self.grpc_port = int(ev["grpc_port"])
+                self.admin_port = int(ev["admin_port"]) if ev.get("admin_port") else None
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode} before "
+                                   f"listening:\n{log_tail(self.log_path)}")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"service did not log 'listening' within {timeout}s:\n"
+                               f"{log_tail(self.log_path)}")
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        return self
+
+    def _find_listening(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if ev.get("msg") == "listening" and ev.get("grpc_port"):
+                    return ev
+        return None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            return f.read()
+
+    def new_log_since_last_check(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            f.seek(self._log_offset)
+            text = f.read()
+            self._log_offset = f.tell()
+        return text
+
+    def stop(self, timeout=30):
+        """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                rc = None
+        self._err.close()
+        self._out.close()
+        return rc
+
+    def admin_get(self, path, timeout=10):
+        """(status, body) of GET http://127.0.0.1:{admin_port}{path}."""
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# gRPC client
+
+
+class Api:
+    """`api.UpsertContact(tenant_id=..., ...)` → UpsertContactResponse (raises grpc.RpcError).
+
+    A prepared request message may be passed positionally instead of keyword fields.
+    """
+
+    def __init__(self, channel, timeout=RPC_TIMEOUT):
+        self._channel = channel
+        self._timeout = timeout
+        self._calls = {}
+        self._lock = threading.Lock()
+
+    def _callable(self, method):
+        with self._lock:
+            if method not in self._calls:
+                req = getattr(pb, method + "Request")
+                resp = getattr(pb, method + "Response")
+                mc = self._channel.unary_unary(f"/{SERVICE}/{method}",
+                                               request_serializer=req.SerializeToString,
+                                               response_deserializer=resp.FromString)
+                self._calls[method] = (req, mc)
+            return self._calls[method]
+
+    def __getattr__(self, method):
+        if not method[:1].isupper():
+            raise AttributeError(method)
+        req_cls, mc = self._callable(method)
+
+        def call(request=None, *, timeout=None, **fields):
+            if request is None:
+                request = req_cls(**fields)
+            return mc(request, timeout=timeout or self._timeout)
+
+        call.__name__ = method
+        return call
+
+    def health(self, service="", timeout=None):
+        mc = self._channel.unary_unary("/grpc.health.v1.Health/Check",
+                                       request_serializer=health_pb.HealthCheckRequest.SerializeToString,
+                                       response_deserializer=health_pb.HealthCheckResponse.FromString)
+        return mc(health_pb.HealthCheckRequest(service=service), timeout=timeout or self._timeout)
+
+
+def rpc_error(fn, *args, **kwargs):
+    """Call fn and return the grpc.RpcError it raises; fail if it succeeds."""
+    try:
+        resp = fn(*args, **kwargs)
+    except grpc.RpcError as e:
+        return e
+    raise AssertionError(f"{getattr(fn, '__name__', fn)} succeeded but an error was expected; "
+                         f"response: {resp}")
+
+
+def assert_code(err, code, *, field=None):
+    assert err.code() == code, (f"expected {code.name}, got {err.code().name}: "
+                                f"{err.details()!r}")
+    if field is not None:
+        assert field in (err.details() or ""), (f"{code.name} details should name {field!r}: "
+                                                f"{err.details()!r}")
+    return err
+
+
+def expect_invalid(fn, field, **kwargs):
+    return assert_code(rpc_error(fn, **kwargs), grpc.StatusCode.INVALID_ARGUMENT, field=field)
+
+
+def expect_not_found(fn, **kwargs):
+    return assert_code(rpc_error(fn, **kwargs), grpc.StatusCode.NOT_FOUND)
+
+
+def run_concurrently(fn, n, *args, **kwargs):
+    """Run fn(*args, **kwargs) in n threads released together; returns results (or
+    exceptions) in thread order."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def worker(i):
+        try:
+            barrier.wait(timeout=30)
+            results[i] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - reported by the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=RPC_TIMEOUT * 3)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"{len(errors)} of {n} concurrent calls failed, first: {errors[0]!r}"
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders: small, explicit helpers that create the objects most tests need
+
+
+class Builder:
+    """Creates channel accounts, contacts, conversations and messages for one tenant."""
+
+    def __init__(self, api, tenant=None):
+        self.api = api
+        self.tenant = tenant or new_id()
+        self._seq = 0
+
+    def uniq(self, prefix):
+        self._seq += 1
+        return f"{prefix}-{uuid.uuid4().hex[:12]}-{self._seq}"
+
+    def account(self, channel_type=None, external_account_id=None, display_name="Test OA"):
+        r = self.api.RegisterChannelAccount(
+            tenant_id=self.tenant,
+            channel_type=channel_type or pb.CHANNEL_TYPE_LINE,
+            external_account_id=external_account_id or self.uniq("ext-acct"),
+            display_name=display_name)
+        return r.channel_account
+
+    def contact(self, account, external_user_id=None, **fields):
+        return self.api.UpsertContact(
+            tenant_id=self.tenant, channel_account_id=account.channel_account_id,
+            external_user_id=external_user_id or self.uniq("user"), **fields).contact
+
+    def conversation(self, account, thread_key=None, contact=None, **fields):
+        if contact is not None:
+            fields["contact_id"] = contact.contact_id
+        return self.api.UpsertConversation(
+            tenant_id=self.tenant, channel_account_id=account.channel_account_id,
+            thread_key=thread_key if thread_key is not None else self.uniq("thread"),
+            **fields).conversation
+
+    def message_request(self, conversation, ts, *, key=None, direction=None, text="hello",
+                        **fields):
+        direction = direction or pb.DIRECTION_INBOUND
+        fields.setdefault("sender_type", pb.SENDER_TYPE_CONTACT
+                          if direction == pb.DIRECTION_INBOUND else pb.SENDER_TYPE_AGENT)
+        fields.setdefault("content_type", pb.CONTENT_TYPE_TEXT)
+        return pb.InsertMessageRequest(
+            tenant_id=self.tenant, conversation_id=conversation.conversation_id,
+            direction=direction, idempotency_key=key or self.uniq("key"),
+            content_text=text, channel_timestamp_ms=ts, **fields)
+
+    def message(self, conversation, ts, **kw):
+        return self.api.InsertMessage(self.message_request(conversation, ts, **kw))
+
+    def inbound(self, account, ts, *, user=None, thread_key=None, ext_id=None, text="hi",
+                **fields):
+        fields.setdefault("content_type", pb.CONTENT_TYPE_TEXT)
+        return pb.InboundMessage(
+            channel_account_id=account.channel_account_id,
+            external_user_id=user or "U-default",
+            thread_key=thread_key if thread_key is not None else "",
+            external_message_id=ext_id or self.uniq("mid"),
+            content_text=text, channel_timestamp_ms=ts, **fields)
+
+    def persist(self, *items):
+        return self.api.PersistInbound(tenant_id=self.tenant, messages=list(items)).results

@@ -1,0 +1,621 @@
+/* Unit tests for the gRPC server and client layer (common/src/rpc.c) over loopback. */
+#include <CUnit/Basic.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "omnichat/rpc.h"
+#include "omnichat/util.h"
+
+typedef Grpc__Health__V1__HealthCheckRequest Req;
+typedef Grpc__Health__V1__HealthCheckResponse Resp;
+#define REQ_DESC (&grpc__health__v1__health_check_request__descriptor)
+#define RESP_DESC (&grpc__health__v1__health_check_response__descriptor)
+#define ST_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define ST_NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+#define HEALTH "/grpc.health.v1.Health/Check"
+
+static atomic_int g_count_runs;
+static atomic_int g_worker_inits, g_worker_finis, g_completions;
+static atomic_int g_last_status = -1;
+/* Callbacks run on server threads, where CUnit's asserts are not safe: they count here. */
+static atomic_int g_callback_errors;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Echo: the request's service string drives the behaviour under test. */
+static oc_err_t echo(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    const char *in = ((const Req *)req)->service;
+    const char *out = in;
+    if (strcmp(in, "fail:notfound") == 0)
+        return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "contact 42 not found");
+    if (strcmp(in, "fail:nomsg") == 0) return OC_E_FAILED_PRECONDITION;
+    if (strcmp(in, "fail:noresp") == 0) return OC_OK;
+    if (strncmp(in, "sleep:", 6) == 0) usleep((useconds_t)atoi(in + 6) * 1000);
+    if (strcmp(in, "count") == 0) atomic_fetch_add(&g_count_runs, 1);
+    if (strcmp(in, "rid") == 0) out = ctx->request_id;
+    if (strcmp(in, "worker") == 0) out = ctx->worker ? (const char *)ctx->worker : "none";
+    if (strcmp(in, "deadline") == 0)
+        out = ctx->deadline_us == INT64_MAX
+                  ? "none"
+                  : oc_arena_sprintf(ctx->arena, "%lld",
+                                     (long long)(ctx->deadline_us - oc_now_us()) / 1000);
+    if (strcmp(in, "method") == 0) out = ctx->method;
+    Req *r = oc_arena_alloc(ctx->arena, sizeof(*r));
+    grpc__health__v1__health_check_request__init(r);
+    r->service = oc_arena_strdup(ctx->arena, out);
+    *resp = &r->base;
+    return OC_OK;
+}
+
+static oc_err_t check(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    (void)req;
+    Resp *r = oc_arena_alloc(ctx->arena, sizeof(*r));
+    grpc__health__v1__health_check_response__init(r);
+    r->status = ST_SERVING;
+    *resp = &r->base;
+    return OC_OK;
+}
+
+static const oc_rpc_method_t g_methods[] = {
+    {"/test.Echo/Echo", REQ_DESC, REQ_DESC, echo},
+    {"/test.Echo/Check", REQ_DESC, RESP_DESC, check},
+    {"/test.Other/Ping", REQ_DESC, REQ_DESC, echo},
+};
+#define NMETHODS (sizeof(g_methods) / sizeof(g_methods[0]))
+
+static void *worker_init(void *arg, int index)
+{
+    if (arg != &g_worker_inits) atomic_fetch_add(&g_callback_errors, 1);
+    atomic_fetch_add(&g_worker_inits, 1);
+    char *w = malloc(16);
+    snprintf(w, 16, "w%d", index);
+    return w;
+}
+
+static void worker_fini(void *w)
+{
+    atomic_fetch_add(&g_worker_finis, 1);
+    free(w);
+}
+
+static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
+{
+    if (user != &g_completions || latency_us < 0 || !ctx->method || !ctx->arena)
+        atomic_fetch_add(&g_callback_errors, 1);
+    atomic_store(&g_last_status, status);
+    atomic_fetch_add(&g_completions, 1);
+}
+
+static oc_rpc_server_t *start_server(const char *listen, int workers, size_t max_msg,
+                                     oc_error_t *err)
+{
+    oc_rpc_server_opts_t o = {
+        .listen = listen,
+        .workers = workers,
+        .max_message_bytes = max_msg,
+        .worker_init = worker_init,
+        .worker_fini = worker_fini,
+        .worker_arg = &g_worker_inits,
+        .user = &g_completions,
+        .on_complete = on_complete,
+    };
+    oc_rpc_server_t *s = oc_rpc_server_create(&o, g_methods, NMETHODS, err);
+    if (!s) return NULL;
+    if (oc_rpc_server_start(s, err) != OC_OK) {
+        oc_rpc_server_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+static oc_rpc_client_t *client_for(const oc_rpc_server_t *s)
+{
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", oc_rpc_server_port(s));
+    oc_error_t err;
+    oc_error_clear(&err);
+    oc_rpc_client_t *c = oc_rpc_client_create(target, &err);
+    if (!c) fprintf(stderr, "client: %s\n", err.msg);
+    return c;
+}
+
+static oc_rpc_server_t *g_srv;
+static oc_rpc_client_t *g_cli;
+
+/* One Echo call; returns the error, fills *out (arena-owned) and *status. */
+static oc_err_t call_echo(oc_rpc_client_t *c, const char *method, const char *in, int timeout_ms,
+                          const char *rid, oc_arena_t *a, const char **out, int *status,
+                          oc_error_t *err)
+{
+    Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)in;
+    ProtobufCMessage *resp = NULL;
+    oc_error_clear(err);
+    oc_err_t rc =
+        oc_rpc_client_call(c, method, &req.base, REQ_DESC, timeout_ms, rid, a, &resp, status, err);
+    if (out) *out = rc == OC_OK ? ((Req *)resp)->service : NULL;
+    return rc;
+}
+
+static oc_err_t call_health(oc_rpc_client_t *c, const char *service, int *serving, int *status)
+{
+    Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)service;
+    oc_arena_t *a = oc_arena_create(0);
+    ProtobufCMessage *resp = NULL;
+    oc_error_t err;
+    oc_error_clear(&err);
+    oc_err_t rc =
+        oc_rpc_client_call(c, HEALTH, &req.base, RESP_DESC, 2000, NULL, a, &resp, status, &err);
+    *serving = rc == OC_OK ? (int)((Resp *)resp)->status : -1;
+    oc_arena_destroy(a);
+    return rc;
+}
+
+static int suite_init(void)
+{
+    oc_error_t err;
+    oc_error_clear(&err);
+    g_srv = start_server("127.0.0.1:0", 16, 0, &err);
+    if (!g_srv) {
+        fprintf(stderr, "server: %s\n", err.msg);
+        return 1;
+    }
+    g_cli = client_for(g_srv);
+    return g_cli ? 0 : 1;
+}
+
+static int suite_clean(void)
+{
+    oc_rpc_client_destroy(g_cli);
+    oc_rpc_server_destroy(g_srv);
+    return 0;
+}
+
+static void test_callbacks_clean(void)
+{
+    CU_ASSERT_EQUAL(atomic_load(&g_callback_errors), 0);
+}
+
+static void test_round_trip(void)
+{
+    oc_arena_t *a = oc_arena_create(0);
+    oc_error_t err;
+    const char *out;
+    int status = -1;
+    int before = atomic_load(&g_completions);
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "hello", 2000, NULL, a, &out, &status, &err), OC_OK);
+    CU_ASSERT_EQUAL(status, 0);
+    CU_ASSERT_STRING_EQUAL(out, "hello");
+    /* Empty response message (zero bytes on the wire) is still a message. */
+    CU_ASSERT_EQUAL(call_echo(g_cli, "/test.Echo/Echo", "", 2000, NULL, a, &out, &status, &err),
+                    OC_OK);
+    CU_ASSERT_STRING_EQUAL(out, "");
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Other/Ping", "method", 2000, NULL, a, &out, &status, &err), OC_OK);
+    CU_ASSERT_STRING_EQUAL(out, "/test.Other/Ping");
+    /* Worker state from worker_init reaches the handler. */
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "worker", 2000, NULL, a, &out, &status, &err), OC_OK);
+    CU_ASSERT_EQUAL(out[0], 'w');
+    CU_ASSERT_EQUAL(atomic_load(&g_worker_inits), 16);
+    /* Deadlines reach the handler on the oc_now_us clock. */
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "deadline", 0, NULL, a, &out, &status, &err), OC_OK);
+    CU_ASSERT_STRING_EQUAL(out, "none");
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "deadline", 5000, NULL, a, &out, &status, &err), OC_OK);
+    /* grpc-timeout is rounded up on the wire, so the server may see a few ms more. */
+    long left = atol(out);
+    CU_ASSERT(left > 4000 && left <= 5100);
+    /* on_complete runs after the status is sent, so allow it a moment. */
+    for (int i = 0; i < 100 && atomic_load(&g_completions) < before + 6; i++)
+        usleep(1000);
+    CU_ASSERT_EQUAL(atomic_load(&g_completions), before + 6);
+    oc_arena_destroy(a);
+}
+
+static void test_handler_errors(void)
+{
+    oc_arena_t *a = oc_arena_create(0);
+    oc_error_t err;
+    int status = -1;
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "fail:notfound", 2000, NULL, a, NULL, &status, &err),
+        OC_E_NOT_FOUND);
+    CU_ASSERT_EQUAL(status, 5);
+    CU_ASSERT_EQUAL(err.code, OC_E_NOT_FOUND);
+    CU_ASSERT_STRING_EQUAL(err.msg, "contact 42 not found");
+    /* No message recorded: the table's default message is sent. */
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "fail:nomsg", 2000, NULL, a, NULL, &status, &err),
+        OC_E_FAILED_PRECONDITION);
+    CU_ASSERT_EQUAL(status, 9);
+    CU_ASSERT_STRING_EQUAL(err.msg, "failed precondition");
+    /* OK without a response is a server bug, reported as INTERNAL. */
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "fail:noresp", 2000, NULL, a, NULL, &status, &err),
+        OC_E_INTERNAL);
+    CU_ASSERT_EQUAL(status, 13);
+    oc_arena_destroy(a);
+}
+
+static void test_unimplemented(void)
+{
+    oc_arena_t *a = oc_arena_create(0);
+    oc_error_t err;
+    int status = -1;
+    const char *paths[] = {"/test.Echo/Nope", "/nope.Svc/X", "/grpc.health.v1.Health/Watch"};
+    for (size_t i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(call_echo(g_cli, paths[i], "x", 2000, NULL, a, NULL, &status, &err),
+                        OC_E_UNIMPLEMENTED);
+        CU_ASSERT_EQUAL(status, 12);
+    }
+    oc_arena_destroy(a);
+}
+
+static void test_health(void)
+{
+    int serving, status;
+    CU_ASSERT_EQUAL(call_health(g_cli, "", &serving, &status), OC_OK);
+    CU_ASSERT_EQUAL(serving, ST_SERVING);
+    CU_ASSERT_EQUAL(call_health(g_cli, "test.Echo", &serving, &status), OC_OK);
+    CU_ASSERT_EQUAL(serving, ST_SERVING);
+    CU_ASSERT_EQUAL(call_health(g_cli, "test.Other", &serving, &status), OC_OK);
+    CU_ASSERT_EQUAL(serving, ST_SERVING);
+    CU_ASSERT_EQUAL(call_health(g_cli, "test.Nope", &serving, &status), OC_E_NOT_FOUND);
+    CU_ASSERT_EQUAL(status, 5);
+    oc_rpc_server_set_serving(g_srv, false);
+    CU_ASSERT_EQUAL(call_health(g_cli, "", &serving, &status), OC_OK);
+    CU_ASSERT_EQUAL(serving, ST_NOT_SERVING);
+    CU_ASSERT_EQUAL(call_health(g_cli, "test.Echo", &serving, &status), OC_OK);
+    CU_ASSERT_EQUAL(serving, ST_NOT_SERVING);
+    CU_ASSERT_EQUAL(call_health(g_cli, "test.Nope", &serving, &status), OC_E_NOT_FOUND);
+    oc_rpc_server_set_serving(g_srv, true);
+    CU_ASSERT_EQUAL(call_health(g_cli, "", &serving, &status), OC_OK);
+    CU_ASSERT_EQUAL(serving, ST_SERVING);
+}
+
+static void test_request_id(void)
+{
+    oc_arena_t *a = oc_arena_create(0);
+    oc_error_t err;
+    const char *out;
+    int status;
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "rid", 2000, "req-123 abc", a, &out, &status, &err),
+        OC_OK);
+    CU_ASSERT_STRING_EQUAL(out, "req-123 abc");
+    CU_ASSERT_EQUAL(call_echo(g_cli, "/test.Echo/Echo", "rid", 2000, NULL, a, &out, &status, &err),
+                    OC_OK);
+    CU_ASSERT(oc_uuid_valid(out));
+    char longid[101];
+    memset(longid, 'r', 100);
+    longid[100] = '\0';
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "rid", 2000, longid, a, &out, &status, &err), OC_OK);
+    CU_ASSERT_EQUAL(strlen(out), 63);
+    /* Not printable: refused by the client before anything is sent. */
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "rid", 2000, "bad\nid", a, &out, &status, &err),
+        OC_E_INVALID);
+    oc_arena_destroy(a);
+}
+
+static void test_client_deadline(void)
+{
+    oc_arena_t *a = oc_arena_create(0);
+    oc_error_t err;
+    int status;
+    int64_t t0 = mono_ms();
+    CU_ASSERT_EQUAL(
+        call_echo(g_cli, "/test.Echo/Echo", "sleep:600", 100, NULL, a, NULL, &status, &err),
+        OC_E_DEADLINE);
+    int64_t took = mono_ms() - t0;
+    CU_ASSERT_EQUAL(status, 4);
+    CU_ASSERT(took >= 90 && took < 500);
+    oc_arena_destroy(a);
+}
+
+/* Sends raw bytes to a method with gRPC core directly; returns the status and details. */
+static int raw_call(int port, const char *method, const void *bytes, size_t n, char *details,
+                    size_t cap)
+{
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(target, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_call *call = grpc_channel_create_call(
+        ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, grpc_slice_from_static_string(method), NULL,
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(3000, GPR_TIMESPAN)), NULL);
+    grpc_slice sl = grpc_slice_from_copied_buffer(bytes, n);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    grpc_metadata_array im, tm;
+    grpc_metadata_array_init(&im);
+    grpc_metadata_array_init(&tm);
+    grpc_byte_buffer *rb = NULL;
+    grpc_status_code st = GRPC_STATUS_UNKNOWN;
+    grpc_slice det = grpc_empty_slice();
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &im;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &rb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &tm;
+    ops[5].data.recv_status_on_client.status = &st;
+    ops[5].data.recv_status_on_client.status_details = &det;
+    CU_ASSERT_EQUAL(grpc_call_start_batch(call, ops, 6, (void *)1, NULL), GRPC_CALL_OK);
+    grpc_event ev =
+        grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    CU_ASSERT(ev.success);
+    snprintf(details, cap, "%.*s", (int)GRPC_SLICE_LENGTH(det), GRPC_SLICE_START_PTR(det));
+    grpc_slice_unref(det);
+    if (rb) grpc_byte_buffer_destroy(rb);
+    grpc_byte_buffer_destroy(bb);
+    grpc_metadata_array_destroy(&im);
+    grpc_metadata_array_destroy(&tm);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_destroy(cq);
+    grpc_channel_destroy(ch);
+    return st;
+}
+
+static void test_malformed(void)
+{
+    char det[256];
+    /* Field 1, length 5, but only two bytes follow. */
+    static const unsigned char garbage[] = {0x0a, 0x05, 'a', 'b'};
+    CU_ASSERT_EQUAL(raw_call(oc_rpc_server_port(g_srv), "/test.Echo/Echo", garbage, sizeof(garbage),
+                             det, sizeof(det)),
+                    GRPC_STATUS_INVALID_ARGUMENT);
+    CU_ASSERT_STRING_EQUAL(det, "request: malformed protobuf");
+    static const unsigned char ff[] = {0xff, 0xff, 0xff, 0xff};
+    CU_ASSERT_EQUAL(
+        raw_call(oc_rpc_server_port(g_srv), "/test.Echo/Echo", ff, sizeof(ff), det, sizeof(det)),
+        GRPC_STATUS_INVALID_ARGUMENT);
+    /* A message of another type: field 1 as a varint where a string is expected. */
+    Resp other = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    other.status = ST_SERVING;
+    oc_arena_t *a = oc_arena_create(0);
+    ProtobufCMessage *resp = NULL;
+    oc_error_t err;
+    oc_error_clear(&err);
+    int status = -1;
+    CU_ASSERT_EQUAL(oc_rpc_client_call(g_cli, "/test.Echo/Echo", &other.base, REQ_DESC, 2000, NULL,
+                                       a, &resp, &status, &err),
+                    OC_E_INVALID);
+    CU_ASSERT_EQUAL(status, 3);
+    CU_ASSERT_STRING_EQUAL(err.msg, "request: malformed protobuf");
+    oc_arena_destroy(a);
+}
+
+typedef struct load_arg {
+    int id;
+    int calls;
+    const char *payload; /* NULL: a unique string per call */
+    int timeout_ms;
+    oc_rpc_client_t *client;
+    int ok;
+    oc_err_t last;
+} load_arg_t;
+
+static void *load_thread(void *p)
+{
+    load_arg_t *la = p;
+    oc_arena_t *a = oc_arena_create(0);
+    for (int i = 0; i < la->calls; i++) {
+        char in[64];
+        snprintf(in, sizeof(in), "t%d-c%d", la->id, i);
+        const char *send = la->payload ? la->payload : in;
+        const char *out;
+        oc_error_t err;
+        int status;
+        la->last = call_echo(la->client, "/test.Echo/Echo", send, la->timeout_ms, NULL, a, &out,
+                             &status, &err);
+        if (la->last == OC_OK && strcmp(out, send) == 0) la->ok++;
+        oc_arena_reset(a);
+    }
+    oc_arena_destroy(a);
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    enum { THREADS = 64, CALLS = 200 };
+    pthread_t th[THREADS];
+    load_arg_t la[THREADS];
+    int64_t t0 = mono_ms();
+    for (int i = 0; i < THREADS; i++) {
+        la[i] = (load_arg_t){.id = i, .calls = CALLS, .timeout_ms = 10000, .client = g_cli};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, load_thread, &la[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ok += la[i].ok;
+    }
+    int64_t ms = mono_ms() - t0;
+    CU_ASSERT_EQUAL(ok, THREADS * CALLS);
+    printf("\n    %d calls from %d threads in %lld ms: %.0f calls/s\n", ok, THREADS, (long long)ms,
+           ms > 0 ? ok * 1000.0 / (double)ms : 0.0);
+}
+
+static void test_busy_port(void)
+{
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", oc_rpc_server_port(g_srv));
+    oc_rpc_server_opts_t o = {.listen = listen, .workers = 2};
+    oc_error_t err;
+    oc_error_clear(&err);
+    oc_rpc_server_t *s = oc_rpc_server_create(&o, g_methods, NMETHODS, &err);
+    CU_ASSERT_PTR_NULL(s);
+    CU_ASSERT_EQUAL(err.code, OC_E_IO);
+    oc_rpc_server_destroy(s);
+    /* Invalid tables are refused before anything is bound. */
+    oc_rpc_method_t bad = {"noslash", REQ_DESC, REQ_DESC, echo};
+    o.listen = "127.0.0.1:0";
+    oc_error_clear(&err);
+    CU_ASSERT_PTR_NULL(oc_rpc_server_create(&o, &bad, 1, &err));
+    CU_ASSERT_EQUAL(err.code, OC_E_INVALID);
+    /* Created but never started: destroy still tears everything down. */
+    oc_error_clear(&err);
+    s = oc_rpc_server_create(&o, g_methods, NMETHODS, &err);
+    CU_ASSERT_PTR_NOT_NULL(s);
+    CU_ASSERT(oc_rpc_server_port(s) > 0);
+    oc_rpc_server_destroy(s);
+}
+
+/* A call that arrives after its deadline (queued behind the only, busy worker) is answered
+ * DEADLINE_EXCEEDED without running the handler; oversized requests are refused. */
+static void test_server_side_deadline_and_limit(void)
+{
+    oc_error_t err;
+    oc_error_clear(&err);
+    oc_rpc_server_t *s = start_server("127.0.0.1:0", 1, 1024, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    oc_rpc_client_t *c = client_for(s);
+    pthread_t th;
+    load_arg_t busy = {
+        .id = 0, .calls = 1, .payload = "sleep:400", .timeout_ms = 5000, .client = c};
+    pthread_create(&th, NULL, load_thread, &busy);
+    usleep(100 * 1000);
+    oc_arena_t *a = oc_arena_create(0);
+    int status;
+    atomic_store(&g_count_runs, 0);
+    CU_ASSERT_EQUAL(call_echo(c, "/test.Echo/Echo", "count", 100, NULL, a, NULL, &status, &err),
+                    OC_E_DEADLINE);
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(busy.ok, 1);
+    /* Let the single worker reach the queued call. */
+    for (int i = 0; i < 200 && atomic_load(&g_last_status) != 4; i++)
+        usleep(5000);
+    CU_ASSERT_EQUAL(atomic_load(&g_last_status), 4);
+    CU_ASSERT_EQUAL(atomic_load(&g_count_runs), 0);
+
+    char big[2048];
+    memset(big, 'b', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    CU_ASSERT_EQUAL(call_echo(c, "/test.Echo/Echo", big, 2000, NULL, a, NULL, &status, &err),
+                    OC_E_TOO_LARGE);
+    CU_ASSERT_EQUAL(status, 8);
+    const char *out;
+    CU_ASSERT_EQUAL(call_echo(c, "/test.Echo/Echo", "small", 2000, NULL, a, &out, &status, &err),
+                    OC_OK);
+    oc_arena_destroy(a);
+    oc_rpc_client_destroy(c);
+    oc_rpc_server_destroy(s);
+}
+
+static void run_shutdown(int grace_ms, const char *payload, bool expect_ok)
+{
+    enum { N = 8 };
+    oc_error_t err;
+    oc_error_clear(&err);
+    int inits = atomic_load(&g_worker_inits), finis = atomic_load(&g_worker_finis);
+    oc_rpc_server_t *s = start_server("127.0.0.1:0", 4, 0, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    oc_rpc_client_t *c = client_for(s);
+    pthread_t th[N];
+    load_arg_t la[N];
+    for (int i = 0; i < N; i++) {
+        la[i] =
+            (load_arg_t){.id = i, .calls = 1, .payload = payload, .timeout_ms = 10000, .client = c};
+        pthread_create(&th[i], NULL, load_thread, &la[i]);
+    }
+    usleep(150 * 1000);
+    int64_t t0 = mono_ms();
+    oc_rpc_server_shutdown(s, grace_ms);
+    int64_t took = mono_ms() - t0;
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ok += la[i].ok;
+    }
+    if (expect_ok) {
+        CU_ASSERT_EQUAL(ok, N);
+    } else {
+        CU_ASSERT_EQUAL(ok, 0);
+        for (int i = 0; i < N; i++)
+            CU_ASSERT(la[i].last == OC_E_CANCELLED || la[i].last == OC_E_UNAVAILABLE);
+        CU_ASSERT(took >= grace_ms);
+    }
+    CU_ASSERT(took < 5000);
+    CU_ASSERT_EQUAL(atomic_load(&g_worker_inits) - inits, 4);
+    CU_ASSERT_EQUAL(atomic_load(&g_worker_finis) - finis, 4);
+    /* Refused after shutdown. */
+    oc_arena_t *a = oc_arena_create(0);
+    int status;
+    CU_ASSERT_NOT_EQUAL(call_echo(c, "/test.Echo/Echo", "x", 1000, NULL, a, NULL, &status, &err),
+                        OC_OK);
+    oc_arena_destroy(a);
+    oc_rpc_server_destroy(s);
+    oc_rpc_client_destroy(c);
+}
+
+static void test_shutdown_graceful(void)
+{
+    /* 8 calls on 4 workers: half wait in the queue and still complete within the grace. */
+    run_shutdown(3000, "sleep:300", true);
+}
+
+static void test_shutdown_cancels(void)
+{
+    run_shutdown(100, "sleep:800", false);
+}
+
+int main(void)
+{
+    /* Core log lines (the busy-port bind error) come out as JSON lines from here on. */
+    oc_rpc_route_core_logs();
+    if (CU_initialize_registry() != CUE_SUCCESS) return 1;
+    CU_pSuite s = CU_add_suite("rpc", suite_init, suite_clean);
+    CU_add_test(s, "unary round trip", test_round_trip);
+    CU_add_test(s, "handler errors carry status and message", test_handler_errors);
+    CU_add_test(s, "unknown methods are UNIMPLEMENTED", test_unimplemented);
+    CU_add_test(s, "health check", test_health);
+    CU_add_test(s, "x-request-id", test_request_id);
+    CU_add_test(s, "client deadline", test_client_deadline);
+    CU_add_test(s, "malformed payload", test_malformed);
+    CU_add_test(s, "64 concurrent clients", test_concurrent);
+    CU_add_test(s, "busy port, bad table, unstarted server", test_busy_port);
+    CU_add_test(s, "expired on arrival, size limit", test_server_side_deadline_and_limit);
+    CU_add_test(s, "graceful shutdown with calls in flight", test_shutdown_graceful);
+    CU_add_test(s, "shutdown cancels after grace", test_shutdown_cancels);
+    CU_add_test(s, "server callbacks saw what they expected", test_callbacks_clean);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}
