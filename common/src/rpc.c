@@ -274,8 +274,8 @@ static void finish_call(srv_call_t *c, oc_err_t rc, const ProtobufCMessage *resp
     } else {
         c->status = oc_err_grpc_status(rc);
         const char *msg = ctx->err.msg[0] ? ctx->err.msg : oc_err_message(rc);
-        /* A copied slice: the details must outlive the batch, and the ctx is freed with it
-         * only after gRPC may still be encoding them. */
+        /* A refcounted copy, not a static slice over ctx->err.msg: the details must outlive
+         * the batch, and gRPC may keep a reference after the call struct is gone. */
         c->status_details = grpc_slice_from_copied_string(msg);
         c->have_details = true;
     }
@@ -446,14 +446,23 @@ static void drain_alone(grpc_completion_queue *cq)
     }
 }
 
-/* Before start there are no workers: pump the first queue until the shutdown tag arrives. */
-static void drain_until_shutdown_tag(oc_rpc_server_t *s)
+static bool idle(oc_rpc_server_t *s)
 {
-    while (!s->shutdown_tag_seen) {
-        grpc_event ev =
-            grpc_completion_queue_next(s->cqs[0], gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ev.type == GRPC_QUEUE_SHUTDOWN) return;
-        if (ev.type == GRPC_OP_COMPLETE) ((tag_t *)ev.tag)->fn(ev.tag, ev.success != 0);
+    return s->shutdown_tag_seen && atomic_load(&s->outstanding) == 0;
+}
+
+/* Without workers (never started, or none came up) this thread polls every queue itself until
+ * the shutdown tag has arrived and every tag of ours is back; only then may the queues shut
+ * down, as with workers. */
+static void pump_alone(oc_rpc_server_t *s)
+{
+    while (!idle(s)) {
+        for (int q = 0; q < s->ncq; q++) {
+            gpr_timespec until =
+                gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(10, GPR_TIMESPAN));
+            grpc_event ev = grpc_completion_queue_next(s->cqs[q], until, NULL);
+            if (ev.type == GRPC_OP_COMPLETE) ((tag_t *)ev.tag)->fn(ev.tag, ev.success != 0);
+        }
     }
 }
 
@@ -578,7 +587,7 @@ fail:
     if (s->server) {
         /* Never started: nobody polls the queues, so the shutdown tag is drained here. */
         grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->shutdown_tag);
-        drain_until_shutdown_tag(s);
+        pump_alone(s);
     }
     for (int i = 0; i < s->ncq; i++) {
         if (!s->cqs[i]) continue;
@@ -643,11 +652,6 @@ void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving)
     if (s) atomic_store(&s->serving, serving);
 }
 
-static bool idle(oc_rpc_server_t *s)
-{
-    return s->shutdown_tag_seen && atomic_load(&s->outstanding) == 0;
-}
-
 void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
 {
     if (!s || s->shut_down) return;
@@ -664,7 +668,7 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
     if (!running) {
         /* Never started (or no thread came up): this thread is the only poller. */
         grpc_server_cancel_all_calls(s->server);
-        drain_until_shutdown_tag(s);
+        pump_alone(s);
         for (int q = 0; q < s->ncq; q++) {
             grpc_completion_queue_shutdown(s->cqs[q]);
             drain_alone(s->cqs[q]);

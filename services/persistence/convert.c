@@ -20,6 +20,8 @@ oc_err_t pst_exec(oc_rpc_ctx_t *ctx, const char *tenant_id, oc_pg_query_t *q, si
     oc_pg_conn_t *c = oc_pg_acquire(pst->pool, 2000, &ctx->err);
     oc_err_t rc;
 
+    if (tenant_id != NULL)
+        snprintf(ctx->tenant_id, sizeof ctx->tenant_id, "%s", tenant_id);
     if (c == NULL)
         return ctx->err.code;
     rc = oc_pg_exec_tx(c, tenant_id, q, n, &ctx->err);

@@ -74,8 +74,7 @@ oc_err_t lsim_add_bot(lsim_t *s, const lsim_bot_def_t *def, oc_error_t *err)
     if (def->basic_id)
         copy_str(nb.v.basic_id, sizeof nb.v.basic_id, def->basic_id);
     else
-        snprintf(nb.v.basic_id, sizeof nb.v.basic_id, "@%.8s",
-                 def->user_id + (ul > 1 ? 1 : 0));
+        snprintf(nb.v.basic_id, sizeof nb.v.basic_id, "@%.8s", def->user_id + (ul > 1 ? 1 : 0));
     if (def->picture_url)
         copy_str(nb.v.picture_url, sizeof nb.v.picture_url, def->picture_url);
     else
@@ -149,19 +148,20 @@ oc_err_t lsim_load_tokens_file(lsim_t *s, const char *path, oc_error_t *err)
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
             line[--n] = '\0';
         char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (*p == '\0' || *p == '#') continue;
         char *token = strtok_r(p, " \t", &p);
         char *user = strtok_r(NULL, " \t", &p);
-        while (p && (*p == ' ' || *p == '\t')) p++;
+        while (p && (*p == ' ' || *p == '\t'))
+            p++;
         if (!token || !user) {
             rc = oc_error_set(err, OC_E_INVALID,
-                              "%s:%d: expected \"token bot_user_id display_name\"", path,
-                              lineno);
+                              "%s:%d: expected \"token bot_user_id display_name\"", path, lineno);
             break;
         }
-        lsim_bot_def_t def = {.token = token, .user_id = user,
-                              .display_name = (p && *p) ? p : NULL};
+        lsim_bot_def_t def = {
+            .token = token, .user_id = user, .display_name = (p && *p) ? p : NULL};
         rc = lsim_add_bot(s, &def, err);
         if (rc != OC_OK) break;
     }
@@ -269,9 +269,9 @@ char *lsim__faults_json(lsim_t *s)
     json_t *arr = json_array();
     pthread_mutex_lock(&s->mu);
     for (const lsim_fault_t *f = s->faults_head; f; f = f->next) {
-        json_t *o = json_pack("{s:s, s:b, s:b, s:I, s:I}", "path", f->path, "execute",
-                              f->execute, "drop", f->drop, "delay_ms", (json_int_t)f->delay_ms,
-                              "hold_ms", (json_int_t)f->hold_ms);
+        json_t *o = json_pack("{s:s, s:b, s:b, s:I, s:I}", "path", f->path, "execute", f->execute,
+                              "drop", f->drop, "delay_ms", (json_int_t)f->delay_ms, "hold_ms",
+                              (json_int_t)f->hold_ms);
         if (!o) continue;
         if (f->status) json_object_set_new(o, "status", json_integer(f->status));
         if (kind_name(f->kind)) json_object_set_new(o, "kind", json_string(kind_name(f->kind)));
@@ -318,7 +318,8 @@ static void ring_drop_oldest(lsim_ring_t *r)
 
 static void ring_clear(lsim_ring_t *r)
 {
-    while (r->count) ring_drop_oldest(r);
+    while (r->count)
+        ring_drop_oldest(r);
     r->head = 0;
     r->dropped = 0;
 }
@@ -341,11 +342,11 @@ void lsim__record(lsim_t *s, lsim_ring_t *ring, char *key, char *json, size_t si
     /* Both logs share one byte budget: drop the oldest of whichever log receives the record,
      * then, if still over, the oldest of the other one. */
     lsim_ring_t *other = ring == &s->requests ? &s->deliveries : &s->requests;
-    while (ring->count == ring->cap ||
-           (ring->count > 0 && s->requests.bytes + s->deliveries.bytes + cost > s->max_record_bytes))
+    while (
+        ring->count == ring->cap ||
+        (ring->count > 0 && s->requests.bytes + s->deliveries.bytes + cost > s->max_record_bytes))
         ring_drop_oldest(ring);
-    while (other->count > 0 &&
-           s->requests.bytes + s->deliveries.bytes + cost > s->max_record_bytes)
+    while (other->count > 0 && s->requests.bytes + s->deliveries.bytes + cost > s->max_record_bytes)
         ring_drop_oldest(other);
     lsim_rec_t *it = &ring->items[(ring->head + ring->count) % ring->cap];
     it->key = key;
@@ -386,7 +387,8 @@ oc_err_t lsim__dump(lsim_t *s, lsim_ring_t *ring, const char *key, size_t limit,
 static uint64_t fnv1a(const char *s)
 {
     uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
     return h;
 }
 
@@ -398,7 +400,8 @@ static char *key_id(const char *bot, const char *key)
     if (!id) return NULL;
     memcpy(id, bot, bl);
     id[bl] = '/';
-    for (size_t i = 0; i < kl; i++) id[bl + 1 + i] = (char)tolower((unsigned char)key[i]);
+    for (size_t i = 0; i < kl; i++)
+        id[bl + 1 + i] = (char)tolower((unsigned char)key[i]);
     id[bl + 1 + kl] = '\0';
     return id;
 }
@@ -406,7 +409,8 @@ static char *key_id(const char *bot, const char *key)
 static lsim_key_t **key_slot(lsim_t *s, const char *id, uint64_t h)
 {
     lsim_key_t **pp = &s->buckets[h & (s->nbuckets - 1)];
-    while (*pp && ((*pp)->hash != h || strcmp((*pp)->id, id) != 0)) pp = &(*pp)->hnext;
+    while (*pp && ((*pp)->hash != h || strcmp((*pp)->id, id) != 0))
+        pp = &(*pp)->hnext;
     return pp;
 }
 
@@ -445,8 +449,8 @@ static void key_remove(lsim_t *s, lsim_key_t *k)
 /* Expires keys older than 24 h and, past the cap, the oldest accepted ones. Lock held. */
 static void keys_expire(lsim_t *s, int64_t now)
 {
-    while (s->oldest_key && (now - s->oldest_key->accepted_ms >= LSIM_RETRY_KEY_TTL_MS ||
-                             s->nkeys > s->max_keys))
+    while (s->oldest_key &&
+           (now - s->oldest_key->accepted_ms >= LSIM_RETRY_KEY_TTL_MS || s->nkeys > s->max_keys))
         key_remove(s, s->oldest_key);
 }
 
@@ -468,8 +472,8 @@ static void keys_grow(lsim_t *s)
 }
 
 lsim_key_state_t lsim__key_reserve(lsim_t *s, const char *bot_user_id, const char *key,
-                                   const uint8_t body_sha[32], char *request_id,
-                                   char **sent_json, bool *body_differs)
+                                   const uint8_t body_sha[32], char *request_id, char **sent_json,
+                                   bool *body_differs)
 {
     char *id = key_id(bot_user_id, key);
     uint64_t h = id ? fnv1a(id) : 0;
@@ -506,8 +510,8 @@ out:
     return st;
 }
 
-void lsim__key_commit(lsim_t *s, const char *bot_user_id, const char *key,
-                      const char *request_id, const char *sent_json)
+void lsim__key_commit(lsim_t *s, const char *bot_user_id, const char *key, const char *request_id,
+                      const char *sent_json)
 {
     char *id = key_id(bot_user_id, key);
     char *copy = strdup(sent_json);
@@ -552,7 +556,8 @@ void lsim__key_abort(lsim_t *s, const char *bot_user_id, const char *key)
 /* Drops accepted keys; in-flight ones stay so their waiters and owners stay consistent. */
 static void keys_clear_accepted(lsim_t *s)
 {
-    while (s->oldest_key) key_remove(s, s->oldest_key);
+    while (s->oldest_key)
+        key_remove(s, s->oldest_key);
 }
 
 /* ---------- lifecycle ---------- */
@@ -588,8 +593,7 @@ lsim_t *lsim_create(const lsim_opts_t *opts, oc_error_t *err)
     s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
     if (!s->buckets ||
         ring_init(&s->requests, opts->max_requests ? opts->max_requests : 100000) != OC_OK ||
-        ring_init(&s->deliveries, opts->max_deliveries ? opts->max_deliveries : 100000) !=
-            OC_OK) {
+        ring_init(&s->deliveries, opts->max_deliveries ? opts->max_deliveries : 100000) != OC_OK) {
         oc_error_set(err, OC_E_NOMEM, "could not allocate the simulator's logs");
         goto fail;
     }
@@ -598,10 +602,13 @@ lsim_t *lsim_create(const lsim_opts_t *opts, oc_error_t *err)
     if (RAND_bytes((unsigned char *)&r, sizeof r) != 1) r = (uint64_t)oc_now_us();
     s->next_message_id = 400000000000000000ULL + r % 100000000000000000ULL;
 
-    s->routes[0] = (oc_http_route_t){.method = NULL, .path = "/__sim/", .prefix = true,
-                                     .handler = lsim__handle_control, .user = s};
-    s->routes[1] = (oc_http_route_t){.method = NULL, .path = "/", .prefix = true,
-                                     .handler = lsim__handle_line, .user = s};
+    s->routes[0] = (oc_http_route_t){.method = NULL,
+                                     .path = "/__sim/",
+                                     .prefix = true,
+                                     .handler = lsim__handle_control,
+                                     .user = s};
+    s->routes[1] = (oc_http_route_t){
+        .method = NULL, .path = "/", .prefix = true, .handler = lsim__handle_line, .user = s};
     oc_http_server_opts_t so = {
         .listen = opts->listen ? opts->listen : "127.0.0.1:0",
         .threads = opts->threads > 0 ? opts->threads : 16,

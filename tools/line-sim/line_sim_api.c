@@ -13,11 +13,11 @@
 #include "lsim_internal.h"
 
 /* Bodies LINE is documented (or its SDK fixtures show) to send. */
-#define MSG_INVALID_TOKEN                                                                        \
-    "Authentication failed due to the following reason: invalid token. Confirm that the "       \
+#define MSG_INVALID_TOKEN \
+    "Authentication failed due to the following reason: invalid token. Confirm that the " \
     "access token in the authorization header is valid."
-#define MSG_NO_AUTH                                                                              \
-    "Authorization header required. Must follow the scheme, 'Authorization: Bearer <ACCESS "    \
+#define MSG_NO_AUTH \
+    "Authorization header required. Must follow the scheme, 'Authorization: Bearer <ACCESS " \
     "TOKEN>'"
 #define MSG_FORBIDDEN "Access to this API is not available for your account"
 #define MSG_RATE_LIMIT "The API rate limit has been exceeded. Try again later."
@@ -112,8 +112,8 @@ static void fault_answer(const lsim_fault_t *f, answer_t *a)
 }
 
 /* Accepts "Bearer <token>" (scheme case-insensitive, as RFC 6750 says) of a known bot. */
-static bool authenticate(lsim_t *s, const oc_http_request_t *req, call_t *c,
-                         lsim_bot_view_t *bot, answer_t *a)
+static bool authenticate(lsim_t *s, const oc_http_request_t *req, call_t *c, lsim_bot_view_t *bot,
+                         answer_t *a)
 {
     const char *h = oc_http_header(req, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
@@ -121,7 +121,8 @@ static bool authenticate(lsim_t *s, const oc_http_request_t *req, call_t *c,
         return false;
     }
     const char *tok = h + 7;
-    while (*tok == ' ') tok++;
+    while (*tok == ' ')
+        tok++;
     if (!lsim__find_bot(s, tok, strlen(tok), bot)) {
         answer_msg(a, 401, MSG_INVALID_TOKEN);
         return false;
@@ -159,7 +160,8 @@ static void detail(json_t *details, const char *property, const char *msg)
 static void validate_push(const json_t *root, json_t *details)
 {
     const json_t *to = json_object_get(root, "to");
-    if (!json_is_string(to) || json_string_length(to) == 0) detail(details, "to", "must be specified");
+    if (!json_is_string(to) || json_string_length(to) == 0)
+        detail(details, "to", "must be specified");
 
     const json_t *msgs = json_object_get(root, "messages");
     if (!json_is_array(msgs)) {
@@ -223,15 +225,13 @@ static void record_delivery(lsim_t *s, const call_t *c, const json_t *root, cons
 {
     const char *to = json_string_value(json_object_get(root, "to"));
     json_t *texts = json_array();
-    json_t *m;
+    json_t *msgs = json_object_get(root, "messages"), *m;
     size_t i;
-    json_array_foreach(json_object_get(root, "messages"), i, m)
-        json_array_append(texts, json_object_get(m, "text"));
+    json_array_foreach(msgs, i, m) json_array_append(texts, json_object_get(m, "text"));
     json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:o, s:s?, s:O, s:b}", "time_ms",
-                            (json_int_t)c->received_ms, "request_id", c->request_id,
-                            "bot_user_id", c->bot_user_id, "to", to, "texts", texts,
-                            "retry_key", c->retry_key, "sentMessages", sent, "delivered",
-                            delivered);
+                            (json_int_t)c->received_ms, "request_id", c->request_id, "bot_user_id",
+                            c->bot_user_id, "to", to, "texts", texts, "retry_key", c->retry_key,
+                            "sentMessages", sent, "delivered", delivered);
     if (!rec) return;
     char *json = json_dumps(rec, JSON_COMPACT);
     json_decref(rec);
@@ -351,9 +351,9 @@ static void profile(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_t
         char name[16], url[128];
         snprintf(name, sizeof name, "User %s", uid + 27);
         snprintf(url, sizeof url, "https://profile.line-scdn.net/line-sim/%s", uid);
-        body = json_pack("{s:s, s:s, s:s, s:s, s:s}", "displayName", name, "userId", uid,
-                         "pictureUrl", url, "statusMessage", "Hello from the LINE simulator",
-                         "language", "en");
+        body =
+            json_pack("{s:s, s:s, s:s, s:s, s:s}", "displayName", name, "userId", uid, "pictureUrl",
+                      url, "statusMessage", "Hello from the LINE simulator", "language", "en");
     } else {
         answer_msg(a, 404, MSG_NOT_FOUND);
         return;
@@ -400,9 +400,10 @@ static void dispatch(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_
 /* Headers kept in the request log. The HTTP layer only offers lookup by name, so this is the
  * list of everything a LINE client plausibly sends. */
 static const char *const logged_headers[] = {
-    "authorization", "content-type", "content-length", "x-line-retry-key", "user-agent",
-    "accept", "accept-encoding", "host", "expect", "connection", "x-line-signature",
-    "x-request-id", "traceparent", "x-forwarded-for", "transfer-encoding",
+    "authorization", "content-type",    "content-length",    "x-line-retry-key",
+    "user-agent",    "accept",          "accept-encoding",   "host",
+    "expect",        "connection",      "x-line-signature",  "x-request-id",
+    "traceparent",   "x-forwarded-for", "transfer-encoding",
 };
 
 static json_t *body_json(const char *body, size_t len, bool *truncated)
@@ -426,14 +427,14 @@ static void record_request(lsim_t *s, const oc_http_request_t *req, const call_t
         if (v) json_object_set_new(headers, logged_headers[i], json_string(v));
     }
     bool truncated = false;
-    json_t *rec = json_pack(
-        "{s:I, s:s, s:s, s:s, s:o, s:I, s:b, s:s?, s:i, s:b, s:b, s:b, s:s?, s:b, s:b}",
-        "time_ms", (json_int_t)c->received_ms, "request_id", c->request_id, "method",
-        req->method, "path", req->path, "headers", headers, "body_len", (json_int_t)req->body_len,
-        "body_truncated", false, "retry_key", c->retry_key, "status", a->drop ? 0 : a->status,
-        "dropped", a->drop, "fault", c->have_fault, "executed", c->executed, "bot_user_id",
-        c->bot_user_id[0] ? c->bot_user_id : NULL, "retry_conflict", c->retry_conflict,
-        "retry_body_differs", c->retry_body_differs);
+    json_t *rec =
+        json_pack("{s:I, s:s, s:s, s:s, s:o, s:I, s:b, s:s?, s:i, s:b, s:b, s:b, s:s?, s:b, s:b}",
+                  "time_ms", (json_int_t)c->received_ms, "request_id", c->request_id, "method",
+                  req->method, "path", req->path, "headers", headers, "body_len",
+                  (json_int_t)req->body_len, "body_truncated", false, "retry_key", c->retry_key,
+                  "status", a->drop ? 0 : a->status, "dropped", a->drop, "fault", c->have_fault,
+                  "executed", c->executed, "bot_user_id", c->bot_user_id[0] ? c->bot_user_id : NULL,
+                  "retry_conflict", c->retry_conflict, "retry_body_differs", c->retry_body_differs);
     if (!rec) return;
     json_t *b = body_json(req->body ? req->body : "", req->body ? req->body_len : 0, &truncated);
     if (b) {

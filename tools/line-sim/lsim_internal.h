@@ -50,19 +50,23 @@ typedef struct lsim_profile {
     bool blocked;   /* push answers 200 but delivers nothing, like a user who blocked the bot */
 } lsim_profile_t;
 
-typedef enum lsim_fault_kind { LSIM_KIND_NONE, LSIM_KIND_RATE_LIMIT, LSIM_KIND_QUOTA } lsim_fault_kind_t;
+typedef enum lsim_fault_kind {
+    LSIM_KIND_NONE,
+    LSIM_KIND_RATE_LIMIT,
+    LSIM_KIND_QUOTA
+} lsim_fault_kind_t;
 
 /* One injected failure, consumed by one request to a matching path. */
 typedef struct lsim_fault {
     struct lsim_fault *next;
-    char path[256];  /* exact path, or a prefix when it ends with '*' */
-    int status;      /* 0: the normal answer */
+    char path[256]; /* exact path, or a prefix when it ends with '*' */
+    int status;     /* 0: the normal answer */
     lsim_fault_kind_t kind;
     char message[256]; /* overrides the default body message when non-empty */
-    long delay_ms;   /* sleep before the response leaves */
-    long hold_ms;    /* executing push only: sleep while its retry key is in flight */
-    bool execute;    /* the request is processed (and a push delivered) */
-    bool drop;       /* close the connection instead of answering */
+    long delay_ms;     /* sleep before the response leaves */
+    long hold_ms;      /* executing push only: sleep while its retry key is in flight */
+    bool execute;      /* the request is processed (and a push delivered) */
+    bool drop;         /* close the connection instead of answering */
 } lsim_fault_t;
 
 /* A bounded log of pre-serialised JSON objects; oldest entries go first. */
@@ -145,11 +149,11 @@ typedef enum lsim_key_state {
  * and *body_differs (this body is not the original one).
  */
 lsim_key_state_t lsim__key_reserve(lsim_t *s, const char *bot_user_id, const char *key,
-                                   const uint8_t body_sha[32], char *request_id,
-                                   char **sent_json, bool *body_differs);
+                                   const uint8_t body_sha[32], char *request_id, char **sent_json,
+                                   bool *body_differs);
 /* Marks a reserved key accepted by request_id with the given sentMessages (copied). */
-void lsim__key_commit(lsim_t *s, const char *bot_user_id, const char *key,
-                      const char *request_id, const char *sent_json);
+void lsim__key_commit(lsim_t *s, const char *bot_user_id, const char *key, const char *request_id,
+                      const char *sent_json);
 /* Releases a reserved key that was not executed; the next request may use it. */
 void lsim__key_abort(lsim_t *s, const char *bot_user_id, const char *key);
 

@@ -46,8 +46,8 @@ static const oc_config_option_t options[] = {
      "requests kept in /__sim/requests (oldest dropped)", NULL},
     {"max-record-mb", OC_CFG_INT, "256", 1, 65536, 0, offsetof(sim_cfg_t, max_record_mb),
      "memory for the request and delivery logs together", NULL},
-    {"max-retry-keys", OC_CFG_INT, "200000", 1, 100000000, 0,
-     offsetof(sim_cfg_t, max_retry_keys), "accepted retry keys kept (oldest dropped)", NULL},
+    {"max-retry-keys", OC_CFG_INT, "200000", 1, 100000000, 0, offsetof(sim_cfg_t, max_retry_keys),
+     "accepted retry keys kept (oldest dropped)", NULL},
     {"log-level", OC_CFG_STR, "info", 0, 0, 0, offsetof(sim_cfg_t, log_level),
      "debug, info, warn, error or off", valid_level},
 };
@@ -79,8 +79,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h")) {
-        printf("usage: %s [options]\nSimulated LINE Messaging API; see docs/line-simulator.md.\n",
-               argv[0]);
+        printf("Simulated LINE Messaging API for tests and sandbox mode; see "
+               "docs/line-simulator.md.\n");
         oc_config_usage(options, NOPTS, argv[0]);
         code = 0;
         goto out;

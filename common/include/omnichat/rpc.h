@@ -18,6 +18,7 @@ typedef struct oc_rpc_ctx {
     const char *method;    /* full path, "/pkg.Service/Method" */
     int64_t deadline_us;   /* absolute, oc_now_us() clock; INT64_MAX when the client set none */
     char request_id[64];   /* "x-request-id" metadata when sent (truncated), else a new UUIDv4 */
+    char tenant_id[40];    /* set by the handler (for access logs); "" when none */
     oc_error_t err;        /* a failing handler records its code and message here */
 } oc_rpc_ctx_t;
 

@@ -21,8 +21,8 @@
 #define TOKEN "sim-test-token-0123456789"
 #define BOT_ID "U0bb0000000000000000000000000000b"
 #define USER "U4af4980629a1b2c3d4e5f60718293a4b"
-#define OFFICIAL_401                                                                             \
-    "Authentication failed due to the following reason: invalid token. Confirm that the "       \
+#define OFFICIAL_401 \
+    "Authentication failed due to the following reason: invalid token. Confirm that the " \
     "access token in the authorization header is valid."
 
 static lsim_t *g_sim;
@@ -59,8 +59,10 @@ static void header_value(const char *line, size_t len, const char *name, char *o
     if (len <= nl + 1 || strncasecmp(line, name, nl) != 0 || line[nl] != ':') return;
     const char *v = line + nl + 1;
     size_t vl = len - nl - 1;
-    while (vl && (*v == ' ')) v++, vl--;
-    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n')) vl--;
+    while (vl && (*v == ' '))
+        v++, vl--;
+    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n'))
+        vl--;
     snprintf(out, cap, "%.*s", (int)vl, v);
 }
 
@@ -148,8 +150,8 @@ static const char *msg_of(const http_res_t *r)
 
 static void push_text(const char *token, const char *key, const char *text, http_res_t *r)
 {
-    json_t *b = json_pack("{s:s, s:[{s:s, s:s}]}", "to", USER, "messages", "type", "text", "text",
-                          text);
+    json_t *b =
+        json_pack("{s:s, s:[{s:s, s:s}]}", "to", USER, "messages", "type", "text", "text", text);
     char *s = json_dumps(b, JSON_COMPACT);
     http("POST", "/v2/bot/message/push", token, key, s, 0, r);
     free(s);
@@ -180,8 +182,8 @@ static int suite_init(void)
         return -1;
     }
     snprintf(g_base, sizeof g_base, "http://127.0.0.1:%d", lsim_port(g_sim));
-    lsim_bot_def_t d = {.token = TOKEN, .user_id = BOT_ID, .display_name = "Test Bot",
-                        .basic_id = "@testbot"};
+    lsim_bot_def_t d = {
+        .token = TOKEN, .user_id = BOT_ID, .display_name = "Test Bot", .basic_id = "@testbot"};
     return lsim_add_bot(g_sim, &d, &err) == OC_OK ? 0 : -1;
 }
 
@@ -279,7 +281,8 @@ static void test_retry_key_once(void)
     res_free(&b);
 
     /* Upper case is the same UUID. */
-    for (char *p = key; *p; p++) *p = (char)toupper((unsigned char)*p);
+    for (char *p = key; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
     push_text(TOKEN, key, "once", &b);
     CU_ASSERT_EQUAL(b.status, 409);
     res_free(&b);
@@ -325,8 +328,8 @@ static void test_delay_execute_then_retry(void)
     char key[OC_UUID_STR_LEN + 1];
     new_key(key);
     http_res_t r;
-    json_t *b = json_pack("{s:s, s:[{s:s, s:s}]}", "to", USER, "messages", "type", "text", "text",
-                          "slow");
+    json_t *b =
+        json_pack("{s:s, s:[{s:s, s:s}]}", "to", USER, "messages", "type", "text", "text", "slow");
     char *body = json_dumps(b, JSON_COMPACT);
     http("POST", "/v2/bot/message/push", TOKEN, key, body, 300, &r);
     CU_ASSERT_EQUAL(r.rc, CURLE_OPERATION_TIMEDOUT);
@@ -382,10 +385,11 @@ static void test_drop(void)
 static void test_status_faults(void)
 {
     reset();
-    control("POST", "/__sim/faults",
-            "{\"path\":\"/v2/bot/message/push\",\"faults\":[{\"status\":429,\"kind\":\"rate_limit\"},"
-            "{\"status\":429,\"kind\":\"quota\"},{\"status\":403},{\"status\":401}]}",
-            200);
+    control(
+        "POST", "/__sim/faults",
+        "{\"path\":\"/v2/bot/message/push\",\"faults\":[{\"status\":429,\"kind\":\"rate_limit\"},"
+        "{\"status\":429,\"kind\":\"quota\"},{\"status\":403},{\"status\":401}]}",
+        200);
     http_res_t r;
     push_text(TOKEN, NULL, "x", &r);
     CU_ASSERT_EQUAL(r.status, 429);
@@ -429,7 +433,8 @@ static char *text_of(size_t ascii, int emojis)
 {
     char *t = malloc(ascii + 4 * (size_t)emojis + 1);
     memset(t, 'a', ascii);
-    for (int i = 0; i < emojis; i++) memcpy(t + ascii + 4 * i, "\xF0\x9F\x98\x80", 4); /* 😀 */
+    for (int i = 0; i < emojis; i++)
+        memcpy(t + ascii + 4 * i, "\xF0\x9F\x98\x80", 4); /* 😀 */
     t[ascii + 4 * (size_t)emojis] = '\0';
     return t;
 }
@@ -490,7 +495,8 @@ static void test_too_large(void)
     char *body = malloc(n + 1);
     memset(body, ' ', n);
     body[n] = '\0';
-    memcpy(body, "{\"to\":\"" USER "\",\"messages\":[]}", strlen("{\"to\":\"" USER "\",\"messages\":[]}"));
+    memcpy(body, "{\"to\":\"" USER "\",\"messages\":[]}",
+           strlen("{\"to\":\"" USER "\",\"messages\":[]}"));
     http_res_t r;
     http("POST", "/v2/bot/message/push", TOKEN, NULL, body, 0, &r);
     CU_ASSERT_EQUAL(r.status, 413);
@@ -585,8 +591,7 @@ static void test_requests_log(void)
     CU_ASSERT_EQUAL(json_array_size(reqs), 1);
     json_t *q = json_array_get(reqs, 0);
     json_t *h = json_object_get(q, "headers");
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(h, "authorization")),
-                           "Bearer " TOKEN);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(h, "authorization")), "Bearer " TOKEN);
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(q, "retry_key")), key);
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(q, "method")), "POST");
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(q, "path")), "/v2/bot/message/push");
@@ -675,7 +680,11 @@ static void test_concurrent_same_key(void)
     pthread_t th;
     int64_t t0 = mono_ms();
     CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, bg_push_main, &first), 0);
-    usleep(200 * 1000);
+    /* The fault is consumed when the first request arrives; it reserves its key microseconds
+     * later. Waiting for that, not for a fixed time, keeps the order right on a slow machine. */
+    for (int i = 0; i < 500 && log_size("/__sim/faults") > 0; i++)
+        usleep(10 * 1000);
+    usleep(50 * 1000);
     http_res_t second;
     push_text(TOKEN, key, "first", &second);
     int64_t waited = mono_ms() - t0;
@@ -778,7 +787,8 @@ static void test_load(void)
     pthread_t th[LOAD_THREADS];
     int failures[LOAD_THREADS] = {0};
     int64_t t0 = oc_mono_us();
-    for (int i = 0; i < LOAD_THREADS; i++) pthread_create(&th[i], NULL, load_main, &failures[i]);
+    for (int i = 0; i < LOAD_THREADS; i++)
+        pthread_create(&th[i], NULL, load_main, &failures[i]);
     int total_fail = 0;
     for (int i = 0; i < LOAD_THREADS; i++) {
         pthread_join(th[i], NULL);
@@ -796,8 +806,8 @@ static void test_load(void)
     json_t *v;
     json_array_foreach(d, i, v)
     {
-        const char *id =
-            json_string_value(json_object_get(json_array_get(json_object_get(v, "sentMessages"), 0), "id"));
+        const char *id = json_string_value(
+            json_object_get(json_array_get(json_object_get(v, "sentMessages"), 0), "id"));
         if (id) json_object_set_new(seen, id, json_true());
     }
     CU_ASSERT_EQUAL(json_object_size(seen), LOAD_THREADS * LOAD_PER_THREAD);
@@ -809,8 +819,11 @@ static void test_bounded_logs(void)
 {
     oc_error_t err;
     oc_error_clear(&err);
-    lsim_opts_t o = {.listen = "127.0.0.1:0", .threads = 2, .max_requests = 5,
-                     .max_deliveries = 3, .max_retry_keys = 2};
+    lsim_opts_t o = {.listen = "127.0.0.1:0",
+                     .threads = 2,
+                     .max_requests = 5,
+                     .max_deliveries = 3,
+                     .max_retry_keys = 2};
     lsim_t *s = lsim_create(&o, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     lsim_bot_def_t d = {.token = TOKEN, .user_id = BOT_ID};
@@ -835,7 +848,8 @@ static void test_bounded_logs(void)
     json_t *dl = get_log("/__sim/deliveries");
     CU_ASSERT_EQUAL(json_array_size(dl), 3);
     CU_ASSERT_STRING_EQUAL(
-        json_string_value(json_array_get(json_object_get(json_array_get(dl, 2), "texts"), 0)), "11");
+        json_string_value(json_array_get(json_object_get(json_array_get(dl, 2), "texts"), 0)),
+        "11");
     json_decref(dl);
     /* Past the cap, the oldest accepted key is forgotten (documented). */
     push_text(TOKEN, first_key, "0", &r);

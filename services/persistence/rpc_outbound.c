@@ -1,0 +1,323 @@
+/* Persistence RPCs for the outbound lifecycle: create-or-get, complete, claim due retries,
+ * reconcile. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "omnichat/util.h"
+#include "pst.h"
+
+#define LEASE_OWNER_MAX 128
+#define LEASE_SECONDS_MAX 3600
+#define LEASE_SECONDS_DEFAULT 30
+#define FINGERPRINT_MAX 128
+#define CLAIM_MAX 100
+/* Year 9999: past any real schedule, and inside what from_ms can represent. */
+#define TS_MAX_MS INT64_C(253402300799000)
+
+const oc_pg_stmt_t pst_stmts_outbound[] = {
+    {"ob_create", "SELECT * FROM omnichat.create_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                  "$10, $11, $12, $13, $14)"},
+    {"ob_get_result", "SELECT * FROM omnichat.v_outbound WHERE tenant_id = $1"
+                      " AND id = current_setting('omnichat.result_id')::uuid"},
+    {"ob_complete", "SELECT omnichat.complete_outbound($1, $2, $3, $4, $5, $6, $7, $8)"},
+    {"ob_get", "SELECT * FROM omnichat.v_messages"
+               " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound'"},
+    {"ob_claim", "SELECT * FROM omnichat.claim_due_outbound($1, $2, $3, $4)"},
+    /* Already sent: keep the first provider id (a repeated echo changes nothing). */
+    {"ob_reconcile",
+     "UPDATE omnichat.messages SET status = 'sent', external_message_id = $3,"
+     " error_category = NULL, error_detail = NULL, next_attempt_at = NULL, lease_owner = NULL,"
+     " lease_until = NULL, updated_at = now()"
+     " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound' AND status <> 'sent'"},
+};
+const size_t pst_nstmts_outbound = sizeof pst_stmts_outbound / sizeof pst_stmts_outbound[0];
+
+/* A digest of the caller's request: short, visible ASCII, compared byte for byte. */
+static bool check_fingerprint(oc_rpc_ctx_t *ctx, const char *v)
+{
+    size_t n = strlen(v);
+
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x21 || (unsigned char)v[i] > 0x7e) n = FINGERPRINT_MAX + 1;
+    if (n > FINGERPRINT_MAX) {
+        oc_error_set(&ctx->err, OC_E_INVALID,
+                     "request_fingerprint: must be at most %d printable ASCII characters",
+                     FINGERPRINT_MAX);
+        return false;
+    }
+    return true;
+}
+
+static bool check_lease_seconds(oc_rpc_ctx_t *ctx, int32_t v)
+{
+    if (v < 1 || v > LEASE_SECONDS_MAX) {
+        oc_error_set(&ctx->err, OC_E_INVALID, "lease_seconds: must be between 1 and %d",
+                     LEASE_SECONDS_MAX);
+        return false;
+    }
+    return true;
+}
+
+static oc_err_t create_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
+                                ProtobufCMessage **out)
+{
+    const PB(CreateOutboundRequest) *req = (const void *)in;
+    PB(CreateOutboundResponse) * resp;
+    PB(CreateOutboundResponse) init = PB_INIT(CREATE_OUTBOUND_RESPONSE);
+    const char *sender;
+    const char *content;
+    const char *retry_key = req->provider_retry_key;
+    bool leased = req->lease_owner[0] != '\0';
+    int32_t lease_seconds = req->lease_seconds != 0 ? req->lease_seconds : LEASE_SECONDS_DEFAULT;
+
+    if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true) ||
+        !pst_check_uuid(ctx, "conversation_id", req->conversation_id, true) ||
+        !pst_check_str(ctx, "idempotency_key", req->idempotency_key, PST_MAX_KEY, true) ||
+        !check_fingerprint(ctx, req->request_fingerprint) ||
+        !pst_check_str(ctx, "sender_id", req->sender_id, PST_MAX_KEY, false) ||
+        !pst_check_str(ctx, "sender_display_name", req->sender_display_name, PST_MAX_NAME, false))
+        return ctx->err.code;
+    if (req->sender_type == 0) {
+        sender = "agent";
+    } else if ((sender = pst_sender_type_str(req->sender_type)) == NULL ||
+               req->sender_type == PBE(SENDER_TYPE__SENDER_TYPE_CONTACT)) {
+        return oc_error_set(&ctx->err, OC_E_INVALID,
+                            "sender_type: must be AGENT, BOT or SYSTEM for an outbound message");
+    }
+    if (req->content_type == 0) {
+        content = "text";
+    } else if ((content = pst_content_type_str(req->content_type)) == NULL) {
+        return oc_error_set(&ctx->err, OC_E_INVALID, "content_type: unknown value %d",
+                            req->content_type);
+    }
+    if (!pst_check_str(ctx, "content_text", req->content_text, PST_MAX_TEXT,
+                       strcmp(content, "text") == 0) ||
+        !pst_check_json(ctx, "content_struct_json", req->content_struct_json, PST_MAX_JSON, true) ||
+        !pst_check_uuid(ctx, "provider_retry_key", req->provider_retry_key, false) ||
+        !pst_check_str(ctx, "lease_owner", req->lease_owner, LEASE_OWNER_MAX, false))
+        return ctx->err.code;
+    if (req->lease_seconds != 0 && !check_lease_seconds(ctx, req->lease_seconds))
+        return ctx->err.code;
+    /*
+     * Without an owner nobody sends it now: it is queued for the retry worker. The SQL takes
+     * the first due time from the lease length (no lease means no due time, and a message
+     * without one would never be claimed), so the shortest lease makes it due in a second.
+     */
+    if (!leased) lease_seconds = 1;
+    if (retry_key[0] == '\0') {
+        char *k = oc_arena_alloc(ctx->arena, OC_UUID_STR_LEN + 1);
+        if (k == NULL || oc_uuid_v4(k) != OC_OK)
+            return oc_error_set(&ctx->err, OC_E_INTERNAL, "provider_retry_key: could not be made");
+        retry_key = k;
+    }
+
+    const char *p1[] = {req->tenant_id,
+                        req->conversation_id,
+                        req->idempotency_key,
+                        pst_opt(req->request_fingerprint),
+                        sender,
+                        req->sender_id,
+                        req->sender_display_name,
+                        content,
+                        req->content_text,
+                        pst_opt(req->content_struct_json),
+                        retry_key,
+                        pst_opt(req->lease_owner),
+                        pst_i64(ctx, lease_seconds),
+                        pst_new_id(ctx)};
+    const char *p2[] = {req->tenant_id};
+    oc_pg_query_t q[] = {{"ob_create", 14, p1, NULL}, {"ob_get_result", 1, p2, NULL}};
+
+    if (p1[12] == NULL || p1[13] == NULL)
+        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
+    if (oc_pg_ntuples(q[0].res) != 1 || oc_pg_ntuples(q[1].res) != 1)
+        return oc_error_set(&ctx->err, OC_E_INTERNAL, "message: not stored");
+    resp = oc_arena_alloc(ctx->arena, sizeof *resp);
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    *resp = init;
+    resp->created = oc_pg_value(q[0].res, 0, oc_pg_fnumber(q[0].res, "created"))[0] == 't';
+    resp->lease_acquired =
+        oc_pg_value(q[0].res, 0, oc_pg_fnumber(q[0].res, "lease_acquired"))[0] == 't';
+    resp->thread_key = oc_arena_strdup(
+        ctx->arena, oc_pg_value(q[1].res, 0, oc_pg_fnumber(q[1].res, "thread_key")));
+    resp->message = pst_row_message(ctx, q[1].res, 0);
+    if (resp->message == NULL || resp->thread_key == NULL)
+        return ctx->err.code != OC_OK ? ctx->err.code
+                                      : oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (!resp->created) {
+        const pst_t *pst = ctx->user;
+        oc_metric_inc(pst->m_dedupe, (const char *const[]){"CreateOutbound"}, 1);
+    }
+    *out = &resp->base;
+    return OC_OK;
+}
+
+static oc_err_t complete_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
+                                  ProtobufCMessage **out)
+{
+    const PB(CompleteOutboundRequest) *req = (const void *)in;
+    PB(CompleteOutboundResponse) * resp;
+    PB(CompleteOutboundResponse) init = PB_INIT(COMPLETE_OUTBOUND_RESPONSE);
+    const char *category = pst_error_category_str(req->error_category);
+    const char *outcome;
+    bool scheduled = false; /* RETRY / UNKNOWN: the worker tries again at next_attempt_at */
+
+    if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true) ||
+        !pst_check_uuid(ctx, "message_id", req->message_id, true) ||
+        !pst_check_str(ctx, "lease_owner", req->lease_owner, LEASE_OWNER_MAX, true))
+        return ctx->err.code;
+    switch (req->outcome) {
+    case PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_SENT):
+        outcome = "sent";
+        break;
+    case PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_FAILED):
+        outcome = "failed";
+        break;
+    case PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_RETRY):
+        outcome = "retry";
+        scheduled = true;
+        break;
+    case PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_UNKNOWN):
+        outcome = "unknown";
+        scheduled = true;
+        break;
+    default:
+        return oc_error_set(&ctx->err, OC_E_INVALID,
+                            "outcome: must be SENT, FAILED, RETRY or UNKNOWN");
+    }
+    if (!pst_check_str(ctx, "external_message_id", req->external_message_id, PST_MAX_KEY, false) ||
+        !pst_check_str(ctx, "error_detail", req->error_detail, PST_MAX_DETAIL, false))
+        return ctx->err.code;
+    if (req->error_category != 0 && category == NULL)
+        return oc_error_set(&ctx->err, OC_E_INVALID, "error_category: unknown value %d",
+                            req->error_category);
+    if (strcmp(outcome, "sent") != 0 && category == NULL)
+        return oc_error_set(&ctx->err, OC_E_INVALID,
+                            "error_category: is required with FAILED, RETRY and UNKNOWN");
+    if (req->next_attempt_at_ms < 0 || req->next_attempt_at_ms > TS_MAX_MS ||
+        (scheduled && req->next_attempt_at_ms == 0))
+        return oc_error_set(&ctx->err, OC_E_INVALID,
+                            "next_attempt_at_ms: %s (milliseconds since the epoch)",
+                            scheduled ? "is required with RETRY and UNKNOWN" : "out of range");
+
+    const char *p1[] = {
+        req->tenant_id,           req->message_id,
+        req->lease_owner,         outcome,
+        req->external_message_id, category,
+        req->error_detail,        scheduled ? pst_i64(ctx, req->next_attempt_at_ms) : NULL};
+    oc_pg_query_t q[] = {{"ob_complete", 8, p1, NULL}, {"ob_get", 2, p1, NULL}};
+
+    if (scheduled && p1[7] == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
+    if (oc_pg_ntuples(q[1].res) != 1)
+        return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "message_id: not found");
+    resp = oc_arena_alloc(ctx->arena, sizeof *resp);
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    *resp = init;
+    resp->message = pst_row_message(ctx, q[1].res, 0);
+    if (resp->message == NULL)
+        return ctx->err.code != OC_OK ? ctx->err.code
+                                      : oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    *out = &resp->base;
+    return OC_OK;
+}
+
+/* The retry worker serves every tenant of its channel type: no tenant, privileged function. */
+static oc_err_t claim_due_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
+                                   ProtobufCMessage **out)
+{
+    const PB(ClaimDueOutboundRequest) *req = (const void *)in;
+    PB(ClaimDueOutboundResponse) * resp;
+    PB(ClaimDueOutboundResponse) init = PB_INIT(CLAIM_DUE_OUTBOUND_RESPONSE);
+    const char *type = pst_channel_type_str(req->channel_type);
+
+    if (type == NULL)
+        return oc_error_set(&ctx->err, OC_E_INVALID, "channel_type: %s",
+                            req->channel_type == 0 ? "is required" : "unknown value");
+    if (req->limit < 1 || req->limit > CLAIM_MAX)
+        return oc_error_set(&ctx->err, OC_E_INVALID, "limit: must be between 1 and %d", CLAIM_MAX);
+    if (!pst_check_str(ctx, "lease_owner", req->lease_owner, LEASE_OWNER_MAX, true) ||
+        !check_lease_seconds(ctx, req->lease_seconds))
+        return ctx->err.code;
+
+    const char *p[] = {type, pst_i64(ctx, req->limit), req->lease_owner,
+                       pst_i64(ctx, req->lease_seconds)};
+    oc_pg_query_t q[] = {{"ob_claim", 4, p, NULL}};
+
+    if (p[1] == NULL || p[3] == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (pst_exec(ctx, NULL, q, 1) != OC_OK) return ctx->err.code;
+
+    int n = oc_pg_ntuples(q[0].res);
+    int tk = oc_pg_fnumber(q[0].res, "thread_key");
+    resp = oc_arena_alloc(ctx->arena, sizeof *resp);
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    *resp = init;
+    resp->claimed = oc_arena_alloc(ctx->arena, (size_t)(n + 1) * sizeof *resp->claimed);
+    if (resp->claimed == NULL || (n > 0 && tk < 0))
+        return oc_error_set(&ctx->err, n > 0 && tk < 0 ? OC_E_INTERNAL : OC_E_NOMEM,
+                            "claimed: could not be read");
+    for (int i = 0; i < n; i++) {
+        PB(ClaimedOutbound) *c = oc_arena_alloc(ctx->arena, sizeof *c);
+        PB(ClaimedOutbound) cinit = PB_INIT(CLAIMED_OUTBOUND);
+
+        if (c == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+        *c = cinit;
+        c->message = pst_row_message(ctx, q[0].res, i);
+        c->thread_key = oc_arena_strdup(ctx->arena, oc_pg_value(q[0].res, i, tk));
+        if (c->message == NULL || c->thread_key == NULL)
+            return ctx->err.code != OC_OK ? ctx->err.code
+                                          : oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+        resp->claimed[i] = c;
+    }
+    resp->n_claimed = (size_t)n;
+    *out = &resp->base;
+    return OC_OK;
+}
+
+static oc_err_t reconcile_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
+                                   ProtobufCMessage **out)
+{
+    const PB(ReconcileOutboundRequest) *req = (const void *)in;
+    PB(ReconcileOutboundResponse) * resp;
+    PB(ReconcileOutboundResponse) init = PB_INIT(RECONCILE_OUTBOUND_RESPONSE);
+
+    if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true) ||
+        !pst_check_uuid(ctx, "message_id", req->message_id, true) ||
+        !pst_check_str(ctx, "external_message_id", req->external_message_id, PST_MAX_KEY, true))
+        return ctx->err.code;
+
+    const char *p[] = {req->tenant_id, req->message_id, req->external_message_id};
+    oc_pg_query_t q[] = {{"ob_reconcile", 3, p, NULL}, {"ob_get", 2, p, NULL}};
+
+    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
+    if (oc_pg_ntuples(q[1].res) != 1)
+        return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "message_id: not found");
+    resp = oc_arena_alloc(ctx->arena, sizeof *resp);
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    *resp = init;
+    resp->message = pst_row_message(ctx, q[1].res, 0);
+    if (resp->message == NULL)
+        return ctx->err.code != OC_OK ? ctx->err.code
+                                      : oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    *out = &resp->base;
+    return OC_OK;
+}
+
+#define METHOD(name, fn, in, out) \
+    { \
+        "/" PST_SERVICE "/" name, &omnichat__persistence__v1__##in##__descriptor, \
+            &omnichat__persistence__v1__##out##__descriptor, fn \
+    }
+
+const oc_rpc_method_t pst_methods_outbound[] = {
+    METHOD("CreateOutbound", create_outbound, create_outbound_request, create_outbound_response),
+    METHOD("CompleteOutbound", complete_outbound, complete_outbound_request,
+           complete_outbound_response),
+    METHOD("ClaimDueOutbound", claim_due_outbound, claim_due_outbound_request,
+           claim_due_outbound_response),
+    METHOD("ReconcileOutbound", reconcile_outbound, reconcile_outbound_request,
+           reconcile_outbound_response),
+};
+const size_t pst_nmethods_outbound = sizeof pst_methods_outbound / sizeof pst_methods_outbound[0];
