@@ -1,0 +1,33 @@
+/* A bounded, thread-safe LRU cache of byte strings with a time to live. */
+#ifndef LINE_CACHE_H
+#define LINE_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "omnichat/arena.h"
+
+typedef struct line_cache line_cache_t;
+
+/*
+ * Creates a cache holding at most `capacity` entries (the least recently used goes first)
+ * that expire `ttl_ms` after they were put (0: never). NULL on OOM. Thread-safe: one mutex.
+ * Values are copied in and out, so nothing handed out ever dangles. Values are not wiped:
+ * never put a plaintext secret in here.
+ */
+line_cache_t *line_cache_create(size_t capacity, int64_t ttl_ms);
+void line_cache_destroy(line_cache_t *c);
+
+/*
+ * Copies the value of `key` into the arena (NUL-terminated after *len) when present and fresh.
+ * Returns false when absent, expired (then dropped) or on OOM.
+ */
+bool line_cache_get(line_cache_t *c, const char *key, oc_arena_t *arena, char **val,
+                    size_t *len);
+/* Inserts or replaces. Silently does nothing on OOM (a cache may forget). */
+void line_cache_put(line_cache_t *c, const char *key, const void *val, size_t len);
+void line_cache_remove(line_cache_t *c, const char *key);
+size_t line_cache_size(line_cache_t *c);
+
+#endif
