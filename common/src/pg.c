@@ -52,12 +52,10 @@ oc_pg_pool_t *oc_pg_pool_create(const char *conninfo, size_t size, const oc_pg_s
         return NULL;
     }
     p = calloc(1, sizeof *p);
-    if (p == NULL)
-        goto oom;
+    if (p == NULL) goto oom;
     p->conninfo = strdup(conninfo);
     p->slots = calloc(size, sizeof *p->slots);
-    if (p->conninfo == NULL || p->slots == NULL)
-        goto oom;
+    if (p->conninfo == NULL || p->slots == NULL) goto oom;
     p->stmts = stmts;
     p->nstmts = nstmts;
     p->size = size;
@@ -78,11 +76,9 @@ oom:
 
 void oc_pg_pool_destroy(oc_pg_pool_t *p)
 {
-    if (p == NULL)
-        return;
+    if (p == NULL) return;
     for (size_t i = 0; i < p->size; i++)
-        if (p->slots[i].conn != NULL)
-            PQfinish(p->slots[i].conn);
+        if (p->slots[i].conn != NULL) PQfinish(p->slots[i].conn);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     /* The conninfo may hold a password read from a secret file. */
@@ -97,37 +93,27 @@ void oc_pg_pool_destroy(oc_pg_pool_t *p)
 void oc_pg_pool_stats(oc_pg_pool_t *p, size_t *in_use, size_t *size)
 {
     pthread_mutex_lock(&p->mu);
-    if (in_use != NULL)
-        *in_use = p->in_use;
-    if (size != NULL)
-        *size = p->size;
+    if (in_use != NULL) *in_use = p->in_use;
+    if (size != NULL) *size = p->size;
     pthread_mutex_unlock(&p->mu);
 }
 
 static oc_err_t classify_sqlstate(const char *st)
 {
-    if (st == NULL)
-        return OC_E_UNAVAILABLE; /* no server error: the connection failed */
+    if (st == NULL) return OC_E_UNAVAILABLE; /* no server error: the connection failed */
     if (strncmp(st, "OC", 2) == 0) {
-        if (strcmp(st, "OCIA0") == 0)
-            return OC_E_INVALID;
-        if (strcmp(st, "OCNF0") == 0)
-            return OC_E_NOT_FOUND;
-        if (strcmp(st, "OCAE0") == 0)
-            return OC_E_ALREADY_EXISTS;
-        if (strcmp(st, "OCFP0") == 0)
-            return OC_E_FAILED_PRECONDITION;
+        if (strcmp(st, "OCIA0") == 0) return OC_E_INVALID;
+        if (strcmp(st, "OCNF0") == 0) return OC_E_NOT_FOUND;
+        if (strcmp(st, "OCAE0") == 0) return OC_E_ALREADY_EXISTS;
+        if (strcmp(st, "OCFP0") == 0) return OC_E_FAILED_PRECONDITION;
         return OC_E_INTERNAL;
     }
-    if (strcmp(st, "23505") == 0)
-        return OC_E_ALREADY_EXISTS;
+    if (strcmp(st, "23505") == 0) return OC_E_ALREADY_EXISTS;
     if (strncmp(st, "22", 2) == 0 || strcmp(st, "23502") == 0 || strcmp(st, "23514") == 0 ||
         strcmp(st, "23503") == 0)
         return OC_E_INVALID;
-    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0)
-        return OC_E_CONFLICT;
-    if (strcmp(st, "57014") == 0)
-        return OC_E_DEADLINE;
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0) return OC_E_CONFLICT;
+    if (strcmp(st, "57014") == 0) return OC_E_DEADLINE;
     if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P0", 4) == 0 || strncmp(st, "53", 2) == 0)
         return OC_E_UNAVAILABLE;
     return OC_E_INTERNAL;
@@ -171,8 +157,8 @@ static oc_err_t prepare_all(oc_pg_conn_t *c, oc_error_t *err)
 
     if (PQenterPipelineMode(c->conn) != 1)
         return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
-    PQsendPrepare(c->conn, SET_TENANT_STMT, "SELECT set_config('omnichat.tenant_id', $1, true)",
-                  1, NULL);
+    PQsendPrepare(c->conn, SET_TENANT_STMT, "SELECT set_config('omnichat.tenant_id', $1, true)", 1,
+                  NULL);
     for (size_t i = 0; p != NULL && i < p->nstmts; i++)
         PQsendPrepare(c->conn, p->stmts[i].name, p->stmts[i].sql, 0, NULL);
     if (PQpipelineSync(c->conn) != 1)
@@ -186,8 +172,8 @@ static oc_err_t prepare_all(oc_pg_conn_t *c, oc_error_t *err)
         if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == OC_OK) {
             rc = result_error(c->conn, res, err);
             if (rc != OC_E_UNAVAILABLE)
-                rc = oc_error_set(err, OC_E_INTERNAL, "database: statement %zu does not prepare",
-                                  i);
+                rc =
+                    oc_error_set(err, OC_E_INTERNAL, "database: statement %zu does not prepare", i);
         }
         PQclear(res);
         PQclear(PQgetResult(c->conn)); /* the NULL ending this command's results */
@@ -196,8 +182,7 @@ static oc_err_t prepare_all(oc_pg_conn_t *c, oc_error_t *err)
     while ((res = PQgetResult(c->conn)) != NULL) {
         ExecStatusType s = PQresultStatus(res);
         PQclear(res);
-        if (s == PGRES_PIPELINE_SYNC)
-            break;
+        if (s == PGRES_PIPELINE_SYNC) break;
     }
     PQexitPipelineMode(c->conn);
     return rc;
@@ -210,11 +195,9 @@ static oc_err_t connect_slot(oc_pg_conn_t *c, const char *conninfo, oc_error_t *
         c->conn = NULL;
     }
     c->conn = PQconnectdb(conninfo);
-    if (c->conn == NULL)
-        return oc_error_set(err, OC_E_NOMEM, "database: out of memory");
+    if (c->conn == NULL) return oc_error_set(err, OC_E_NOMEM, "database: out of memory");
     if (PQstatus(c->conn) != CONNECTION_OK) {
-        if (log_hook != NULL)
-            log_hook("08000", PQerrorMessage(c->conn));
+        if (log_hook != NULL) log_hook("08000", PQerrorMessage(c->conn));
         PQfinish(c->conn);
         c->conn = NULL;
         return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
@@ -246,10 +229,8 @@ oc_pg_conn_t *oc_pg_connect(const char *conninfo, oc_error_t *err)
 
 void oc_pg_disconnect(oc_pg_conn_t *c)
 {
-    if (c == NULL)
-        return;
-    if (c->conn != NULL)
-        PQfinish(c->conn);
+    if (c == NULL) return;
+    if (c->conn != NULL) PQfinish(c->conn);
     free(c);
 }
 
@@ -272,10 +253,8 @@ oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err)
             if (!p->slots[i].busy && p->slots[i].conn != NULL && !p->slots[i].broken)
                 c = &p->slots[i];
         for (size_t i = 0; i < p->size && c == NULL; i++)
-            if (!p->slots[i].busy)
-                c = &p->slots[i];
-        if (c != NULL)
-            break;
+            if (!p->slots[i].busy) c = &p->slots[i];
+        if (c != NULL) break;
         if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != 0) {
             pthread_mutex_unlock(&p->mu);
             oc_error_set(err, OC_E_UNAVAILABLE, "database: no connection free in time");
@@ -298,8 +277,7 @@ oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err)
 
 void oc_pg_release(oc_pg_pool_t *p, oc_pg_conn_t *c)
 {
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     pthread_mutex_lock(&p->mu);
     c->busy = false;
     p->in_use--;
@@ -324,24 +302,21 @@ static oc_err_t run_pipeline(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query
     size_t ncmd = n + (tenant_id != NULL ? 1 : 0);
     PGresult *res;
 
-    if (PQenterPipelineMode(conn) != 1)
-        goto lost;
+    if (PQenterPipelineMode(conn) != 1) goto lost;
     if (tenant_id != NULL &&
         PQsendQueryPrepared(conn, SET_TENANT_STMT, 1, &tenant_id, NULL, NULL, 0) != 1)
         goto lost;
     for (size_t i = 0; i < n; i++)
         if (PQsendQueryPrepared(conn, q[i].stmt, q[i].nparams, q[i].values, NULL, NULL, 0) != 1)
             goto lost;
-    if (PQpipelineSync(conn) != 1)
-        goto lost;
+    if (PQpipelineSync(conn) != 1) goto lost;
 
     for (size_t k = 0; k < ncmd; k++) {
         size_t qi = tenant_id != NULL ? k - 1 : k; /* index into q when k is a query */
         bool is_query = tenant_id == NULL || k > 0;
 
         res = PQgetResult(conn);
-        if (res == NULL)
-            goto lost;
+        if (res == NULL) goto lost;
         switch (PQresultStatus(res)) {
         case PGRES_TUPLES_OK:
         case PGRES_COMMAND_OK:
@@ -354,8 +329,7 @@ static oc_err_t run_pipeline(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query
             PQclear(res);
             break;
         default:
-            if (rc == OC_OK)
-                rc = result_error(conn, res, err);
+            if (rc == OC_OK) rc = result_error(conn, res, err);
             PQclear(res);
             break;
         }
@@ -373,17 +347,14 @@ static oc_err_t run_pipeline(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query
     }
     PQclear(res);
     PQexitPipelineMode(conn);
-    if (rc != OC_OK)
-        clear_results(q, n);
-    if (rc == OC_E_UNAVAILABLE)
-        c->broken = true;
+    if (rc != OC_OK) clear_results(q, n);
+    if (rc == OC_E_UNAVAILABLE) c->broken = true;
     return rc;
 
 lost:
     clear_results(q, n);
     c->broken = true;
-    if (log_hook != NULL)
-        log_hook("08006", PQerrorMessage(conn));
+    if (log_hook != NULL) log_hook("08006", PQerrorMessage(conn));
     err->code = OC_OK; /* a lost connection overrides any earlier classification */
     err->msg[0] = '\0';
     return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
@@ -403,25 +374,20 @@ oc_err_t oc_pg_exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q,
     for (int attempt = 0; attempt < MAX_TRIES; attempt++) {
         oc_error_clear(&local);
         rc = run_pipeline(c, tenant_id, q, n, &local);
-        if (rc != OC_E_CONFLICT)
-            break;
+        if (rc != OC_E_CONFLICT) break;
     }
-    if (rc != OC_OK)
-        oc_error_set(err, rc, "%s", local.msg);
+    if (rc != OC_OK) oc_error_set(err, rc, "%s", local.msg);
     return rc;
 }
 
-oc_err_t oc_pg_exec_simple(oc_pg_conn_t *c, const char *sql, oc_pg_result_t **out,
-                           oc_error_t *err)
+oc_err_t oc_pg_exec_simple(oc_pg_conn_t *c, const char *sql, oc_pg_result_t **out, oc_error_t *err)
 {
     PGresult *res;
     oc_err_t rc = OC_OK;
 
-    if (out != NULL)
-        *out = NULL;
+    if (out != NULL) *out = NULL;
     res = PQexec(c->conn, sql);
-    if (res == NULL)
-        return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
+    if (res == NULL) return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         /* Admin paths (migrations) show the server's message: operators need it. */
@@ -457,22 +423,19 @@ int oc_pg_nfields(const oc_pg_result_t *r)
 
 const char *oc_pg_value(const oc_pg_result_t *r, int row, int col)
 {
-    if (r == NULL || col < 0)
-        return "";
+    if (r == NULL || col < 0) return "";
     return PQgetvalue((const PGresult *)r, row, col);
 }
 
 int oc_pg_length(const oc_pg_result_t *r, int row, int col)
 {
-    if (r == NULL || col < 0)
-        return 0;
+    if (r == NULL || col < 0) return 0;
     return PQgetlength((const PGresult *)r, row, col);
 }
 
 bool oc_pg_isnull(const oc_pg_result_t *r, int row, int col)
 {
-    if (r == NULL || col < 0)
-        return true;
+    if (r == NULL || col < 0) return true;
     return PQgetisnull((const PGresult *)r, row, col) != 0;
 }
 

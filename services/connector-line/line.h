@@ -111,6 +111,19 @@ const PB(SealedCredential) * line_account_credential(const PB(ChannelAccount) * 
 /* Name of an error category for metrics and logs ("auth_error"; "" for none). */
 const char *line_category_name(int category);
 
+/* --- the service as an object (line.c) --- */
+typedef struct line_service line_service_t;
+
+/* Loads the vault, creates clients, caches and metrics (nothing listens yet). The config is
+ * copied by value; its strings must outlive the service. NULL with err. */
+line_service_t *line_service_create(const line_config_t *cfg, oc_error_t *err);
+/* Binds and starts gRPC, HTTP and the retry worker; reports the bound ports. */
+oc_err_t line_service_start(line_service_t *s, int *grpc_port, int *http_port, oc_error_t *err);
+/* Stops the worker, then HTTP, then gRPC (graceful, shutdown-grace-ms). */
+void line_service_stop(line_service_t *s);
+/* Frees everything and wipes the vault keys. NULL is fine. */
+void line_service_destroy(line_service_t *s);
+
 /* --- gRPC handlers --- */
 oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp);
 oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req,

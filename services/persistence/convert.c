@@ -20,14 +20,11 @@ oc_err_t pst_exec(oc_rpc_ctx_t *ctx, const char *tenant_id, oc_pg_query_t *q, si
     oc_pg_conn_t *c = oc_pg_acquire(pst->pool, 2000, &ctx->err);
     oc_err_t rc;
 
-    if (tenant_id != NULL)
-        snprintf(ctx->tenant_id, sizeof ctx->tenant_id, "%s", tenant_id);
-    if (c == NULL)
-        return ctx->err.code;
+    if (tenant_id != NULL) snprintf(ctx->tenant_id, sizeof ctx->tenant_id, "%s", tenant_id);
+    if (c == NULL) return ctx->err.code;
     rc = oc_pg_exec_tx(c, tenant_id, q, n, &ctx->err);
     oc_pg_release(pst->pool, c);
-    if (rc != OC_OK)
-        return rc;
+    if (rc != OC_OK) return rc;
     for (size_t i = 0; i < n; i++)
         if (q[i].res != NULL &&
             oc_arena_defer(ctx->arena, (void (*)(void *))oc_pg_result_free, q[i].res) != 0)
@@ -40,8 +37,7 @@ oc_err_t pst_exec(oc_rpc_ctx_t *ctx, const char *tenant_id, oc_pg_query_t *q, si
 bool pst_check_uuid(oc_rpc_ctx_t *ctx, const char *field, const char *v, bool required)
 {
     if (v == NULL || v[0] == '\0') {
-        if (!required)
-            return true;
+        if (!required) return true;
         oc_error_set(&ctx->err, OC_E_INVALID, "%s: is required", field);
         return false;
     }
@@ -52,14 +48,12 @@ bool pst_check_uuid(oc_rpc_ctx_t *ctx, const char *field, const char *v, bool re
     return true;
 }
 
-bool pst_check_str(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max,
-                   bool required)
+bool pst_check_str(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max, bool required)
 {
     size_t n = v != NULL ? strlen(v) : 0;
 
     if (n == 0) {
-        if (!required)
-            return true;
+        if (!required) return true;
         oc_error_set(&ctx->err, OC_E_INVALID, "%s: is required", field);
         return false;
     }
@@ -74,13 +68,11 @@ bool pst_check_str(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t m
     return true;
 }
 
-bool pst_check_json(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max,
-                    bool container)
+bool pst_check_json(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max, bool container)
 {
     size_t n = v != NULL ? strlen(v) : 0;
 
-    if (n == 0)
-        return true;
+    if (n == 0) return true;
     if (n > max) {
         oc_error_set(&ctx->err, OC_E_INVALID, "%s: longer than %zu bytes", field, max);
         return false;
@@ -112,8 +104,7 @@ bool pst_check_attachments(oc_rpc_ctx_t *ctx, const char *field, size_t n,
             !pst_check_str(ctx, F("name"), x->name, PST_MAX_NAME, false) ||
             !pst_check_json(ctx, F("metadata_json"), x->metadata_json, PST_MAX_JSON, false))
             return false;
-        if (x->metadata_json != NULL && x->metadata_json[0] != '\0' &&
-            x->metadata_json[0] != '{') {
+        if (x->metadata_json != NULL && x->metadata_json[0] != '\0' && x->metadata_json[0] != '{') {
             oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be a JSON object", F("metadata_json"));
             return false;
         }
@@ -122,8 +113,7 @@ bool pst_check_attachments(oc_rpc_ctx_t *ctx, const char *field, size_t n,
             return false;
         }
         if (x->ordinal < 0 || x->ordinal > 1000) {
-            oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be between 0 and 1000",
-                         F("ordinal"));
+            oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be between 0 and 1000", F("ordinal"));
             return false;
         }
 #undef F
@@ -138,8 +128,7 @@ bool pst_page_size(oc_rpc_ctx_t *ctx, int32_t in, int *out)
         return true;
     }
     if (in < 1 || in > PST_PAGE_MAX) {
-        oc_error_set(&ctx->err, OC_E_INVALID, "page_size: must be between 1 and %d",
-                     PST_PAGE_MAX);
+        oc_error_set(&ctx->err, OC_E_INVALID, "page_size: must be between 1 and %d", PST_PAGE_MAX);
         return false;
     }
     *out = in;
@@ -153,9 +142,8 @@ static const char *const channel_types[] = {NULL, "line", "facebook", "instagram
 static const char *const channel_statuses[] = {NULL, "active", "auth_failed", "disabled"};
 static const char *const directions[] = {NULL, "inbound", "outbound"};
 static const char *const sender_types[] = {NULL, "contact", "agent", "bot", "system"};
-static const char *const content_types[] = {NULL,      "text",    "image",    "video",
-                                            "audio",   "file",    "sticker",  "location",
-                                            "unsupported"};
+static const char *const content_types[] = {NULL,   "text",    "image",    "video",      "audio",
+                                            "file", "sticker", "location", "unsupported"};
 static const char *const statuses[] = {NULL, "received", "pending", "sent", "failed", "unknown"};
 static const char *const categories[] = {NULL,
                                          "auth_error",
@@ -169,19 +157,17 @@ static const char *const categories[] = {NULL,
                                          "provider_error",
                                          "internal_error"};
 
-#define ENUM_FNS(fn, table)                                                                    \
-    const char *pst_##fn##_str(int v)                                                          \
-    {                                                                                          \
-        if (v <= 0 || (size_t)v >= sizeof table / sizeof table[0])                             \
-            return NULL;                                                                       \
-        return table[v];                                                                       \
-    }                                                                                          \
-    int pst_##fn##_val(const char *s)                                                          \
-    {                                                                                          \
-        for (size_t i = 1; s != NULL && i < sizeof table / sizeof table[0]; i++)               \
-            if (strcmp(s, table[i]) == 0)                                                      \
-                return (int)i;                                                                 \
-        return 0;                                                                              \
+#define ENUM_FNS(fn, table) \
+    const char *pst_##fn##_str(int v) \
+    { \
+        if (v <= 0 || (size_t)v >= sizeof table / sizeof table[0]) return NULL; \
+        return table[v]; \
+    } \
+    int pst_##fn##_val(const char *s) \
+    { \
+        for (size_t i = 1; s != NULL && i < sizeof table / sizeof table[0]; i++) \
+            if (strcmp(s, table[i]) == 0) return (int)i; \
+        return 0; \
     }
 
 ENUM_FNS(channel_type, channel_types)
@@ -216,8 +202,7 @@ char *pst_new_id(oc_rpc_ctx_t *ctx)
 {
     char *id = oc_arena_alloc(ctx->arena, OC_UUID_STR_LEN + 1);
 
-    if (id != NULL && oc_uuid_v7(id) != OC_OK)
-        return NULL;
+    if (id != NULL && oc_uuid_v7(id) != OC_OK) return NULL;
     return id;
 }
 
@@ -226,8 +211,7 @@ char *pst_attachments_json(oc_rpc_ctx_t *ctx, size_t n, PB(AttachmentInput) *con
     oc_buf_t b;
     char *out = NULL;
 
-    if (n == 0)
-        return NULL;
+    if (n == 0) return NULL;
     oc_buf_init(&b, (size_t)PST_MAX_ATTACHMENTS * (PST_MAX_JSON + 8192));
     oc_buf_appends(&b, "[");
     for (size_t i = 0; i < n; i++) {
@@ -251,14 +235,12 @@ char *pst_attachments_json(oc_rpc_ctx_t *ctx, size_t n, PB(AttachmentInput) *con
         oc_buf_append_json_str(&b, s, strlen(s));
         oc_buf_appends(&b, "\",\"metadata\":");
         /* Validated JSON objects are spliced in as they are. */
-        oc_buf_appends(&b, x->metadata_json != NULL && x->metadata_json[0] != '\0'
-                               ? x->metadata_json
-                               : "{}");
+        oc_buf_appends(
+            &b, x->metadata_json != NULL && x->metadata_json[0] != '\0' ? x->metadata_json : "{}");
         oc_buf_appends(&b, "}");
     }
     oc_buf_appends(&b, "]");
-    if (b.failed == OC_OK)
-        out = oc_arena_strndup(ctx->arena, b.data, b.len);
+    if (b.failed == OC_OK) out = oc_arena_strndup(ctx->arena, b.data, b.len);
     oc_buf_dispose(&b);
     return out;
 }
@@ -269,8 +251,7 @@ static char *col_str(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row, const 
 {
     int c = oc_pg_fnumber(r, name);
 
-    if (c < 0 || oc_pg_isnull(r, row, c))
-        return (char *)protobuf_c_empty_string;
+    if (c < 0 || oc_pg_isnull(r, row, c)) return (char *)protobuf_c_empty_string;
     return oc_arena_strndup(ctx->arena, oc_pg_value(r, row, c), (size_t)oc_pg_length(r, row, c));
 }
 
@@ -278,8 +259,7 @@ static int64_t col_i64(const oc_pg_result_t *r, int row, const char *name)
 {
     int c = oc_pg_fnumber(r, name);
 
-    if (c < 0 || oc_pg_isnull(r, row, c))
-        return 0;
+    if (c < 0 || oc_pg_isnull(r, row, c)) return 0;
     return strtoll(oc_pg_value(r, row, c), NULL, 10);
 }
 
@@ -293,13 +273,12 @@ static const char *col_raw(const oc_pg_result_t *r, int row, const char *name)
 {
     int c = oc_pg_fnumber(r, name);
 
-    if (c < 0 || oc_pg_isnull(r, row, c))
-        return NULL;
+    if (c < 0 || oc_pg_isnull(r, row, c)) return NULL;
     return oc_pg_value(r, row, c);
 }
 
 bool pst_parse_attachments(oc_rpc_ctx_t *ctx, const char *json, const char *message_id,
-                           size_t *n_out, PB(Attachment) ***out)
+                           size_t *n_out, PB(Attachment) * **out)
 {
     json_error_t jerr;
     json_t *root = NULL;
@@ -307,27 +286,24 @@ bool pst_parse_attachments(oc_rpc_ctx_t *ctx, const char *json, const char *mess
 
     *n_out = 0;
     *out = NULL;
-    if (json == NULL || json[0] == '\0')
-        return true;
+    if (json == NULL || json[0] == '\0') return true;
     root = json_loads(json, 0, &jerr);
-    if (!json_is_array(root))
-        goto out;
+    if (!json_is_array(root)) goto out;
     size_t n = json_array_size(root);
     PB(Attachment) **arr = oc_arena_alloc(ctx->arena, (n + 1) * sizeof *arr);
-    if (arr == NULL)
-        goto out;
+    if (arr == NULL) goto out;
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(root, i);
         PB(Attachment) *a = oc_arena_alloc(ctx->arena, sizeof *a);
         PB(Attachment) init = PB_INIT(ATTACHMENT);
         char *meta;
 
-        if (a == NULL)
-            goto out;
+        if (a == NULL) goto out;
         *a = init;
-#define JS(key) oc_arena_strdup(ctx->arena, json_string_value(json_object_get(o, key)) != NULL \
-                                                ? json_string_value(json_object_get(o, key))  \
-                                                : "")
+#define JS(key) \
+    oc_arena_strdup(ctx->arena, json_string_value(json_object_get(o, key)) != NULL \
+                                    ? json_string_value(json_object_get(o, key)) \
+                                    : "")
         a->attachment_id = JS("id");
         a->kind = JS("kind");
         a->url = JS("url");
@@ -348,18 +324,16 @@ bool pst_parse_attachments(oc_rpc_ctx_t *ctx, const char *json, const char *mess
     ok = true;
 out:
     json_decref(root);
-    if (!ok)
-        oc_error_set(&ctx->err, OC_E_INTERNAL, "attachments: could not be read");
+    if (!ok) oc_error_set(&ctx->err, OC_E_INTERNAL, "attachments: could not be read");
     return ok;
 }
 
-PB(Message) *pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
+PB(Message) * pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
 {
     PB(Message) *m = oc_arena_alloc(ctx->arena, sizeof *m);
     PB(Message) init = PB_INIT(MESSAGE);
 
-    if (m == NULL)
-        return NULL;
+    if (m == NULL) return NULL;
     *m = init;
     m->message_id = col_str(ctx, r, row, "id");
     m->tenant_id = col_str(ctx, r, row, "tenant_id");
@@ -390,13 +364,12 @@ PB(Message) *pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row
     return m;
 }
 
-PB(Conversation) *pst_row_conversation(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
+PB(Conversation) * pst_row_conversation(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
 {
     PB(Conversation) *c = oc_arena_alloc(ctx->arena, sizeof *c);
     PB(Conversation) init = PB_INIT(CONVERSATION);
 
-    if (c == NULL)
-        return NULL;
+    if (c == NULL) return NULL;
     *c = init;
     c->conversation_id = col_str(ctx, r, row, "id");
     c->tenant_id = col_str(ctx, r, row, "tenant_id");
@@ -413,13 +386,12 @@ PB(Conversation) *pst_row_conversation(oc_rpc_ctx_t *ctx, const oc_pg_result_t *
     return c;
 }
 
-PB(Contact) *pst_row_contact(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
+PB(Contact) * pst_row_contact(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
 {
     PB(Contact) *c = oc_arena_alloc(ctx->arena, sizeof *c);
     PB(Contact) init = PB_INIT(CONTACT);
 
-    if (c == NULL)
-        return NULL;
+    if (c == NULL) return NULL;
     *c = init;
     c->contact_id = col_str(ctx, r, row, "id");
     c->tenant_id = col_str(ctx, r, row, "tenant_id");
@@ -433,14 +405,13 @@ PB(Contact) *pst_row_contact(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row
     return c;
 }
 
-PB(ChannelAccount) *pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
+PB(ChannelAccount) * pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
 {
     PB(ChannelAccount) *a = oc_arena_alloc(ctx->arena, sizeof *a);
     PB(ChannelAccount) init = PB_INIT(CHANNEL_ACCOUNT);
     const char *creds;
 
-    if (a == NULL)
-        return NULL;
+    if (a == NULL) return NULL;
     *a = init;
     a->channel_account_id = col_str(ctx, r, row, "id");
     a->tenant_id = col_str(ctx, r, row, "tenant_id");
@@ -469,8 +440,7 @@ PB(ChannelAccount) *pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_resul
             uint8_t *bytes = oc_arena_alloc(ctx->arena, blen + 1);
             long dn;
 
-            if (s == NULL || bytes == NULL)
-                break;
+            if (s == NULL || bytes == NULL) break;
             *s = sinit;
             s->field = oc_arena_strdup(ctx->arena, json_string_value(json_object_get(o, "field")));
             s->key_id =
@@ -479,11 +449,9 @@ PB(ChannelAccount) *pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_resul
             size_t k = 0;
             char *clean = oc_arena_alloc(ctx->arena, blen + 1);
             for (size_t j = 0; clean != NULL && j < blen; j++)
-                if (b64[j] != '\n' && b64[j] != '\r')
-                    clean[k++] = b64[j];
+                if (b64[j] != '\n' && b64[j] != '\r') clean[k++] = b64[j];
             dn = clean != NULL ? oc_base64_decode(clean, k, bytes, blen + 1) : -1;
-            if (dn < 0 || s->field == NULL || s->key_id == NULL)
-                continue;
+            if (dn < 0 || s->field == NULL || s->key_id == NULL) continue;
             s->ciphertext.data = bytes;
             s->ciphertext.len = (size_t)dn;
             a->credentials[a->n_credentials++] = s;
@@ -506,19 +474,16 @@ PB(ChannelAccount) *pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_resul
 #define CURSOR_MAC 16
 #define CURSOR_RAW (CURSOR_BODY + CURSOR_MAC)
 
-static void cursor_mac(const pst_t *pst, const uint8_t *body, const char *scope,
-                       uint8_t mac[32])
+static void cursor_mac(const pst_t *pst, const uint8_t *body, const char *scope, uint8_t mac[32])
 {
     unsigned int maclen = 32;
     uint8_t buf[CURSOR_BODY + 512];
     size_t slen = strlen(scope);
 
-    if (slen > 512)
-        slen = 512;
+    if (slen > 512) slen = 512;
     memcpy(buf, body, CURSOR_BODY);
     memcpy(buf + CURSOR_BODY, scope, slen);
-    HMAC(EVP_sha256(), pst->cursor_key, PST_CURSOR_KEY_LEN, buf, CURSOR_BODY + slen, mac,
-         &maclen);
+    HMAC(EVP_sha256(), pst->cursor_key, PST_CURSOR_KEY_LEN, buf, CURSOR_BODY + slen, mac, &maclen);
 }
 
 char *pst_cursor_encode(oc_rpc_ctx_t *ctx, char kind, int64_t ts_us, const char *id,
@@ -532,13 +497,11 @@ char *pst_cursor_encode(oc_rpc_ctx_t *ctx, char kind, int64_t ts_us, const char 
     raw[1] = (uint8_t)kind;
     for (int i = 0; i < 8; i++)
         raw[2 + i] = (uint8_t)((uint64_t)ts_us >> (56 - 8 * i));
-    if (!oc_uuid_parse(id, raw + 10))
-        return NULL;
+    if (!oc_uuid_parse(id, raw + 10)) return NULL;
     cursor_mac(ctx->user, raw, scope, mac);
     memcpy(raw + CURSOR_BODY, mac, CURSOR_MAC);
     out = oc_arena_alloc(ctx->arena, oc_base64_encoded_len(CURSOR_RAW) + 1);
-    if (out != NULL)
-        oc_base64url_encode(raw, CURSOR_RAW, out);
+    if (out != NULL) oc_base64url_encode(raw, CURSOR_RAW, out);
     return out;
 }
 
@@ -551,14 +514,11 @@ bool pst_cursor_decode(oc_rpc_ctx_t *ctx, const char *field, const char *cursor,
     long got;
     uint64_t ts = 0;
 
-    if (n > 128)
-        goto bad;
+    if (n > 128) goto bad;
     got = oc_base64url_decode(cursor, n, raw, sizeof raw);
-    if (got != CURSOR_RAW || raw[0] != CURSOR_VERSION || raw[1] != (uint8_t)kind)
-        goto bad;
+    if (got != CURSOR_RAW || raw[0] != CURSOR_VERSION || raw[1] != (uint8_t)kind) goto bad;
     cursor_mac(ctx->user, raw, scope, mac);
-    if (CRYPTO_memcmp(mac, raw + CURSOR_BODY, CURSOR_MAC) != 0)
-        goto bad;
+    if (CRYPTO_memcmp(mac, raw + CURSOR_BODY, CURSOR_MAC) != 0) goto bad;
     for (int i = 0; i < 8; i++)
         ts = (ts << 8) | raw[2 + i];
     *ts_us = (int64_t)ts;

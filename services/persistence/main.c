@@ -17,8 +17,7 @@
 
 static bool valid_level(const char *v, char *why, size_t len)
 {
-    if (oc_log_level_parse(v) >= 0)
-        return true;
+    if (oc_log_level_parse(v) >= 0) return true;
     snprintf(why, len, "must be one of debug, info, warn, error, off");
     return false;
 }
@@ -36,8 +35,10 @@ static bool no_password(const char *v, char *why, size_t len)
     return true;
 }
 
-#define OPT(name, type, def, min, max, flags, field, help, validate)                           \
-    {name, type, def, min, max, flags, offsetof(pst_config_t, field), help, validate}
+#define OPT(name, type, def, min, max, flags, field, help, validate) \
+    { \
+        name, type, def, min, max, flags, offsetof(pst_config_t, field), help, validate \
+    }
 
 static const oc_config_option_t options[] = {
     OPT("grpc-listen", OC_CFG_STR, "0.0.0.0:50051", 0, 0, 0, grpc_listen,
@@ -52,8 +53,8 @@ static const oc_config_option_t options[] = {
         "handler threads, each with its own database connection", NULL),
     OPT("cursor-key-file", OC_CFG_SECRET_FILE, NULL, 0, 0, 0, cursor_key_file,
         "file holding base64 of >= 32 random bytes that sign page tokens", NULL),
-    OPT("fallback-bucket-seconds", OC_CFG_INT, "86400", 60, 31536000, 0,
-        fallback_bucket_seconds, "time bucket of the fallback thread rule", NULL),
+    OPT("fallback-bucket-seconds", OC_CFG_INT, "86400", 60, 31536000, 0, fallback_bucket_seconds,
+        "time bucket of the fallback thread rule", NULL),
     OPT("statement-timeout-ms", OC_CFG_INT, "5000", 100, 600000, 0, statement_timeout_ms,
         "PostgreSQL statement_timeout of the service's connections", NULL),
     OPT("connect-timeout-s", OC_CFG_INT, "3", 1, 60, 0, connect_timeout_s,
@@ -70,8 +71,7 @@ static const char *const passthrough[] = {"check-config", "help", "version", NUL
 static bool has_flag(int argc, char **argv, const char *flag)
 {
     for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return true;
+        if (strcmp(argv[i], flag) == 0) return true;
     return false;
 }
 
@@ -121,7 +121,8 @@ static int migrate(pst_config_t *cfg)
         OC_ERROR("could not migrate", OC_LS("detail", err.msg));
         return 1;
     }
-    OC_INFO("migrations done", OC_LI("applied", applied), OC_LI("known", (long long)pst_nmigrations));
+    OC_INFO("migrations done", OC_LI("applied", applied),
+            OC_LI("known", (long long)pst_nmigrations));
     return 0;
 }
 
@@ -143,8 +144,7 @@ int main(int argc, char **argv)
     if (argc > 1 && argv[1][0] != '-') {
         cmd = argv[1];
         if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
-            fprintf(stderr, "omnichat-persistence: unknown command \"%s\" (serve, migrate)\n",
-                    cmd);
+            fprintf(stderr, "omnichat-persistence: unknown command \"%s\" (serve, migrate)\n", cmd);
             return 2;
         }
         argv[1] = (char *)"serve"; /* positional words are left alone by the config loader */

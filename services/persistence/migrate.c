@@ -27,17 +27,14 @@ static oc_err_t apply_one(oc_pg_conn_t *c, const pst_migration_t *m, const char 
 {
     char insert[512];
 
-    if (oc_pg_exec_simple(c, "BEGIN", NULL, err) != OC_OK)
-        return err->code;
-    if (oc_pg_exec_simple(c, m->sql, NULL, err) != OC_OK)
-        goto fail;
+    if (oc_pg_exec_simple(c, "BEGIN", NULL, err) != OC_OK) return err->code;
+    if (oc_pg_exec_simple(c, m->sql, NULL, err) != OC_OK) goto fail;
     /* The name comes from our own file names (checked by the build), the sum is hex. */
     snprintf(insert, sizeof insert,
              "INSERT INTO omnichat.schema_migrations (version, name, checksum) "
              "VALUES (%d, '%s', '%s')",
              m->version, m->name, sum);
-    if (oc_pg_exec_simple(c, insert, NULL, err) != OC_OK)
-        goto fail;
+    if (oc_pg_exec_simple(c, insert, NULL, err) != OC_OK) goto fail;
     return oc_pg_exec_simple(c, "COMMIT", NULL, err);
 fail:
     oc_pg_exec_simple(c, "ROLLBACK", NULL, NULL);
@@ -53,11 +50,9 @@ oc_err_t pst_migrate(const char *conninfo, int *applied, oc_error_t *err)
 
     *applied = 0;
     c = oc_pg_connect(conninfo, err);
-    if (c == NULL)
-        return err->code;
+    if (c == NULL) return err->code;
     rc = oc_pg_exec_simple(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", NULL, err);
-    if (rc != OC_OK)
-        goto out;
+    if (rc != OC_OK) goto out;
     rc = oc_pg_exec_simple(c,
                            "SET client_min_messages = warning;"
                            "CREATE SCHEMA IF NOT EXISTS omnichat;"
@@ -66,13 +61,12 @@ oc_err_t pst_migrate(const char *conninfo, int *applied, oc_error_t *err)
                            " checksum text NOT NULL, applied_at timestamptz NOT NULL"
                            " DEFAULT now())",
                            NULL, err);
-    if (rc != OC_OK)
-        goto out;
-    rc = oc_pg_exec_simple(c, "SELECT version, name, checksum FROM omnichat.schema_migrations "
-                              "ORDER BY version",
+    if (rc != OC_OK) goto out;
+    rc = oc_pg_exec_simple(c,
+                           "SELECT version, name, checksum FROM omnichat.schema_migrations "
+                           "ORDER BY version",
                            &res, err);
-    if (rc != OC_OK)
-        goto out;
+    if (rc != OC_OK) goto out;
 
     /* Verify history before touching anything: an edited or unknown migration stops us. */
     for (int i = 0; i < oc_pg_ntuples(res); i++) {
@@ -80,8 +74,7 @@ oc_err_t pst_migrate(const char *conninfo, int *applied, oc_error_t *err)
         const pst_migration_t *m = NULL;
 
         for (size_t k = 0; k < pst_nmigrations; k++)
-            if (pst_migrations[k].version == version)
-                m = &pst_migrations[k];
+            if (pst_migrations[k].version == version) m = &pst_migrations[k];
         if (m == NULL) {
             rc = oc_error_set(err, OC_E_FAILED_PRECONDITION,
                               "database has migration %d (%s) that this binary does not know; "
@@ -104,13 +97,11 @@ oc_err_t pst_migrate(const char *conninfo, int *applied, oc_error_t *err)
 
         for (int i = 0; i < oc_pg_ntuples(res) && !done; i++)
             done = atoi(oc_pg_value(res, i, 0)) == m->version;
-        if (done)
-            continue;
+        if (done) continue;
         sha256_hex(m->sql, m->len, sum);
         OC_INFO("applying migration", OC_LS("migration", m->name));
         rc = apply_one(c, m, sum, err);
-        if (rc != OC_OK)
-            goto out;
+        if (rc != OC_OK) goto out;
         (*applied)++;
     }
     rc = OC_OK;

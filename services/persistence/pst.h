@@ -18,6 +18,13 @@
 
 #define PST_SERVICE "omnichat.persistence.v1.Persistence"
 
+/* One row of a method table: PST_METHOD("UpsertContact", fn, upsert_contact_request, …). */
+#define PST_METHOD(name, fn, in, out) \
+    { \
+        "/" PST_SERVICE "/" name, &omnichat__persistence__v1__##in##__descriptor, \
+            &omnichat__persistence__v1__##out##__descriptor, fn \
+    }
+
 /* Limits of the API (documented in persistence.proto). */
 #define PST_MAX_TEXT 20000
 #define PST_MAX_JSON 65536
@@ -88,8 +95,7 @@ oc_err_t pst_exec(oc_rpc_ctx_t *ctx, const char *tenant_id, oc_pg_query_t *q, si
 
 bool pst_check_uuid(oc_rpc_ctx_t *ctx, const char *field, const char *v, bool required);
 /* Valid UTF-8, at most max bytes; required means non-empty. */
-bool pst_check_str(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max,
-                   bool required);
+bool pst_check_str(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max, bool required);
 /* A JSON value (object or array when container) of at most max bytes; "" passes. */
 bool pst_check_json(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max,
                     bool container);
@@ -128,13 +134,13 @@ char *pst_fallback_thread(oc_rpc_ctx_t *ctx, const char *external_user_id, int64
 char *pst_new_id(oc_rpc_ctx_t *ctx);
 
 /* --- rows -> protobuf (arena-allocated) --- */
-PB(Message) *pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
-PB(Conversation) *pst_row_conversation(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
-PB(Contact) *pst_row_contact(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
-PB(ChannelAccount) *pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
+PB(Message) * pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
+PB(Conversation) * pst_row_conversation(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
+PB(Contact) * pst_row_contact(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
+PB(ChannelAccount) * pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
 /* Parses the attachments JSON column into messages' attachments. */
 bool pst_parse_attachments(oc_rpc_ctx_t *ctx, const char *json, const char *message_id,
-                           size_t *n_out, PB(Attachment) ***out);
+                           size_t *n_out, PB(Attachment) * **out);
 
 /* --- cursors: opaque, HMAC-signed, bound to a scope (tenant + conversation or filters) --- */
 

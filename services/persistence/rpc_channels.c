@@ -352,24 +352,18 @@ static oc_err_t record_channel_status(oc_rpc_ctx_t *ctx, const ProtobufCMessage 
     return OC_OK;
 }
 
-#define METHOD(name, fn, in, out) \
-    { \
-        "/" PST_SERVICE "/" name, &omnichat__persistence__v1__##in##__descriptor, \
-            &omnichat__persistence__v1__##out##__descriptor, fn \
-    }
-
 const oc_rpc_method_t pst_methods_channels[] = {
-    METHOD("RegisterChannelAccount", register_channel_account, register_channel_account_request,
-           register_channel_account_response),
-    METHOD("UpdateChannelCredentials", update_channel_credentials,
-           update_channel_credentials_request, update_channel_credentials_response),
-    METHOD("GetChannelAccount", get_channel_account, get_channel_account_request,
-           get_channel_account_response),
-    METHOD("ListChannelAccounts", list_channel_accounts, list_channel_accounts_request,
-           list_channel_accounts_response),
-    METHOD("ResolveChannelAccount", resolve_channel_account, resolve_channel_account_request,
-           resolve_channel_account_response),
-    METHOD("RecordChannelStatus", record_channel_status, record_channel_status_request,
-           record_channel_status_response),
+    PST_METHOD("RegisterChannelAccount", register_channel_account, register_channel_account_request,
+               register_channel_account_response),
+    PST_METHOD("UpdateChannelCredentials", update_channel_credentials,
+               update_channel_credentials_request, update_channel_credentials_response),
+    PST_METHOD("GetChannelAccount", get_channel_account, get_channel_account_request,
+               get_channel_account_response),
+    PST_METHOD("ListChannelAccounts", list_channel_accounts, list_channel_accounts_request,
+               list_channel_accounts_response),
+    PST_METHOD("ResolveChannelAccount", resolve_channel_account, resolve_channel_account_request,
+               resolve_channel_account_response),
+    PST_METHOD("RecordChannelStatus", record_channel_status, record_channel_status_request,
+               record_channel_status_response),
 };
 const size_t pst_nmethods_channels = sizeof pst_methods_channels / sizeof pst_methods_channels[0];

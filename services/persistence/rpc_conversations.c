@@ -6,15 +6,15 @@
 
 #include "pst.h"
 
-#define CONTACT_COLS                                                                           \
-    "id, tenant_id, channel_account_id, external_user_id, display_name, avatar_url, "          \
-    "profile::text AS profile, omnichat.us(created_at) AS created_at_us, "                     \
+#define CONTACT_COLS \
+    "id, tenant_id, channel_account_id, external_user_id, display_name, avatar_url, " \
+    "profile::text AS profile, omnichat.us(created_at) AS created_at_us, " \
     "omnichat.us(updated_at) AS updated_at_us"
 
 /* Keyset over (last_activity_at, id) descending; the first page starts past every row. */
-#define LIST_CONV(filter)                                                                      \
-    "SELECT * FROM omnichat.v_conversations WHERE tenant_id = $1 " filter                      \
-    " AND (last_activity_at, id) < (omnichat.from_us($2), $3::uuid)"                           \
+#define LIST_CONV(filter) \
+    "SELECT * FROM omnichat.v_conversations WHERE tenant_id = $1 " filter \
+    " AND (last_activity_at, id) < (omnichat.from_us($2), $3::uuid)" \
     " ORDER BY last_activity_at DESC, id DESC LIMIT $4"
 
 const oc_pg_stmt_t pst_stmts_conversations[] = {
@@ -45,7 +45,7 @@ static oc_err_t upsert_contact(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                                ProtobufCMessage **out)
 {
     const PB(UpsertContactRequest) *req = (const void *)in;
-    PB(UpsertContactResponse) *resp;
+    PB(UpsertContactResponse) * resp;
     PB(UpsertContactResponse) init = PB_INIT(UPSERT_CONTACT_RESPONSE);
 
     if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true) ||
@@ -58,19 +58,17 @@ static oc_err_t upsert_contact(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     if (req->profile_json[0] != '\0' && req->profile_json[0] != '{')
         return oc_error_set(&ctx->err, OC_E_INVALID, "profile_json: must be a JSON object");
 
-    const char *p1[] = {req->tenant_id,       req->channel_account_id, req->external_user_id,
-                        req->display_name,    req->avatar_url,         pst_opt(req->profile_json),
+    const char *p1[] = {req->tenant_id,    req->channel_account_id, req->external_user_id,
+                        req->display_name, req->avatar_url,         pst_opt(req->profile_json),
                         pst_new_id(ctx)};
     const char *p2[] = {req->tenant_id, req->channel_account_id, req->external_user_id};
     oc_pg_query_t q[] = {{"upsert_contact", 7, p1, NULL}, {"get_contact_by_key", 3, p2, NULL}};
 
-    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK)
-        return ctx->err.code;
+    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
     if (oc_pg_ntuples(q[1].res) != 1)
         return oc_error_set(&ctx->err, OC_E_INTERNAL, "contact: not stored");
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->contact = pst_row_contact(ctx, q[1].res, 0);
     resp->created = oc_pg_value(q[0].res, 0, oc_pg_fnumber(q[0].res, "created"))[0] == 't';
@@ -82,7 +80,7 @@ static oc_err_t upsert_conversation(oc_rpc_ctx_t *ctx, const ProtobufCMessage *i
                                     ProtobufCMessage **out)
 {
     const PB(UpsertConversationRequest) *req = (const void *)in;
-    PB(UpsertConversationResponse) *resp;
+    PB(UpsertConversationResponse) * resp;
     PB(UpsertConversationResponse) init = PB_INIT(UPSERT_CONVERSATION_RESPONSE);
     const char *thread = req->thread_key;
 
@@ -104,21 +102,19 @@ static oc_err_t upsert_conversation(oc_rpc_ctx_t *ctx, const ProtobufCMessage *i
         thread = pst_fallback_thread(ctx, req->external_user_id, req->channel_timestamp_ms);
     }
 
-    const char *ts = req->channel_timestamp_ms > 0 ? pst_i64(ctx, req->channel_timestamp_ms)
-                                                   : NULL;
-    const char *p1[] = {req->tenant_id,        req->channel_account_id, thread,
-                        pst_opt(req->contact_id), ts,                   pst_new_id(ctx)};
+    const char *ts = req->channel_timestamp_ms > 0 ? pst_i64(ctx, req->channel_timestamp_ms) : NULL;
+    const char *p1[] = {
+        req->tenant_id, req->channel_account_id, thread, pst_opt(req->contact_id), ts,
+        pst_new_id(ctx)};
     const char *p2[] = {req->tenant_id, req->channel_account_id, thread};
     oc_pg_query_t q[] = {{"upsert_conversation", 6, p1, NULL},
                          {"get_conversation_by_key", 3, p2, NULL}};
 
-    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK)
-        return ctx->err.code;
+    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
     if (oc_pg_ntuples(q[1].res) != 1)
         return oc_error_set(&ctx->err, OC_E_INTERNAL, "conversation: not stored");
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->conversation = pst_row_conversation(ctx, q[1].res, 0);
     resp->created = oc_pg_value(q[0].res, 0, oc_pg_fnumber(q[0].res, "created"))[0] == 't';
@@ -131,7 +127,7 @@ static oc_err_t get_conversation(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                                  ProtobufCMessage **out)
 {
     const PB(GetConversationRequest) *req = (const void *)in;
-    PB(GetConversationResponse) *resp;
+    PB(GetConversationResponse) * resp;
     PB(GetConversationResponse) init = PB_INIT(GET_CONVERSATION_RESPONSE);
 
     if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true) ||
@@ -141,13 +137,11 @@ static oc_err_t get_conversation(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     const char *p[] = {req->tenant_id, req->conversation_id};
     oc_pg_query_t q[] = {{"get_conversation", 2, p, NULL}};
 
-    if (pst_exec(ctx, req->tenant_id, q, 1) != OC_OK)
-        return ctx->err.code;
+    if (pst_exec(ctx, req->tenant_id, q, 1) != OC_OK) return ctx->err.code;
     if (oc_pg_ntuples(q[0].res) != 1)
         return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "conversation_id: not found");
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->conversation = pst_row_conversation(ctx, q[0].res, 0);
     *out = &resp->base;
@@ -158,7 +152,7 @@ static oc_err_t list_conversations(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in
                                    ProtobufCMessage **out)
 {
     const PB(ListConversationsRequest) *req = (const void *)in;
-    PB(ListConversationsResponse) *resp;
+    PB(ListConversationsResponse) * resp;
     PB(ListConversationsResponse) init = PB_INIT(LIST_CONVERSATIONS_RESPONSE);
     const char *type = NULL;
     const char *stmt;
@@ -206,18 +200,15 @@ static oc_err_t list_conversations(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in
         stmt = "list_conversations";
     }
     oc_pg_query_t q[] = {{stmt, np, p, NULL}};
-    if (pst_exec(ctx, req->tenant_id, q, 1) != OC_OK)
-        return ctx->err.code;
+    if (pst_exec(ctx, req->tenant_id, q, 1) != OC_OK) return ctx->err.code;
 
     int rows = oc_pg_ntuples(q[0].res);
     int n = rows > limit ? limit : rows;
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->conversations = oc_arena_alloc(ctx->arena, (size_t)(n + 1) * sizeof(void *));
-    if (resp->conversations == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp->conversations == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     for (int i = 0; i < n; i++) {
         resp->conversations[i] = pst_row_conversation(ctx, q[0].res, i);
         if (resp->conversations[i] == NULL)
@@ -236,18 +227,14 @@ static oc_err_t list_conversations(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in
     return OC_OK;
 }
 
-#define METHOD(name, fn, in, out)                                                              \
-    {"/" PST_SERVICE "/" name, &omnichat__persistence__v1__##in##__descriptor,                 \
-     &omnichat__persistence__v1__##out##__descriptor, fn}
-
 const oc_rpc_method_t pst_methods_conversations[] = {
-    METHOD("UpsertContact", upsert_contact, upsert_contact_request, upsert_contact_response),
-    METHOD("UpsertConversation", upsert_conversation, upsert_conversation_request,
-           upsert_conversation_response),
-    METHOD("GetConversation", get_conversation, get_conversation_request,
-           get_conversation_response),
-    METHOD("ListConversations", list_conversations, list_conversations_request,
-           list_conversations_response),
+    PST_METHOD("UpsertContact", upsert_contact, upsert_contact_request, upsert_contact_response),
+    PST_METHOD("UpsertConversation", upsert_conversation, upsert_conversation_request,
+               upsert_conversation_response),
+    PST_METHOD("GetConversation", get_conversation, get_conversation_request,
+               get_conversation_response),
+    PST_METHOD("ListConversations", list_conversations, list_conversations_request,
+               list_conversations_response),
 };
 const size_t pst_nmethods_conversations =
     sizeof pst_methods_conversations / sizeof pst_methods_conversations[0];

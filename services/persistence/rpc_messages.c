@@ -6,9 +6,9 @@
 
 #include "pst.h"
 
-#define TIMELINE(cmp, order)                                                                   \
-    "SELECT * FROM omnichat.v_messages WHERE tenant_id = $1 AND conversation_id = $2"          \
-    " AND (channel_timestamp, id) " cmp " (omnichat.from_us($3), $4::uuid)"                    \
+#define TIMELINE(cmp, order) \
+    "SELECT * FROM omnichat.v_messages WHERE tenant_id = $1 AND conversation_id = $2" \
+    " AND (channel_timestamp, id) " cmp " (omnichat.from_us($3), $4::uuid)" \
     " ORDER BY channel_timestamp " order ", id " order " LIMIT $5"
 
 const oc_pg_stmt_t pst_stmts_messages[] = {
@@ -35,21 +35,19 @@ const size_t pst_nstmts_messages = sizeof pst_stmts_messages / sizeof pst_stmts_
 #define TS_MAX_MS INT64_C(253402300799000)
 
 /* Checks what InsertMessage and PersistInbound items share; `pfx` prefixes field names. */
-static bool check_content(oc_rpc_ctx_t *ctx, const char *pfx, int content_type,
-                          const char *text, const char *structure, int64_t ts_ms)
+static bool check_content(oc_rpc_ctx_t *ctx, const char *pfx, int content_type, const char *text,
+                          const char *structure, int64_t ts_ms)
 {
     char f[96];
 
     if (pst_content_type_str(content_type) == NULL)
-        return oc_error_set(&ctx->err, OC_E_INVALID, "%scontent_type: is required (got %d)",
-                            pfx, content_type),
+        return oc_error_set(&ctx->err, OC_E_INVALID, "%scontent_type: is required (got %d)", pfx,
+                            content_type),
                false;
     snprintf(f, sizeof f, "%scontent_text", pfx);
-    if (!pst_check_str(ctx, f, text, PST_MAX_TEXT, false))
-        return false;
+    if (!pst_check_str(ctx, f, text, PST_MAX_TEXT, false)) return false;
     snprintf(f, sizeof f, "%scontent_struct_json", pfx);
-    if (!pst_check_json(ctx, f, structure, PST_MAX_JSON, true))
-        return false;
+    if (!pst_check_json(ctx, f, structure, PST_MAX_JSON, true)) return false;
     if (ts_ms <= 0 || ts_ms > TS_MAX_MS)
         return oc_error_set(&ctx->err, OC_E_INVALID,
                             "%schannel_timestamp_ms: is required (milliseconds since the epoch)",
@@ -62,7 +60,7 @@ static oc_err_t insert_message(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                                ProtobufCMessage **out)
 {
     const PB(InsertMessageRequest) *req = (const void *)in;
-    PB(InsertMessageResponse) *resp;
+    PB(InsertMessageResponse) * resp;
     PB(InsertMessageResponse) init = PB_INIT(INSERT_MESSAGE_RESPONSE);
     const char *direction = pst_direction_str(req->direction);
     const char *sender = pst_sender_type_str(req->sender_type);
@@ -76,14 +74,11 @@ static oc_err_t insert_message(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     if (direction == NULL)
         return oc_error_set(&ctx->err, OC_E_INVALID, "direction: must be INBOUND or OUTBOUND");
     if (!pst_check_str(ctx, "idempotency_key", req->idempotency_key, PST_MAX_KEY, true) ||
-        !pst_check_str(ctx, "external_message_id", req->external_message_id, PST_MAX_KEY,
-                       false) ||
+        !pst_check_str(ctx, "external_message_id", req->external_message_id, PST_MAX_KEY, false) ||
         !pst_check_str(ctx, "sender_id", req->sender_id, PST_MAX_KEY, false) ||
-        !pst_check_str(ctx, "sender_display_name", req->sender_display_name, PST_MAX_NAME,
-                       false))
+        !pst_check_str(ctx, "sender_display_name", req->sender_display_name, PST_MAX_NAME, false))
         return ctx->err.code;
-    if (sender == NULL)
-        return oc_error_set(&ctx->err, OC_E_INVALID, "sender_type: is required");
+    if (sender == NULL) return oc_error_set(&ctx->err, OC_E_INVALID, "sender_type: is required");
     if (!check_content(ctx, "", req->content_type, req->content_text, req->content_struct_json,
                        req->channel_timestamp_ms) ||
         !pst_check_attachments(ctx, "attachments", req->n_attachments, req->attachments))
@@ -94,9 +89,9 @@ static oc_err_t insert_message(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         status = pst_status_str(req->status);
         bool inbound = req->direction == PBE(DIRECTION__DIRECTION_INBOUND);
         /* Inbound messages are only ever received; outbound ones never are. */
-        if (status == NULL || inbound != (req->status == PBE(MESSAGE_STATUS__MESSAGE_STATUS_RECEIVED)))
-            return oc_error_set(&ctx->err, OC_E_INVALID,
-                                "status: not valid for a%s message",
+        if (status == NULL ||
+            inbound != (req->status == PBE(MESSAGE_STATUS__MESSAGE_STATUS_RECEIVED)))
+            return oc_error_set(&ctx->err, OC_E_INVALID, "status: not valid for a%s message",
                                 inbound ? "n inbound" : "n outbound");
     }
 
@@ -122,13 +117,11 @@ static oc_err_t insert_message(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
 
     if (req->n_attachments > 0 && p[14] == NULL)
         return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
-    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK)
-        return ctx->err.code;
+    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
     if (oc_pg_ntuples(q[1].res) != 1)
         return oc_error_set(&ctx->err, OC_E_INTERNAL, "message: not stored");
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->created = oc_pg_value(q[0].res, 0, oc_pg_fnumber(q[0].res, "created"))[0] == 't';
     resp->message = pst_row_message(ctx, q[1].res, 0);
@@ -145,20 +138,18 @@ static oc_err_t persist_inbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
 {
     const PB(PersistInboundRequest) *req = (const void *)in;
     const pst_t *pst = ctx->user;
-    PB(PersistInboundResponse) *resp;
+    PB(PersistInboundResponse) * resp;
     PB(PersistInboundResponse) init = PB_INIT(PERSIST_INBOUND_RESPONSE);
     oc_pg_query_t *q;
     size_t n = req->n_messages;
     char f[96];
 
-    if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true))
-        return ctx->err.code;
+    if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true)) return ctx->err.code;
     if (n == 0 || n > PST_MAX_BATCH)
         return oc_error_set(&ctx->err, OC_E_INVALID, "messages: must hold 1 to %d items",
                             PST_MAX_BATCH);
     q = oc_arena_alloc(ctx->arena, n * sizeof *q);
-    if (q == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (q == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
 
     /* Validate every item before anything is sent: a batch is all or nothing. */
     for (size_t i = 0; i < n; i++) {
@@ -167,22 +158,21 @@ static oc_err_t persist_inbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         const char *direction;
         const char *sender;
         const char *thread = m->thread_key;
-        const char *key = m->idempotency_key[0] != '\0' ? m->idempotency_key
-                                                         : m->external_message_id;
+        const char *key =
+            m->idempotency_key[0] != '\0' ? m->idempotency_key : m->external_message_id;
         const char **p = oc_arena_alloc(ctx->arena, 21 * sizeof *p);
 
-        if (p == NULL)
-            return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+        if (p == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
         snprintf(pfx, sizeof pfx, "messages[%zu].", i);
 #define F(name) (snprintf(f, sizeof f, "%s%s", pfx, name), f)
         if (!pst_check_uuid(ctx, F("channel_account_id"), m->channel_account_id, true) ||
             !pst_check_str(ctx, F("external_user_id"), m->external_user_id, PST_MAX_KEY, true) ||
-            !pst_check_str(ctx, F("contact_display_name"), m->contact_display_name,
-                           PST_MAX_NAME, false) ||
+            !pst_check_str(ctx, F("contact_display_name"), m->contact_display_name, PST_MAX_NAME,
+                           false) ||
             !pst_check_str(ctx, F("contact_avatar_url"), m->contact_avatar_url, PST_MAX_URL,
                            false) ||
-            !pst_check_json(ctx, F("contact_profile_json"), m->contact_profile_json,
-                            PST_MAX_JSON, true) ||
+            !pst_check_json(ctx, F("contact_profile_json"), m->contact_profile_json, PST_MAX_JSON,
+                            true) ||
             !pst_check_str(ctx, F("thread_key"), m->thread_key, PST_MAX_KEY, false) ||
             !pst_check_str(ctx, F("external_message_id"), m->external_message_id, PST_MAX_KEY,
                            true) ||
@@ -199,14 +189,14 @@ static oc_err_t persist_inbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         if (m->direction == 0) {
             direction = "inbound";
         } else if ((direction = pst_direction_str(m->direction)) == NULL) {
-            return oc_error_set(&ctx->err, OC_E_INVALID, "%s: unknown value %d",
-                                F("direction"), m->direction);
+            return oc_error_set(&ctx->err, OC_E_INVALID, "%s: unknown value %d", F("direction"),
+                                m->direction);
         }
         if (m->sender_type == 0) {
             sender = strcmp(direction, "inbound") == 0 ? "contact" : "agent";
         } else if ((sender = pst_sender_type_str(m->sender_type)) == NULL) {
-            return oc_error_set(&ctx->err, OC_E_INVALID, "%s: unknown value %d",
-                                F("sender_type"), m->sender_type);
+            return oc_error_set(&ctx->err, OC_E_INVALID, "%s: unknown value %d", F("sender_type"),
+                                m->sender_type);
         }
 #undef F
         if (thread[0] == '\0')
@@ -240,16 +230,13 @@ static oc_err_t persist_inbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         q[i] = (oc_pg_query_t){"persist_inbound_one", 21, p, NULL};
     }
 
-    if (pst_exec(ctx, req->tenant_id, q, n) != OC_OK)
-        return ctx->err.code;
+    if (pst_exec(ctx, req->tenant_id, q, n) != OC_OK) return ctx->err.code;
 
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->results = oc_arena_alloc(ctx->arena, n * sizeof *resp->results);
-    if (resp->results == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp->results == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     size_t dupes = 0;
     for (size_t i = 0; i < n; i++) {
         const oc_pg_result_t *r = q[i].res;
@@ -277,7 +264,7 @@ static oc_err_t add_attachments(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                                 ProtobufCMessage **out)
 {
     const PB(AddAttachmentsRequest) *req = (const void *)in;
-    PB(AddAttachmentsResponse) *resp;
+    PB(AddAttachmentsResponse) * resp;
     PB(AddAttachmentsResponse) init = PB_INIT(ADD_ATTACHMENTS_RESPONSE);
     char *json;
 
@@ -289,18 +276,15 @@ static oc_err_t add_attachments(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     if (!pst_check_attachments(ctx, "attachments", req->n_attachments, req->attachments))
         return ctx->err.code;
     json = pst_attachments_json(ctx, req->n_attachments, req->attachments);
-    if (json == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (json == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
 
     const char *p[] = {req->tenant_id, req->message_id, json};
     oc_pg_query_t q[] = {{"add_attachments", 3, p, NULL}, {"get_message_attachments", 2, p, NULL}};
-    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK)
-        return ctx->err.code;
+    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
     if (oc_pg_ntuples(q[1].res) != 1)
         return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "message_id: not found");
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     if (!pst_parse_attachments(ctx, oc_pg_value(q[1].res, 0, 1), req->message_id,
                                &resp->n_attachments, &resp->attachments))
@@ -309,11 +293,10 @@ static oc_err_t add_attachments(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     return OC_OK;
 }
 
-static oc_err_t list_messages(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
-                              ProtobufCMessage **out)
+static oc_err_t list_messages(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 {
     const PB(ListMessagesRequest) *req = (const void *)in;
-    PB(ListMessagesResponse) *resp;
+    PB(ListMessagesResponse) * resp;
     PB(ListMessagesResponse) init = PB_INIT(LIST_MESSAGES_RESPONSE);
     bool has_before = req->before[0] != '\0';
     bool has_after = req->after[0] != '\0';
@@ -342,20 +325,17 @@ static oc_err_t list_messages(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                        pst_i64(ctx, limit + 1)};
     oc_pg_query_t q[] = {{"conversation_exists", 2, p, NULL},
                          {backwards ? "timeline_before" : "timeline_after", 5, p, NULL}};
-    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK)
-        return ctx->err.code;
+    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
     if (oc_pg_ntuples(q[0].res) != 1)
         return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "conversation_id: not found");
 
     int rows = oc_pg_ntuples(q[1].res);
     int n = rows > limit ? limit : rows;
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->messages = oc_arena_alloc(ctx->arena, (size_t)(n + 1) * sizeof(void *));
-    if (resp->messages == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp->messages == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     /* Backwards pages come newest first from the index; the API is always chronological. */
     for (int i = 0; i < n; i++) {
         int row = backwards ? n - 1 - i : i;
@@ -372,33 +352,29 @@ static oc_err_t list_messages(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         int c = oc_pg_fnumber(q[1].res, "channel_timestamp_us");
         int first = backwards ? n - 1 : 0;
         int last = backwards ? 0 : n - 1;
-        resp->before_cursor = pst_cursor_encode(
-            ctx, 'm', strtoll(oc_pg_value(q[1].res, first, c), NULL, 10),
-            resp->messages[0]->message_id, scope);
-        resp->after_cursor = pst_cursor_encode(
-            ctx, 'm', strtoll(oc_pg_value(q[1].res, last, c), NULL, 10),
-            resp->messages[n - 1]->message_id, scope);
+        resp->before_cursor =
+            pst_cursor_encode(ctx, 'm', strtoll(oc_pg_value(q[1].res, first, c), NULL, 10),
+                              resp->messages[0]->message_id, scope);
+        resp->after_cursor =
+            pst_cursor_encode(ctx, 'm', strtoll(oc_pg_value(q[1].res, last, c), NULL, 10),
+                              resp->messages[n - 1]->message_id, scope);
         if (resp->before_cursor == NULL || resp->after_cursor == NULL)
             return oc_error_set(&ctx->err, OC_E_INTERNAL, "cursor: could not be made");
     } else {
         /* An empty page keeps the caller where it was, so polling can go on. */
-        if (has_after)
-            resp->after_cursor = req->after;
-        if (has_before)
-            resp->before_cursor = req->before;
+        if (has_after) resp->after_cursor = req->after;
+        if (has_before) resp->before_cursor = req->before;
     }
     *out = &resp->base;
     return OC_OK;
 }
 
-#define METHOD(name, fn, in, out)                                                              \
-    {"/" PST_SERVICE "/" name, &omnichat__persistence__v1__##in##__descriptor,                 \
-     &omnichat__persistence__v1__##out##__descriptor, fn}
-
 const oc_rpc_method_t pst_methods_messages[] = {
-    METHOD("InsertMessage", insert_message, insert_message_request, insert_message_response),
-    METHOD("PersistInbound", persist_inbound, persist_inbound_request, persist_inbound_response),
-    METHOD("AddAttachments", add_attachments, add_attachments_request, add_attachments_response),
-    METHOD("ListMessages", list_messages, list_messages_request, list_messages_response),
+    PST_METHOD("InsertMessage", insert_message, insert_message_request, insert_message_response),
+    PST_METHOD("PersistInbound", persist_inbound, persist_inbound_request,
+               persist_inbound_response),
+    PST_METHOD("AddAttachments", add_attachments, add_attachments_request,
+               add_attachments_response),
+    PST_METHOD("ListMessages", list_messages, list_messages_request, list_messages_response),
 };
 const size_t pst_nmethods_messages = sizeof pst_methods_messages / sizeof pst_methods_messages[0];

@@ -305,19 +305,14 @@ static oc_err_t reconcile_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in
     return OC_OK;
 }
 
-#define METHOD(name, fn, in, out) \
-    { \
-        "/" PST_SERVICE "/" name, &omnichat__persistence__v1__##in##__descriptor, \
-            &omnichat__persistence__v1__##out##__descriptor, fn \
-    }
-
 const oc_rpc_method_t pst_methods_outbound[] = {
-    METHOD("CreateOutbound", create_outbound, create_outbound_request, create_outbound_response),
-    METHOD("CompleteOutbound", complete_outbound, complete_outbound_request,
-           complete_outbound_response),
-    METHOD("ClaimDueOutbound", claim_due_outbound, claim_due_outbound_request,
-           claim_due_outbound_response),
-    METHOD("ReconcileOutbound", reconcile_outbound, reconcile_outbound_request,
-           reconcile_outbound_response),
+    PST_METHOD("CreateOutbound", create_outbound, create_outbound_request,
+               create_outbound_response),
+    PST_METHOD("CompleteOutbound", complete_outbound, complete_outbound_request,
+               complete_outbound_response),
+    PST_METHOD("ClaimDueOutbound", claim_due_outbound, claim_due_outbound_request,
+               claim_due_outbound_response),
+    PST_METHOD("ReconcileOutbound", reconcile_outbound, reconcile_outbound_request,
+               reconcile_outbound_response),
 };
 const size_t pst_nmethods_outbound = sizeof pst_methods_outbound / sizeof pst_methods_outbound[0];

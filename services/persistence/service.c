@@ -49,12 +49,23 @@ static void pool_gauges(void *arg)
 
 static const char *grpc_code_name(int code)
 {
-    static const char *const names[] = {
-        "OK",           "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS",    "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",       "DATA_LOSS",
-        "UNAUTHENTICATED"};
+    static const char *const names[] = {"OK",
+                                        "CANCELLED",
+                                        "UNKNOWN",
+                                        "INVALID_ARGUMENT",
+                                        "DEADLINE_EXCEEDED",
+                                        "NOT_FOUND",
+                                        "ALREADY_EXISTS",
+                                        "PERMISSION_DENIED",
+                                        "RESOURCE_EXHAUSTED",
+                                        "FAILED_PRECONDITION",
+                                        "ABORTED",
+                                        "OUT_OF_RANGE",
+                                        "UNIMPLEMENTED",
+                                        "INTERNAL",
+                                        "UNAVAILABLE",
+                                        "DATA_LOSS",
+                                        "UNAUTHENTICATED"};
     return code >= 0 && code <= 16 ? names[code] : "UNKNOWN";
 }
 
@@ -68,8 +79,7 @@ static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t
     method = method != NULL ? method + 1 : ctx->method;
     /* Unknown methods come from the client's path: one label for all of them keeps a
      * scanner from minting unbounded label values. */
-    if (status == 12)
-        method = "unknown";
+    if (status == 12) method = "unknown";
     oc_metric_inc(pst->m_rpc_total, (const char *const[]){method, code}, 1);
     oc_metric_observe(pst->m_rpc_latency, (const char *const[]){method}, (double)latency_us / 1e6);
     /* INTERNAL and UNKNOWN are ours to look at; the rest are the caller's business. */
@@ -178,31 +188,28 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
     }
     s->methods = calloc(s->nmethods, sizeof *s->methods);
     s->stmts = calloc(nstmts, sizeof *s->stmts);
-    if (s->methods == NULL || s->stmts == NULL)
-        goto oom;
+    if (s->methods == NULL || s->stmts == NULL) goto oom;
     for (size_t i = 0, m = 0; i < NPARTS; i++) {
         memcpy(s->methods + m, parts[i].methods, *parts[i].nmethods * sizeof *s->methods);
         m += *parts[i].nmethods;
         memcpy(s->stmts + k, parts[i].stmts, *parts[i].nstmts * sizeof *s->stmts);
         k += *parts[i].nstmts;
     }
-    if (load_cursor_key(&s->pst, err) != OC_OK)
-        goto fail;
+    if (load_cursor_key(&s->pst, err) != OC_OK) goto fail;
 
     s->pst.metrics = oc_metrics_create();
-    if (s->pst.metrics == NULL)
-        goto oom;
+    if (s->pst.metrics == NULL) goto oom;
     s->pst.m_rpc_total = oc_metrics_counter(s->pst.metrics, "omnichat_rpc_requests_total",
                                             "gRPC calls handled, by method and status code",
                                             (const char *const[]){"method", "code"}, 2);
-    s->pst.m_rpc_latency = oc_metrics_histogram(
-        s->pst.metrics, "omnichat_rpc_latency_seconds",
-        "gRPC call latency from arrival to status, by method",
-        (const char *const[]){"method"}, 1, NULL, 0);
-    s->pst.m_dedupe = oc_metrics_counter(
-        s->pst.metrics, "omnichat_dedupe_hits_total",
-        "messages whose idempotency key already existed (nothing written)",
-        (const char *const[]){"method"}, 1);
+    s->pst.m_rpc_latency =
+        oc_metrics_histogram(s->pst.metrics, "omnichat_rpc_latency_seconds",
+                             "gRPC call latency from arrival to status, by method",
+                             (const char *const[]){"method"}, 1, NULL, 0);
+    s->pst.m_dedupe =
+        oc_metrics_counter(s->pst.metrics, "omnichat_dedupe_hits_total",
+                           "messages whose idempotency key already existed (nothing written)",
+                           (const char *const[]){"method"}, 1);
     s->pst.m_pool_in_use = oc_metrics_gauge(s->pst.metrics, "omnichat_db_pool_in_use",
                                             "database connections in use", NULL, 0);
     s->pst.m_pool_size = oc_metrics_gauge(s->pst.metrics, "omnichat_db_pool_size",
@@ -214,14 +221,12 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
 
     oc_pg_set_log_hook(pg_log);
     conninfo = full_conninfo(cfg);
-    if (conninfo == NULL)
-        goto oom;
+    if (conninfo == NULL) goto oom;
     /* One connection per worker: a handler never waits for a slot. */
     s->pst.pool = oc_pg_pool_create(conninfo, (size_t)cfg->workers, s->stmts, nstmts, err);
     OPENSSL_cleanse(conninfo, strlen(conninfo));
     free(conninfo);
-    if (s->pst.pool == NULL)
-        goto fail;
+    if (s->pst.pool == NULL) goto fail;
     return s;
 oom:
     oc_error_set(err, OC_E_NOMEM, "out of memory");
@@ -241,10 +246,8 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
     };
 
     s->rpc = oc_rpc_server_create(&opts, s->methods, s->nmethods, err);
-    if (s->rpc == NULL)
-        return err->code;
-    if (oc_rpc_server_start(s->rpc, err) != OC_OK)
-        return err->code;
+    if (s->rpc == NULL) return err->code;
+    if (oc_rpc_server_start(s->rpc, err) != OC_OK) return err->code;
     *grpc_port = oc_rpc_server_port(s->rpc);
     *admin_port = 0;
     if (s->pst.cfg.admin_listen != NULL && s->pst.cfg.admin_listen[0] != '\0') {
@@ -259,8 +262,7 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
             .nroutes = 2,
         };
         s->admin = oc_http_server_start(&hopts, err);
-        if (s->admin == NULL)
-            return err->code;
+        if (s->admin == NULL) return err->code;
         *admin_port = oc_http_server_port(s->admin);
     }
     return OC_OK;
@@ -268,8 +270,7 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
 
 void pst_service_stop(pst_service_t *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     if (s->rpc != NULL) {
         oc_rpc_server_set_serving(s->rpc, false);
         oc_rpc_server_shutdown(s->rpc, (int)s->pst.cfg.shutdown_grace_ms);
@@ -280,8 +281,7 @@ void pst_service_stop(pst_service_t *s)
 
 void pst_service_destroy(pst_service_t *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     oc_rpc_server_destroy(s->rpc);
     oc_http_server_stop(s->admin);
     oc_pg_pool_destroy(s->pst.pool);

@@ -1,0 +1,431 @@
+/* Connector/SendText: validation, Stripe-style create-or-get, and one delivery attempt. */
+#include "send.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cache.h"
+#include "line_api.h"
+#include "omnichat/log.h"
+#include "omnichat/util.h"
+
+#define CAT(name) PBE(ERROR_CATEGORY__ERROR_CATEGORY_##name)
+#define OUTCOME(name) PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_##name)
+/* A success refreshes the account's last_success_at at most this often (off the hot path). */
+#define SUCCESS_REFRESH_MS (10LL * 60 * 1000)
+
+/* ---------- pure helpers ---------- */
+
+static void hash_field(EVP_MD_CTX *md, const char *s)
+{
+    uint64_t n = s != NULL ? strlen(s) : 0;
+    uint8_t len[8];
+
+    for (int i = 0; i < 8; i++)
+        len[i] = (uint8_t)(n >> (56 - 8 * i));
+    EVP_DigestUpdate(md, len, sizeof len);
+    if (n > 0)
+        EVP_DigestUpdate(md, s, (size_t)n);
+}
+
+void line_fingerprint(const char *conversation_id, const char *text, const char *sender_id,
+                      const char *sender_display_name, char out[LINE_FINGERPRINT_LEN + 1])
+{
+    uint8_t digest[32];
+    unsigned int dlen = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    char lowered[OC_UUID_STR_LEN + 1];
+    size_t i = 0;
+
+    /* A UUID spelled in upper case is the same conversation. */
+    for (; conversation_id[i] != '\0' && i < OC_UUID_STR_LEN; i++)
+        lowered[i] = (char)tolower((unsigned char)conversation_id[i]);
+    lowered[i] = '\0';
+    memset(digest, 0, sizeof digest);
+    if (md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1) {
+        hash_field(md, conversation_id[i] == '\0' ? lowered : conversation_id);
+        hash_field(md, text);
+        hash_field(md, sender_id);
+        hash_field(md, sender_display_name);
+        EVP_DigestFinal_ex(md, digest, &dlen);
+    }
+    EVP_MD_CTX_free(md);
+    oc_hex_encode(digest, sizeof digest, out);
+}
+
+int64_t line_backoff_ms(const line_retry_policy_t *p, int attempts, double jitter01)
+{
+    int64_t d = p->base_ms;
+
+    if (attempts < 0)
+        attempts = 0;
+    for (int i = 0; i < attempts && d < p->max_ms; i++)
+        d *= 2;
+    if (d > p->max_ms)
+        d = p->max_ms;
+    if (!(jitter01 >= 0.0))
+        jitter01 = 0.0;
+    if (jitter01 > 1.0)
+        jitter01 = 1.0;
+    d = (int64_t)llround((double)d * (0.5 + 0.5 * jitter01));
+    return d > 0 ? d : 1;
+}
+
+int64_t line_next_attempt_ms(const line_retry_policy_t *p, int attempts, int64_t now_ms,
+                             int64_t created_at_ms, double jitter01)
+{
+    int64_t next;
+
+    if (attempts + 1 >= p->max_attempts)
+        return 0;
+    next = now_ms + line_backoff_ms(p, attempts, jitter01);
+    if (created_at_ms > 0 && next > created_at_ms + p->window_ms)
+        return 0;
+    return next;
+}
+
+static double jitter(void)
+{
+    uint32_t r = 0;
+
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        return 1.0;
+    return (double)r / 4294967295.0;
+}
+
+/* ---------- one delivery attempt ---------- */
+
+static void record_status(line_t *l, oc_arena_t *arena, const char *request_id,
+                          const PB(ChannelAccount) * acc, int status, int category)
+{
+    PB(RecordChannelStatusRequest) req = PB_INIT(RECORD_CHANNEL_STATUS_REQUEST);
+    PB(RecordChannelStatusResponse) *resp = NULL;
+    oc_error_t err;
+
+    oc_error_clear(&err);
+    req.tenant_id = acc->tenant_id;
+    req.channel_account_id = acc->channel_account_id;
+    req.status = status;
+    req.error_category = category;
+    if (line_pst_call(l, "RecordChannelStatus", &req.base,
+                      &omnichat__persistence__v1__record_channel_status_response__descriptor,
+                      request_id, arena, (ProtobufCMessage **)&resp, &err) == OC_OK &&
+        resp->channel_account != NULL) {
+        line_account_put(l, resp->channel_account);
+    } else {
+        line_account_invalidate(l, acc->channel_account_id);
+        OC_WARN("could not record channel status", OC_LS("request_id", request_id),
+                OC_LS("tenant_id", acc->tenant_id),
+                OC_LS("channel_account_id", acc->channel_account_id),
+                OC_LS("detail", err.msg));
+    }
+}
+
+/* Unseals the token and pushes; fills cls. Returns false when no provider call was made. */
+static bool push_once(line_t *l, const PB(ChannelAccount) * acc, const PB(Message) * msg,
+                      const char *thread_key, line_class_t *cls)
+{
+    const PB(SealedCredential) *cred = line_account_credential(acc, "access_token");
+    oc_vault_secret_t token = {NULL, 0};
+    line_http_result_t res;
+    oc_error_t err;
+    oc_err_t rc;
+
+    oc_error_clear(&err);
+    memset(cls, 0, sizeof *cls);
+    if (cred == NULL) {
+        cls->outcome = LINE_OUT_FAILED;
+        cls->category = CAT(AUTH_ERROR);
+        snprintf(cls->detail, sizeof cls->detail, "channel account has no access token");
+        return false;
+    }
+    if (oc_vault_open(l->vault, acc->tenant_id, acc->channel_account_id, "access_token",
+                      cred->key_id, cred->ciphertext.data, cred->ciphertext.len, &token,
+                      &err) != OC_OK) {
+        /* An operator problem (key removed or mismatched), not the message's fault: keep it
+         * pending so that fixing the key file lets it go out. */
+        OC_ERROR("could not unseal the access token", OC_LS("tenant_id", acc->tenant_id),
+                 OC_LS("channel_account_id", acc->channel_account_id),
+                 OC_LS("key_id", cred->key_id), OC_LS("detail", err.msg));
+        cls->outcome = LINE_OUT_RETRY;
+        cls->category = CAT(INTERNAL_ERROR);
+        snprintf(cls->detail, sizeof cls->detail, "access token could not be unsealed");
+        return false;
+    }
+    line_http_result_init(&res);
+    rc = line_api_push(l->api, token.data, token.len, thread_key, msg->content_text,
+                       msg->provider_retry_key, (long)l->cfg.line_timeout_ms, &res);
+    oc_vault_secret_dispose(&token);
+    if (rc != OC_OK) {
+        line_http_result_dispose(&res);
+        cls->outcome = LINE_OUT_RETRY;
+        cls->category = CAT(INTERNAL_ERROR);
+        snprintf(cls->detail, sizeof cls->detail, "request could not be built");
+        return false;
+    }
+    line_classify_push(&res, (long)l->cfg.line_timeout_ms, cls);
+    line_http_result_dispose(&res);
+    return true;
+}
+
+oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
+                      const PB(Message) * msg, const char *thread_key, PB(Message) * *out,
+                      oc_error_t *err)
+{
+    PB(ChannelAccount) *acc = NULL;
+    PB(CompleteOutboundRequest) creq = PB_INIT(COMPLETE_OUTBOUND_REQUEST);
+    PB(CompleteOutboundResponse) *cresp = NULL;
+    line_retry_policy_t policy = {(int)l->cfg.max_attempts, l->cfg.backoff_base_ms,
+                                  l->cfg.backoff_max_ms, l->cfg.retry_window_s * 1000};
+    line_class_t cls;
+    bool called = false;
+    char detail[200];
+    int64_t t0 = oc_mono_us(), next = 0;
+    oc_err_t rc;
+
+    *out = NULL;
+    memset(&cls, 0, sizeof cls);
+    rc = line_account_get(l, msg->tenant_id, msg->channel_account_id, request_id, arena, &acc,
+                          err);
+    if (rc == OC_E_NOT_FOUND) {
+        cls.outcome = LINE_OUT_FAILED;
+        cls.category = CAT(INTERNAL_ERROR);
+        snprintf(cls.detail, sizeof cls.detail, "channel account not found");
+        oc_error_clear(err);
+    } else if (rc != OC_OK) {
+        return rc; /* our lease expires; the worker tries again */
+    } else if (acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED)) {
+        cls.outcome = LINE_OUT_FAILED;
+        cls.category = CAT(AUTH_ERROR);
+        snprintf(cls.detail, sizeof cls.detail, "channel account needs new credentials");
+    } else if (acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_DISABLED)) {
+        cls.outcome = LINE_OUT_FAILED;
+        cls.category = CAT(AUTH_ERROR);
+        snprintf(cls.detail, sizeof cls.detail, "channel account is disabled");
+    } else {
+        called = push_once(l, acc, msg, thread_key, &cls);
+    }
+
+    snprintf(detail, sizeof detail, "%s", cls.detail);
+    if (cls.outcome == LINE_OUT_RETRY || cls.outcome == LINE_OUT_UNKNOWN) {
+        next = line_next_attempt_ms(&policy, msg->attempts, oc_now_ms(), msg->created_at_ms,
+                                    jitter());
+        if (next == 0) {
+            cls.outcome = LINE_OUT_FAILED;
+            snprintf(detail, sizeof detail, "%s; gave up after %d attempts", cls.detail,
+                     msg->attempts + 1);
+        }
+    }
+
+    creq.tenant_id = msg->tenant_id;
+    creq.message_id = msg->message_id;
+    creq.lease_owner = l->cfg.instance_id;
+    creq.outcome = (int)cls.outcome; /* line_outcome_t mirrors OutboundOutcome */
+    creq.external_message_id = cls.external_message_id;
+    creq.error_category = cls.outcome == LINE_OUT_SENT ? 0 : cls.category;
+    creq.error_detail = cls.outcome == LINE_OUT_SENT ? (char *)"" : detail;
+    creq.next_attempt_at_ms = next;
+    rc = line_pst_call(l, "CompleteOutbound", &creq.base,
+                       &omnichat__persistence__v1__complete_outbound_response__descriptor,
+                       request_id, arena, (ProtobufCMessage **)&cresp, err);
+
+    oc_metric_inc(l->m_sends,
+                  (const char *const[]){"line", line_outcome_name(cls.outcome),
+                                        line_category_name(creq.error_category)},
+                  1);
+    OC_LOG(cls.outcome == LINE_OUT_SENT ? OC_LOG_DEBUG : OC_LOG_INFO, "send attempt",
+           OC_LS("request_id", request_id), OC_LS("tenant_id", msg->tenant_id),
+           OC_LS("message_id", msg->message_id), OC_LB("provider_called", called),
+           OC_LS("outcome", line_outcome_name(cls.outcome)),
+           OC_LS("category", line_category_name(creq.error_category)),
+           OC_LI("attempt", msg->attempts + 1), OC_LI("latency_us", oc_mono_us() - t0));
+
+    if (acc != NULL && called && cls.auth_failed)
+        record_status(l, arena, request_id, acc, PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED),
+                      CAT(AUTH_ERROR));
+    else if (acc != NULL && cls.outcome == LINE_OUT_SENT &&
+             (acc->status != PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE) ||
+              oc_now_ms() - acc->last_success_at_ms > SUCCESS_REFRESH_MS))
+        record_status(l, arena, request_id, acc, PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE), 0);
+
+    if (rc == OC_E_FAILED_PRECONDITION) {
+        /* Someone else took the message over (our lease had run out): they settle it. */
+        oc_error_clear(err);
+        return oc_error_set(err, OC_E_UNAVAILABLE,
+                            "message: being delivered by another worker, retry with the same "
+                            "idempotency_key");
+    }
+    if (rc != OC_OK)
+        return rc;
+    if (cresp->message == NULL)
+        return oc_error_set(err, OC_E_INTERNAL, "message: missing in the answer");
+    *out = cresp->message;
+    return OC_OK;
+}
+
+/* ---------- Connector/SendText ---------- */
+
+static bool check_str(oc_rpc_ctx_t *ctx, const char *field, const char *v, size_t max,
+                      bool required)
+{
+    size_t n = strlen(v);
+
+    if (required && n == 0) {
+        oc_error_set(&ctx->err, OC_E_INVALID, "%s: is required", field);
+        return false;
+    }
+    if (n > max) {
+        oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be at most %zu bytes", field, max);
+        return false;
+    }
+    if (!oc_utf8_valid(v, n)) {
+        oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be valid UTF-8", field);
+        return false;
+    }
+    return true;
+}
+
+static bool check_uuid(oc_rpc_ctx_t *ctx, const char *field, const char *v)
+{
+    if (v[0] == '\0') {
+        oc_error_set(&ctx->err, OC_E_INVALID, "%s: is required", field);
+        return false;
+    }
+    if (!oc_uuid_valid(v)) {
+        oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be a UUID", field);
+        return false;
+    }
+    return true;
+}
+
+static oc_err_t validate(oc_rpc_ctx_t *ctx, const CPB(SendTextRequest) * req)
+{
+    size_t n = strlen(req->text);
+
+    if (!check_uuid(ctx, "tenant_id", req->tenant_id) ||
+        !check_uuid(ctx, "conversation_id", req->conversation_id))
+        return ctx->err.code;
+    if (n == 0)
+        return oc_error_set(&ctx->err, OC_E_INVALID, "text: is required");
+    if (!oc_utf8_valid(req->text, n))
+        return oc_error_set(&ctx->err, OC_E_INVALID, "text: must be valid UTF-8");
+    if (oc_utf16_units(req->text, n) > LINE_TEXT_MAX_UNITS)
+        return oc_error_set(&ctx->err, OC_E_INVALID,
+                            "text: must be at most %d UTF-16 code units for LINE",
+                            LINE_TEXT_MAX_UNITS);
+    if (!check_str(ctx, "idempotency_key", req->idempotency_key, LINE_KEY_MAX, true) ||
+        !check_str(ctx, "sender_id", req->sender_id, LINE_KEY_MAX, true) ||
+        !check_str(ctx, "sender_display_name", req->sender_display_name, LINE_NAME_MAX, false))
+        return ctx->err.code;
+    return OC_OK;
+}
+
+/* The conversation must be one of ours; its channel type never changes, so it is cached. */
+static oc_err_t check_conversation(line_t *l, oc_rpc_ctx_t *ctx, const char *tenant_id,
+                                   const char *conversation_id)
+{
+    char key[2 * OC_UUID_STR_LEN + 2];
+    char *val = NULL;
+    size_t len = 0;
+    int type;
+
+    snprintf(key, sizeof key, "%s/%s", tenant_id, conversation_id);
+    for (char *p = key; *p != '\0'; p++)
+        *p = (char)tolower((unsigned char)*p);
+    if (line_cache_get(l->conversations, key, ctx->arena, &val, &len)) {
+        type = val[0] - '0';
+    } else {
+        PB(GetConversationRequest) req = PB_INIT(GET_CONVERSATION_REQUEST);
+        PB(GetConversationResponse) *resp = NULL;
+        oc_error_t e;
+        oc_err_t rc;
+        char t;
+
+        oc_error_clear(&e);
+        req.tenant_id = (char *)tenant_id;
+        req.conversation_id = (char *)conversation_id;
+        rc = line_pst_call(l, "GetConversation", &req.base,
+                           &omnichat__persistence__v1__get_conversation_response__descriptor,
+                           ctx->request_id, ctx->arena, (ProtobufCMessage **)&resp, &e);
+        if (rc == OC_E_NOT_FOUND)
+            return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "conversation_id: not found");
+        if (rc != OC_OK)
+            return oc_error_set(&ctx->err, rc, "%s", e.msg);
+        if (resp->conversation == NULL)
+            return oc_error_set(&ctx->err, OC_E_INTERNAL, "conversation: missing in the answer");
+        type = resp->conversation->channel_type;
+        t = (char)('0' + (type >= 0 && type <= 9 ? type : 0));
+        line_cache_put(l->conversations, key, &t, 1);
+    }
+    if (type != PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE))
+        return oc_error_set(&ctx->err, OC_E_FAILED_PRECONDITION,
+                            "conversation_id: is not a LINE conversation");
+    return OC_OK;
+}
+
+oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
+{
+    const CPB(SendTextRequest) *req = (const void *)in;
+    line_t *l = ctx->user;
+    CPB(SendTextResponse) *resp;
+    CPB(SendTextResponse) init = CPB_INIT(SEND_TEXT_RESPONSE);
+    PB(CreateOutboundRequest) creq = PB_INIT(CREATE_OUTBOUND_REQUEST);
+    PB(CreateOutboundResponse) *cresp = NULL;
+    PB(Message) *msg = NULL;
+    char fingerprint[LINE_FINGERPRINT_LEN + 1];
+    char retry_key[OC_UUID_STR_LEN + 1];
+    oc_error_t e;
+    oc_err_t rc;
+
+    if (validate(ctx, req) != OC_OK)
+        return ctx->err.code;
+    snprintf(ctx->tenant_id, sizeof ctx->tenant_id, "%s", req->tenant_id);
+    if (check_conversation(l, ctx, req->tenant_id, req->conversation_id) != OC_OK)
+        return ctx->err.code;
+
+    line_fingerprint(req->conversation_id, req->text, req->sender_id, req->sender_display_name,
+                     fingerprint);
+    if (oc_uuid_v4(retry_key) != OC_OK)
+        return oc_error_set(&ctx->err, OC_E_INTERNAL, "retry key: could not be made");
+    creq.tenant_id = req->tenant_id;
+    creq.conversation_id = req->conversation_id;
+    creq.idempotency_key = req->idempotency_key;
+    creq.request_fingerprint = fingerprint;
+    creq.sender_id = req->sender_id;
+    creq.sender_display_name = req->sender_display_name;
+    creq.sender_type = PBE(SENDER_TYPE__SENDER_TYPE_AGENT);
+    creq.content_type = PBE(CONTENT_TYPE__CONTENT_TYPE_TEXT);
+    creq.content_text = req->text;
+    creq.provider_retry_key = retry_key;
+    creq.lease_owner = l->cfg.instance_id;
+    creq.lease_seconds = (int32_t)l->cfg.lease_seconds;
+    oc_error_clear(&e);
+    rc = line_pst_call(l, "CreateOutbound", &creq.base,
+                       &omnichat__persistence__v1__create_outbound_response__descriptor,
+                       ctx->request_id, ctx->arena, (ProtobufCMessage **)&cresp, &e);
+    if (rc == OC_E_NOT_FOUND)
+        return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "conversation_id: not found");
+    if (rc != OC_OK)
+        return oc_error_set(&ctx->err, rc, "%s", e.msg);
+    if (cresp->message == NULL)
+        return oc_error_set(&ctx->err, OC_E_INTERNAL, "message: missing in the answer");
+
+    msg = cresp->message;
+    if (cresp->lease_acquired) {
+        rc = line_deliver(l, ctx->arena, ctx->request_id, cresp->message, cresp->thread_key, &msg,
+                          &ctx->err);
+        if (rc != OC_OK)
+            return rc;
+    }
+    resp = oc_arena_alloc(ctx->arena, sizeof *resp);
+    if (resp == NULL)
+        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    *resp = init;
+    resp->message = msg;
+    *out = &resp->base;
+    return OC_OK;
+}
