@@ -116,3 +116,27 @@ oc_err_t oc_error_set(oc_error_t *err, oc_err_t code, const char *fmt, ...)
     va_end(ap);
     return r;
 }
+
+const char *oc_grpc_status_name(int status)
+{
+    static const char *const names[] = {"OK",
+                                        "CANCELLED",
+                                        "UNKNOWN",
+                                        "INVALID_ARGUMENT",
+                                        "DEADLINE_EXCEEDED",
+                                        "NOT_FOUND",
+                                        "ALREADY_EXISTS",
+                                        "PERMISSION_DENIED",
+                                        "RESOURCE_EXHAUSTED",
+                                        "FAILED_PRECONDITION",
+                                        "ABORTED",
+                                        "OUT_OF_RANGE",
+                                        "UNIMPLEMENTED",
+                                        "INTERNAL",
+                                        "UNAVAILABLE",
+                                        "DATA_LOSS",
+                                        "UNAUTHENTICATED"};
+
+    if (status < 0 || (size_t)status >= sizeof names / sizeof names[0]) return "UNKNOWN";
+    return names[status];
+}

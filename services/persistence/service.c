@@ -47,34 +47,12 @@ static void pool_gauges(void *arg)
     oc_metric_set(pst->m_pool_size, NULL, (double)size);
 }
 
-static const char *grpc_code_name(int code)
-{
-    static const char *const names[] = {"OK",
-                                        "CANCELLED",
-                                        "UNKNOWN",
-                                        "INVALID_ARGUMENT",
-                                        "DEADLINE_EXCEEDED",
-                                        "NOT_FOUND",
-                                        "ALREADY_EXISTS",
-                                        "PERMISSION_DENIED",
-                                        "RESOURCE_EXHAUSTED",
-                                        "FAILED_PRECONDITION",
-                                        "ABORTED",
-                                        "OUT_OF_RANGE",
-                                        "UNIMPLEMENTED",
-                                        "INTERNAL",
-                                        "UNAVAILABLE",
-                                        "DATA_LOSS",
-                                        "UNAUTHENTICATED"};
-    return code >= 0 && code <= 16 ? names[code] : "UNKNOWN";
-}
-
 /* After every call: metrics, and one access-log line (debug; warn for server faults). */
 static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
 {
     pst_t *pst = user;
     const char *method = strrchr(ctx->method, '/');
-    const char *code = grpc_code_name(status);
+    const char *code = oc_grpc_status_name(status);
 
     method = method != NULL ? method + 1 : ctx->method;
     /* Unknown methods come from the client's path: one label for all of them keeps a

@@ -47,6 +47,9 @@ const char *oc_err_name(oc_err_t e);
 int oc_err_grpc_status(oc_err_t e);
 /* HTTP status for an error. */
 int oc_err_http_status(oc_err_t e);
+/* Canonical name of a gRPC status code ("NOT_FOUND"); "UNKNOWN" when out of range. For metric
+ * labels and logs. */
+const char *oc_grpc_status_name(int status);
 /* The error for a gRPC status code (first row of the table with that code; UNKNOWN if none). */
 oc_err_t oc_err_from_grpc_status(int status);
 

@@ -101,6 +101,18 @@ static void test_error_truncation(void)
     CU_ASSERT(oc_utf8_valid(e.msg, strlen(e.msg)));
 }
 
+static void test_grpc_status_name(void)
+{
+    CU_ASSERT_STRING_EQUAL(oc_grpc_status_name(0), "OK");
+    CU_ASSERT_STRING_EQUAL(oc_grpc_status_name(5), "NOT_FOUND");
+    CU_ASSERT_STRING_EQUAL(oc_grpc_status_name(16), "UNAUTHENTICATED");
+    CU_ASSERT_STRING_EQUAL(oc_grpc_status_name(17), "UNKNOWN");
+    CU_ASSERT_STRING_EQUAL(oc_grpc_status_name(-1), "UNKNOWN");
+    /* Every error's status has a name of its own. */
+    for (int e = 0; e < OC_E__COUNT; e++)
+        CU_ASSERT_STRING_NOT_EQUAL(oc_grpc_status_name(oc_err_grpc_status((oc_err_t)e)), "");
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
@@ -111,6 +123,7 @@ int main(void)
     CU_add_test(s, "first error wins", test_error_first_wins);
     CU_add_test(s, "newlines replaced", test_error_newlines);
     CU_add_test(s, "truncation", test_error_truncation);
+    CU_add_test(s, "grpc status names", test_grpc_status_name);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

@@ -1,0 +1,226 @@
+"""Provider faults: 5xx, timeouts, 401, 429 (rate limit vs monthly quota), and a connector
+killed with SIGKILL mid-send. Faults are injected at the LINE simulator (/__sim/faults)."""
+import threading
+import time
+
+import grpc
+import pytest
+
+from harness import assert_code, pb, rpc_error
+from line_harness import (LEASE_SECONDS, LINE_TIMEOUT_MS, SLOW, WORKER_INTERVAL_MS, wait_for)
+
+SETTLE = 15  # seconds a retry may take to settle (lease + backoff, before SLOW)
+
+
+def _keys(reqs):
+    return [(r.get("retry_key") or "").lower() for r in reqs]
+
+
+def _assert_single_delivery(line, m_final, expected_pushes=None):
+    ds = line.deliveries()
+    assert len(ds) == 1, f"expected one delivery, got {len(ds)}: {ds}"
+    assert m_final.external_message_id == ds[0]["sentMessages"][0]["id"], (m_final, ds)
+    reqs = line.push_requests()
+    if expected_pushes is not None:
+        assert len(reqs) == expected_pushes, reqs
+    keys = set(_keys(reqs))
+    assert keys == {m_final.provider_retry_key.lower()}, (
+        f"every attempt must carry the message's retry key {m_final.provider_retry_key}: {keys}")
+    assert not any(r.get("retry_body_differs") for r in reqs), "a retry changed the push body"
+    return reqs
+
+
+def test_500_then_success_same_retry_key(line):
+    conv, _ = line.conversation()
+    line.sim.fault({"status": 500})
+    m = line.send(conv, "after a 500")
+    assert m.status in (pb.MESSAGE_STATUS_PENDING, pb.MESSAGE_STATUS_SENT), m
+    if m.status == pb.MESSAGE_STATUS_PENDING:
+        assert m.error_category == pb.ERROR_CATEGORY_PROVIDER_ERROR, m
+    final = line.wait_status(conv, m.message_id, pb.MESSAGE_STATUS_SENT, SETTLE)
+    reqs = _assert_single_delivery(line, final, expected_pushes=2)
+    assert [r["status"] for r in reqs] == [500, 200]
+    assert final.attempts == 2, final
+    assert len(line.db_messages()) == 1
+
+
+def test_timeout_then_retry_gets_409_and_delivers_once(line):
+    conv, _ = line.conversation()
+    # Executed at once, answer held past the connector's timeout: the response is "lost".
+    line.sim.fault({"delay_ms": LINE_TIMEOUT_MS * 3, "execute": True})
+    t0 = time.time()
+    m = line.send(conv, "slow provider")
+    took = time.time() - t0
+    assert m.status in (pb.MESSAGE_STATUS_UNKNOWN, pb.MESSAGE_STATUS_PENDING), m
+    assert m.error_category == pb.ERROR_CATEGORY_TIMEOUT, m
+    assert took < (LINE_TIMEOUT_MS * 3 / 1000) * SLOW + 2, f"SendText waited {took:.2f}s"
+    final = line.wait_status(conv, m.message_id, pb.MESSAGE_STATUS_SENT, SETTLE)
+    reqs = _assert_single_delivery(line, final, expected_pushes=2)
+    assert reqs[1]["status"] == 409 and reqs[1]["retry_conflict"], reqs[1]
+    assert len(line.db_messages()) == 1
+
+
+def test_dropped_connection_after_execution_is_sent_once(line):
+    conv, _ = line.conversation()
+    line.sim.fault({"drop": True, "execute": True})
+    m = line.send(conv, "dropped after execution")
+    assert m.status in (pb.MESSAGE_STATUS_UNKNOWN, pb.MESSAGE_STATUS_PENDING,
+                        pb.MESSAGE_STATUS_SENT), m
+    final = line.wait_status(conv, m.message_id, pb.MESSAGE_STATUS_SENT, SETTLE)
+    _assert_single_delivery(line, final)
+
+
+def test_401_marks_auth_failed_then_fails_fast_until_reconnected(line, line_sim):
+    conv, _ = line.conversation()
+    line.sim.fault({"status": 401})
+    m = line.send(conv, "token rejected")
+    assert m.status == pb.MESSAGE_STATUS_FAILED, m
+    assert m.error_category == pb.ERROR_CATEGORY_AUTH_ERROR, m
+    acct = line.get_account()
+    assert acct.status == pb.CHANNEL_STATUS_AUTH_FAILED, acct
+    assert acct.last_error_category == pb.ERROR_CATEGORY_AUTH_ERROR, acct
+    n_push = len(line.push_requests("*"))
+    assert n_push == 1
+
+    # The next send fails fast, without calling LINE.
+    m2 = line.send(conv, "while auth failed")
+    assert m2.status == pb.MESSAGE_STATUS_FAILED, m2
+    assert m2.error_category == pb.ERROR_CATEGORY_AUTH_ERROR, m2
+    time.sleep(WORKER_INTERVAL_MS * 5 / 1000 * SLOW)
+    assert len(line.push_requests("*")) == n_push, "a send to an AUTH_FAILED account called LINE"
+    # The first message is not retried either (permanent failure).
+    assert line.message(conv, m.message_id).status == pb.MESSAGE_STATUS_FAILED
+
+    # Reconnect with a new valid token: ACTIVE again, and sends work with the new token.
+    new_token = "tok-new-" + line.bot_user_id
+    line_sim.add_bot(new_token, line.bot_user_id)
+    r = line.connect(token=new_token)
+    assert r.channel_account.channel_account_id == line.account_id
+    assert r.channel_account.status == pb.CHANNEL_STATUS_ACTIVE
+    assert line.get_account().status == pb.CHANNEL_STATUS_ACTIVE
+    m3 = line.send(conv, "after reconnect")
+    assert m3.status == pb.MESSAGE_STATUS_SENT, m3
+    last = line.push_requests("*")[-1]
+    assert last["headers"]["authorization"] == "Bearer " + new_token
+
+
+def test_revoked_token_gives_auth_error(line, line_sim):
+    """A real 401 from LINE (revoked token), not an injected one."""
+    conv, _ = line.conversation()
+    line_sim.revoke(line.token)
+    m = line.send(conv, "revoked")
+    assert m.status == pb.MESSAGE_STATUS_FAILED, m
+    assert m.error_category == pb.ERROR_CATEGORY_AUTH_ERROR, m
+    assert line.get_account().status == pb.CHANNEL_STATUS_AUTH_FAILED
+    # Reconnecting with the revoked token is refused and changes nothing.
+    err = rpc_error(line.connect)
+    assert_code(err, grpc.StatusCode.UNAUTHENTICATED)
+    assert line.get_account().status == pb.CHANNEL_STATUS_AUTH_FAILED
+
+
+def test_rate_limit_429_is_retried_and_sent(line):
+    conv, _ = line.conversation()
+    line.sim.fault({"status": 429, "kind": "rate_limit"})
+    m = line.send(conv, "rate limited once")
+    assert m.status in (pb.MESSAGE_STATUS_PENDING, pb.MESSAGE_STATUS_SENT), m
+    if m.status == pb.MESSAGE_STATUS_PENDING:
+        assert m.error_category == pb.ERROR_CATEGORY_RATE_LIMIT_ERROR, m
+    final = line.wait_status(conv, m.message_id, pb.MESSAGE_STATUS_SENT, SETTLE)
+    _assert_single_delivery(line, final, expected_pushes=2)
+    assert line.get_account().status == pb.CHANNEL_STATUS_ACTIVE
+
+
+def test_monthly_quota_429_fails_without_retry(line):
+    conv, _ = line.conversation()
+    line.sim.fault({"status": 429, "kind": "quota"})
+    m = line.send(conv, "over the monthly limit")
+    assert m.status == pb.MESSAGE_STATUS_FAILED, m
+    assert m.error_category == pb.ERROR_CATEGORY_QUOTA_EXCEEDED, m
+    time.sleep(max(WORKER_INTERVAL_MS * 10 / 1000, 1.0) * SLOW)
+    assert len(line.push_requests()) == 1, line.push_requests()
+    assert line.deliveries() == []
+    assert line.message(conv, m.message_id).status == pb.MESSAGE_STATUS_FAILED
+    # Not an auth problem: the account stays active.
+    assert line.get_account().status == pb.CHANNEL_STATUS_ACTIVE
+
+
+def test_400_recipient_error_is_permanent(line):
+    conv, _ = line.conversation()
+    line.sim.fault({"status": 400})  # "Failed to send messages"
+    m = line.send(conv, "to nobody")
+    assert m.status == pb.MESSAGE_STATUS_FAILED, m
+    assert m.error_category in (pb.ERROR_CATEGORY_RECIPIENT_ERROR,
+                                pb.ERROR_CATEGORY_INVALID_REQUEST_ERROR), m
+    time.sleep(max(WORKER_INTERVAL_MS * 5 / 1000, 0.5) * SLOW)
+    assert len(line.push_requests()) == 1
+
+
+def test_max_attempts_ends_failed(line):
+    conv, _ = line.conversation()
+    line.sim.fault({"status": 500, "repeat": 20})
+    m = line.send(conv, "always 500")
+    final = line.wait_status(conv, m.message_id, pb.MESSAGE_STATUS_FAILED, 30)
+    assert final.error_category == pb.ERROR_CATEGORY_PROVIDER_ERROR, final
+    n = len(line.push_requests())
+    assert 2 <= n <= 8, f"max-attempts 8: {n} pushes"
+    assert final.attempts == n, (final.attempts, n)
+    assert line.deliveries() == []
+    line.sim.reset()  # leftover faults
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGKILL between recording and sending
+
+
+def _kill_during_push(line, conn, fault):
+    conv, _ = line.conversation()
+    line.sim.fault(fault)
+    req = line.send_request(conv, "survives a crash")
+    outcome = {}
+
+    def call():
+        try:
+            outcome["reply"] = conn.api.SendText(req, timeout=20)
+        except grpc.RpcError as e:
+            outcome["error"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    # The push has reached LINE (the simulator consumed the fault) → kill the connector.
+    wait_for(lambda: line.sim.pending_faults() == [], 10, 0.01, "the push to reach the simulator")
+    conn.kill9()
+    t.join(10)
+    assert "reply" not in outcome, f"SendText answered although the push was in flight: {outcome}"
+    rows = line.db_messages()
+    assert len(rows) == 1, f"the message must be recorded before the push: {rows}"
+    assert rows[0]["status"] in ("pending", "unknown"), rows
+    mid = rows[0]["id"]
+    t_restart = time.time()
+    conn.start()
+    final = line.wait_status(conv, mid, pb.MESSAGE_STATUS_SENT, SETTLE + LEASE_SECONDS)
+    return conv, final, time.time() - t_restart
+
+
+def test_sigkill_before_provider_executes(line, conn):
+    # The push is held and then refused (not executed): after the kill nothing was delivered.
+    conv, final, _ = _kill_during_push(line, conn, {"delay_ms": 5000, "status": 500})
+    reqs = _assert_single_delivery(line, final)
+    assert len(reqs) == 2 and reqs[1]["status"] == 200, reqs
+    # The caller's idempotent retry returns the same, sent message.
+    rows = line.db_messages()
+    assert len(rows) == 1 and rows[0]["status"] == "sent"
+
+
+def test_sigkill_after_provider_executed_gets_409(line, conn):
+    conv, final, _ = _kill_during_push(line, conn, {"delay_ms": 5000, "execute": True})
+    reqs = _assert_single_delivery(line, final)
+    assert len(reqs) == 2 and reqs[1]["status"] == 409, reqs
+    assert len(line.db_messages()) == 1
+
+
+def test_sigkill_while_push_is_held_in_flight(line, conn):
+    # hold_ms: the sim holds the retry key in flight, then executes although the client died.
+    conv, final, _ = _kill_during_push(line, conn, {"hold_ms": 3000})
+    reqs = _assert_single_delivery(line, final)
+    assert len(reqs) >= 2
+    assert any(r["status"] == 409 for r in reqs[1:]), reqs
