@@ -31,7 +31,7 @@ list_files() {
         git ls-files -z -- "${existing[@]}"
     else
         find "${existing[@]}" -type f -print0
-    fi | tr '\0' '\n' | grep -E '\.[ch]$' | grep -Ev '(^|/)build[^/]*/' || true
+    fi | tr '\0' '\n' | grep -E '\.[ch]$' | grep -Ev '(^|/)build[^/]*/' | LC_ALL=C sort || true
 }
 
 mapfile -t FILES < <(list_files)

@@ -1,6 +1,8 @@
 /* Unary gRPC servers over a method table, health checking, and a blocking client, on gRPC core. */
 #include "omnichat/rpc.h"
 
+#include "omnichat/pbcheck.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -173,17 +175,29 @@ static grpc_byte_buffer *pack_message(const ProtobufCMessage *m)
 }
 
 /* NULL when the buffer is not a valid `desc` message. */
+/* Unpacks a received buffer into the arena. With `check` set (server side), strings are first
+ * checked on the wire: protobuf-c would cut them at an embedded NUL without telling anyone.
+ * *bad_input is set when that check refused the input (err then names the field). */
 static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb,
-                                        const ProtobufCMessageDescriptor *desc, oc_arena_t *arena)
+                                        const ProtobufCMessageDescriptor *desc, oc_arena_t *arena,
+                                        oc_error_t *check, bool *bad_input)
 {
     grpc_byte_buffer_reader r;
+    ProtobufCMessage *m = NULL;
+
+    if (bad_input) *bad_input = false;
     if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
     grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
+    if (check && oc_pb_check_strings(desc, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl),
+                                     check) != OC_OK) {
+        if (bad_input) *bad_input = true;
+        goto out;
+    }
     ProtobufCAllocator alloc;
     oc_arena_protobuf_allocator(arena, &alloc);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(desc, &alloc, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+    m = protobuf_c_message_unpack(desc, &alloc, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+out:
     grpc_slice_unref(sl);
     return m;
 }
@@ -345,11 +359,15 @@ static void serve_call(srv_call_t *c)
     } else if (!c->payload) {
         rc = oc_error_set(&ctx->err, OC_E_INVALID, "request: missing message");
     } else {
-        ProtobufCMessage *req = unpack_message(c->payload, m->input, ctx->arena);
+        bool bad_input = false;
+        ProtobufCMessage *req =
+            unpack_message(c->payload, m->input, ctx->arena, &ctx->err, &bad_input);
         /* Unpacked messages own copies of their strings: the wire buffer can go now. */
         grpc_byte_buffer_destroy(c->payload);
         c->payload = NULL;
-        if (!req) {
+        if (bad_input) {
+            rc = ctx->err.code;
+        } else if (!req) {
             rc = oc_error_set(&ctx->err, OC_E_INVALID, "request: malformed protobuf");
         } else {
             rc = m->handler(ctx, req, &resp);
@@ -877,7 +895,7 @@ oc_err_t oc_rpc_client_call(oc_rpc_client_t *c, const char *method, const Protob
         rc = oc_error_set(err, OC_E_INTERNAL, "response: missing message");
         goto out;
     }
-    *resp = unpack_message(recv_bb, resp_desc, arena);
+    *resp = unpack_message(recv_bb, resp_desc, arena, NULL, NULL);
     if (!*resp) rc = oc_error_set(err, OC_E_INTERNAL, "response: malformed protobuf");
 
 out:

@@ -26,7 +26,6 @@ struct line_service {
     oc_rpc_server_t *rpc;
     oc_http_server_t *http;
     oc_http_route_t routes[3];
-    line_webhook_t *webhook;
 };
 
 static const oc_rpc_method_t methods[] = {
@@ -69,7 +68,8 @@ oc_err_t line_pst_call(line_t *l, const char *method, const ProtobufCMessage *re
     if (rc == OC_OK)
         return OC_OK;
     if (rc == OC_E_DEADLINE || rc == OC_E_UNAVAILABLE || rc == OC_E_CANCELLED) {
-        OC_WARN("persistence unavailable", OC_LS("method", method), OC_LS("code", oc_err_name(rc)),
+        /* Callers decide how loud this is (the worker polls while persistence is down). */
+        OC_DEBUG("persistence unavailable", OC_LS("method", method), OC_LS("code", oc_err_name(rc)),
                 OC_LS("request_id", request_id), OC_LS("detail", e.msg));
         return oc_error_set(err, OC_E_UNAVAILABLE, "persistence: unavailable, retry");
     }
@@ -345,11 +345,7 @@ oc_err_t line_service_start(line_service_t *s, int *grpc_port, int *http_port, o
         return err->code;
     *grpc_port = oc_rpc_server_port(s->rpc);
 
-    s->webhook = line_webhook_create(l, err);
-    if (s->webhook == NULL)
-        return err->code;
-    s->routes[0] = (oc_http_route_t){"POST", "/webhooks/line/", true, line_webhook_handle,
-                                     s->webhook};
+    s->routes[0] = (oc_http_route_t){"POST", "/webhooks/line/", true, line_webhook_handle, l};
     s->routes[1] = (oc_http_route_t){"GET", "/healthz", false, http_healthz, l};
     s->routes[2] = (oc_http_route_t){"GET", "/metrics", false, http_metrics, l};
     oc_http_server_opts_t hopts = {
@@ -394,7 +390,6 @@ void line_service_destroy(line_service_t *s)
     line_worker_stop(s->worker);
     oc_http_server_stop(s->http);
     oc_rpc_server_destroy(s->rpc);
-    line_webhook_destroy(s->webhook);
     line_cache_destroy(s->line.accounts);
     line_cache_destroy(s->line.conversations);
     line_cache_destroy(s->line.profiles);

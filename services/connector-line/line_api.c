@@ -14,7 +14,6 @@
 
 #define CAT(name) OMNICHAT__PERSISTENCE__V1__ERROR_CATEGORY__ERROR_CATEGORY_##name
 #define CONNECT_TIMEOUT_MAX_MS 5000L
-#define AUTH_HEADER_MAX (LINE_TOKEN_HEADER_PREFIX_LEN + 4096)
 #define LINE_TOKEN_HEADER_PREFIX "Authorization: Bearer "
 #define LINE_TOKEN_HEADER_PREFIX_LEN (sizeof LINE_TOKEN_HEADER_PREFIX - 1)
 
@@ -123,13 +122,11 @@ static size_t on_body(char *p, size_t sz, size_t n, void *u)
 
 static line_transport_t transport_of(CURL *h, CURLcode rc)
 {
-    curl_off_t sent = 0;
     long req_size = 0;
 
     if (rc == CURLE_OK)
         return LINE_TX_OK;
     curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &req_size);
-    (void)sent;
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:

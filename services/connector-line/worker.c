@@ -29,6 +29,7 @@ struct line_worker {
     size_t busy;              /* delivery threads working on a job */
     pthread_t claimer;
     bool claimer_started;
+    bool claim_failing; /* claimer thread only: log the first failure, not every poll */
     pthread_t threads[WORKER_THREADS_MAX];
     int nthreads;
 };
@@ -67,10 +68,15 @@ static size_t claim(line_worker_t *w, size_t limit)
     if (line_pst_call(l, "ClaimDueOutbound", &req.base,
                       &omnichat__persistence__v1__claim_due_outbound_response__descriptor,
                       request_id, arena, (ProtobufCMessage **)&resp, &err) != OC_OK) {
-        OC_DEBUG("claim failed", OC_LS("detail", err.msg));
+        if (!w->claim_failing)
+            OC_WARN("retry worker cannot claim", OC_LS("detail", err.msg));
+        w->claim_failing = true;
         oc_arena_destroy(arena);
         return 0;
     }
+    if (w->claim_failing)
+        OC_INFO("retry worker claims again");
+    w->claim_failing = false;
     n = resp->n_claimed;
     if (n > 0) {
         oc_metric_inc(l->m_retry_claimed, NULL, (double)n);

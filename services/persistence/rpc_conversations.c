@@ -90,8 +90,10 @@ static oc_err_t upsert_conversation(oc_rpc_ctx_t *ctx, const ProtobufCMessage *i
         !pst_check_str(ctx, "external_user_id", req->external_user_id, PST_MAX_KEY, false) ||
         !pst_check_uuid(ctx, "contact_id", req->contact_id, false))
         return ctx->err.code;
-    if (req->channel_timestamp_ms < 0)
-        return oc_error_set(&ctx->err, OC_E_INVALID, "channel_timestamp_ms: must not be negative");
+    /* Year 9999 is as far as PostgreSQL's timestamps (and the cursors) go. */
+    if (req->channel_timestamp_ms < 0 || req->channel_timestamp_ms > INT64_C(253402300799000))
+        return oc_error_set(&ctx->err, OC_E_INVALID,
+                            "channel_timestamp_ms: must be between 0 and 253402300799000");
     if (thread[0] == '\0') {
         if (req->external_user_id[0] == '\0')
             return oc_error_set(&ctx->err, OC_E_INVALID,

@@ -99,12 +99,8 @@ static oc_err_t create_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         return ctx->err.code;
     if (req->lease_seconds != 0 && !check_lease_seconds(ctx, req->lease_seconds))
         return ctx->err.code;
-    /*
-     * Without an owner nobody sends it now: it is queued for the retry worker. The SQL takes
-     * the first due time from the lease length (no lease means no due time, and a message
-     * without one would never be claimed), so the shortest lease makes it due in a second.
-     */
-    if (!leased) lease_seconds = 1;
+    /* Without an owner nobody sends it now: the SQL makes it due at once for the worker. */
+    if (!leased) lease_seconds = 0;
     if (retry_key[0] == '\0') {
         char *k = oc_arena_alloc(ctx->arena, OC_UUID_STR_LEN + 1);
         if (k == NULL || oc_uuid_v4(k) != OC_OK)

@@ -212,3 +212,15 @@ def test_cancelled_and_expired_calls_do_not_harm_the_service(b, conv, api):
     assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}, codes
     results = run_concurrently(api.ListMessages, 40, req)
     assert all(len(r.messages) == 5 for r in results)
+
+
+def test_idempotency_keys_differing_after_a_nul_are_two_messages(b, conv, db):
+    """If NUL bytes were dropped silently, "k\\0a" and "k\\0b" would collide and the second,
+    different message would be reported as a duplicate and lost."""
+    r1 = ok_or_invalid(b.api.InsertMessage, "idempotency_key",
+                       **msg_fields(b, conv, idempotency_key="k\x00a", content_text="first"))
+    r2 = ok_or_invalid(b.api.InsertMessage, "idempotency_key",
+                       **msg_fields(b, conv, idempotency_key="k\x00b", content_text="second"))
+    if r1 is not None and r2 is not None:
+        assert r2.created, "a different key was treated as a duplicate: the second message is lost"
+        assert r1.message.message_id != r2.message.message_id

@@ -8,12 +8,12 @@
 #include "omnichat/err.h"
 
 typedef struct oc_buf {
-    char *data;   /* always NUL-terminated when non-NULL */
+    char *data; /* always NUL-terminated when non-NULL */
     size_t len;
     size_t cap;
-    size_t max;   /* appends that would make len exceed max fail */
+    size_t max;      /* appends that would make len exceed max fail */
     oc_err_t failed; /* sticky: OC_OK until an append fails (OC_E_TOO_LARGE or OC_E_NOMEM) */
-    bool secret;  /* wipe with OPENSSL_cleanse on growth and dispose */
+    bool secret;     /* wipe with OPENSSL_cleanse on growth and dispose */
 } oc_buf_t;
 
 /* Caller-owned buffer of at most `max` bytes. Allocates nothing until the first append. */

@@ -9,9 +9,9 @@
 #include "omnichat/err.h"
 
 typedef enum oc_cfg_type {
-    OC_CFG_STR,  /* char * (heap copy, owned by the config; free with oc_config_free) */
-    OC_CFG_INT,  /* long long, checked against [min, max] */
-    OC_CFG_BOOL, /* bool: true/false/1/0/yes/no/on/off */
+    OC_CFG_STR,        /* char * (heap copy, owned by the config; free with oc_config_free) */
+    OC_CFG_INT,        /* long long, checked against [min, max] */
+    OC_CFG_BOOL,       /* bool: true/false/1/0/yes/no/on/off */
     OC_CFG_SECRET_FILE /* char *: a path; the file's contents (trailing newline stripped) are
                           read into the field, wiped on free. The value is never printed. */
 } oc_cfg_type_t;

@@ -10,24 +10,24 @@
  * (kept literal so this header does not need grpc). Rows are matched top-down when a gRPC status
  * is turned back into an error, so the canonical row for a status comes first.
  */
-#define OC_ERRNO_MAP(X)                                                              \
-    X(OK, "ok", 0, 200)                                                              \
-    X(INVALID, "invalid argument", 3, 400)                                           \
-    X(NOT_FOUND, "not found", 5, 404)                                                \
-    X(ALREADY_EXISTS, "already exists", 6, 409)                                      \
-    X(FAILED_PRECONDITION, "failed precondition", 9, 409)                            \
-    X(UNAVAILABLE, "service unavailable", 14, 503)                                   \
-    X(DEADLINE, "deadline exceeded", 4, 504)                                         \
-    X(CANCELLED, "cancelled", 1, 499)                                                \
-    X(UNAUTHENTICATED, "unauthenticated", 16, 401)                                   \
-    X(PERMISSION, "permission denied", 7, 403)                                       \
-    X(TOO_LARGE, "payload too large", 8, 413)                                        \
-    X(NOMEM, "out of memory", 8, 503)                                                \
-    X(CONFLICT, "transaction conflict, retry", 10, 409)                              \
-    X(UNIMPLEMENTED, "not implemented", 12, 501)                                     \
-    X(INTERNAL, "internal error", 13, 500)                                           \
-    X(IO, "input/output error", 13, 500)                                             \
-    X(CONFIG, "invalid configuration", 13, 500)                                      \
+#define OC_ERRNO_MAP(X) \
+    X(OK, "ok", 0, 200) \
+    X(INVALID, "invalid argument", 3, 400) \
+    X(NOT_FOUND, "not found", 5, 404) \
+    X(ALREADY_EXISTS, "already exists", 6, 409) \
+    X(FAILED_PRECONDITION, "failed precondition", 9, 409) \
+    X(UNAVAILABLE, "service unavailable", 14, 503) \
+    X(DEADLINE, "deadline exceeded", 4, 504) \
+    X(CANCELLED, "cancelled", 1, 499) \
+    X(UNAUTHENTICATED, "unauthenticated", 16, 401) \
+    X(PERMISSION, "permission denied", 7, 403) \
+    X(TOO_LARGE, "payload too large", 8, 413) \
+    X(NOMEM, "out of memory", 8, 503) \
+    X(CONFLICT, "transaction conflict, retry", 10, 409) \
+    X(UNIMPLEMENTED, "not implemented", 12, 501) \
+    X(INTERNAL, "internal error", 13, 500) \
+    X(IO, "input/output error", 13, 500) \
+    X(CONFIG, "invalid configuration", 13, 500) \
     X(UNKNOWN, "unknown error", 2, 500)
 
 typedef enum oc_err {

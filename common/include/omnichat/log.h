@@ -58,10 +58,9 @@ bool oc_log_enabled(oc_log_level_t level);
 void oc__log_write(oc_log_level_t level, const char *msg, ...);
 
 /* Usage: OC_LOG(OC_LOG_INFO, "rpc done", OC_LS("method", m), OC_LI("latency_us", us)); */
-#define OC_LOG(level, ...)                                      \
-    do {                                                        \
-        if (oc_log_enabled(level))                              \
-            oc__log_write((level), __VA_ARGS__, OC_LF_END);     \
+#define OC_LOG(level, ...) \
+    do { \
+        if (oc_log_enabled(level)) oc__log_write((level), __VA_ARGS__, OC_LF_END); \
     } while (0)
 #define OC_DEBUG(...) OC_LOG(OC_LOG_DEBUG, __VA_ARGS__)
 #define OC_INFO(...) OC_LOG(OC_LOG_INFO, __VA_ARGS__)

@@ -42,10 +42,10 @@ void oc_pg_pool_stats(oc_pg_pool_t *p, size_t *in_use, size_t *size);
 
 /* One statement of a transaction: a prepared statement and its text-format parameters. */
 typedef struct oc_pg_query {
-    const char *stmt;           /* prepared statement name (from the pool's table) */
+    const char *stmt; /* prepared statement name (from the pool's table) */
     int nparams;
-    const char *const *values;  /* NULL entry = SQL NULL */
-    oc_pg_result_t *res;        /* out: the rows; free with oc_pg_result_free */
+    const char *const *values; /* NULL entry = SQL NULL */
+    oc_pg_result_t *res;       /* out: the rows; free with oc_pg_result_free */
 } oc_pg_query_t;
 
 /*
@@ -68,8 +68,7 @@ oc_err_t oc_pg_exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q,
 
 /* Simple statement (not prepared, no parameters, autocommit) for admin tasks like migrations.
  * *res (optional) receives the last result. */
-oc_err_t oc_pg_exec_simple(oc_pg_conn_t *c, const char *sql, oc_pg_result_t **res,
-                           oc_error_t *err);
+oc_err_t oc_pg_exec_simple(oc_pg_conn_t *c, const char *sql, oc_pg_result_t **res, oc_error_t *err);
 
 void oc_pg_result_free(oc_pg_result_t *r);
 int oc_pg_ntuples(const oc_pg_result_t *r);

@@ -12,14 +12,14 @@
 
 /* Per-call context handed to a handler. Everything in it lives until the response is sent. */
 typedef struct oc_rpc_ctx {
-    oc_arena_t *arena;     /* for the response and any scratch memory of this call */
-    void *worker;          /* what opts.worker_init returned for the thread running the call */
-    void *user;            /* opts.user */
-    const char *method;    /* full path, "/pkg.Service/Method" */
-    int64_t deadline_us;   /* absolute, oc_now_us() clock; INT64_MAX when the client set none */
-    char request_id[64];   /* "x-request-id" metadata when sent (truncated), else a new UUIDv4 */
-    char tenant_id[40];    /* set by the handler (for access logs); "" when none */
-    oc_error_t err;        /* a failing handler records its code and message here */
+    oc_arena_t *arena;   /* for the response and any scratch memory of this call */
+    void *worker;        /* what opts.worker_init returned for the thread running the call */
+    void *user;          /* opts.user */
+    const char *method;  /* full path, "/pkg.Service/Method" */
+    int64_t deadline_us; /* absolute, oc_now_us() clock; INT64_MAX when the client set none */
+    char request_id[64]; /* "x-request-id" metadata when sent (truncated), else a new UUIDv4 */
+    char tenant_id[40];  /* set by the handler (for access logs); "" when none */
+    oc_error_t err;      /* a failing handler records its code and message here */
 } oc_rpc_ctx_t;
 
 /*
@@ -50,8 +50,7 @@ typedef struct oc_rpc_server_opts {
     void *user;
     /* Optional: called after each call finished, from the worker thread (metrics, access log).
      * grpc_status is the status sent; latency is from arrival to the status being queued. */
-    void (*on_complete)(void *user, const oc_rpc_ctx_t *ctx, int grpc_status,
-                        int64_t latency_us);
+    void (*on_complete)(void *user, const oc_rpc_ctx_t *ctx, int grpc_status, int64_t latency_us);
 } oc_rpc_server_opts_t;
 
 typedef struct oc_rpc_server oc_rpc_server_t;

@@ -60,7 +60,7 @@ int64_t oc_mono_ns(void);
 
 /* Reads a whole small file (at most max bytes) into a malloc'ed NUL-terminated buffer; strips
  * one trailing newline when strip_newline. OC_E_IO (with errno text in err) or OC_E_TOO_LARGE. */
-oc_err_t oc_read_file(const char *path, size_t max, bool strip_newline, char **out,
-                      size_t *len_out, oc_error_t *err);
+oc_err_t oc_read_file(const char *path, size_t max, bool strip_newline, char **out, size_t *len_out,
+                      oc_error_t *err);
 
 #endif

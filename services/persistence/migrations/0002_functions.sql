@@ -130,7 +130,8 @@ CREATE FUNCTION omnichat.insert_message_row(
 AS $$
 DECLARE
     v_natt integer := COALESCE(jsonb_array_length(p_attachments), 0);
-    v_lease timestamptz := CASE WHEN p_lease_seconds > 0
+    -- A lease needs an owner; a pending outbound message without one is due at once.
+    v_lease timestamptz := CASE WHEN p_lease_seconds > 0 AND COALESCE(p_lease_owner, '') <> ''
                                 THEN now() + make_interval(secs => p_lease_seconds) END;
 BEGIN
     INSERT INTO messages (tenant_id, id, channel_account_id, conversation_id, contact_id,
@@ -143,7 +144,8 @@ BEGIN
             NULLIF(p_external, ''), p_sender_type, COALESCE(p_sender_id, ''),
             COALESCE(p_sender_name, ''), p_content_type, COALESCE(p_text, ''), p_struct,
             p_status, p_ts, v_natt, p_retry_key, p_fingerprint, NULLIF(p_lease_owner, ''),
-            v_lease, v_lease)
+            v_lease,
+            CASE WHEN p_status IN ('pending', 'unknown') THEN COALESCE(v_lease, now()) END)
     ON CONFLICT ON CONSTRAINT messages_tenant_id_channel_account_id_direction_idempotency_key
     DO NOTHING
     RETURNING id INTO message_id;
@@ -477,6 +479,7 @@ CREATE FUNCTION omnichat.claim_due_outbound(p_type text, p_limit integer, p_owne
     SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
+    v_tenants uuid[];
     v_ids uuid[];
 BEGIN
     WITH due AS (
@@ -498,9 +501,12 @@ BEGIN
                updated_at = now()
           FROM due
          WHERE m.tenant_id = due.tenant_id AND m.id = due.id
-        RETURNING m.id)
-    SELECT array_agg(id) INTO v_ids FROM leased;
-    RETURN QUERY SELECT o.* FROM v_outbound o WHERE o.id = ANY (v_ids)
+        RETURNING m.tenant_id, m.id)
+    SELECT array_agg(l.tenant_id), array_agg(l.id) INTO v_tenants, v_ids FROM leased l;
+    -- By (tenant_id, id): the primary key. messages has no index on id alone.
+    RETURN QUERY SELECT o.*
+                   FROM unnest(v_tenants, v_ids) AS k(tenant_id, id)
+                   JOIN v_outbound o ON o.tenant_id = k.tenant_id AND o.id = k.id
                   ORDER BY o.channel_timestamp, o.id;
 END
 $$;

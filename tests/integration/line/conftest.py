@@ -99,4 +99,4 @@ def pytest_runtest_makereport(item, call):
                 except Exception:
                     proc = None
             if proc is not None:
-                item.add_report_section("call", f"{label} log tail", log_tail(proc.log_path, 40))
+                item.add_report_section("call", f"{label} log tail", log_tail(proc.log_path, 15))

@@ -46,6 +46,7 @@ WORKER_INTERVAL_MS = 100
 BACKOFF_BASE_MS = 100
 LEASE_SECONDS = 2
 MAX_ATTEMPTS = 8
+BACKOFF_MAX_MS = 800
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +354,15 @@ class Sim(_Proc):
 
     def requests(self, path=None):
         q = "?" + urllib.parse.urlencode({"path": path}) if path else ""
-        return self.ctl("GET", "/__sim/requests" + q)
+        reqs = self.ctl("GET", "/__sim/requests" + q)
+        for r in reqs:  # the log keeps the body as text; parse JSON bodies for convenience
+            if isinstance(r.get("body"), str):
+                r["body_text"] = r["body"]
+                try:
+                    r["body"] = json.loads(r["body"])
+                except ValueError:
+                    pass
+        return reqs
 
     def deliveries(self, to=None):
         q = "?" + urllib.parse.urlencode({"to": to}) if to else ""
@@ -436,6 +445,7 @@ class Connector(_Proc):
             "worker-interval-ms": WORKER_INTERVAL_MS,
             "backoff-base-ms": BACKOFF_BASE_MS,
             "max-attempts": MAX_ATTEMPTS,
+            "backoff-max-ms": BACKOFF_MAX_MS,
             "log-level": "debug",
         }
         self.settings.update({k.replace("_", "-"): v for k, v in overrides.items()})

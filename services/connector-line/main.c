@@ -1,0 +1,235 @@
+/* omnichat-connector-line: the LINE connector (SendText, ConnectChannel, webhook, retries). */
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "line.h"
+#include "omnichat/config.h"
+#include "omnichat/log.h"
+#include "omnichat/util.h"
+
+#define VERSION "0.1.0"
+
+static bool valid_level(const char *v, char *why, size_t len)
+{
+    if (oc_log_level_parse(v) >= 0)
+        return true;
+    snprintf(why, len, "must be one of debug, info, warn, error, off");
+    return false;
+}
+
+static bool valid_url(const char *v, char *why, size_t len)
+{
+    if ((strncmp(v, "https://", 8) == 0 && v[8] != '\0') ||
+        (strncmp(v, "http://", 7) == 0 && v[7] != '\0'))
+        return true;
+    snprintf(why, len, "must be an http:// or https:// URL");
+    return false;
+}
+
+static bool valid_required(const char *v, char *why, size_t len)
+{
+    if (v[0] != '\0')
+        return true;
+    snprintf(why, len, "must not be empty");
+    return false;
+}
+
+static bool valid_instance(const char *v, char *why, size_t len)
+{
+    size_t n = strlen(v);
+
+    if (n <= 128) /* persistence's lease_owner limit */
+        return true;
+    snprintf(why, len, "must be at most 128 bytes");
+    return false;
+}
+
+#define OPT(name, type, def, min, max, flags, field, help, validate)                           \
+    {name, type, def, min, max, flags, offsetof(line_config_t, field), help, validate}
+
+static const oc_config_option_t options[] = {
+    OPT("grpc-listen", OC_CFG_STR, "0.0.0.0:50052", 0, 0, 0, grpc_listen,
+        "gRPC listen address (port 0: any free port)", valid_required),
+    OPT("http-listen", OC_CFG_STR, "0.0.0.0:8081", 0, 0, 0, http_listen,
+        "HTTP address for the webhook, /healthz and /metrics (port 0: any free port)",
+        valid_required),
+    OPT("persistence-target", OC_CFG_STR, "127.0.0.1:50051", 0, 0, 0, persistence_target,
+        "gRPC target of the persistence service", valid_required),
+    OPT("persistence-timeout-ms", OC_CFG_INT, "5000", 50, 600000, 0, persistence_timeout_ms,
+        "deadline of each persistence call", NULL),
+    OPT("line-api-base", OC_CFG_STR, "https://api.line.me", 0, 0, 0, line_api_base,
+        "base URL of the LINE Messaging API (the simulator's in tests)", valid_url),
+    OPT("line-timeout-ms", OC_CFG_INT, "10000", 100, 120000, 0, line_timeout_ms,
+        "total timeout of a push or bot info call", NULL),
+    OPT("profile-timeout-ms", OC_CFG_INT, "500", 10, 10000, 0, profile_timeout_ms,
+        "timeout of one profile look-up in the webhook (best effort)", NULL),
+    OPT("vault-key-file", OC_CFG_STR, NULL, 0, 0, OC_CFG_REQUIRED, vault_key_file,
+        "path of the vault key file (docs/vault.md)", valid_required),
+    OPT("workers", OC_CFG_INT, "32", 1, 512, 0, workers, "gRPC handler threads", NULL),
+    OPT("http-threads", OC_CFG_INT, "16", 1, 512, 0, http_threads, "HTTP handler threads", NULL),
+    OPT("max-body-bytes", OC_CFG_INT, "1048576", 1024, 67108864, 0, max_body_bytes,
+        "largest webhook body accepted (413 beyond)", NULL),
+    OPT("worker-interval-ms", OC_CFG_INT, "500", 10, 600000, 0, worker_interval_ms,
+        "how often the retry worker looks for due messages", NULL),
+    OPT("worker-batch", OC_CFG_INT, "32", 1, 100, 0, worker_batch,
+        "most messages claimed at once", NULL),
+    OPT("worker-threads", OC_CFG_INT, "4", 1, 64, 0, worker_threads,
+        "threads delivering claimed messages", NULL),
+    OPT("lease-seconds", OC_CFG_INT, "30", 1, 3600, 0, lease_seconds,
+        "lease taken on a message while it is being sent", NULL),
+    OPT("max-attempts", OC_CFG_INT, "8", 1, 1000, 0, max_attempts,
+        "provider calls per message before it fails", NULL),
+    OPT("backoff-base-ms", OC_CFG_INT, "1000", 1, 3600000, 0, backoff_base_ms,
+        "first retry delay (doubles each attempt, full jitter)", NULL),
+    OPT("backoff-max-ms", OC_CFG_INT, "300000", 1, 86400000, 0, backoff_max_ms,
+        "largest retry delay", NULL),
+    OPT("retry-window-s", OC_CFG_INT, "82800", 1, 86400, 0, retry_window_s,
+        "no retry later than this after the message was created (LINE retry keys live 24 h)",
+        NULL),
+    OPT("account-cache-ms", OC_CFG_INT, "5000", 0, 3600000, 0, account_cache_ms,
+        "how long a channel account is cached (0: not at all)", NULL),
+    OPT("instance-id", OC_CFG_STR, "", 0, 0, 0, instance_id,
+        "lease owner name (default: hostname-pid-random)", valid_instance),
+    OPT("shutdown-grace-ms", OC_CFG_INT, "5000", 0, 600000, 0, shutdown_grace_ms,
+        "how long in-flight calls may finish after SIGTERM", NULL),
+    OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level, "debug, info, warn, error or off",
+        valid_level),
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static const char *const passthrough[] = {"check-config", "help", "version", NULL};
+
+static bool has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return true;
+    return false;
+}
+
+/* hostname-pid-random: unique per process, readable in the database's lease_owner column. */
+static char *default_instance_id(void)
+{
+    char host[64] = "line";
+    uint8_t rnd[4] = {0};
+    char hex[9];
+    char *out = NULL;
+
+    gethostname(host, sizeof host);
+    host[sizeof host - 1] = '\0';
+    RAND_bytes(rnd, sizeof rnd);
+    oc_hex_encode(rnd, sizeof rnd, hex);
+    if (asprintf(&out, "%s-%ld-%s", host, (long)getpid(), hex) < 0)
+        return NULL;
+    return out;
+}
+
+static int serve(line_config_t *cfg)
+{
+    oc_error_t err;
+    line_service_t *svc;
+    sigset_t set;
+    int sig = 0, grpc_port = 0, http_port = 0;
+
+    oc_error_clear(&err);
+    svc = line_service_create(cfg, &err);
+    if (svc == NULL || line_service_start(svc, &grpc_port, &http_port, &err) != OC_OK) {
+        OC_ERROR("could not start", OC_LS("detail", err.msg));
+        line_service_stop(svc);
+        line_service_destroy(svc);
+        return 1;
+    }
+    OC_INFO("listening", OC_LI("grpc_port", grpc_port), OC_LI("http_port", http_port),
+            OC_LS("version", VERSION), OC_LS("instance_id", cfg->instance_id),
+            OC_LS("line_api_base", cfg->line_api_base));
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigwait(&set, &sig);
+    OC_INFO("shutting down", OC_LS("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    line_service_stop(svc);
+    line_service_destroy(svc);
+    OC_INFO("stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    line_config_t cfg;
+    oc_buf_t problems;
+    sigset_t set;
+    char *generated_id = NULL;
+    int rc;
+
+    /* Before any thread exists (gRPC's included): signals are taken by sigwait in serve(). */
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (has_flag(argc, argv, "--help")) {
+        printf("usage: omnichat-connector-line [--flags]\n\n");
+        oc_config_usage(options, NOPTIONS, "omnichat-connector-line");
+        return 0;
+    }
+    if (has_flag(argc, argv, "--version")) {
+        printf("omnichat-connector-line %s\n", VERSION);
+        return 0;
+    }
+
+    memset(&cfg, 0, sizeof cfg);
+    oc_buf_init(&problems, 16384);
+    rc = oc_config_load(options, NOPTIONS, &cfg, argc, argv, passthrough, &problems) == OC_OK;
+    if (rc && cfg.backoff_base_ms > cfg.backoff_max_ms) {
+        oc_buf_appends(&problems, "--backoff-base-ms: must not exceed --backoff-max-ms\n");
+        rc = 0;
+    }
+    if (rc && cfg.line_timeout_ms >= cfg.lease_seconds * 1000) {
+        /* A lease that expires mid-call would let a second worker send concurrently. */
+        oc_buf_appends(&problems, "--line-timeout-ms: must be shorter than --lease-seconds\n");
+        rc = 0;
+    }
+    if (has_flag(argc, argv, "--check-config")) {
+        if (!rc)
+            fprintf(stderr, "%s", problems.data != NULL ? problems.data : "");
+        else
+            fprintf(stderr, "configuration ok\n");
+        oc_buf_dispose(&problems);
+        oc_config_free(options, NOPTIONS, &cfg);
+        return rc ? 0 : 1;
+    }
+    if (!rc) {
+        fprintf(stderr, "omnichat-connector-line: invalid configuration:\n%s",
+                problems.data != NULL ? problems.data : "");
+        oc_buf_dispose(&problems);
+        oc_config_free(options, NOPTIONS, &cfg);
+        return 2;
+    }
+    oc_buf_dispose(&problems);
+    oc_log_init("connector-line", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
+    oc_rpc_route_core_logs();
+
+    char *configured_id = cfg.instance_id;
+    if (cfg.instance_id == NULL || cfg.instance_id[0] == '\0') {
+        generated_id = default_instance_id();
+        if (generated_id == NULL) {
+            OC_ERROR("out of memory");
+            oc_config_free(options, NOPTIONS, &cfg);
+            return 1;
+        }
+        cfg.instance_id = generated_id;
+    }
+    rc = serve(&cfg);
+    cfg.instance_id = configured_id; /* the table frees what it allocated */
+    free(generated_id);
+    oc_config_free(options, NOPTIONS, &cfg);
+    return rc;
+}

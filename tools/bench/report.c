@@ -1,0 +1,260 @@
+/* The benchmark's output: a table on stdout, results.json and results.md (for docs/). */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+
+static double ratio(double a, double b)
+{
+    return b > 0 ? a / b : 0;
+}
+
+static double mb(long kb)
+{
+    return (double)kb / 1024.0;
+}
+
+static void utc_now(char *buf, size_t cap)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- text ---- */
+
+void bench_report_print(const bench_report_t *r, FILE *f)
+{
+    const bench_ctx_t *ctx = r->ctx;
+
+    fprintf(f, "\nomnichat-bench-persistence: figures (durable commits; client, service and "
+               "PostgreSQL share the machine)\n");
+    fprintf(f, "\nPersistInbound, 1 message per call, vs pgbench (single-row INSERT ... ON "
+               "CONFLICT DO NOTHING RETURNING), %d s per phase\n",
+            r->duration_s);
+    fprintf(f, "  %-9s %7s | %11s %8s %8s %8s %6s | %11s %8s %8s | %8s\n", "kind", "callers",
+            "svc calls/s", "p50 ms", "p99 ms", "max ms", "errors", "pgbench tps", "p50 ms",
+            "p99 ms", "svc/pgb");
+    for (int i = 0; i < r->nwrites; i++) {
+        const bench_write_row_t *w = &r->writes[i];
+        fprintf(f, "  %-9s %7d | %11.0f %8.2f %8.2f %8.2f %6llu | ", w->kind, w->concurrency,
+                w->svc.rate, w->svc.p50_ms, w->svc.p99_ms, w->svc.max_ms,
+                (unsigned long long)w->svc.errors);
+        if (w->pg.ok)
+            fprintf(f, "%11.0f %8.2f %8.2f | %7.0f%%\n", w->pg.tps, w->pg.p50_ms, w->pg.p99_ms,
+                    100.0 * ratio(w->svc.rate, w->pg.tps));
+        else
+            fprintf(f, "%11s %8s %8s | %8s\n", "-", "-", "-", "-");
+    }
+
+    fprintf(f, "\nReads, 1 caller, %d s per phase (reference: the service's own statements "
+               "over one libpq connection, same transaction shape)\n",
+            r->list_duration_s);
+    fprintf(f, "  %-17s %-38s | %8s %8s %8s %8s %6s | %8s %8s\n", "rpc", "page", "p50 ms",
+            "p99 ms", "max ms", "calls/s", "errors", "sql p50", "sql p99");
+    for (int i = 0; i < r->nreads; i++) {
+        const bench_read_row_t *x = &r->reads[i];
+        fprintf(f, "  %-17s %-38s | %8.3f %8.3f %8.3f %8.0f %6llu | %8.3f %8.3f\n", x->rpc,
+                x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
+                (unsigned long long)x->svc.errors, x->ref.p50_ms, x->ref.p99_ms);
+    }
+
+    fprintf(f, "\nMemory of omnichat-persistence (64 workers): %.1f MB before load; peak RSS "
+               "(VmHWM) after the 64-caller phases %.1f MB; highest VmRSS sampled during them "
+               "%.1f MB\n",
+            mb(r->rss_idle_kb), mb(r->rss_hwm_kb), mb(r->rss_max_64_kb));
+    if (ctx != NULL)
+        fprintf(f, "Cursor walks in the big conversation (%lld messages): %d pages of 200 up "
+                   "from the newest in %.2f s, %d pages of 200 from the oldest in %.2f s\n",
+                ctx->big_conv_messages, ctx->walk_pages, ctx->walk_before_s, ctx->walk_pages,
+                ctx->walk_after_s);
+    for (int i = 0; i < r->nnotes; i++)
+        fprintf(f, "Note: %s\n", r->notes[i]);
+
+    fprintf(f, "\nTargets (from the issue)\n");
+    for (int i = 0; i < r->ntargets; i++) {
+        const bench_target_t *t = &r->targets[i];
+        fprintf(f, "  %-4s  %-58s %-10s measured %s\n",
+                !t->measured_ok ? "N/A" : t->pass ? "PASS" : "MISS", t->what, t->target,
+                t->measured);
+    }
+    fprintf(f, "\n");
+}
+
+/* ---- JSON ---- */
+
+static void jstr(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s != NULL && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void jstats(FILE *f, const bench_stats_t *s)
+{
+    fprintf(f,
+            "{\"threads\": %d, \"calls\": %llu, \"errors\": %llu, \"seconds\": %.3f, "
+            "\"rate\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
+            "\"mean_ms\": %.3f, \"rss_max_kb\": %ld, \"first_error\": ",
+            s->threads, (unsigned long long)s->calls, (unsigned long long)s->errors, s->seconds,
+            s->rate, s->p50_ms, s->p99_ms, s->max_ms, s->mean_ms, s->rss_max_kb);
+    jstr(f, s->first_error);
+    fputc('}', f);
+}
+
+int bench_report_json(const bench_report_t *r, const char *path)
+{
+    const bench_ctx_t *ctx = r->ctx;
+    char now[32];
+    FILE *f = fopen(path, "w");
+
+    if (f == NULL)
+        return -1;
+    utc_now(now, sizeof now);
+    fprintf(f, "{\n  \"generated_at\": \"%s\",\n  \"duration_s\": %d,\n  \"list_duration_s\": %d,\n",
+            now, r->duration_s, r->list_duration_s);
+    if (ctx != NULL)
+        fprintf(f,
+                "  \"seed\": {\"big_conversation_messages\": %lld, \"inbox_conversations\": %lld, "
+                "\"deep_position\": %ld, \"walk_pages\": %d, \"walk_before_s\": %.3f, "
+                "\"walk_after_s\": %.3f},\n",
+                ctx->big_conv_messages, ctx->inbox_conversations, ctx->deep_position,
+                ctx->walk_pages, ctx->walk_before_s, ctx->walk_after_s);
+    fprintf(f, "  \"persist_inbound\": [\n");
+    for (int i = 0; i < r->nwrites; i++) {
+        const bench_write_row_t *w = &r->writes[i];
+        fprintf(f, "    {\"kind\": \"%s\", \"concurrency\": %d, \"service\": ", w->kind,
+                w->concurrency);
+        jstats(f, &w->svc);
+        fprintf(f,
+                ", \"pgbench\": {\"ok\": %s, \"clients\": %d, \"tps\": %.1f, \"transactions\": "
+                "%ld, \"failed\": %ld, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
+                "\"mean_ms\": %.3f, \"error\": ",
+                w->pg.ok ? "true" : "false", w->pg.clients, w->pg.tps, w->pg.xacts, w->pg.failed,
+                w->pg.p50_ms, w->pg.p99_ms, w->pg.max_ms, w->pg.mean_ms);
+        jstr(f, w->pg.error);
+        fprintf(f, "}, \"service_over_pgbench\": %.4f}%s\n", ratio(w->svc.rate, w->pg.tps),
+                i + 1 < r->nwrites ? "," : "");
+    }
+    fprintf(f, "  ],\n  \"reads\": [\n");
+    for (int i = 0; i < r->nreads; i++) {
+        const bench_read_row_t *x = &r->reads[i];
+        fprintf(f, "    {\"rpc\": \"%s\", \"key\": \"%s\", \"page\": ", x->rpc, x->key);
+        jstr(f, x->page);
+        fprintf(f, ", \"service\": ");
+        jstats(f, &x->svc);
+        fprintf(f, ", \"reference_sql\": ");
+        jstats(f, &x->ref);
+        fprintf(f, "}%s\n", i + 1 < r->nreads ? "," : "");
+    }
+    fprintf(f,
+            "  ],\n  \"memory\": {\"idle_rss_kb\": %ld, \"peak_rss_hwm_kb\": %ld, "
+            "\"max_sampled_rss_64_kb\": %ld},\n",
+            r->rss_idle_kb, r->rss_hwm_kb, r->rss_max_64_kb);
+    fprintf(f, "  \"notes\": [");
+    for (int i = 0; i < r->nnotes; i++) {
+        fprintf(f, "%s", i ? ", " : "");
+        jstr(f, r->notes[i]);
+    }
+    fprintf(f, "],\n  \"targets\": [\n");
+    for (int i = 0; i < r->ntargets; i++) {
+        const bench_target_t *t = &r->targets[i];
+        fprintf(f, "    {\"what\": ");
+        jstr(f, t->what);
+        fprintf(f, ", \"target\": ");
+        jstr(f, t->target);
+        fprintf(f, ", \"measured\": ");
+        jstr(f, t->measured);
+        fprintf(f, ", \"result\": \"%s\"}%s\n",
+                !t->measured_ok ? "N/A" : t->pass ? "PASS" : "MISS",
+                i + 1 < r->ntargets ? "," : "");
+    }
+    fprintf(f, "  ]\n}\n");
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* ---- Markdown (the body of docs/benchmarks.md) ---- */
+
+int bench_report_markdown(const bench_report_t *r, const char *path)
+{
+    const bench_ctx_t *ctx = r->ctx;
+    FILE *f = fopen(path, "w");
+
+    if (f == NULL)
+        return -1;
+    fprintf(f, "## Targets\n\n| Result | Target | Goal | Measured |\n|---|---|---|---|\n");
+    for (int i = 0; i < r->ntargets; i++) {
+        const bench_target_t *t = &r->targets[i];
+        fprintf(f, "| %s | %s | %s | %s |\n",
+                !t->measured_ok ? "N/A" : t->pass ? "PASS" : "**MISS**", t->what, t->target,
+                t->measured);
+    }
+
+    fprintf(f,
+            "\n## PersistInbound against pgbench\n\n"
+            "One message per call (a known contact and conversation, a new provider message "
+            "id, ~100 bytes of text), blocking calls from N threads for %d s per phase; "
+            "\"duplicate\" sends keys persisted earlier again. pgbench runs a plain single-row "
+            "`INSERT ... ON CONFLICT (tenant_id, channel_account_id, direction, "
+            "idempotency_key) DO NOTHING RETURNING id` into `bench.bench_messages` (shaped like "
+            "`omnichat.messages`, same indexes, same 1M rows), `-M prepared`, same number of "
+            "clients, over the unix socket; new random keys, or an existing key for "
+            "\"duplicate\". A CHECKPOINT precedes each write phase. Latency in ms.\n\n",
+            r->duration_s);
+    fprintf(f, "| Kind | Callers | Service calls/s | p50 | p99 | max | Errors | pgbench tps | "
+               "p50 | p99 | Service / pgbench |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for (int i = 0; i < r->nwrites; i++) {
+        const bench_write_row_t *w = &r->writes[i];
+        fprintf(f, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %llu | ", w->kind, w->concurrency,
+                w->svc.rate, w->svc.p50_ms, w->svc.p99_ms, w->svc.max_ms,
+                (unsigned long long)w->svc.errors);
+        if (w->pg.ok)
+            fprintf(f, "%.0f | %.2f | %.2f | %.0f%% |\n", w->pg.tps, w->pg.p50_ms, w->pg.p99_ms,
+                    100.0 * ratio(w->svc.rate, w->pg.tps));
+        else
+            fprintf(f, "- | - | - | - |\n");
+    }
+
+    fprintf(f,
+            "\n## Reads\n\n"
+            "One caller, %d s per row. ListMessages reads the conversation of %lld messages, "
+            "page_size 50; the deep cursors were obtained by walking %d pages of 200 (%.2f s "
+            "scrolling up from the newest, %.2f s from the oldest). ListConversations reads "
+            "the tenant with %lld conversations, page_size 50. \"SQL\" is the reference: the "
+            "service's own prepared statements over one libpq connection as the runtime role, "
+            "in the same one-round-trip transaction (set_config + statements), without gRPC "
+            "and protobuf. Latency in ms.\n\n",
+            r->list_duration_s, ctx ? ctx->big_conv_messages : 0LL, ctx ? ctx->walk_pages : 0,
+            ctx ? ctx->walk_before_s : 0, ctx ? ctx->walk_after_s : 0,
+            ctx ? ctx->inbox_conversations : 0LL);
+    fprintf(f, "| RPC | Page | p50 | p99 | max | calls/s | Errors | SQL p50 | SQL p99 |\n"
+               "|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    for (int i = 0; i < r->nreads; i++) {
+        const bench_read_row_t *x = &r->reads[i];
+        fprintf(f, "| %s | %s | %.3f | %.3f | %.3f | %.0f | %llu | %.3f | %.3f |\n", x->rpc,
+                x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
+                (unsigned long long)x->svc.errors, x->ref.p50_ms, x->ref.p99_ms);
+    }
+    fprintf(f,
+            "\n## Memory\n\nomnichat-persistence with 64 workers (64 database connections): "
+            "%.1f MB resident before any load; peak RSS (VmHWM) after the 64-caller phases "
+            "%.1f MB; highest VmRSS sampled every 20 ms during them %.1f MB.\n",
+            mb(r->rss_idle_kb), mb(r->rss_hwm_kb), mb(r->rss_max_64_kb));
+    if (r->nnotes > 0) {
+        fprintf(f, "\n## Notes\n\n");
+        for (int i = 0; i < r->nnotes; i++)
+            fprintf(f, "- %s\n", r->notes[i]);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
