@@ -31,7 +31,7 @@ PGC=(bash "$ROOT/scripts/pg-cluster.sh")
 PGBIN=${OMNICHAT_PGBIN:-/usr/lib/postgresql/15/bin}
 DURATION=10
 KEEP=0
-CMDLINE="scripts/bench-persistence.sh${*:+ $*}"
+CMDLINE="${BENCH_BUILD_DIR:+BENCH_BUILD_DIR=$BENCH_BUILD_DIR }scripts/bench-persistence.sh${*:+ $*}"
 
 die() {
     echo "$PROG: error: $*" >&2
@@ -322,7 +322,7 @@ step "service"
 SVC_LOG=$BENCH/persistence.log
 : >"$SVC_LOG"
 "$SVC" serve --database-url "$APP_DSN" --workers 64 --grpc-listen 127.0.0.1:0 --admin-listen '' \
-    --cursor-key-file "$BENCH/cursor.key" --log-level warn >"$SVC_LOG" 2>&1 </dev/null &
+    --cursor-key-file "$BENCH/cursor.key" --log-level info >"$SVC_LOG" 2>&1 </dev/null &
 SERVICE_PID=$!
 port=
 for _ in $(seq 300); do
@@ -341,7 +341,13 @@ done
 echo "$PROG: omnichat-persistence pid $SERVICE_PID on 127.0.0.1:$port (64 workers)"
 
 step "benchmark"
-"$BENCHBIN" --target "127.0.0.1:$port" --service-pid "$SERVICE_PID" \
+pm_pid=$(head -n 1 "$PG/data/postmaster.pid")
+read -r load1 _ </proc/loadavg
+if awk -v l="$load1" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+    echo "$PROG: warning: load average $load1 on $(nproc) cores before the benchmark:" \
+        "other processes will slow the figures down (the report shows their CPU share)" >&2
+fi
+"$BENCHBIN" --target "127.0.0.1:$port" --service-pid "$SERVICE_PID" --postgres-pid "$pm_pid" \
     --owner-dsn "$OWNER_DSN" --app-dsn "$APP_DSN" --super-dsn "$SUPER_DSN" \
     --pgbench "$PGBIN/pgbench" --duration "$DURATION" --out-dir "$BENCH" ||
     die "the benchmark program failed"

@@ -40,8 +40,7 @@ line_cache_t *line_cache_create(size_t capacity, int64_t ttl_ms)
 {
     line_cache_t *c = calloc(1, sizeof *c);
 
-    if (c == NULL)
-        return NULL;
+    if (c == NULL) return NULL;
     c->capacity = capacity > 0 ? capacity : 1;
     c->nbuckets = 64;
     while (c->nbuckets < c->capacity)
@@ -65,8 +64,7 @@ static void free_entry(entry_t *e)
 
 void line_cache_destroy(line_cache_t *c)
 {
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     for (entry_t *e = c->head, *n; e != NULL; e = n) {
         n = e->next;
         free_entry(e);
@@ -93,11 +91,9 @@ static void list_push_front(line_cache_t *c, entry_t *e)
 {
     e->prev = NULL;
     e->next = c->head;
-    if (c->head != NULL)
-        c->head->prev = e;
+    if (c->head != NULL) c->head->prev = e;
     c->head = e;
-    if (c->tail == NULL)
-        c->tail = e;
+    if (c->tail == NULL) c->tail = e;
 }
 
 /* Finds the entry and the link pointing at it (for removal). Caller holds the lock. */
@@ -124,8 +120,7 @@ bool line_cache_get(line_cache_t *c, const char *key, oc_arena_t *arena, char **
 {
     bool hit = false;
 
-    if (c == NULL)
-        return false;
+    if (c == NULL) return false;
     pthread_mutex_lock(&c->mu);
     entry_t **pp = find(c, key);
     if (*pp != NULL) {
@@ -152,26 +147,22 @@ void line_cache_put(line_cache_t *c, const char *key, const void *val, size_t le
 {
     entry_t *e;
 
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     e = calloc(1, sizeof *e);
-    if (e == NULL)
-        return;
+    if (e == NULL) return;
     e->key = strdup(key);
     e->val = malloc(len + 1);
     if (e->key == NULL || e->val == NULL) {
         free_entry(e);
         return;
     }
-    if (len > 0)
-        memcpy(e->val, val, len);
+    if (len > 0) memcpy(e->val, val, len);
     e->val[len] = '\0';
     e->len = len;
     pthread_mutex_lock(&c->mu);
     e->expires_us = c->ttl_us == INT64_MAX ? INT64_MAX : oc_mono_us() + c->ttl_us;
     entry_t **pp = find(c, key);
-    if (*pp != NULL)
-        drop(c, pp);
+    if (*pp != NULL) drop(c, pp);
     while (c->size >= c->capacity && c->tail != NULL)
         drop(c, find(c, c->tail->key));
     pp = &c->buckets[hash(key) & (c->nbuckets - 1)];
@@ -184,12 +175,10 @@ void line_cache_put(line_cache_t *c, const char *key, const void *val, size_t le
 
 void line_cache_remove(line_cache_t *c, const char *key)
 {
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     pthread_mutex_lock(&c->mu);
     entry_t **pp = find(c, key);
-    if (*pp != NULL)
-        drop(c, pp);
+    if (*pp != NULL) drop(c, pp);
     pthread_mutex_unlock(&c->mu);
 }
 

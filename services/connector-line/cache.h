@@ -23,8 +23,7 @@ void line_cache_destroy(line_cache_t *c);
  * Copies the value of `key` into the arena (NUL-terminated after *len) when present and fresh.
  * Returns false when absent, expired (then dropped) or on OOM.
  */
-bool line_cache_get(line_cache_t *c, const char *key, oc_arena_t *arena, char **val,
-                    size_t *len);
+bool line_cache_get(line_cache_t *c, const char *key, oc_arena_t *arena, char **val, size_t *len);
 /* Inserts or replaces. Silently does nothing on OOM (a cache may forget). */
 void line_cache_put(line_cache_t *c, const char *key, const void *val, size_t len);
 void line_cache_remove(line_cache_t *c, const char *key);

@@ -56,8 +56,9 @@ static oc_err_t bot_info(line_t *l, oc_rpc_ctx_t *ctx, const char *token, char *
         goto out;
     }
     if (res.status != 200) {
-        rc = oc_error_set(&ctx->err, res.status >= 500 || res.status == 429 ? OC_E_UNAVAILABLE
-                                                                             : OC_E_FAILED_PRECONDITION,
+        rc = oc_error_set(&ctx->err,
+                          res.status >= 500 || res.status == 429 ? OC_E_UNAVAILABLE
+                                                                 : OC_E_FAILED_PRECONDITION,
                           "LINE answered %ld to the bot info request", res.status);
         goto out;
     }
@@ -90,8 +91,7 @@ static PB(SealedCredential) * seal(line_t *l, oc_rpc_ctx_t *ctx, const char *ten
     oc_error_t err;
 
     oc_error_clear(&err);
-    if (c == NULL)
-        return NULL;
+    if (c == NULL) return NULL;
     if (oc_vault_seal(l->vault, tenant, account, field, value, strlen(value), &key_id, &sealed,
                       &len, &err) != OC_OK) {
         oc_error_set(&ctx->err, OC_E_INTERNAL, "credential: could not be sealed");
@@ -111,19 +111,18 @@ static PB(SealedCredential) * seal(line_t *l, oc_rpc_ctx_t *ctx, const char *ten
     return c;
 }
 
-oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
-                              ProtobufCMessage **out)
+oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 {
     const CPB(ConnectChannelRequest) *req = (const void *)in;
     line_t *l = ctx->user;
-    CPB(ConnectChannelResponse) *resp;
+    CPB(ConnectChannelResponse) * resp;
     CPB(ConnectChannelResponse) init = CPB_INIT(CONNECT_CHANNEL_RESPONSE);
     PB(RegisterChannelAccountRequest) rreq = PB_INIT(REGISTER_CHANNEL_ACCOUNT_REQUEST);
     PB(RegisterChannelAccountResponse) *rresp = NULL;
     PB(UpdateChannelCredentialsRequest) ureq = PB_INIT(UPDATE_CHANNEL_CREDENTIALS_REQUEST);
     PB(UpdateChannelCredentialsResponse) *uresp = NULL;
-    PB(SealedCredential) *creds[2];
-    PB(ChannelAccount) *acc;
+    PB(SealedCredential) * creds[2];
+    PB(ChannelAccount) * acc;
     char user_id[128];
     char *reported_name = NULL;
     oc_error_t e;
@@ -155,19 +154,18 @@ oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     rreq.channel_type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
     rreq.external_account_id = user_id;
     rreq.display_name = req->display_name[0] != '\0' ? req->display_name
-                        : reported_name != NULL       ? reported_name
-                                                      : (char *)"";
-    rc = line_pst_call(l, "RegisterChannelAccount", &rreq.base,
+                        : reported_name != NULL      ? reported_name
+                                                     : (char *)"";
+    rc = line_pst_call(l, 0, "RegisterChannelAccount", &rreq.base,
                        &omnichat__persistence__v1__register_channel_account_response__descriptor,
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&rresp, &e);
-    if (rc != OC_OK)
-        return oc_error_set(&ctx->err, rc, "%s", e.msg);
+    if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
     if (rresp->channel_account == NULL)
         return oc_error_set(&ctx->err, OC_E_INTERNAL, "channel account: missing in the answer");
     acc = rresp->channel_account;
 
-    creds[0] = seal(l, ctx, acc->tenant_id, acc->channel_account_id, "access_token",
-                    req->access_token);
+    creds[0] =
+        seal(l, ctx, acc->tenant_id, acc->channel_account_id, "access_token", req->access_token);
     creds[1] = seal(l, ctx, acc->tenant_id, acc->channel_account_id, "channel_secret",
                     req->channel_secret);
     if (creds[0] == NULL || creds[1] == NULL)
@@ -177,30 +175,25 @@ oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     ureq.channel_account_id = acc->channel_account_id;
     ureq.n_credentials = 2;
     ureq.credentials = creds;
-    rc = line_pst_call(l, "UpdateChannelCredentials", &ureq.base,
+    rc = line_pst_call(l, 0, "UpdateChannelCredentials", &ureq.base,
                        &omnichat__persistence__v1__update_channel_credentials_response__descriptor,
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&uresp, &e);
     line_account_invalidate(l, acc->channel_account_id);
-    if (rc != OC_OK)
-        return oc_error_set(&ctx->err, rc, "%s", e.msg);
-    if (uresp->channel_account != NULL)
-        acc = uresp->channel_account;
+    if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
+    if (uresp->channel_account != NULL) acc = uresp->channel_account;
 
-    OC_INFO("channel connected", OC_LS("request_id", ctx->request_id),
-            OC_LS("tenant_id", acc->tenant_id), OC_LS("channel_account_id", acc->channel_account_id),
-            OC_LS("external_account_id", acc->external_account_id),
-            OC_LB("created", rresp->created));
+    OC_INFO(
+        "channel connected", OC_LS("request_id", ctx->request_id),
+        OC_LS("tenant_id", acc->tenant_id), OC_LS("channel_account_id", acc->channel_account_id),
+        OC_LS("external_account_id", acc->external_account_id), OC_LB("created", rresp->created));
     acc->n_credentials = 0;
     acc->credentials = NULL;
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->channel_account = acc;
-    resp->webhook_path =
-        oc_arena_sprintf(ctx->arena, "/webhooks/line/%s", acc->channel_account_id);
-    if (resp->webhook_path == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    resp->webhook_path = oc_arena_sprintf(ctx->arena, "/webhooks/line/%s", acc->channel_account_id);
+    if (resp->webhook_path == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *out = &resp->base;
     return OC_OK;
 }

@@ -53,7 +53,7 @@ const char *line_category_name(int category)
 
 /* ---------- persistence ---------- */
 
-oc_err_t line_pst_call(line_t *l, const char *method, const ProtobufCMessage *req,
+oc_err_t line_pst_call(line_t *l, int timeout_ms, const char *method, const ProtobufCMessage *req,
                        const ProtobufCMessageDescriptor *resp_desc, const char *request_id,
                        oc_arena_t *arena, ProtobufCMessage **resp, oc_error_t *err)
 {
@@ -63,14 +63,14 @@ oc_err_t line_pst_call(line_t *l, const char *method, const ProtobufCMessage *re
 
     snprintf(path, sizeof path, "%s%s", LINE_PST_SERVICE, method);
     oc_error_clear(&e);
-    rc = oc_rpc_client_call(l->pst, path, req, resp_desc, (int)l->cfg.persistence_timeout_ms,
+    rc = oc_rpc_client_call(l->pst, path, req, resp_desc,
+                            timeout_ms > 0 ? timeout_ms : (int)l->cfg.persistence_timeout_ms,
                             request_id, arena, resp, NULL, &e);
-    if (rc == OC_OK)
-        return OC_OK;
+    if (rc == OC_OK) return OC_OK;
     if (rc == OC_E_DEADLINE || rc == OC_E_UNAVAILABLE || rc == OC_E_CANCELLED) {
         /* Callers decide how loud this is (the worker polls while persistence is down). */
         OC_DEBUG("persistence unavailable", OC_LS("method", method), OC_LS("code", oc_err_name(rc)),
-                OC_LS("request_id", request_id), OC_LS("detail", e.msg));
+                 OC_LS("request_id", request_id), OC_LS("detail", e.msg));
         return oc_error_set(err, OC_E_UNAVAILABLE, "persistence: unavailable, retry");
     }
     return oc_error_set(err, rc, "%s", e.msg);
@@ -93,13 +93,11 @@ void line_account_put(line_t *l, const PB(ChannelAccount) * acc)
     size_t n;
     uint8_t *buf;
 
-    if (acc == NULL || acc->channel_account_id == NULL)
-        return;
+    if (acc == NULL || acc->channel_account_id == NULL) return;
     lower_copy(key, acc->channel_account_id, sizeof key);
     n = protobuf_c_message_get_packed_size(&acc->base);
     buf = malloc(n > 0 ? n : 1);
-    if (buf == NULL)
-        return;
+    if (buf == NULL) return;
     protobuf_c_message_pack(&acc->base, buf);
     line_cache_put(l->accounts, key, buf, n);
     free(buf);
@@ -113,7 +111,7 @@ void line_account_invalidate(line_t *l, const char *account_id)
     line_cache_remove(l->accounts, key);
 }
 
-oc_err_t line_account_get(line_t *l, const char *tenant_id, const char *account_id,
+oc_err_t line_account_get(line_t *l, int timeout_ms, const char *tenant_id, const char *account_id,
                           const char *request_id, oc_arena_t *arena, PB(ChannelAccount) * *out,
                           oc_error_t *err)
 {
@@ -147,23 +145,20 @@ oc_err_t line_account_get(line_t *l, const char *tenant_id, const char *account_
         PB(GetChannelAccountResponse) *resp = NULL;
         req.tenant_id = (char *)tenant_id;
         req.channel_account_id = (char *)account_id;
-        rc = line_pst_call(l, "GetChannelAccount", &req.base,
+        rc = line_pst_call(l, timeout_ms, "GetChannelAccount", &req.base,
                            &omnichat__persistence__v1__get_channel_account_response__descriptor,
                            request_id, arena, (ProtobufCMessage **)&resp, err);
-        if (rc == OC_OK)
-            acc = resp->channel_account;
+        if (rc == OC_OK) acc = resp->channel_account;
     } else {
         PB(ResolveChannelAccountRequest) req = PB_INIT(RESOLVE_CHANNEL_ACCOUNT_REQUEST);
         PB(ResolveChannelAccountResponse) *resp = NULL;
         req.channel_account_id = (char *)account_id;
-        rc = line_pst_call(l, "ResolveChannelAccount", &req.base,
+        rc = line_pst_call(l, timeout_ms, "ResolveChannelAccount", &req.base,
                            &omnichat__persistence__v1__resolve_channel_account_response__descriptor,
                            request_id, arena, (ProtobufCMessage **)&resp, err);
-        if (rc == OC_OK)
-            acc = resp->channel_account;
+        if (rc == OC_OK) acc = resp->channel_account;
     }
-    if (rc != OC_OK)
-        return rc;
+    if (rc != OC_OK) return rc;
     if (acc == NULL)
         return oc_error_set(err, OC_E_INTERNAL, "channel account: missing in the answer");
     if (acc->channel_type != PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE))
@@ -173,8 +168,8 @@ oc_err_t line_account_get(line_t *l, const char *tenant_id, const char *account_
     return OC_OK;
 }
 
-const PB(SealedCredential) * line_account_credential(const PB(ChannelAccount) * acc,
-                                                     const char *field)
+const PB(SealedCredential) *
+    line_account_credential(const PB(ChannelAccount) * acc, const char *field)
 {
     for (size_t i = 0; i < acc->n_credentials; i++)
         if (acc->credentials[i]->field != NULL && strcmp(acc->credentials[i]->field, field) == 0)
@@ -184,33 +179,11 @@ const PB(SealedCredential) * line_account_credential(const PB(ChannelAccount) * 
 
 /* ---------- access logs and metrics ---------- */
 
-static const char *grpc_code_name(int code)
-{
-    static const char *const names[] = {"OK",
-                                        "CANCELLED",
-                                        "UNKNOWN",
-                                        "INVALID_ARGUMENT",
-                                        "DEADLINE_EXCEEDED",
-                                        "NOT_FOUND",
-                                        "ALREADY_EXISTS",
-                                        "PERMISSION_DENIED",
-                                        "RESOURCE_EXHAUSTED",
-                                        "FAILED_PRECONDITION",
-                                        "ABORTED",
-                                        "OUT_OF_RANGE",
-                                        "UNIMPLEMENTED",
-                                        "INTERNAL",
-                                        "UNAVAILABLE",
-                                        "DATA_LOSS",
-                                        "UNAUTHENTICATED"};
-    return code >= 0 && code <= 16 ? names[code] : "UNKNOWN";
-}
-
 static void on_rpc_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
 {
     line_t *l = user;
     const char *method = strrchr(ctx->method, '/');
-    const char *code = grpc_code_name(status);
+    const char *code = oc_grpc_status_name(status);
 
     method = method != NULL ? method + 1 : ctx->method;
     oc_metric_inc(l->m_rpc_total, (const char *const[]){method, code}, 1);
@@ -231,8 +204,7 @@ static void on_http_complete(void *user, const oc_http_request_t *req, int statu
     line_t *l = user;
     char code[16];
 
-    if (strncmp(req->path, "/webhooks/", 10) != 0)
-        return;
+    if (strncmp(req->path, "/webhooks/", 10) != 0) return;
     snprintf(code, sizeof code, "%d", status);
     oc_metric_inc(l->m_webhook_requests, (const char *const[]){code}, 1);
     /* The path holds only the account id: no secret, no body. */
@@ -262,20 +234,19 @@ static bool register_metrics(line_t *l)
     static const double provider_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                               0.25,  0.5,    1,     2.5,  5,     10};
     l->metrics = oc_metrics_create();
-    if (l->metrics == NULL)
-        return false;
+    if (l->metrics == NULL) return false;
     l->m_rpc_total = oc_metrics_counter(l->metrics, "omnichat_rpc_requests_total",
                                         "gRPC calls handled, by method and status code",
                                         (const char *const[]){"method", "code"}, 2);
     l->m_rpc_latency = oc_metrics_histogram(l->metrics, "omnichat_rpc_latency_seconds",
                                             "gRPC call latency from arrival to status, by method",
                                             (const char *const[]){"method"}, 1, NULL, 0);
-    l->m_webhook_events = oc_metrics_counter(l->metrics, "omnichat_webhook_events_total",
-                                             "webhook events, by outcome",
-                                             (const char *const[]){"outcome"}, 1);
-    l->m_webhook_requests = oc_metrics_counter(l->metrics, "omnichat_webhook_requests_total",
-                                               "webhook requests, by HTTP status",
-                                               (const char *const[]){"status"}, 1);
+    l->m_webhook_events =
+        oc_metrics_counter(l->metrics, "omnichat_webhook_events_total",
+                           "webhook events, by outcome", (const char *const[]){"outcome"}, 1);
+    l->m_webhook_requests =
+        oc_metrics_counter(l->metrics, "omnichat_webhook_requests_total",
+                           "webhook requests, by HTTP status", (const char *const[]){"status"}, 1);
     l->m_sends = oc_metrics_counter(l->metrics, "omnichat_sends_total",
                                     "provider send attempts, by channel, outcome and category",
                                     (const char *const[]){"channel", "outcome", "category"}, 3);
@@ -283,12 +254,12 @@ static bool register_metrics(line_t *l)
         l->metrics, "omnichat_provider_latency_seconds", "LINE API call latency, by endpoint",
         (const char *const[]){"endpoint"}, 1, provider_buckets,
         sizeof provider_buckets / sizeof provider_buckets[0]);
-    l->m_retry_claimed = oc_metrics_counter(l->metrics, "omnichat_retry_claimed_total",
-                                            "outbound messages claimed by the retry worker",
-                                            NULL, 0);
+    l->m_retry_claimed =
+        oc_metrics_counter(l->metrics, "omnichat_retry_claimed_total",
+                           "outbound messages claimed by the retry worker", NULL, 0);
     return l->m_rpc_total != NULL && l->m_rpc_latency != NULL && l->m_webhook_events != NULL &&
-           l->m_webhook_requests != NULL && l->m_sends != NULL &&
-           l->m_provider_latency != NULL && l->m_retry_claimed != NULL;
+           l->m_webhook_requests != NULL && l->m_sends != NULL && l->m_provider_latency != NULL &&
+           l->m_retry_claimed != NULL;
 }
 
 line_service_t *line_service_create(const line_config_t *cfg, oc_error_t *err)
@@ -303,24 +274,19 @@ line_service_t *line_service_create(const line_config_t *cfg, oc_error_t *err)
     l = &s->line;
     l->cfg = *cfg;
     l->vault = oc_vault_create_from_file(cfg->vault_key_file, 0, err);
-    if (l->vault == NULL)
-        goto fail;
+    if (l->vault == NULL) goto fail;
     if (oc_vault_warnings(l->vault) & OC_VAULT_W_FILE_NOT_PRIVATE)
         OC_WARN("vault key file is readable by group or others",
                 OC_LS("path", cfg->vault_key_file));
-    if (!register_metrics(l))
-        goto oom;
+    if (!register_metrics(l)) goto oom;
     l->pst = oc_rpc_client_create(cfg->persistence_target, err);
-    if (l->pst == NULL)
-        goto fail;
+    if (l->pst == NULL) goto fail;
     l->api = line_api_create(cfg->line_api_base, l->m_provider_latency, err);
-    if (l->api == NULL)
-        goto fail;
+    if (l->api == NULL) goto fail;
     l->accounts = line_cache_create(ACCOUNT_CACHE_MAX, cfg->account_cache_ms);
     l->conversations = line_cache_create(CONVERSATION_CACHE_MAX, 0);
     l->profiles = line_cache_create(PROFILE_CACHE_MAX, PROFILE_TTL_MS);
-    if (l->accounts == NULL || l->conversations == NULL || l->profiles == NULL)
-        goto oom;
+    if (l->accounts == NULL || l->conversations == NULL || l->profiles == NULL) goto oom;
     return s;
 oom:
     oc_error_set(err, OC_E_NOMEM, "out of memory");
@@ -341,8 +307,7 @@ oc_err_t line_service_start(line_service_t *s, int *grpc_port, int *http_port, o
     };
 
     s->rpc = oc_rpc_server_create(&opts, methods, sizeof methods / sizeof methods[0], err);
-    if (s->rpc == NULL || oc_rpc_server_start(s->rpc, err) != OC_OK)
-        return err->code;
+    if (s->rpc == NULL || oc_rpc_server_start(s->rpc, err) != OC_OK) return err->code;
     *grpc_port = oc_rpc_server_port(s->rpc);
 
     s->routes[0] = (oc_http_route_t){"POST", "/webhooks/line/", true, line_webhook_handle, l};
@@ -359,20 +324,17 @@ oc_err_t line_service_start(line_service_t *s, int *grpc_port, int *http_port, o
         .user = l,
     };
     s->http = oc_http_server_start(&hopts, err);
-    if (s->http == NULL)
-        return err->code;
+    if (s->http == NULL) return err->code;
     *http_port = oc_http_server_port(s->http);
 
     s->worker = line_worker_start(l, err);
-    if (s->worker == NULL)
-        return err->code;
+    if (s->worker == NULL) return err->code;
     return OC_OK;
 }
 
 void line_service_stop(line_service_t *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     line_worker_stop(s->worker);
     s->worker = NULL;
     oc_http_server_stop(s->http);
@@ -385,8 +347,7 @@ void line_service_stop(line_service_t *s)
 
 void line_service_destroy(line_service_t *s)
 {
-    if (s == NULL)
-        return;
+    if (s == NULL) return;
     line_worker_stop(s->worker);
     oc_http_server_stop(s->http);
     oc_rpc_server_destroy(s->rpc);

@@ -35,6 +35,7 @@ typedef struct line_config {
     char *http_listen;
     char *persistence_target;
     long long persistence_timeout_ms;
+    long long webhook_timeout_ms;
     char *line_api_base;
     long long line_timeout_ms;
     long long profile_timeout_ms;
@@ -81,12 +82,12 @@ typedef struct line {
 /* --- persistence calls (line.c) --- */
 
 /*
- * Blocking unary call to persistence "/omnichat.persistence.v1.Persistence/<method>" with
- * persistence-timeout-ms. The response lives in `arena`. Errors are persistence's (status
- * message in err); DEADLINE_EXCEEDED is reported as OC_E_UNAVAILABLE so callers have one
- * "retry later" case. Thread-safe.
+ * Blocking unary call to persistence "/omnichat.persistence.v1.Persistence/<method>" with a
+ * deadline of timeout_ms (<= 0: persistence-timeout-ms). The response lives in `arena`. Errors are
+ * persistence's (status message in err); DEADLINE_EXCEEDED is reported as OC_E_UNAVAILABLE so
+ * callers have one "retry later" case. Thread-safe.
  */
-oc_err_t line_pst_call(line_t *l, const char *method, const ProtobufCMessage *req,
+oc_err_t line_pst_call(line_t *l, int timeout_ms, const char *method, const ProtobufCMessage *req,
                        const ProtobufCMessageDescriptor *resp_desc, const char *request_id,
                        oc_arena_t *arena, ProtobufCMessage **resp, oc_error_t *err);
 
@@ -96,7 +97,7 @@ oc_err_t line_pst_call(line_t *l, const char *method, const ProtobufCMessage *re
  * otherwise GetChannelAccount within the tenant (another tenant's account is NOT_FOUND).
  * The returned message lives in `arena`. Thread-safe.
  */
-oc_err_t line_account_get(line_t *l, const char *tenant_id, const char *account_id,
+oc_err_t line_account_get(line_t *l, int timeout_ms, const char *tenant_id, const char *account_id,
                           const char *request_id, oc_arena_t *arena, PB(ChannelAccount) * *out,
                           oc_error_t *err);
 /* Replaces the cached copy of an account (after a status change this process recorded). */
@@ -105,8 +106,8 @@ void line_account_put(line_t *l, const PB(ChannelAccount) * acc);
 void line_account_invalidate(line_t *l, const char *account_id);
 
 /* The sealed credential `field` of an account, or NULL. */
-const PB(SealedCredential) * line_account_credential(const PB(ChannelAccount) * acc,
-                                                     const char *field);
+const PB(SealedCredential) *
+    line_account_credential(const PB(ChannelAccount) * acc, const char *field);
 
 /* Name of an error category for metrics and logs ("auth_error"; "" for none). */
 const char *line_category_name(int category);

@@ -44,8 +44,7 @@ void line_http_result_init(line_http_result_t *r)
 
 void line_http_result_dispose(line_http_result_t *r)
 {
-    if (r != NULL)
-        oc_buf_dispose(&r->body);
+    if (r != NULL) oc_buf_dispose(&r->body);
 }
 
 line_api_t *line_api_create(const char *base, oc_metric_t *latency, oc_error_t *err)
@@ -79,8 +78,7 @@ line_api_t *line_api_create(const char *base, oc_metric_t *latency, oc_error_t *
 
 void line_api_destroy(line_api_t *a)
 {
-    if (a == NULL)
-        return;
+    if (a == NULL) return;
     /* Handles of threads still alive are freed by their thread's exit (the key destructor
      * only runs while the key exists), so free the calling thread's own one here. */
     CURL *h = pthread_getspecific(a->handle_key);
@@ -115,8 +113,7 @@ static size_t on_body(char *p, size_t sz, size_t n, void *u)
     oc_buf_t *b = u;
 
     /* Past the cap the rest is dropped, not an error: only the start matters to us. */
-    if (b->failed == OC_OK)
-        oc_buf_append(b, p, sz * n);
+    if (b->failed == OC_OK) oc_buf_append(b, p, sz * n);
     return sz * n;
 }
 
@@ -124,8 +121,7 @@ static line_transport_t transport_of(CURL *h, CURLcode rc)
 {
     long req_size = 0;
 
-    if (rc == CURLE_OK)
-        return LINE_TX_OK;
+    if (rc == CURLE_OK) return LINE_TX_OK;
     curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &req_size);
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -167,10 +163,8 @@ static oc_err_t perform(line_api_t *a, const char *token, size_t token_len, cons
         memchr(token, '\n', token_len) != NULL)
         return OC_E_INVALID;
     h = thread_handle(a);
-    if (h == NULL)
-        return OC_E_NOMEM;
-    if (asprintf(&url, "%s%s", a->base, path) < 0)
-        return OC_E_NOMEM;
+    if (h == NULL) return OC_E_NOMEM;
+    if (asprintf(&url, "%s%s", a->base, path) < 0) return OC_E_NOMEM;
 
     memcpy(auth, LINE_TOKEN_HEADER_PREFIX, LINE_TOKEN_HEADER_PREFIX_LEN);
     memcpy(auth + LINE_TOKEN_HEADER_PREFIX_LEN, token, token_len);
@@ -217,10 +211,8 @@ static oc_err_t perform(line_api_t *a, const char *token, size_t token_len, cons
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
 
     res->transport = transport_of(h, rc);
-    if (res->transport == LINE_TX_OK)
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
-    oc_metric_observe(a->latency, (const char *const[]){endpoint},
-                      (double)res->latency_us / 1e6);
+    if (res->transport == LINE_TX_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
+    oc_metric_observe(a->latency, (const char *const[]){endpoint}, (double)res->latency_us / 1e6);
     free(url);
     return ret;
 }
@@ -274,7 +266,8 @@ typedef struct class_row {
 static const class_row_t push_rows[] = {
     {200, 299, NULL, LINE_OUT_SENT, 0, false, ""},
     {409, 409, NULL, LINE_OUT_SENT, 0, false, ""}, /* retry key already accepted */
-    {401, 401, NULL, LINE_OUT_FAILED, CAT(AUTH_ERROR), true, "LINE rejected the access token (401)"},
+    {401, 401, NULL, LINE_OUT_FAILED, CAT(AUTH_ERROR), true,
+     "LINE rejected the access token (401)"},
     {403, 403, NULL, LINE_OUT_FAILED, CAT(AUTH_ERROR), true, "LINE denied access to the API (403)"},
     {400, 400, "Failed to send messages", LINE_OUT_FAILED, CAT(RECIPIENT_ERROR), false,
      "LINE could not send to the recipient (400)"},
@@ -284,7 +277,8 @@ static const class_row_t push_rows[] = {
      "LINE rejected the request as too large (413)"},
     {429, 429, "You have reached your monthly limit.", LINE_OUT_FAILED, CAT(QUOTA_EXCEEDED), false,
      "LINE monthly message limit reached (429)"},
-    {429, 429, NULL, LINE_OUT_RETRY, CAT(RATE_LIMIT_ERROR), false, "LINE rate limit exceeded (429)"},
+    {429, 429, NULL, LINE_OUT_RETRY, CAT(RATE_LIMIT_ERROR), false,
+     "LINE rate limit exceeded (429)"},
     {500, 599, NULL, LINE_OUT_RETRY, CAT(PROVIDER_ERROR), false, "LINE answered %ld"},
     {400, 499, NULL, LINE_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), false, "LINE answered %ld"},
     /* 1xx/3xx: nothing LINE documents; assume it was not executed, the key keeps it safe. */
@@ -313,8 +307,7 @@ bool line_json_string(const char *body, size_t len, const char *key, char *out, 
     bool ok = false;
 
     out[0] = '\0';
-    if (body == NULL || len == 0)
-        return false;
+    if (body == NULL || len == 0) return false;
     root = json_loadb(body, len, JSON_DISABLE_EOF_CHECK, NULL);
     if (root != NULL && (s = json_string_value(json_object_get(root, key))) != NULL &&
         strlen(s) < cap) {
@@ -332,13 +325,11 @@ static void sent_id(const char *body, size_t len, char *out, size_t cap)
     const char *s;
 
     out[0] = '\0';
-    if (body == NULL || len == 0)
-        return;
+    if (body == NULL || len == 0) return;
     root = json_loadb(body, len, 0, NULL);
     s = json_string_value(
         json_object_get(json_array_get(json_object_get(root, "sentMessages"), 0), "id"));
-    if (s != NULL && strlen(s) < cap)
-        strcpy(out, s);
+    if (s != NULL && strlen(s) < cap) strcpy(out, s);
     json_decref(root);
 }
 
@@ -369,10 +360,8 @@ void line_classify_push(const line_http_result_t *res, long timeout_ms, line_cla
     line_json_string(res->body.data, res->body.len, "message", message, sizeof message);
     for (size_t i = 0; i < sizeof push_rows / sizeof push_rows[0]; i++) {
         const class_row_t *r = &push_rows[i];
-        if (res->status < r->lo || res->status > r->hi)
-            continue;
-        if (r->message != NULL && strcmp(r->message, message) != 0)
-            continue;
+        if (res->status < r->lo || res->status > r->hi) continue;
+        if (r->message != NULL && strcmp(r->message, message) != 0) continue;
         out->outcome = r->outcome;
         out->category = r->category;
         out->auth_failed = r->auth_failed;

@@ -19,7 +19,7 @@ typedef enum line_transport {
 } line_transport_t;
 
 #define LINE_BODY_MAX 65536 /* bytes of a LINE answer kept; the rest is discarded */
-#define LINE_TOKEN_MAX 4096  /* bytes of an access token we accept to send */
+#define LINE_TOKEN_MAX 4096 /* bytes of an access token we accept to send */
 
 typedef struct line_http_result {
     line_transport_t transport;

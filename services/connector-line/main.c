@@ -17,8 +17,7 @@
 
 static bool valid_level(const char *v, char *why, size_t len)
 {
-    if (oc_log_level_parse(v) >= 0)
-        return true;
+    if (oc_log_level_parse(v) >= 0) return true;
     snprintf(why, len, "must be one of debug, info, warn, error, off");
     return false;
 }
@@ -34,8 +33,7 @@ static bool valid_url(const char *v, char *why, size_t len)
 
 static bool valid_required(const char *v, char *why, size_t len)
 {
-    if (v[0] != '\0')
-        return true;
+    if (v[0] != '\0') return true;
     snprintf(why, len, "must not be empty");
     return false;
 }
@@ -50,8 +48,10 @@ static bool valid_instance(const char *v, char *why, size_t len)
     return false;
 }
 
-#define OPT(name, type, def, min, max, flags, field, help, validate)                           \
-    {name, type, def, min, max, flags, offsetof(line_config_t, field), help, validate}
+#define OPT(name, type, def, min, max, flags, field, help, validate) \
+    { \
+        name, type, def, min, max, flags, offsetof(line_config_t, field), help, validate \
+    }
 
 static const oc_config_option_t options[] = {
     OPT("grpc-listen", OC_CFG_STR, "0.0.0.0:50052", 0, 0, 0, grpc_listen,
@@ -63,6 +63,8 @@ static const oc_config_option_t options[] = {
         "gRPC target of the persistence service", valid_required),
     OPT("persistence-timeout-ms", OC_CFG_INT, "5000", 50, 600000, 0, persistence_timeout_ms,
         "deadline of each persistence call", NULL),
+    OPT("webhook-timeout-ms", OC_CFG_INT, "1000", 50, 600000, 0, webhook_timeout_ms,
+        "deadline of a webhook's persistence calls (LINE gives up after 2 s)", NULL),
     OPT("line-api-base", OC_CFG_STR, "https://api.line.me", 0, 0, 0, line_api_base,
         "base URL of the LINE Messaging API (the simulator's in tests)", valid_url),
     OPT("line-timeout-ms", OC_CFG_INT, "10000", 100, 120000, 0, line_timeout_ms,
@@ -77,8 +79,8 @@ static const oc_config_option_t options[] = {
         "largest webhook body accepted (413 beyond)", NULL),
     OPT("worker-interval-ms", OC_CFG_INT, "500", 10, 600000, 0, worker_interval_ms,
         "how often the retry worker looks for due messages", NULL),
-    OPT("worker-batch", OC_CFG_INT, "32", 1, 100, 0, worker_batch,
-        "most messages claimed at once", NULL),
+    OPT("worker-batch", OC_CFG_INT, "32", 1, 100, 0, worker_batch, "most messages claimed at once",
+        NULL),
     OPT("worker-threads", OC_CFG_INT, "4", 1, 64, 0, worker_threads,
         "threads delivering claimed messages", NULL),
     OPT("lease-seconds", OC_CFG_INT, "30", 1, 3600, 0, lease_seconds,
@@ -90,8 +92,7 @@ static const oc_config_option_t options[] = {
     OPT("backoff-max-ms", OC_CFG_INT, "300000", 1, 86400000, 0, backoff_max_ms,
         "largest retry delay", NULL),
     OPT("retry-window-s", OC_CFG_INT, "82800", 1, 86400, 0, retry_window_s,
-        "no retry later than this after the message was created (LINE retry keys live 24 h)",
-        NULL),
+        "no retry later than this after the message was created (LINE retry keys live 24 h)", NULL),
     OPT("account-cache-ms", OC_CFG_INT, "5000", 0, 3600000, 0, account_cache_ms,
         "how long a channel account is cached (0: not at all)", NULL),
     OPT("instance-id", OC_CFG_STR, "", 0, 0, 0, instance_id,
@@ -108,8 +109,7 @@ static const char *const passthrough[] = {"check-config", "help", "version", NUL
 static bool has_flag(int argc, char **argv, const char *flag)
 {
     for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0)
-            return true;
+        if (strcmp(argv[i], flag) == 0) return true;
     return false;
 }
 
@@ -125,8 +125,7 @@ static char *default_instance_id(void)
     host[sizeof host - 1] = '\0';
     RAND_bytes(rnd, sizeof rnd);
     oc_hex_encode(rnd, sizeof rnd, hex);
-    if (asprintf(&out, "%s-%ld-%s", host, (long)getpid(), hex) < 0)
-        return NULL;
+    if (asprintf(&out, "%s-%ld-%s", host, (long)getpid(), hex) < 0) return NULL;
     return out;
 }
 

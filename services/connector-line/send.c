@@ -28,8 +28,7 @@ static void hash_field(EVP_MD_CTX *md, const char *s)
     for (int i = 0; i < 8; i++)
         len[i] = (uint8_t)(n >> (56 - 8 * i));
     EVP_DigestUpdate(md, len, sizeof len);
-    if (n > 0)
-        EVP_DigestUpdate(md, s, (size_t)n);
+    if (n > 0) EVP_DigestUpdate(md, s, (size_t)n);
 }
 
 void line_fingerprint(const char *conversation_id, const char *text, const char *sender_id,
@@ -61,16 +60,12 @@ int64_t line_backoff_ms(const line_retry_policy_t *p, int attempts, double jitte
 {
     int64_t d = p->base_ms;
 
-    if (attempts < 0)
-        attempts = 0;
+    if (attempts < 0) attempts = 0;
     for (int i = 0; i < attempts && d < p->max_ms; i++)
         d *= 2;
-    if (d > p->max_ms)
-        d = p->max_ms;
-    if (!(jitter01 >= 0.0))
-        jitter01 = 0.0;
-    if (jitter01 > 1.0)
-        jitter01 = 1.0;
+    if (d > p->max_ms) d = p->max_ms;
+    if (!(jitter01 >= 0.0)) jitter01 = 0.0;
+    if (jitter01 > 1.0) jitter01 = 1.0;
     d = (int64_t)llround((double)d * (0.5 + 0.5 * jitter01));
     return d > 0 ? d : 1;
 }
@@ -80,11 +75,9 @@ int64_t line_next_attempt_ms(const line_retry_policy_t *p, int attempts, int64_t
 {
     int64_t next;
 
-    if (attempts + 1 >= p->max_attempts)
-        return 0;
+    if (attempts + 1 >= p->max_attempts) return 0;
     next = now_ms + line_backoff_ms(p, attempts, jitter01);
-    if (created_at_ms > 0 && next > created_at_ms + p->window_ms)
-        return 0;
+    if (created_at_ms > 0 && next > created_at_ms + p->window_ms) return 0;
     return next;
 }
 
@@ -92,8 +85,7 @@ static double jitter(void)
 {
     uint32_t r = 0;
 
-    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
-        return 1.0;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1) return 1.0;
     return (double)r / 4294967295.0;
 }
 
@@ -111,7 +103,7 @@ static void record_status(line_t *l, oc_arena_t *arena, const char *request_id,
     req.channel_account_id = acc->channel_account_id;
     req.status = status;
     req.error_category = category;
-    if (line_pst_call(l, "RecordChannelStatus", &req.base,
+    if (line_pst_call(l, 0, "RecordChannelStatus", &req.base,
                       &omnichat__persistence__v1__record_channel_status_response__descriptor,
                       request_id, arena, (ProtobufCMessage **)&resp, &err) == OC_OK &&
         resp->channel_account != NULL) {
@@ -120,8 +112,7 @@ static void record_status(line_t *l, oc_arena_t *arena, const char *request_id,
         line_account_invalidate(l, acc->channel_account_id);
         OC_WARN("could not record channel status", OC_LS("request_id", request_id),
                 OC_LS("tenant_id", acc->tenant_id),
-                OC_LS("channel_account_id", acc->channel_account_id),
-                OC_LS("detail", err.msg));
+                OC_LS("channel_account_id", acc->channel_account_id), OC_LS("detail", err.msg));
     }
 }
 
@@ -172,9 +163,8 @@ static bool push_once(line_t *l, const PB(ChannelAccount) * acc, const PB(Messag
     return true;
 }
 
-oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
-                      const PB(Message) * msg, const char *thread_key, PB(Message) * *out,
-                      oc_error_t *err)
+oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id, const PB(Message) * msg,
+                      const char *thread_key, PB(Message) * *out, oc_error_t *err)
 {
     PB(ChannelAccount) *acc = NULL;
     PB(CompleteOutboundRequest) creq = PB_INIT(COMPLETE_OUTBOUND_REQUEST);
@@ -189,7 +179,7 @@ oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
 
     *out = NULL;
     memset(&cls, 0, sizeof cls);
-    rc = line_account_get(l, msg->tenant_id, msg->channel_account_id, request_id, arena, &acc,
+    rc = line_account_get(l, 0, msg->tenant_id, msg->channel_account_id, request_id, arena, &acc,
                           err);
     if (rc == OC_E_NOT_FOUND) {
         cls.outcome = LINE_OUT_FAILED;
@@ -212,8 +202,8 @@ oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
 
     snprintf(detail, sizeof detail, "%s", cls.detail);
     if (cls.outcome == LINE_OUT_RETRY || cls.outcome == LINE_OUT_UNKNOWN) {
-        next = line_next_attempt_ms(&policy, msg->attempts, oc_now_ms(), msg->created_at_ms,
-                                    jitter());
+        next =
+            line_next_attempt_ms(&policy, msg->attempts, oc_now_ms(), msg->created_at_ms, jitter());
         if (next == 0) {
             cls.outcome = LINE_OUT_FAILED;
             snprintf(detail, sizeof detail, "%s; gave up after %d attempts", cls.detail,
@@ -229,7 +219,8 @@ oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
     creq.error_category = cls.outcome == LINE_OUT_SENT ? 0 : cls.category;
     creq.error_detail = cls.outcome == LINE_OUT_SENT ? (char *)"" : detail;
     creq.next_attempt_at_ms = next;
-    rc = line_pst_call(l, "CompleteOutbound", &creq.base,
+    creq.no_provider_call = !called; /* attempts counts provider calls only */
+    rc = line_pst_call(l, 0, "CompleteOutbound", &creq.base,
                        &omnichat__persistence__v1__complete_outbound_response__descriptor,
                        request_id, arena, (ProtobufCMessage **)&cresp, err);
 
@@ -259,8 +250,7 @@ oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
                             "message: being delivered by another worker, retry with the same "
                             "idempotency_key");
     }
-    if (rc != OC_OK)
-        return rc;
+    if (rc != OC_OK) return rc;
     if (cresp->message == NULL)
         return oc_error_set(err, OC_E_INTERNAL, "message: missing in the answer");
     *out = cresp->message;
@@ -309,8 +299,7 @@ static oc_err_t validate(oc_rpc_ctx_t *ctx, const CPB(SendTextRequest) * req)
     if (!check_uuid(ctx, "tenant_id", req->tenant_id) ||
         !check_uuid(ctx, "conversation_id", req->conversation_id))
         return ctx->err.code;
-    if (n == 0)
-        return oc_error_set(&ctx->err, OC_E_INVALID, "text: is required");
+    if (n == 0) return oc_error_set(&ctx->err, OC_E_INVALID, "text: is required");
     if (!oc_utf8_valid(req->text, n))
         return oc_error_set(&ctx->err, OC_E_INVALID, "text: must be valid UTF-8");
     if (oc_utf16_units(req->text, n) > LINE_TEXT_MAX_UNITS)
@@ -348,13 +337,12 @@ static oc_err_t check_conversation(line_t *l, oc_rpc_ctx_t *ctx, const char *ten
         oc_error_clear(&e);
         req.tenant_id = (char *)tenant_id;
         req.conversation_id = (char *)conversation_id;
-        rc = line_pst_call(l, "GetConversation", &req.base,
+        rc = line_pst_call(l, 0, "GetConversation", &req.base,
                            &omnichat__persistence__v1__get_conversation_response__descriptor,
                            ctx->request_id, ctx->arena, (ProtobufCMessage **)&resp, &e);
         if (rc == OC_E_NOT_FOUND)
             return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "conversation_id: not found");
-        if (rc != OC_OK)
-            return oc_error_set(&ctx->err, rc, "%s", e.msg);
+        if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
         if (resp->conversation == NULL)
             return oc_error_set(&ctx->err, OC_E_INTERNAL, "conversation: missing in the answer");
         type = resp->conversation->channel_type;
@@ -371,7 +359,7 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
 {
     const CPB(SendTextRequest) *req = (const void *)in;
     line_t *l = ctx->user;
-    CPB(SendTextResponse) *resp;
+    CPB(SendTextResponse) * resp;
     CPB(SendTextResponse) init = CPB_INIT(SEND_TEXT_RESPONSE);
     PB(CreateOutboundRequest) creq = PB_INIT(CREATE_OUTBOUND_REQUEST);
     PB(CreateOutboundResponse) *cresp = NULL;
@@ -381,8 +369,7 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
     oc_error_t e;
     oc_err_t rc;
 
-    if (validate(ctx, req) != OC_OK)
-        return ctx->err.code;
+    if (validate(ctx, req) != OC_OK) return ctx->err.code;
     snprintf(ctx->tenant_id, sizeof ctx->tenant_id, "%s", req->tenant_id);
     if (check_conversation(l, ctx, req->tenant_id, req->conversation_id) != OC_OK)
         return ctx->err.code;
@@ -404,13 +391,12 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
     creq.lease_owner = l->cfg.instance_id;
     creq.lease_seconds = (int32_t)l->cfg.lease_seconds;
     oc_error_clear(&e);
-    rc = line_pst_call(l, "CreateOutbound", &creq.base,
+    rc = line_pst_call(l, 0, "CreateOutbound", &creq.base,
                        &omnichat__persistence__v1__create_outbound_response__descriptor,
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&cresp, &e);
     if (rc == OC_E_NOT_FOUND)
         return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "conversation_id: not found");
-    if (rc != OC_OK)
-        return oc_error_set(&ctx->err, rc, "%s", e.msg);
+    if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
     if (cresp->message == NULL)
         return oc_error_set(&ctx->err, OC_E_INTERNAL, "message: missing in the answer");
 
@@ -418,12 +404,10 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
     if (cresp->lease_acquired) {
         rc = line_deliver(l, ctx->arena, ctx->request_id, cresp->message, cresp->thread_key, &msg,
                           &ctx->err);
-        if (rc != OC_OK)
-            return rc;
+        if (rc != OC_OK) return rc;
     }
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
-    if (resp == NULL)
-        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->message = msg;
     *out = &resp->base;

@@ -44,8 +44,7 @@ int64_t line_next_attempt_ms(const line_retry_policy_t *p, int attempts, int64_t
  * `arena`). Returns OC_E_UNAVAILABLE when persistence could not record the outcome (the lease
  * then expires and the worker settles it with the same retry key). Blocks. Thread-safe.
  */
-oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
-                      const PB(Message) * msg, const char *thread_key, PB(Message) * *out,
-                      oc_error_t *err);
+oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id, const PB(Message) * msg,
+                      const char *thread_key, PB(Message) * *out, oc_error_t *err);
 
 #endif

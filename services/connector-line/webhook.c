@@ -30,11 +30,9 @@ bool line_signature_valid(const char *secret, size_t secret_len, const char *bod
     long got_len;
     bool ok;
 
-    if (header == NULL || secret == NULL)
-        return false;
+    if (header == NULL || secret == NULL) return false;
     got_len = oc_base64_decode(header, strlen(header), got, sizeof got);
-    if (got_len != 32)
-        return false;
+    if (got_len != 32) return false;
     if (HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)body, len, want,
              &want_len) == NULL)
         return false;
@@ -58,13 +56,11 @@ static char *struct_json(oc_arena_t *arena, json_t *event, json_t *message)
     json_t *v;
     char *s, *out = NULL;
 
-    if (copy == NULL)
-        return NULL;
+    if (copy == NULL) return NULL;
     if ((v = json_object_get(event, "webhookEventId")) != NULL && json_is_string(v))
         json_object_set(copy, "webhookEventId", v);
     v = json_object_get(json_object_get(event, "deliveryContext"), "isRedelivery");
-    if (v != NULL && json_is_boolean(v))
-        json_object_set(copy, "isRedelivery", v);
+    if (v != NULL && json_is_boolean(v)) json_object_set(copy, "isRedelivery", v);
     if ((v = json_object_get(event, "mode")) != NULL && json_is_string(v))
         json_object_set(copy, "mode", v);
     s = json_dumps(copy, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -76,8 +72,7 @@ static char *struct_json(oc_arena_t *arena, json_t *event, json_t *message)
         s = small != NULL ? json_dumps(small, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
         json_decref(small);
     }
-    if (s != NULL)
-        out = oc_arena_strdup(arena, s);
+    if (s != NULL) out = oc_arena_strdup(arena, s);
     free(s);
     json_decref(copy);
     return out;
@@ -96,22 +91,19 @@ static bool normalize(oc_arena_t *arena, json_t *ev, line_inbound_item_t *it)
     const char *mtype = json_string_value(json_object_get(msg, "type"));
     const char *text = json_string_value(json_object_get(msg, "text"));
 
-    if (!json_is_object(msg) || !json_is_object(src) || mid == NULL || stype == NULL)
-        return false;
+    if (!json_is_object(msg) || !json_is_object(src) || mid == NULL || stype == NULL) return false;
     if (json_is_integer(ts))
         it->timestamp_ms = (int64_t)json_integer_value(ts);
     else if (json_is_real(ts))
         it->timestamp_ms = (int64_t)json_real_value(ts);
-    if (it->timestamp_ms <= 0)
-        return false;
+    if (it->timestamp_ms <= 0) return false;
     if (strcmp(stype, "user") == 0)
         thread = user;
     else if (strcmp(stype, "group") == 0)
         thread = str_member(src, "groupId");
     else if (strcmp(stype, "room") == 0)
         thread = str_member(src, "roomId");
-    if (thread == NULL)
-        return false;
+    if (thread == NULL) return false;
     it->thread_key = oc_arena_strdup(arena, thread);
     it->external_user_id = oc_arena_strdup(arena, user != NULL ? user : thread);
     it->external_message_id = oc_arena_strdup(arena, mid);
@@ -189,23 +181,19 @@ static bool safe_user_id(const char *s)
 {
     size_t n = strlen(s);
 
-    if (n == 0 || n > 64)
-        return false;
+    if (n == 0 || n > 64) return false;
     for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]))
-            return false;
+        if (!isalnum((unsigned char)s[i])) return false;
     return true;
 }
 
 /* Cache value: display name, NUL, picture URL. */
-static bool profile_cached(line_t *l, oc_arena_t *arena, const char *key,
-                           line_inbound_item_t *it)
+static bool profile_cached(line_t *l, oc_arena_t *arena, const char *key, line_inbound_item_t *it)
 {
     char *val;
     size_t len;
 
-    if (!line_cache_get(l->profiles, key, arena, &val, &len))
-        return false;
+    if (!line_cache_get(l->profiles, key, arena, &val, &len)) return false;
     it->display_name = val;
     it->avatar_url = strlen(val) < len ? val + strlen(val) + 1 : "";
     return true;
@@ -220,8 +208,7 @@ static void profile_fetch(line_t *l, oc_arena_t *arena, const oc_vault_secret_t 
 
     snprintf(path, sizeof path, "/v2/bot/profile/%s", it->external_user_id);
     line_http_result_init(&res);
-    if (line_api_get(l->api, token->data, token->len, path, "profile", timeout_ms, &res) !=
-        OC_OK) {
+    if (line_api_get(l->api, token->data, token->len, path, "profile", timeout_ms, &res) != OC_OK) {
         line_http_result_dispose(&res);
         return;
     }
@@ -266,8 +253,7 @@ static void fill_profiles(line_t *l, oc_arena_t *arena, const PB(ChannelAccount)
         line_inbound_item_t *it = &b->items[i];
         bool done = false;
 
-        if (!safe_user_id(it->external_user_id) || it->external_user_id[0] != 'U')
-            continue;
+        if (!safe_user_id(it->external_user_id) || it->external_user_id[0] != 'U') continue;
         for (size_t j = 0; j < i && !done; j++) /* same user earlier in this POST */
             if (strcmp(b->items[j].external_user_id, it->external_user_id) == 0) {
                 it->display_name = b->items[j].display_name;
@@ -275,11 +261,9 @@ static void fill_profiles(line_t *l, oc_arena_t *arena, const PB(ChannelAccount)
                 done = true;
             }
         snprintf(key, sizeof key, "%s/%s", acc->channel_account_id, it->external_user_id);
-        if (done || profile_cached(l, arena, key, it))
-            continue;
+        if (done || profile_cached(l, arena, key, it)) continue;
         long left_ms = LINE_PROFILE_BUDGET_MS - (long)((oc_mono_us() - start) / 1000);
-        if (left_ms < 20)
-            continue; /* budget spent: empty name now, fetched on a later POST */
+        if (left_ms < 20) continue; /* budget spent: empty name now, fetched on a later POST */
         if (!token_tried) {
             const PB(SealedCredential) *cred = line_account_credential(acc, "access_token");
             oc_error_t err;
@@ -290,11 +274,10 @@ static void fill_profiles(line_t *l, oc_arena_t *arena, const PB(ChannelAccount)
                               cred->key_id, cred->ciphertext.data, cred->ciphertext.len, &token,
                               &err);
         }
-        if (token.data == NULL)
-            break;
-        profile_fetch(l, arena, &token, key,
-                      left_ms < l->cfg.profile_timeout_ms ? left_ms : (long)l->cfg.profile_timeout_ms,
-                      it);
+        if (token.data == NULL) break;
+        profile_fetch(
+            l, arena, &token, key,
+            left_ms < l->cfg.profile_timeout_ms ? left_ms : (long)l->cfg.profile_timeout_ms, it);
     }
     oc_vault_secret_dispose(&token);
 }
@@ -303,8 +286,7 @@ static void fill_profiles(line_t *l, oc_arena_t *arena, const PB(ChannelAccount)
 
 static void count(line_t *l, const char *outcome, size_t n)
 {
-    if (n > 0)
-        oc_metric_inc(l->m_webhook_events, (const char *const[]){outcome}, (double)n);
+    if (n > 0) oc_metric_inc(l->m_webhook_events, (const char *const[]){outcome}, (double)n);
 }
 
 static int http_status_of(oc_err_t rc)
@@ -336,8 +318,7 @@ static oc_err_t persist(line_t *l, oc_arena_t *arena, const char *request_id,
         size_t created = 0;
         oc_err_t rc;
 
-        if (msgs == NULL || ptrs == NULL)
-            return oc_error_set(err, OC_E_NOMEM, "out of memory");
+        if (msgs == NULL || ptrs == NULL) return oc_error_set(err, OC_E_NOMEM, "out of memory");
         for (size_t i = 0; i < n; i++) {
             const line_inbound_item_t *it = &b->items[off + i];
             PB(InboundMessage) init = PB_INIT(INBOUND_MESSAGE);
@@ -360,7 +341,7 @@ static oc_err_t persist(line_t *l, oc_arena_t *arena, const char *request_id,
         req.tenant_id = acc->tenant_id;
         req.n_messages = n;
         req.messages = ptrs;
-        rc = line_pst_call(l, "PersistInbound", &req.base,
+        rc = line_pst_call(l, (int)l->cfg.webhook_timeout_ms, "PersistInbound", &req.base,
                            &omnichat__persistence__v1__persist_inbound_response__descriptor,
                            request_id, arena, (ProtobufCMessage **)&resp, err);
         if (rc != OC_OK) {
@@ -383,7 +364,7 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
     char request_id[64];
     oc_arena_t *arena = oc_arena_create(0);
     PB(ChannelAccount) *acc = NULL;
-    const PB(SealedCredential) *cred;
+    const PB(SealedCredential) * cred;
     oc_vault_secret_t secret = {NULL, 0};
     line_webhook_batch_t batch;
     oc_error_t err;
@@ -406,7 +387,8 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
         oc_http_response_error(resp, 404, "unknown channel account");
         goto out;
     }
-    rc = line_account_get(l, NULL, id, request_id, arena, &acc, &err);
+    rc = line_account_get(l, (int)l->cfg.webhook_timeout_ms, NULL, id, request_id, arena, &acc,
+                          &err);
     if (rc == OC_E_NOT_FOUND || rc == OC_E_INVALID) {
         oc_http_response_error(resp, 404, "unknown channel account");
         goto out;
@@ -419,8 +401,8 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
     /* Authenticate the raw bytes before looking inside them. */
     cred = line_account_credential(acc, "channel_secret");
     if (cred == NULL) {
-        OC_WARN("webhook for an account without a channel secret",
-                OC_LS("request_id", request_id), OC_LS("tenant_id", acc->tenant_id),
+        OC_WARN("webhook for an account without a channel secret", OC_LS("request_id", request_id),
+                OC_LS("tenant_id", acc->tenant_id),
                 OC_LS("channel_account_id", acc->channel_account_id));
         oc_http_response_error(resp, 401, "signature cannot be verified");
         goto out;

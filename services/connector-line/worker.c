@@ -21,12 +21,12 @@ typedef struct job {
 struct line_worker {
     line_t *l;
     pthread_mutex_t mu;
-    pthread_cond_t cond;      /* jobs queued, or stop */
-    pthread_cond_t idle;      /* room in the queue, or stop */
+    pthread_cond_t cond; /* jobs queued, or stop */
+    pthread_cond_t idle; /* room in the queue, or stop */
     bool stop;
-    job_t *queue;             /* ring of capacity cap */
+    job_t *queue; /* ring of capacity cap */
     size_t head, count, cap;
-    size_t busy;              /* delivery threads working on a job */
+    size_t busy; /* delivery threads working on a job */
     pthread_t claimer;
     bool claimer_started;
     bool claim_failing; /* claimer thread only: log the first failure, not every poll */
@@ -56,26 +56,22 @@ static size_t claim(line_worker_t *w, size_t limit)
     oc_error_t err;
     size_t n = 0;
 
-    if (arena == NULL)
-        return 0;
+    if (arena == NULL) return 0;
     oc_error_clear(&err);
-    if (oc_uuid_v4(request_id) != OC_OK)
-        request_id[0] = '\0';
+    if (oc_uuid_v4(request_id) != OC_OK) request_id[0] = '\0';
     req.channel_type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
     req.limit = (int32_t)limit;
     req.lease_owner = l->cfg.instance_id;
     req.lease_seconds = (int32_t)l->cfg.lease_seconds;
-    if (line_pst_call(l, "ClaimDueOutbound", &req.base,
+    if (line_pst_call(l, 0, "ClaimDueOutbound", &req.base,
                       &omnichat__persistence__v1__claim_due_outbound_response__descriptor,
                       request_id, arena, (ProtobufCMessage **)&resp, &err) != OC_OK) {
-        if (!w->claim_failing)
-            OC_WARN("retry worker cannot claim", OC_LS("detail", err.msg));
+        if (!w->claim_failing) OC_WARN("retry worker cannot claim", OC_LS("detail", err.msg));
         w->claim_failing = true;
         oc_arena_destroy(arena);
         return 0;
     }
-    if (w->claim_failing)
-        OC_INFO("retry worker claims again");
+    if (w->claim_failing) OC_INFO("retry worker claims again");
     w->claim_failing = false;
     n = resp->n_claimed;
     if (n > 0) {
@@ -112,25 +108,22 @@ static void *claimer_main(void *arg)
          * would burn its lease. */
         size_t free_slots = (size_t)w->nthreads - w->busy - w->count;
         size_t limit = free_slots < (size_t)w->l->cfg.worker_batch ? free_slots
-                                                                    : (size_t)w->l->cfg.worker_batch;
+                                                                   : (size_t)w->l->cfg.worker_batch;
         size_t got = 0;
 
-        if (w->busy + w->count >= (size_t)w->nthreads)
-            limit = 0;
+        if (w->busy + w->count >= (size_t)w->nthreads) limit = 0;
         if (limit > 0) {
             pthread_mutex_unlock(&w->mu);
             got = claim(w, limit);
             pthread_mutex_lock(&w->mu);
         }
-        if (w->stop)
-            break;
+        if (w->stop) break;
         if (limit > 0 && got == limit)
             continue; /* more may be due: go on without waiting, once threads are free */
         deadline_in(&ts, w->l->cfg.worker_interval_ms);
         while (!w->stop) {
             int rc = pthread_cond_timedwait(&w->idle, &w->mu, &ts);
-            if (rc == ETIMEDOUT)
-                break;
+            if (rc == ETIMEDOUT) break;
             if (limit == 0 && w->busy + w->count < (size_t)w->nthreads)
                 break; /* a thread came free after a full round: look again */
         }
@@ -144,19 +137,17 @@ static void run_job(line_worker_t *w, job_t *j)
     line_t *l = w->l;
     oc_arena_t *arena = oc_arena_create(0);
     ProtobufCAllocator alloc;
-    PB(ClaimedOutbound) *c;
+    PB(ClaimedOutbound) * c;
     PB(Message) *out = NULL;
     char request_id[OC_UUID_STR_LEN + 1];
     oc_error_t err;
 
-    if (arena == NULL)
-        return;
+    if (arena == NULL) return;
     oc_error_clear(&err);
     oc_arena_protobuf_allocator(arena, &alloc);
     c = (PB(ClaimedOutbound) *)protobuf_c_message_unpack(
         &omnichat__persistence__v1__claimed_outbound__descriptor, &alloc, j->len, j->packed);
-    if (oc_uuid_v4(request_id) != OC_OK)
-        request_id[0] = '\0';
+    if (oc_uuid_v4(request_id) != OC_OK) request_id[0] = '\0';
     if (c != NULL && c->message != NULL &&
         line_deliver(l, arena, request_id, c->message, c->thread_key, &out, &err) != OC_OK)
         OC_WARN("retry attempt not recorded", OC_LS("request_id", request_id),
@@ -173,8 +164,7 @@ static void *delivery_main(void *arg)
     for (;;) {
         while (!w->stop && w->count == 0)
             pthread_cond_wait(&w->cond, &w->mu);
-        if (w->stop)
-            break;
+        if (w->stop) break;
         job_t j = w->queue[w->head];
         w->head = (w->head + 1) % w->cap;
         w->count--;
@@ -201,8 +191,7 @@ line_worker_t *line_worker_start(line_t *l, oc_error_t *err)
     }
     w->l = l;
     w->cap = (size_t)(l->cfg.worker_threads > 0 ? l->cfg.worker_threads : 1);
-    if (w->cap > WORKER_THREADS_MAX)
-        w->cap = WORKER_THREADS_MAX;
+    if (w->cap > WORKER_THREADS_MAX) w->cap = WORKER_THREADS_MAX;
     w->queue = calloc(w->cap, sizeof *w->queue);
     if (w->queue == NULL) {
         free(w);
@@ -216,8 +205,7 @@ line_worker_t *line_worker_start(line_t *l, oc_error_t *err)
     pthread_cond_init(&w->idle, &ca);
     pthread_condattr_destroy(&ca);
     for (size_t i = 0; i < w->cap; i++) {
-        if (pthread_create(&w->threads[i], NULL, delivery_main, w) != 0)
-            break;
+        if (pthread_create(&w->threads[i], NULL, delivery_main, w) != 0) break;
         w->nthreads++;
     }
     if (w->nthreads == (int)w->cap && pthread_create(&w->claimer, NULL, claimer_main, w) == 0)
@@ -232,15 +220,13 @@ line_worker_t *line_worker_start(line_t *l, oc_error_t *err)
 
 void line_worker_stop(line_worker_t *w)
 {
-    if (w == NULL)
-        return;
+    if (w == NULL) return;
     pthread_mutex_lock(&w->mu);
     w->stop = true;
     pthread_cond_broadcast(&w->cond);
     pthread_cond_broadcast(&w->idle);
     pthread_mutex_unlock(&w->mu);
-    if (w->claimer_started)
-        pthread_join(w->claimer, NULL);
+    if (w->claimer_started) pthread_join(w->claimer, NULL);
     for (int i = 0; i < w->nthreads; i++)
         pthread_join(w->threads[i], NULL);
     for (size_t i = 0; i < w->count; i++)

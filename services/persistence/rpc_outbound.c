@@ -20,7 +20,7 @@ const oc_pg_stmt_t pst_stmts_outbound[] = {
                   "$10, $11, $12, $13, $14)"},
     {"ob_get_result", "SELECT * FROM omnichat.v_outbound WHERE tenant_id = $1"
                       " AND id = current_setting('omnichat.result_id')::uuid"},
-    {"ob_complete", "SELECT omnichat.complete_outbound($1, $2, $3, $4, $5, $6, $7, $8)"},
+    {"ob_complete", "SELECT omnichat.complete_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9)"},
     {"ob_get", "SELECT * FROM omnichat.v_messages"
                " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound'"},
     {"ob_claim", "SELECT * FROM omnichat.claim_due_outbound($1, $2, $3, $4)"},
@@ -198,12 +198,16 @@ static oc_err_t complete_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                             "next_attempt_at_ms: %s (milliseconds since the epoch)",
                             scheduled ? "is required with RETRY and UNKNOWN" : "out of range");
 
-    const char *p1[] = {
-        req->tenant_id,           req->message_id,
-        req->lease_owner,         outcome,
-        req->external_message_id, category,
-        req->error_detail,        scheduled ? pst_i64(ctx, req->next_attempt_at_ms) : NULL};
-    oc_pg_query_t q[] = {{"ob_complete", 8, p1, NULL}, {"ob_get", 2, p1, NULL}};
+    const char *p1[] = {req->tenant_id,
+                        req->message_id,
+                        req->lease_owner,
+                        outcome,
+                        req->external_message_id,
+                        category,
+                        req->error_detail,
+                        scheduled ? pst_i64(ctx, req->next_attempt_at_ms) : NULL,
+                        req->no_provider_call ? "false" : "true"};
+    oc_pg_query_t q[] = {{"ob_complete", 9, p1, NULL}, {"ob_get", 2, p1, NULL}};
 
     if (scheduled && p1[7] == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;

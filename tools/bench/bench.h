@@ -27,6 +27,9 @@ typedef struct bench_stats {
     double rate;     /* successful calls per second */
     double p50_ms, p99_ms, max_ms, mean_ms;
     long rss_max_kb; /* highest VmRSS sampled during the phase; 0 without a pid */
+    /* CPU seconds used during the phase by this program, the service and PostgreSQL (the
+     * postmaster and all its children), and by everything else on the machine. */
+    double cpu_self_s, cpu_svc_s, cpu_pg_s, cpu_other_s;
     char first_error[BENCH_ERR_LEN];
 } bench_stats_t;
 
@@ -46,6 +49,7 @@ typedef struct bench_phase {
     bench_call_fn fn;
     void *user;
     pid_t rss_pid; /* when > 0, VmRSS of this process is sampled every 20 ms */
+    pid_t pg_pid;  /* when > 0, the postmaster whose CPU use is measured */
 } bench_phase_t;
 
 /* Runs one phase to completion and fills *out. Blocks. Returns 0, or -1 when threads could not
@@ -54,6 +58,13 @@ int bench_run(const bench_phase_t *ph, bench_stats_t *out);
 
 /* A field of /proc/<pid>/status in kB ("VmHWM", "VmRSS"); -1 when it cannot be read. */
 long bench_proc_kb(pid_t pid, const char *field);
+
+/* CPU seconds so far: this process, `svc` (0: none), the postgres tree under `pm` (0: none),
+ * and the whole machine's busy time (all CPUs). */
+typedef struct bench_cpu {
+    double self_s, svc_s, pg_s, machine_s;
+} bench_cpu_t;
+void bench_cpu_sample(pid_t svc, pid_t pm, bench_cpu_t *out);
 
 /* Monotonic clock in nanoseconds. */
 int64_t bench_now_ns(void);
@@ -157,6 +168,8 @@ int bench_sql(const char *dsn, const char *sql, char *err, size_t errlen);
 typedef struct bench_pgbench {
     bool ok;
     int clients;
+    double seconds;                              /* wall time of the whole pgbench run */
+    double cpu_pgbench_s, cpu_pg_s, cpu_other_s; /* CPU seconds during it */
     double tps; /* without initial connection time */
     long xacts;
     long failed;
@@ -168,7 +181,7 @@ typedef struct bench_pgbench {
 int bench_pgbench_scripts(const char *dir, char *err, size_t errlen);
 /* Runs pgbench with `script` ("new" or "dup") at `clients` for `seconds`, logs in dir. */
 void bench_pgbench_run(const char *pgbench, const char *dsn, const char *dir, const char *script,
-                       int clients, int seconds, bench_pgbench_t *out);
+                       int clients, int seconds, pid_t pg_pid, bench_pgbench_t *out);
 
 /* ---- report.c: the table on stdout, results.json, results.md ---- */
 
@@ -206,6 +219,8 @@ typedef struct bench_report {
     long rss_hwm_kb;       /* VmHWM after the 64-concurrency phases */
     long rss_max_64_kb;    /* highest sampled VmRSS during them */
     long rss_idle_kb;      /* VmRSS before any load */
+    int ncpu;
+    char loadavg_start[64], loadavg_end[64]; /* /proc/loadavg around the run */
     const bench_ctx_t *ctx;
     char notes[8][256];
     int nnotes;

@@ -1,11 +1,15 @@
 /* Timed phases of N blocking callers: per-call latency, percentiles and process memory. */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -47,6 +51,81 @@ long bench_proc_kb(pid_t pid, const char *field)
     }
     fclose(f);
     return kb;
+}
+
+/* utime+stime (+ cutime+cstime when `children`) of /proc/<pid>/stat in ticks, and its ppid.
+ * The command name may hold spaces and parentheses: fields are counted after the last ')'. */
+static long long stat_ticks(pid_t pid, bool children, pid_t *ppid)
+{
+    char path[64], buf[1024];
+    long long v[20] = {0};
+    FILE *f;
+    size_t n;
+    char *p;
+
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')');
+    if (p == NULL)
+        return -1;
+    p++;
+    /* Field 3 is the state letter; 4 ppid; 14..17 utime stime cutime cstime. */
+    for (int field = 3; field <= 17 && *p; field++) {
+        while (*p == ' ')
+            p++;
+        if (field > 3)
+            v[field] = strtoll(p, NULL, 10);
+        while (*p && *p != ' ')
+            p++;
+    }
+    if (ppid != NULL)
+        *ppid = (pid_t)v[4];
+    return v[14] + v[15] + (children ? v[16] + v[17] : 0);
+}
+
+void bench_cpu_sample(pid_t svc, pid_t pm, bench_cpu_t *out)
+{
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    struct rusage ru;
+    long long t;
+
+    memset(out, 0, sizeof *out);
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        out->self_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    if (svc > 0 && (t = stat_ticks(svc, false, NULL)) >= 0)
+        out->svc_s = (double)t / tick;
+    if (pm > 0) {
+        /* Backends that exited are in the postmaster's cutime/cstime; live ones are summed. */
+        long long sum = stat_ticks(pm, true, NULL);
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        while (sum >= 0 && d != NULL && (de = readdir(d)) != NULL) {
+            pid_t ppid = 0;
+            if (!isdigit((unsigned char)de->d_name[0]))
+                continue;
+            t = stat_ticks((pid_t)atol(de->d_name), false, &ppid);
+            if (t >= 0 && ppid == pm)
+                sum += t;
+        }
+        if (d != NULL)
+            closedir(d);
+        out->pg_s = sum > 0 ? (double)sum / tick : 0;
+    }
+    /* Busy time of every CPU: user nice system idle iowait irq softirq steal. */
+    FILE *f = fopen("/proc/stat", "r");
+    if (f != NULL) {
+        long long u = 0, ni = 0, sy = 0, id = 0, io = 0, irq = 0, sirq = 0, st = 0;
+        if (fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld", &u, &ni, &sy, &id, &io,
+                   &irq, &sirq, &st) >= 7)
+            out->machine_s = (double)(u + ni + sy + irq + sirq + st) / tick;
+        fclose(f);
+    }
 }
 
 typedef struct worker {
@@ -202,6 +281,8 @@ int bench_run(const bench_phase_t *ph, bench_stats_t *out)
     /* Threads that never started must not be waited for by the sampler. */
     atomic_fetch_sub(&sh.running, ph->threads - started);
 
+    bench_cpu_t cpu0, cpu1;
+    bench_cpu_sample(ph->rss_pid, ph->pg_pid, &cpu0);
     pthread_mutex_lock(&sh.mu);
     sh.start_ns = bench_now_ns();
     sh.deadline_ns = started == ph->threads ? sh.start_ns + (int64_t)(ph->seconds * 1e9)
@@ -218,6 +299,14 @@ int bench_run(const bench_phase_t *ph, bench_stats_t *out)
     for (int i = 0; i < started; i++)
         pthread_join(w[i].tid, NULL);
     out->seconds = (double)(bench_now_ns() - sh.start_ns) / 1e9;
+    bench_cpu_sample(ph->rss_pid, ph->pg_pid, &cpu1);
+    out->cpu_self_s = cpu1.self_s - cpu0.self_s;
+    out->cpu_svc_s = cpu1.svc_s - cpu0.svc_s;
+    out->cpu_pg_s = cpu1.pg_s - cpu0.pg_s;
+    out->cpu_other_s = cpu1.machine_s - cpu0.machine_s - out->cpu_self_s - out->cpu_svc_s -
+                       out->cpu_pg_s;
+    if (out->cpu_other_s < 0)
+        out->cpu_other_s = 0;
     if (sampling)
         pthread_join(smp.tid, NULL);
     out->rss_max_kb = atomic_load(&sh.rss_max_kb);

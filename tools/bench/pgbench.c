@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -95,7 +96,8 @@ static void read_logs(const char *logdir, bench_pgbench_t *out)
 
         if (strncmp(de->d_name, "log.", 4) != 0)
             continue;
-        snprintf(path, sizeof path, "%s/%s", logdir, de->d_name);
+        if (snprintf(path, sizeof path, "%s/%s", logdir, de->d_name) >= (int)sizeof path)
+            continue;
         f = fopen(path, "r");
         if (f == NULL)
             continue;
@@ -149,7 +151,7 @@ static void read_summary(const char *path, bench_pgbench_t *out)
 }
 
 void bench_pgbench_run(const char *pgbench, const char *dsn, const char *dir, const char *script,
-                       int clients, int seconds, bench_pgbench_t *out)
+                       int clients, int seconds, pid_t pg_pid, bench_pgbench_t *out)
 {
     char logdir[4096], prefix[4200], outpath[4200], scriptpath[4200];
     char cs[16], js[16], ts[16];
@@ -161,7 +163,7 @@ void bench_pgbench_run(const char *pgbench, const char *dsn, const char *dir, co
     out->clients = clients;
     snprintf(logdir, sizeof logdir, "%s/%s-c%d", dir, script, clients);
     if (mkdir(logdir, 0755) != 0 && errno != EEXIST) {
-        snprintf(out->error, sizeof out->error, "%s: %s", logdir, strerror(errno));
+        snprintf(out->error, sizeof out->error, "%.180s: %s", logdir, strerror(errno));
         return;
     }
     /* A rerun in the same directory must not read the previous run's logs. */
@@ -189,18 +191,32 @@ void bench_pgbench_run(const char *pgbench, const char *dsn, const char *dir, co
     posix_spawn_file_actions_addopen(&fa, 1, outpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    bench_cpu_t cpu0, cpu1;
+    struct rusage ru;
+    bench_cpu_sample(0, pg_pid, &cpu0);
+    int64_t t0 = bench_now_ns();
     rc = posix_spawn(&pid, pgbench, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
         snprintf(out->error, sizeof out->error, "could not run %s: %s", pgbench, strerror(rc));
         return;
     }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    memset(&ru, 0, sizeof ru);
+    while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
         ;
+    bench_cpu_sample(0, pg_pid, &cpu1);
+    out->seconds = (double)(bench_now_ns() - t0) / 1e9;
+    out->cpu_pgbench_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    out->cpu_pg_s = cpu1.pg_s - cpu0.pg_s;
+    out->cpu_other_s = cpu1.machine_s - cpu0.machine_s - (cpu1.self_s - cpu0.self_s) -
+                       out->cpu_pgbench_s - out->cpu_pg_s;
+    if (out->cpu_other_s < 0)
+        out->cpu_other_s = 0;
     read_summary(outpath, out);
     read_logs(logdir, out);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || out->tps <= 0) {
-        snprintf(out->error, sizeof out->error, "pgbench failed (exit %d); see %s",
+        snprintf(out->error, sizeof out->error, "pgbench failed (exit %d); see %.180s",
                  WIFEXITED(status) ? WEXITSTATUS(status) : -1, outpath);
         return;
     }

@@ -15,6 +15,17 @@ static double mb(long kb)
     return (double)kb / 1024.0;
 }
 
+static double per_call_us(double cpu_s, double calls)
+{
+    return calls > 0 ? cpu_s * 1e6 / calls : 0;
+}
+
+/* Share of all cores used by processes other than the client, service and PostgreSQL. */
+static double others_pct(const bench_report_t *r, double cpu_other_s, double seconds)
+{
+    return seconds > 0 && r->ncpu > 0 ? 100.0 * cpu_other_s / (seconds * r->ncpu) : 0;
+}
+
 static void utc_now(char *buf, size_t cap)
 {
     time_t t = time(NULL);
@@ -50,16 +61,34 @@ void bench_report_print(const bench_report_t *r, FILE *f)
             fprintf(f, "%11s %8s %8s | %8s\n", "-", "-", "-", "-");
     }
 
+    fprintf(f, "\nCPU per call in microseconds (client: this program, gRPC included; others: "
+               "the rest of the machine, %% of all %d cores)\n",
+            r->ncpu);
+    fprintf(f, "  %-9s %7s | %8s %8s %8s %7s | %8s %8s %7s\n", "kind", "callers", "client",
+            "service", "postgres", "others", "pgbench", "postgres", "others");
+    for (int i = 0; i < r->nwrites; i++) {
+        const bench_write_row_t *w = &r->writes[i];
+        double n = (double)w->svc.calls, m = (double)w->pg.xacts;
+        fprintf(f, "  %-9s %7d | %8.0f %8.0f %8.0f %6.0f%% | %8.0f %8.0f %6.0f%%\n", w->kind,
+                w->concurrency, per_call_us(w->svc.cpu_self_s, n),
+                per_call_us(w->svc.cpu_svc_s, n), per_call_us(w->svc.cpu_pg_s, n),
+                others_pct(r, w->svc.cpu_other_s, w->svc.seconds),
+                per_call_us(w->pg.cpu_pgbench_s, m), per_call_us(w->pg.cpu_pg_s, m),
+                others_pct(r, w->pg.cpu_other_s, w->pg.seconds));
+    }
+
     fprintf(f, "\nReads, 1 caller, %d s per phase (reference: the service's own statements "
                "over one libpq connection, same transaction shape)\n",
             r->list_duration_s);
-    fprintf(f, "  %-17s %-38s | %8s %8s %8s %8s %6s | %8s %8s\n", "rpc", "page", "p50 ms",
-            "p99 ms", "max ms", "calls/s", "errors", "sql p50", "sql p99");
+    fprintf(f, "  %-17s %-42s | %7s %7s %7s %7s %6s %7s | %7s %7s\n", "rpc", "page", "p50 ms",
+            "p99 ms", "max ms", "calls/s", "errors", "others", "sql p50", "sql p99");
     for (int i = 0; i < r->nreads; i++) {
         const bench_read_row_t *x = &r->reads[i];
-        fprintf(f, "  %-17s %-38s | %8.3f %8.3f %8.3f %8.0f %6llu | %8.3f %8.3f\n", x->rpc,
-                x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
-                (unsigned long long)x->svc.errors, x->ref.p50_ms, x->ref.p99_ms);
+        fprintf(f, "  %-17s %-42s | %7.3f %7.3f %7.3f %7.0f %6llu %6.0f%% | %7.3f %7.3f\n",
+                x->rpc, x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
+                (unsigned long long)x->svc.errors,
+                others_pct(r, x->svc.cpu_other_s, x->svc.seconds), x->ref.p50_ms,
+                x->ref.p99_ms);
     }
 
     fprintf(f, "\nMemory of omnichat-persistence (64 workers): %.1f MB before load; peak RSS "
@@ -71,6 +100,8 @@ void bench_report_print(const bench_report_t *r, FILE *f)
                    "from the newest in %.2f s, %d pages of 200 from the oldest in %.2f s\n",
                 ctx->big_conv_messages, ctx->walk_pages, ctx->walk_before_s, ctx->walk_pages,
                 ctx->walk_after_s);
+    fprintf(f, "Load average (1/5/15 min) at the start: %s; at the end: %s\n", r->loadavg_start,
+            r->loadavg_end);
     for (int i = 0; i < r->nnotes; i++)
         fprintf(f, "Note: %s\n", r->notes[i]);
 
@@ -106,9 +137,12 @@ static void jstats(FILE *f, const bench_stats_t *s)
     fprintf(f,
             "{\"threads\": %d, \"calls\": %llu, \"errors\": %llu, \"seconds\": %.3f, "
             "\"rate\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
-            "\"mean_ms\": %.3f, \"rss_max_kb\": %ld, \"first_error\": ",
+            "\"mean_ms\": %.3f, \"rss_max_kb\": %ld, \"cpu_client_s\": %.2f, "
+            "\"cpu_service_s\": %.2f, \"cpu_postgres_s\": %.2f, \"cpu_others_s\": %.2f, "
+            "\"first_error\": ",
             s->threads, (unsigned long long)s->calls, (unsigned long long)s->errors, s->seconds,
-            s->rate, s->p50_ms, s->p99_ms, s->max_ms, s->mean_ms, s->rss_max_kb);
+            s->rate, s->p50_ms, s->p99_ms, s->max_ms, s->mean_ms, s->rss_max_kb, s->cpu_self_s,
+            s->cpu_svc_s, s->cpu_pg_s, s->cpu_other_s);
     jstr(f, s->first_error);
     fputc('}', f);
 }
@@ -122,8 +156,10 @@ int bench_report_json(const bench_report_t *r, const char *path)
     if (f == NULL)
         return -1;
     utc_now(now, sizeof now);
-    fprintf(f, "{\n  \"generated_at\": \"%s\",\n  \"duration_s\": %d,\n  \"list_duration_s\": %d,\n",
-            now, r->duration_s, r->list_duration_s);
+    fprintf(f,
+            "{\n  \"generated_at\": \"%s\",\n  \"duration_s\": %d,\n  \"list_duration_s\": %d,\n"
+            "  \"ncpu\": %d,\n  \"loadavg_start\": \"%s\",\n  \"loadavg_end\": \"%s\",\n",
+            now, r->duration_s, r->list_duration_s, r->ncpu, r->loadavg_start, r->loadavg_end);
     if (ctx != NULL)
         fprintf(f,
                 "  \"seed\": {\"big_conversation_messages\": %lld, \"inbox_conversations\": %lld, "
@@ -140,9 +176,11 @@ int bench_report_json(const bench_report_t *r, const char *path)
         fprintf(f,
                 ", \"pgbench\": {\"ok\": %s, \"clients\": %d, \"tps\": %.1f, \"transactions\": "
                 "%ld, \"failed\": %ld, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
-                "\"mean_ms\": %.3f, \"error\": ",
+                "\"mean_ms\": %.3f, \"seconds\": %.3f, \"cpu_pgbench_s\": %.2f, "
+                "\"cpu_postgres_s\": %.2f, \"cpu_others_s\": %.2f, \"error\": ",
                 w->pg.ok ? "true" : "false", w->pg.clients, w->pg.tps, w->pg.xacts, w->pg.failed,
-                w->pg.p50_ms, w->pg.p99_ms, w->pg.max_ms, w->pg.mean_ms);
+                w->pg.p50_ms, w->pg.p99_ms, w->pg.max_ms, w->pg.mean_ms, w->pg.seconds,
+                w->pg.cpu_pgbench_s, w->pg.cpu_pg_s, w->pg.cpu_other_s);
         jstr(f, w->pg.error);
         fprintf(f, "}, \"service_over_pgbench\": %.4f}%s\n", ratio(w->svc.rate, w->pg.tps),
                 i + 1 < r->nwrites ? "," : "");
@@ -227,6 +265,25 @@ int bench_report_markdown(const bench_report_t *r, const char *path)
     }
 
     fprintf(f,
+            "\nCPU per call in microseconds, from /proc: the client (this program, gRPC "
+            "included), the service, PostgreSQL (postmaster and every backend); \"others\" is "
+            "what the rest of the machine used meanwhile, as a share of all %d cores (anything "
+            "above a few %% means the figures were taken on a busy machine).\n\n"
+            "| Kind | Callers | Client | Service | PostgreSQL | Others | pgbench | PostgreSQL "
+            "| Others |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+            r->ncpu);
+    for (int i = 0; i < r->nwrites; i++) {
+        const bench_write_row_t *w = &r->writes[i];
+        double n = (double)w->svc.calls, m = (double)w->pg.xacts;
+        fprintf(f, "| %s | %d | %.0f | %.0f | %.0f | %.0f%% | %.0f | %.0f | %.0f%% |\n",
+                w->kind, w->concurrency, per_call_us(w->svc.cpu_self_s, n),
+                per_call_us(w->svc.cpu_svc_s, n), per_call_us(w->svc.cpu_pg_s, n),
+                others_pct(r, w->svc.cpu_other_s, w->svc.seconds),
+                per_call_us(w->pg.cpu_pgbench_s, m), per_call_us(w->pg.cpu_pg_s, m),
+                others_pct(r, w->pg.cpu_other_s, w->pg.seconds));
+    }
+
+    fprintf(f,
             "\n## Reads\n\n"
             "One caller, %d s per row. ListMessages reads the conversation of %lld messages, "
             "page_size 50; the deep cursors were obtained by walking %d pages of 200 (%.2f s "
@@ -238,19 +295,24 @@ int bench_report_markdown(const bench_report_t *r, const char *path)
             r->list_duration_s, ctx ? ctx->big_conv_messages : 0LL, ctx ? ctx->walk_pages : 0,
             ctx ? ctx->walk_before_s : 0, ctx ? ctx->walk_after_s : 0,
             ctx ? ctx->inbox_conversations : 0LL);
-    fprintf(f, "| RPC | Page | p50 | p99 | max | calls/s | Errors | SQL p50 | SQL p99 |\n"
-               "|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    fprintf(f, "| RPC | Page | p50 | p99 | max | calls/s | Errors | Others | SQL p50 | SQL p99 "
+               "|\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (int i = 0; i < r->nreads; i++) {
         const bench_read_row_t *x = &r->reads[i];
-        fprintf(f, "| %s | %s | %.3f | %.3f | %.3f | %.0f | %llu | %.3f | %.3f |\n", x->rpc,
-                x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
-                (unsigned long long)x->svc.errors, x->ref.p50_ms, x->ref.p99_ms);
+        fprintf(f, "| %s | %s | %.3f | %.3f | %.3f | %.0f | %llu | %.0f%% | %.3f | %.3f |\n",
+                x->rpc, x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
+                (unsigned long long)x->svc.errors,
+                others_pct(r, x->svc.cpu_other_s, x->svc.seconds), x->ref.p50_ms,
+                x->ref.p99_ms);
     }
     fprintf(f,
             "\n## Memory\n\nomnichat-persistence with 64 workers (64 database connections): "
             "%.1f MB resident before any load; peak RSS (VmHWM) after the 64-caller phases "
             "%.1f MB; highest VmRSS sampled every 20 ms during them %.1f MB.\n",
             mb(r->rss_idle_kb), mb(r->rss_hwm_kb), mb(r->rss_max_64_kb));
+    fprintf(f, "\nLoad average (1/5/15 min) when the benchmark program started: %s; when it "
+               "ended: %s.\n",
+            r->loadavg_start, r->loadavg_end);
     if (r->nnotes > 0) {
         fprintf(f, "\n## Notes\n\n");
         for (int i = 0; i < r->nnotes; i++)

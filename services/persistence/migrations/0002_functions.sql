@@ -430,7 +430,7 @@ $$;
 
 CREATE FUNCTION omnichat.complete_outbound(
     p_tenant uuid, p_id uuid, p_owner text, p_outcome text, p_external text,
-    p_category text, p_detail text, p_next_ms bigint)
+    p_category text, p_detail text, p_next_ms bigint, p_provider_called boolean)
     RETURNS void
     LANGUAGE plpgsql
     SET search_path = omnichat, pg_temp
@@ -454,7 +454,7 @@ BEGIN
             USING ERRCODE = 'OCFP0';
     END IF;
     UPDATE messages m
-       SET attempts = m.attempts + 1,
+       SET attempts = m.attempts + CASE WHEN p_provider_called THEN 1 ELSE 0 END,
            status = CASE p_outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed'
                                    WHEN 'retry' THEN 'pending' ELSE 'unknown' END,
            external_message_id = COALESCE(NULLIF(p_external, ''), m.external_message_id),

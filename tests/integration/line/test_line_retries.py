@@ -173,37 +173,50 @@ def test_max_attempts_ends_failed(line):
 
 
 def _kill_during_push(line, conn, fault):
-    conv, _ = line.conversation()
-    line.sim.fault(fault)
-    req = line.send_request(conv, "survives a crash")
-    outcome = {}
+    """Send with `fault` at the simulator, SIGKILL the connector while the push is in flight,
+    restart it (short lease) and wait for the message to settle. Until the kill the connector
+    runs with a LINE timeout just under the lease (the connector requires timeout < lease), so
+    the push is surely still in flight when it dies."""
+    saved = dict(conn.settings)
+    try:
+        conn.settings["line-timeout-ms"] = LEASE_SECONDS * 1000 - 200
+        rc = conn.stop()
+        assert rc in (0, -15), f"connector exit code after SIGTERM: {rc}"
+        conn.start()
+        conv, _ = line.conversation()
+        line.sim.fault(fault)
+        req = line.send_request(conv, "survives a crash")
+        outcome = {}
 
-    def call():
-        try:
-            outcome["reply"] = conn.api.SendText(req, timeout=20)
-        except grpc.RpcError as e:
-            outcome["error"] = e
+        def call():
+            try:
+                outcome["reply"] = conn.api.SendText(req, timeout=20)
+            except grpc.RpcError as e:
+                outcome["error"] = e
 
-    t = threading.Thread(target=call)
-    t.start()
-    # The push has reached LINE (the simulator consumed the fault) → kill the connector.
-    wait_for(lambda: line.sim.pending_faults() == [], 10, 0.01, "the push to reach the simulator")
-    conn.kill9()
-    t.join(10)
-    assert "reply" not in outcome, f"SendText answered although the push was in flight: {outcome}"
-    rows = line.db_messages()
-    assert len(rows) == 1, f"the message must be recorded before the push: {rows}"
-    assert rows[0]["status"] in ("pending", "unknown"), rows
-    mid = rows[0]["id"]
-    t_restart = time.time()
-    conn.start()
+        t = threading.Thread(target=call)
+        t.start()
+        # The push has reached LINE (the simulator consumed the fault) → kill the connector.
+        wait_for(lambda: line.sim.pending_faults() == [], 10, 0.01,
+                 "the push to reach the simulator")
+        conn.kill9()
+        t.join(10)
+        assert "reply" not in outcome, f"SendText answered although the push was in flight: {outcome}"
+        rows = line.db_messages()
+        assert len(rows) == 1, f"the message must be recorded before the push: {rows}"
+        assert rows[0]["status"] in ("pending", "unknown"), rows
+        mid = rows[0]["id"]
+    finally:
+        conn.settings = saved
+        if not conn.alive():
+            conn.start()
     final = line.wait_status(conv, mid, pb.MESSAGE_STATUS_SENT, SETTLE + LEASE_SECONDS)
-    return conv, final, time.time() - t_restart
+    return conv, final
 
 
 def test_sigkill_before_provider_executes(line, conn):
     # The push is held and then refused (not executed): after the kill nothing was delivered.
-    conv, final, _ = _kill_during_push(line, conn, {"delay_ms": 5000, "status": 500})
+    conv, final = _kill_during_push(line, conn, {"delay_ms": 5000, "status": 500})
     reqs = _assert_single_delivery(line, final)
     assert len(reqs) == 2 and reqs[1]["status"] == 200, reqs
     # The caller's idempotent retry returns the same, sent message.
@@ -212,7 +225,7 @@ def test_sigkill_before_provider_executes(line, conn):
 
 
 def test_sigkill_after_provider_executed_gets_409(line, conn):
-    conv, final, _ = _kill_during_push(line, conn, {"delay_ms": 5000, "execute": True})
+    conv, final = _kill_during_push(line, conn, {"delay_ms": 5000, "execute": True})
     reqs = _assert_single_delivery(line, final)
     assert len(reqs) == 2 and reqs[1]["status"] == 409, reqs
     assert len(line.db_messages()) == 1
@@ -220,7 +233,7 @@ def test_sigkill_after_provider_executed_gets_409(line, conn):
 
 def test_sigkill_while_push_is_held_in_flight(line, conn):
     # hold_ms: the sim holds the retry key in flight, then executes although the client died.
-    conv, final, _ = _kill_during_push(line, conn, {"hold_ms": 3000})
+    conv, final = _kill_during_push(line, conn, {"hold_ms": 3000})
     reqs = _assert_single_delivery(line, final)
     assert len(reqs) >= 2
     assert any(r["status"] == 409 for r in reqs[1:]), reqs

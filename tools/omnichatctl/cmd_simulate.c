@@ -1,0 +1,264 @@
+/* omnichatctl simulate line-webhook: posts a signed LINE message event, as LINE would. */
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "omnichat/buf.h"
+#include "omnichat/util.h"
+#include "render.h"
+
+#define SECRET_FILE_MAX 4096
+#define RESPONSE_MAX 4096
+#define DEFAULT_URL "http://127.0.0.1:8081"
+
+/* LINE ids: U/C/R then 32 lowercase hex digits. */
+static bool line_user_id(const char *s)
+{
+    if (s[0] != 'U' || strlen(s) != 33) return false;
+    for (size_t i = 1; i < 33; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+    return true;
+}
+
+/* Random digits / hex / base64url of the shapes LINE uses, from the CSPRNG. */
+static bool random_digits(char *out, size_t n)
+{
+    unsigned char r[32];
+
+    if (n > sizeof r || RAND_bytes(r, (int)n) != 1) return false;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)('0' + r[i] % 10);
+    if (out[0] == '0') out[0] = '1';
+    out[n] = '\0';
+    return true;
+}
+
+static bool random_hex(char *out, size_t nbytes)
+{
+    unsigned char r[32];
+
+    if (nbytes > sizeof r || RAND_bytes(r, (int)nbytes) != 1) return false;
+    oc_hex_encode(r, nbytes, out);
+    return true;
+}
+
+/* The webhook body: one text message event from a user, now. */
+static char *build_body(const char *destination, const char *user, const char *text,
+                        const char *message_id, int64_t now_ms)
+{
+    char event_id[27], reply_token[33], quote[33];
+    json_t *root;
+    char *s;
+
+    if (!random_hex(reply_token, 16) || !random_hex(quote, 16) || !random_hex(event_id, 13))
+        return NULL;
+    event_id[0] = '0';
+    event_id[1] = '1';
+    for (char *p = event_id; *p; p++)
+        if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
+    root = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:{s:b}, s:{s:s, s:s}, s:s, "
+                     "s:{s:s, s:s, s:s, s:s}}]}",
+                     "destination", destination, "events", "type", "message", "mode", "active",
+                     "timestamp", (json_int_t)now_ms, "webhookEventId", event_id,
+                     "deliveryContext", "isRedelivery", 0, "source", "type", "user", "userId",
+                     user, "replyToken", reply_token, "message", "id", message_id, "type",
+                     "text", "text", text, "quoteToken", quote);
+    if (root == NULL) return NULL;
+    s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return s;
+}
+
+static size_t collect(char *data, size_t size, size_t nmemb, void *user)
+{
+    oc_buf_t *b = user;
+    size_t n = size * nmemb;
+
+    /* Keep what fits; the rest is read and dropped (the status is what matters). */
+    if (b->failed == OC_OK) oc_buf_append(b, data, n);
+    return n;
+}
+
+/* The channel account's bot id, for the body's "destination" (best effort: LINE always sends
+ * it, the connector routes by the URL). */
+static const char *lookup_destination(ctl_t *ctl, const char *account)
+{
+    PB(GetChannelAccountRequest) req = PB_INIT(GET_CHANNEL_ACCOUNT_REQUEST);
+    PB(GetChannelAccountResponse) *resp = NULL;
+    int rc;
+
+    if (ctl->tenant == NULL || !oc_uuid_valid(ctl->tenant)) return NULL;
+    req.tenant_id = (char *)ctl->tenant;
+    req.channel_account_id = (char *)account;
+    ctl->quiet = true;
+    rc = ctl_call(ctl, ctl->persistence, CTL_PERSISTENCE "GetChannelAccount", &req.base,
+                  &omnichat__persistence__v1__get_channel_account_response__descriptor,
+                  (ProtobufCMessage **)&resp, NULL);
+    ctl->quiet = false;
+    if (rc != 0 || resp->channel_account == NULL) return NULL;
+    return resp->channel_account->external_account_id;
+}
+
+int cmd_simulate(ctl_t *ctl, int argc, char **argv)
+{
+    static const char usage[] =
+        "omnichatctl simulate line-webhook --account ID --secret-file FILE --user U... "
+        "--text TEXT [--url http://127.0.0.1:8081] [--destination BOT_USER_ID]";
+    const char *account = NULL, *secret_file = NULL, *user = NULL, *text = NULL,
+               *url = DEFAULT_URL, *destination = NULL, *pos[1];
+    size_t npos;
+    ctl_opt_t opts[] = {{"account", &account, NULL},     {"secret-file", &secret_file, NULL},
+                        {"user", &user, NULL},           {"text", &text, NULL},
+                        {"url", &url, NULL},             {"destination", &destination, NULL}};
+    char message_id[19], *secret = NULL, *body = NULL, *full_url = NULL, *sig_header = NULL;
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    char sig[64];
+    CURL *curl = NULL;
+    struct curl_slist *headers = NULL;
+    oc_buf_t response;
+    long status = 0;
+    bool curl_ready = false;
+    CURLcode cc;
+    int rc;
+
+    oc_buf_init(&response, RESPONSE_MAX);
+    if ((rc = ctl_parse(ctl, argc, argv, opts, 6, pos, 1, &npos, usage)) != 0) goto out;
+    if (npos != 1 || strcmp(pos[0], "line-webhook") != 0) {
+        ctl_usage_error(ctl, npos == 1 ? "unknown simulation '%s' (only line-webhook)"
+                                       : "what to simulate? (line-webhook)%s",
+                        npos == 1 ? pos[0] : "");
+        fprintf(stderr, "usage: %s\n", usage);
+        rc = CTL_EXIT_USAGE;
+        goto out;
+    }
+    if (account == NULL || secret_file == NULL || user == NULL || text == NULL) {
+        rc = ctl_usage_error(ctl, "--account, --secret-file, --user and --text are required");
+        goto out;
+    }
+    if (!oc_uuid_valid(account)) {
+        rc = ctl_usage_error(ctl, "--account: '%s' is not a channel account id (UUID)", account);
+        goto out;
+    }
+    if (!line_user_id(user)) {
+        rc = ctl_usage_error(ctl, "--user: a LINE user id is U followed by 32 lowercase hex "
+                                  "digits");
+        goto out;
+    }
+    if (text[0] == '\0' || !oc_utf8_valid(text, strlen(text))) {
+        rc = ctl_usage_error(ctl, "--text: must be non-empty UTF-8");
+        goto out;
+    }
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        rc = ctl_usage_error(ctl, "--url: must start with http:// or https://");
+        goto out;
+    }
+    if ((rc = ctl_read_secret(ctl, "channel secret", secret_file, SECRET_FILE_MAX, &secret)) !=
+        0)
+        goto out;
+    if (destination == NULL) destination = lookup_destination(ctl, account);
+    if (destination == NULL) destination = "";
+
+    if (!random_digits(message_id, 18)) {
+        rc = ctl_fail(ctl, "could not make a message id (no randomness)");
+        goto out;
+    }
+    body = build_body(destination, user, text, message_id, oc_now_ms());
+    if (body == NULL) {
+        rc = ctl_fail(ctl, "could not build the webhook body");
+        goto out;
+    }
+    /* x-line-signature = base64(HMAC-SHA256(channel secret, raw body)). */
+    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body,
+             strlen(body), mac, &mac_len) == NULL) {
+        rc = ctl_fail(ctl, "could not sign the body");
+        goto out;
+    }
+    ctl_secret_free(secret);
+    secret = NULL;
+    oc_base64_encode(mac, mac_len, sig);
+    OPENSSL_cleanse(mac, sizeof mac);
+
+    size_t ulen = strlen(url);
+    while (ulen > 0 && url[ulen - 1] == '/')
+        ulen--;
+    full_url = oc_arena_sprintf(ctl->arena, "%.*s/webhooks/line/%s", (int)ulen, url, account);
+    sig_header = oc_arena_sprintf(ctl->arena, "x-line-signature: %s", sig);
+    if (full_url == NULL || sig_header == NULL) {
+        rc = ctl_fail(ctl, "out of memory");
+        goto out;
+    }
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        rc = ctl_fail(ctl, "could not initialise libcurl");
+        goto out;
+    }
+    curl_ready = true;
+    if ((curl = curl_easy_init()) == NULL) {
+        rc = ctl_fail(ctl, "could not initialise libcurl");
+        goto out;
+    }
+    headers = curl_slist_append(headers, "Content-Type: application/json; charset=utf-8");
+    headers = curl_slist_append(headers, sig_header);
+    headers = curl_slist_append(headers, "User-Agent: LineBotWebhook/2.0 (omnichatctl)");
+    headers = curl_slist_append(headers, "Expect:");
+    if (headers == NULL) {
+        rc = ctl_fail(ctl, "out of memory");
+        goto out;
+    }
+    curl_easy_setopt(curl, CURLOPT_URL, full_url);
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)ctl->timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response);
+    cc = curl_easy_perform(curl);
+    if (cc != CURLE_OK) {
+        rc = ctl_fail(ctl, "POST %s failed: %s", full_url, curl_easy_strerror(cc));
+        if (cc == CURLE_COULDNT_CONNECT)
+            fprintf(stderr, "  (is the connector's HTTP listener at %s? --url sets it)\n", url);
+        goto out;
+    }
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+
+    if (ctl->json) {
+        json_t *root = json_object();
+        if (root != NULL) {
+            json_object_set_new(root, "url", json_string(full_url));
+            json_object_set_new(root, "status", json_integer(status));
+            json_object_set_new(root, "message_id", json_string(message_id));
+            json_object_set_new(root, "user_id", json_string(user));
+        }
+        rc = ctl_print_json(root);
+        if (rc == 0 && (status < 200 || status > 299)) rc = CTL_EXIT_FAIL;
+        goto out;
+    }
+    printf("POST %s -> HTTP %ld\n", full_url, status);
+    printf("LINE message id %s from %s\n", message_id, user);
+    if (status < 200 || status > 299) {
+        const char *why = rnd_cell(ctl->arena, response.data != NULL ? response.data : "", 300, 0);
+        rc = ctl_fail(ctl, "the webhook answered HTTP %ld%s%s", status, why[0] ? ": " : "", why);
+        if (status == 401)
+            fprintf(stderr, "  (signature refused: is --secret-file the channel secret this "
+                            "account was connected with?)\n");
+        goto out;
+    }
+    rc = CTL_EXIT_OK;
+out:
+    ctl_secret_free(secret);
+    free(body);
+    curl_slist_free_all(headers);
+    if (curl != NULL) curl_easy_cleanup(curl);
+    if (curl_ready) curl_global_cleanup();
+    oc_buf_dispose(&response);
+    return rc;
+}
