@@ -147,7 +147,7 @@ psql_owner() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$OWNER_DSN" "$@"; }
 # Durable commits for both the service and pgbench (pg-cluster.sh sets them too; this makes the
 # benchmark independent of that). Checkpoints: the bench program forces one before each write
 # phase, and a larger max_wal_size/checkpoint_timeout keeps another from landing inside a phase.
-psql_super <<'SQL'
+psql_super >/dev/null <<'SQL'
 ALTER SYSTEM SET fsync = on;
 ALTER SYSTEM SET synchronous_commit = on;
 ALTER SYSTEM SET full_page_writes = on;
@@ -362,7 +362,7 @@ if [[ ${BENCH_NO_DOC:-0} != 1 ]]; then
     model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
     mem_gb=$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
     pgver=$(psql_owner -At -c 'SHOW server_version')
-    durable=$(psql_owner -At -c "SELECT string_agg(name || '=' || setting, ', ' ORDER BY name)
+    durable=$(psql_owner -At -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name)
                                    FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit',
                                    'full_page_writes', 'shared_buffers', 'max_wal_size',
                                    'wal_sync_method', 'max_connections')")

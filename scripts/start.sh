@@ -5,13 +5,21 @@
 #
 # Steps: Debian packages (scripts/deps.sh) -> release build (build/) -> private PostgreSQL
 # cluster in var/pg (scripts/pg-cluster.sh) -> migrations -> runtime grant -> secrets in
-# var/secrets (generated once) -> services in the background (logs in var/log, pids in var/run).
+# var/secrets (generated once) -> services in the background (logs in var/log, pids in var/run)
+# -> sandbox mode: the LINE API simulator, the LINE connector, a connected demo channel with one
+# conversation, and the omnichatctl commands to try (docs/omnichatctl.md).
 # Stop everything with scripts/stop.sh.
 #
 # Environment (start.sh's own knobs; the services also read OMNICHAT_* variables themselves):
-#   PERSISTENCE_GRPC_LISTEN   default 127.0.0.1:50051
-#   PERSISTENCE_ADMIN_LISTEN  default 127.0.0.1:8080
-#   OMNICHAT_START_TIMEOUT    seconds to wait for each service to listen (default 60)
+#   PERSISTENCE_GRPC_LISTEN     default 127.0.0.1:50051
+#   PERSISTENCE_ADMIN_LISTEN    default 127.0.0.1:8080
+#   OMNICHAT_START_TIMEOUT      seconds to wait for each service to listen (default 60)
+#   OMNICHAT_SANDBOX            1 = sandbox mode, 0 = persistence only; default 1 when
+#                               omnichat-connector-line was built, else 0
+#   CONNECTOR_LINE_GRPC_LISTEN  default 127.0.0.1:50052   (sandbox mode)
+#   CONNECTOR_LINE_HTTP_LISTEN  default 127.0.0.1:8081    (sandbox mode; LINE webhooks)
+#   LINE_SIM_LISTEN             default 127.0.0.1:8091    (sandbox mode; never expose it)
+#   SANDBOX_TENANT              default de000000-0000-4000-8000-000000000001 (the demo tenant)
 set -euo pipefail
 umask 022
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -27,6 +35,12 @@ PGC=(bash "$ROOT/scripts/pg-cluster.sh")
 START_TIMEOUT=${OMNICHAT_START_TIMEOUT:-60}
 PERSISTENCE_GRPC_LISTEN=${PERSISTENCE_GRPC_LISTEN:-127.0.0.1:50051}
 PERSISTENCE_ADMIN_LISTEN=${PERSISTENCE_ADMIN_LISTEN:-127.0.0.1:8080}
+CONNECTOR_LINE_GRPC_LISTEN=${CONNECTOR_LINE_GRPC_LISTEN:-127.0.0.1:50052}
+CONNECTOR_LINE_HTTP_LISTEN=${CONNECTOR_LINE_HTTP_LISTEN:-127.0.0.1:8081}
+LINE_SIM_LISTEN=${LINE_SIM_LISTEN:-127.0.0.1:8091}
+SANDBOX_TENANT=${SANDBOX_TENANT:-de000000-0000-4000-8000-000000000001}
+# The demo LINE user who writes to the sandbox bot (U + 32 hex digits, like a real user id).
+SANDBOX_USER=Ude00000000000000000000000000c0de
 
 SUMMARY=()
 
@@ -138,6 +152,61 @@ host_of() {
     printf '%s' "${listen%:*}"
 }
 
+# The address a local client dials for a service listening on LISTEN with the real PORT
+# (a wildcard listen address is reached over loopback).
+dial_addr() {
+    local host
+    host=$(host_of "$1")
+    case $host in
+    "" | "*" | 0.0.0.0) host=127.0.0.1 ;;
+    "[::]") host="[::1]" ;;
+    esac
+    printf '%s:%s' "$host" "$2"
+}
+
+# ensure_vault_key: var/secrets/vault.key, the connectors' key file (docs/vault.md), made once
+# with omnichatctl vault-keygen, mode 0600, never printed. Replacing it would leave every stored
+# credential unopenable, so an existing file is kept as it is.
+ensure_vault_key() {
+    local file=$SECRETS/vault.key
+    (
+        umask 077
+        mkdir -p "$SECRETS"
+        chmod 0700 "$SECRETS"
+        if [[ ! -s $file ]]; then
+            {
+                echo "# Omnichat vault keys (docs/vault.md). The first key is the active one."
+                "$BIN/omnichatctl" vault-keygen --key-id "local-$(date -u +%Y%m%d)"
+            } >"$file.tmp" || die "could not generate $file"
+            mv -f "$file.tmp" "$file"
+            echo "start.sh: generated $file"
+        fi
+        chmod 0600 "$file"
+    )
+}
+
+# sandbox_mode: prints 1 or 0 (OMNICHAT_SANDBOX, or whether the LINE connector was built).
+sandbox_mode() {
+    local want=${OMNICHAT_SANDBOX:-} bin
+    case $want in
+    0 | 1 | "") ;;
+    *) die "OMNICHAT_SANDBOX must be 0 or 1, not '$want'" ;;
+    esac
+    if [[ $want == 0 ]]; then
+        echo 0
+        return
+    fi
+    for bin in omnichat-connector-line omnichat-line-sim omnichatctl; do
+        if [[ ! -x $BIN/$bin ]]; then
+            [[ $want == 1 ]] && die "OMNICHAT_SANDBOX=1 but $BIN/$bin was not built"
+            echo "start.sh: sandbox mode off: $bin was not built (persistence only)" >&2
+            echo 0
+            return
+        fi
+    done
+    echo 1
+}
+
 step "packages"
 bash "$ROOT/scripts/deps.sh"
 
@@ -167,14 +236,104 @@ SUMMARY+=(
     "              admin  http://$(host_of "$PERSISTENCE_ADMIN_LISTEN"):${admin_port:-?}/  (/healthz, /metrics)"
     "              log    $LOGS/persistence.log   pid $(cat "$RUN/persistence.pid")"
 )
+PERSISTENCE_ADDR=$(dial_addr "$PERSISTENCE_GRPC_LISTEN" "${grpc_port:-50051}")
 # Later services (connectors, provider simulators) are one start_service call each.
 
-printf '\nOmnichat is running.\n\n'
+SANDBOX=$(sandbox_mode)
+TRY=()
+if [[ $SANDBOX == 1 ]]; then
+    step "sandbox (LINE simulator + LINE connector; OMNICHAT_SANDBOX=0 turns it off)"
+    ensure_vault_key
+    ensure_secret line-sandbox.token 32
+    ensure_secret line-sandbox.secret 16
+
+    start_service line-sim "$BIN/omnichat-line-sim" \
+        --listen "$LINE_SIM_LISTEN" \
+        --sandbox --token-file "$SECRETS/line-sandbox.token"
+    sim_port=$(json_field "$LISTEN_LINE" port)
+    [[ -n $sim_port ]] || die "line-sim did not report its port"
+    SIM_URL=http://$(dial_addr "$LINE_SIM_LISTEN" "$sim_port")
+    SUMMARY+=(
+        "line-sim      http   $SIM_URL  (LINE Messaging API simulator, sandbox bot @omnichat-sandbox;"
+        "                     control API $SIM_URL/__sim/..., docs/line-simulator.md)"
+        "              log    $LOGS/line-sim.log   pid $(cat "$RUN/line-sim.pid")"
+    )
+
+    start_service connector-line "$BIN/omnichat-connector-line" \
+        --grpc-listen "$CONNECTOR_LINE_GRPC_LISTEN" \
+        --http-listen "$CONNECTOR_LINE_HTTP_LISTEN" \
+        --persistence-target "$PERSISTENCE_ADDR" \
+        --line-api-base "$SIM_URL" \
+        --vault-key-file "$SECRETS/vault.key"
+    conn_grpc_port=$(json_field "$LISTEN_LINE" grpc_port)
+    conn_http_port=$(json_field "$LISTEN_LINE" http_port)
+    CONNECTOR_ADDR=$(dial_addr "$CONNECTOR_LINE_GRPC_LISTEN" "${conn_grpc_port:-50052}")
+    WEBHOOK_URL=http://$(dial_addr "$CONNECTOR_LINE_HTTP_LISTEN" "${conn_http_port:-8081}")
+    SUMMARY+=(
+        "connector-line gRPC  $CONNECTOR_ADDR  (omnichat.connector.v1.Connector, grpc.health.v1.Health)"
+        "              http   $WEBHOOK_URL/  (/webhooks/line/{channel_account_id}, /healthz, /metrics)"
+        "              log    $LOGS/connector-line.log   pid $(cat "$RUN/connector-line.pid")"
+    )
+
+    # The demo channel: connecting again is idempotent (same account, credentials re-sealed).
+    CTL=("$BIN/omnichatctl" --persistence "$PERSISTENCE_ADDR" --connector "$CONNECTOR_ADDR"
+        --tenant "$SANDBOX_TENANT")
+    out=$("${CTL[@]}" --json connect line --name "Omnichat Sandbox" \
+        --token-file "$SECRETS/line-sandbox.token" \
+        --secret-file "$SECRETS/line-sandbox.secret") ||
+        die "could not connect the sandbox LINE channel (see $LOGS/connector-line.log)"
+    account=$(json_field "$out" channel_account_id)
+    [[ -n $account ]] || die "omnichatctl connect printed no channel account id"
+    echo "start.sh: sandbox LINE channel connected for the demo tenant $SANDBOX_TENANT (account $account)"
+
+    # One inbound message, so that a conversation exists; only the first time.
+    find_conv() {
+        local list
+        list=$("${CTL[@]}" --json conversations --account "$account" --thread "$SANDBOX_USER") ||
+            return 1
+        json_field "$list" conversation_id
+    }
+    conv=$(find_conv) || die "could not list the sandbox conversations"
+    if [[ -z $conv ]]; then
+        "${CTL[@]}" simulate line-webhook --account "$account" --url "$WEBHOOK_URL" \
+            --secret-file "$SECRETS/line-sandbox.secret" --user "$SANDBOX_USER" \
+            --text "Hello! Where is my order #1042?" >/dev/null ||
+            die "the simulated LINE webhook failed (see $LOGS/connector-line.log)"
+        conv=$(find_conv) || die "could not list the sandbox conversations"
+        [[ -n $conv ]] || die "the simulated LINE webhook created no conversation"
+        echo "start.sh: delivered one simulated LINE message (conversation $conv)"
+    fi
+
+    ctl_cmd=$BIN/omnichatctl
+    [[ $PERSISTENCE_ADDR == 127.0.0.1:50051 ]] || ctl_cmd+=" --persistence $PERSISTENCE_ADDR"
+    [[ $CONNECTOR_ADDR == 127.0.0.1:50052 ]] || ctl_cmd+=" --connector $CONNECTOR_ADDR"
+    url_opt=""
+    [[ $WEBHOOK_URL == http://127.0.0.1:8081 ]] || url_opt=" --url $WEBHOOK_URL"
+    TRY=(
+        "export OMNICHAT_TENANT=$SANDBOX_TENANT     # the demo tenant"
+        "$ctl_cmd conversations"
+        "$ctl_cmd timeline $conv"
+        "$ctl_cmd send $conv --text 'Your order left the warehouse today.' --agent-name 'Agent Demo'"
+        "$ctl_cmd simulate line-webhook --account $account --user $SANDBOX_USER \\"
+        "    --secret-file $SECRETS/line-sandbox.secret$url_opt --text 'Thank you!'"
+        "curl -s '$SIM_URL/__sim/deliveries?to=$SANDBOX_USER'   # what the LINE user received"
+    )
+else
+    # A previous sandbox run must not linger beside a persistence-only one.
+    bash "$ROOT/scripts/stop.sh" --service connector-line
+    bash "$ROOT/scripts/stop.sh" --service line-sim
+fi
+
+printf '\nOmnichat is running%s.\n\n' "$([[ $SANDBOX == 1 ]] && echo ' in sandbox mode')"
 printf '  %s\n' "${SUMMARY[@]}"
 printf '  %s\n' \
     "postgresql    $("${PGC[@]}" dsn "$PG" owner)" \
     "              log $PG/postgres.log; psql \"\$(scripts/pg-cluster.sh dsn var/pg owner)\"" \
     "secrets       $SECRETS (mode 0600, never printed)"
+if [[ ${#TRY[@]} -gt 0 ]]; then
+    printf '\n  Try it (a simulated LINE Official Account; nothing leaves this machine):\n\n'
+    printf '    %s\n' "${TRY[@]}"
+fi
 printf '\n  API descriptor set: %s\n' "$ROOT/build/omnichat.protoset"
 printf '  Stop everything:    %s\n' "$ROOT/scripts/stop.sh"
 printf '  Run every test:     %s\n\n' "$ROOT/scripts/test.sh"

@@ -41,8 +41,9 @@ bool pst_check_uuid(oc_rpc_ctx_t *ctx, const char *field, const char *v, bool re
         oc_error_set(&ctx->err, OC_E_INVALID, "%s: is required", field);
         return false;
     }
-    if (!oc_uuid_valid(v)) {
-        oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be a UUID", field);
+    /* Canonical lowercase only: ids are compared and bound into cursors as text. */
+    if (!oc_uuid_valid(v) || strpbrk(v, "ABCDEF") != NULL) {
+        oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be a UUID (lowercase)", field);
         return false;
     }
     return true;

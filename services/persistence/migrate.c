@@ -51,6 +51,10 @@ oc_err_t pst_migrate(const char *conninfo, int *applied, oc_error_t *err)
     *applied = 0;
     c = oc_pg_connect(conninfo, err);
     if (c == NULL) return err->code;
+    /* The conninfo carries the service's statement_timeout: waiting for another migrator's
+     * lock, or a long migration, must not be cut short by it. */
+    rc = oc_pg_exec_simple(c, "SET statement_timeout = 0", NULL, err);
+    if (rc != OC_OK) goto out;
     rc = oc_pg_exec_simple(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", NULL, err);
     if (rc != OC_OK) goto out;
     rc = oc_pg_exec_simple(c,

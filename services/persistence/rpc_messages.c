@@ -88,6 +88,12 @@ static oc_err_t insert_message(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     } else {
         status = pst_status_str(req->status);
         bool inbound = req->direction == PBE(DIRECTION__DIRECTION_INBOUND);
+        /* Pending/unknown outbound messages are the retry worker's: only CreateOutbound
+         * makes them, with the provider retry key that keeps a retry from sending twice. */
+        if (req->status == PBE(MESSAGE_STATUS__MESSAGE_STATUS_PENDING) ||
+            req->status == PBE(MESSAGE_STATUS__MESSAGE_STATUS_UNKNOWN))
+            return oc_error_set(&ctx->err, OC_E_INVALID,
+                                "status: PENDING and UNKNOWN messages are made by CreateOutbound");
         /* Inbound messages are only ever received; outbound ones never are. */
         if (status == NULL ||
             inbound != (req->status == PBE(MESSAGE_STATUS__MESSAGE_STATUS_RECEIVED)))

@@ -120,8 +120,8 @@ typedef struct bench_ctx {
 
     char **conv_tokens; /* page tokens of every ListConversations page (page_size 50) */
     size_t nconv_tokens;
-    size_t conv_deep_page;    /* index of the deep page used by the "deep" phase */
-    char **conv_keys_ts;      /* the same positions as raw (ts_us, id) for the reference */
+    size_t conv_deep_page; /* index of the deep page used by the "deep" phase */
+    char **conv_keys_ts;   /* the same positions as raw (ts_us, id) for the reference */
     char **conv_keys_id;
 
     /* Reference: one connection as the runtime role, the service's own statements. */
@@ -170,7 +170,7 @@ typedef struct bench_pgbench {
     int clients;
     double seconds;                              /* wall time of the whole pgbench run */
     double cpu_pgbench_s, cpu_pg_s, cpu_other_s; /* CPU seconds during it */
-    double tps; /* without initial connection time */
+    double tps;                                  /* without initial connection time */
     long xacts;
     long failed;
     double p50_ms, p99_ms, max_ms, mean_ms;
@@ -216,9 +216,9 @@ typedef struct bench_report {
     int nreads;
     bench_target_t targets[16];
     int ntargets;
-    long rss_hwm_kb;       /* VmHWM after the 64-concurrency phases */
-    long rss_max_64_kb;    /* highest sampled VmRSS during them */
-    long rss_idle_kb;      /* VmRSS before any load */
+    long rss_hwm_kb;    /* VmHWM after the 64-concurrency phases */
+    long rss_max_64_kb; /* highest sampled VmRSS during them */
+    long rss_idle_kb;   /* VmRSS before any load */
     int ncpu;
     char loadavg_start[64], loadavg_end[64]; /* /proc/loadavg around the run */
     const bench_ctx_t *ctx;

@@ -41,8 +41,7 @@ long bench_proc_kb(pid_t pid, const char *field)
 
     snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
     f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
+    if (f == NULL) return -1;
     while (fgets(line, sizeof line, f) != NULL) {
         if (strncmp(line, field, flen) == 0 && line[flen] == ':') {
             kb = strtol(line + flen + 1, NULL, 10);
@@ -65,26 +64,22 @@ static long long stat_ticks(pid_t pid, bool children, pid_t *ppid)
 
     snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
     f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
+    if (f == NULL) return -1;
     n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
     p = strrchr(buf, ')');
-    if (p == NULL)
-        return -1;
+    if (p == NULL) return -1;
     p++;
     /* Field 3 is the state letter; 4 ppid; 14..17 utime stime cutime cstime. */
     for (int field = 3; field <= 17 && *p; field++) {
         while (*p == ' ')
             p++;
-        if (field > 3)
-            v[field] = strtoll(p, NULL, 10);
+        if (field > 3) v[field] = strtoll(p, NULL, 10);
         while (*p && *p != ' ')
             p++;
     }
-    if (ppid != NULL)
-        *ppid = (pid_t)v[4];
+    if (ppid != NULL) *ppid = (pid_t)v[4];
     return v[14] + v[15] + (children ? v[16] + v[17] : 0);
 }
 
@@ -98,8 +93,7 @@ void bench_cpu_sample(pid_t svc, pid_t pm, bench_cpu_t *out)
     if (getrusage(RUSAGE_SELF, &ru) == 0)
         out->self_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-    if (svc > 0 && (t = stat_ticks(svc, false, NULL)) >= 0)
-        out->svc_s = (double)t / tick;
+    if (svc > 0 && (t = stat_ticks(svc, false, NULL)) >= 0) out->svc_s = (double)t / tick;
     if (pm > 0) {
         /* Backends that exited are in the postmaster's cutime/cstime; live ones are summed. */
         long long sum = stat_ticks(pm, true, NULL);
@@ -107,22 +101,19 @@ void bench_cpu_sample(pid_t svc, pid_t pm, bench_cpu_t *out)
         struct dirent *de;
         while (sum >= 0 && d != NULL && (de = readdir(d)) != NULL) {
             pid_t ppid = 0;
-            if (!isdigit((unsigned char)de->d_name[0]))
-                continue;
+            if (!isdigit((unsigned char)de->d_name[0])) continue;
             t = stat_ticks((pid_t)atol(de->d_name), false, &ppid);
-            if (t >= 0 && ppid == pm)
-                sum += t;
+            if (t >= 0 && ppid == pm) sum += t;
         }
-        if (d != NULL)
-            closedir(d);
+        if (d != NULL) closedir(d);
         out->pg_s = sum > 0 ? (double)sum / tick : 0;
     }
     /* Busy time of every CPU: user nice system idle iowait irq softirq steal. */
     FILE *f = fopen("/proc/stat", "r");
     if (f != NULL) {
         long long u = 0, ni = 0, sy = 0, id = 0, io = 0, irq = 0, sirq = 0, st = 0;
-        if (fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld", &u, &ni, &sy, &id, &io,
-                   &irq, &sirq, &st) >= 7)
+        if (fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld", &u, &ni, &sy, &id, &io, &irq,
+                   &sirq, &st) >= 7)
             out->machine_s = (double)(u + ni + sy + irq + sirq + st) / tick;
         fclose(f);
     }
@@ -167,11 +158,9 @@ static void *worker_main(void *arg)
         goto out;
     }
     for (uint64_t seq = 0;; seq++) {
-        if (w->ph->max_calls > 0 && seq >= w->ph->max_calls)
-            break;
+        if (w->ph->max_calls > 0 && seq >= w->ph->max_calls) break;
         int64_t t0 = bench_now_ns();
-        if (t0 >= sh->deadline_ns)
-            break;
+        if (t0 >= sh->deadline_ns) break;
         err[0] = '\0';
         bool ok = w->ph->fn(w->ph->user, w->index, seq, arena, err, sizeof err);
         int64_t dt = bench_now_ns() - t0;
@@ -212,8 +201,7 @@ static void *sampler_main(void *arg)
 
     while (atomic_load(&s->sh->running) > 0) {
         long kb = bench_proc_kb(s->pid, "VmRSS");
-        if (kb > atomic_load(&s->sh->rss_max_kb))
-            atomic_store(&s->sh->rss_max_kb, kb);
+        if (kb > atomic_load(&s->sh->rss_max_kb)) atomic_store(&s->sh->rss_max_kb, kb);
         nanosleep(&pause, NULL);
     }
     return NULL;
@@ -230,13 +218,10 @@ static double pct_ms(const int64_t *v, size_t n, double p)
 {
     size_t rank;
 
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     rank = (size_t)(p / 100.0 * (double)n + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
     return (double)v[rank - 1] / 1e6;
 }
 
@@ -303,15 +288,12 @@ int bench_run(const bench_phase_t *ph, bench_stats_t *out)
     out->cpu_self_s = cpu1.self_s - cpu0.self_s;
     out->cpu_svc_s = cpu1.svc_s - cpu0.svc_s;
     out->cpu_pg_s = cpu1.pg_s - cpu0.pg_s;
-    out->cpu_other_s = cpu1.machine_s - cpu0.machine_s - out->cpu_self_s - out->cpu_svc_s -
-                       out->cpu_pg_s;
-    if (out->cpu_other_s < 0)
-        out->cpu_other_s = 0;
-    if (sampling)
-        pthread_join(smp.tid, NULL);
+    out->cpu_other_s =
+        cpu1.machine_s - cpu0.machine_s - out->cpu_self_s - out->cpu_svc_s - out->cpu_pg_s;
+    if (out->cpu_other_s < 0) out->cpu_other_s = 0;
+    if (sampling) pthread_join(smp.tid, NULL);
     out->rss_max_kb = atomic_load(&sh.rss_max_kb);
-    if (started != ph->threads)
-        goto out;
+    if (started != ph->threads) goto out;
 
     for (int i = 0; i < ph->threads; i++) {
         total += w[i].nlat;

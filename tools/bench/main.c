@@ -24,6 +24,7 @@ typedef struct opts {
     int levels[MAX_LEVELS];
     int nlevels;
     long deep;
+    bool reads, writes;
 } opts_t;
 
 static void usage(FILE *f)
@@ -33,6 +34,7 @@ static void usage(FILE *f)
             "           [--super-dsn DSN] [--service-pid PID] [--postgres-pid PID]\n"
             "           [--pgbench PATH] [--out-dir DIR]\n"
             "           [--duration S] [--list-duration S] [--levels 1,8,64] [--deep N]\n"
+            "           [--phases reads,writes]\n"
             "\n"
             "Runs against a database seeded by scripts/bench-persistence.sh (which is the one\n"
             "documented way to run it). Prints a table and writes DIR/results.json and\n"
@@ -49,7 +51,8 @@ static void usage(FILE *f)
             "  --duration       seconds of each write phase (default 10)\n"
             "  --list-duration  seconds of each read phase (default duration/2, at least 3)\n"
             "  --levels         concurrent callers of the write phases (default 1,8,64)\n"
-            "  --deep           messages above the deep ListMessages page (default 150000)\n");
+            "  --deep           messages above the deep ListMessages page (default 150000)\n"
+            "  --phases         which phases to run (default reads,writes)\n");
 }
 
 static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -76,12 +79,10 @@ static int parse_levels(const char *s, opts_t *o)
     o->nlevels = 0;
     while (*s != '\0') {
         long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > BENCH_MAX_THREADS || o->nlevels == MAX_LEVELS)
-            return -1;
+        if (end == s || v < 1 || v > BENCH_MAX_THREADS || o->nlevels == MAX_LEVELS) return -1;
         o->levels[o->nlevels++] = (int)v;
         s = *end == ',' ? end + 1 : end;
-        if (*end != ',' && *end != '\0')
-            return -1;
+        if (*end != ',' && *end != '\0') return -1;
     }
     return o->nlevels > 0 ? 0 : -1;
 }
@@ -89,14 +90,21 @@ static int parse_levels(const char *s, opts_t *o)
 static int parse_args(int argc, char **argv, opts_t *o)
 {
     static const struct option longopts[] = {
-        {"target", required_argument, NULL, 't'},    {"service-pid", required_argument, NULL, 'p'},
+        {"target", required_argument, NULL, 't'},
+        {"service-pid", required_argument, NULL, 'p'},
         {"postgres-pid", required_argument, NULL, 'P'},
-        {"owner-dsn", required_argument, NULL, 'o'}, {"app-dsn", required_argument, NULL, 'a'},
-        {"super-dsn", required_argument, NULL, 's'}, {"pgbench", required_argument, NULL, 'g'},
-        {"out-dir", required_argument, NULL, 'd'},   {"duration", required_argument, NULL, 'D'},
+        {"owner-dsn", required_argument, NULL, 'o'},
+        {"app-dsn", required_argument, NULL, 'a'},
+        {"super-dsn", required_argument, NULL, 's'},
+        {"pgbench", required_argument, NULL, 'g'},
+        {"out-dir", required_argument, NULL, 'd'},
+        {"duration", required_argument, NULL, 'D'},
         {"list-duration", required_argument, NULL, 'L'},
-        {"levels", required_argument, NULL, 'l'},    {"deep", required_argument, NULL, 'e'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
+        {"levels", required_argument, NULL, 'l'},
+        {"deep", required_argument, NULL, 'e'},
+        {"phases", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int c;
 
@@ -105,28 +113,59 @@ static int parse_args(int argc, char **argv, opts_t *o)
     o->duration = 10;
     o->list_duration = -1;
     o->deep = 150000;
+    o->reads = o->writes = true;
     parse_levels("1,8,64", o);
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 't': o->target = optarg; break;
-        case 'p': o->service_pid = (pid_t)atol(optarg); break;
-        case 'P': o->postgres_pid = (pid_t)atol(optarg); break;
-        case 'o': o->owner_dsn = optarg; break;
-        case 'a': o->app_dsn = optarg; break;
-        case 's': o->super_dsn = optarg; break;
-        case 'g': o->pgbench = optarg; break;
-        case 'd': o->out_dir = optarg; break;
-        case 'D': o->duration = atoi(optarg); break;
-        case 'L': o->list_duration = atoi(optarg); break;
-        case 'e': o->deep = atol(optarg); break;
+        case 't':
+            o->target = optarg;
+            break;
+        case 'p':
+            o->service_pid = (pid_t)atol(optarg);
+            break;
+        case 'P':
+            o->postgres_pid = (pid_t)atol(optarg);
+            break;
+        case 'o':
+            o->owner_dsn = optarg;
+            break;
+        case 'a':
+            o->app_dsn = optarg;
+            break;
+        case 's':
+            o->super_dsn = optarg;
+            break;
+        case 'g':
+            o->pgbench = optarg;
+            break;
+        case 'd':
+            o->out_dir = optarg;
+            break;
+        case 'D':
+            o->duration = atoi(optarg);
+            break;
+        case 'L':
+            o->list_duration = atoi(optarg);
+            break;
+        case 'e':
+            o->deep = atol(optarg);
+            break;
+        case 'f':
+            o->reads = strstr(optarg, "reads") != NULL;
+            o->writes = strstr(optarg, "writes") != NULL;
+            break;
         case 'l':
             if (parse_levels(optarg, o) != 0) {
                 fprintf(stderr, "--levels: a comma-separated list of 1..%d\n", BENCH_MAX_THREADS);
                 return -1;
             }
             break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     if (optind != argc || o->target == NULL || o->owner_dsn == NULL || o->app_dsn == NULL) {
@@ -137,8 +176,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         fprintf(stderr, "--duration must be 1..3600 and --deep a multiple of 200\n");
         return -1;
     }
-    if (o->list_duration < 0)
-        o->list_duration = o->duration / 2 < 3 ? 3 : o->duration / 2;
+    if (o->list_duration < 0) o->list_duration = o->duration / 2 < 3 ? 3 : o->duration / 2;
     return 0;
 }
 
@@ -147,8 +185,7 @@ static void note(bench_report_t *r, const char *fmt, ...)
 {
     va_list ap;
 
-    if (r->nnotes == (int)(sizeof r->notes / sizeof r->notes[0]))
-        return;
+    if (r->nnotes == (int)(sizeof r->notes / sizeof r->notes[0])) return;
     va_start(ap, fmt);
     vsnprintf(r->notes[r->nnotes++], sizeof r->notes[0], fmt, ap);
     va_end(ap);
@@ -180,9 +217,8 @@ static void run_phase(bench_ctx_t *ctx, int kind, bool reference, int threads, i
     };
 
     bench_run(&ph, out);
-    progress("%-52s %8.0f calls/s  p50 %7.3f ms  p99 %7.3f ms%s%s", label, out->rate,
-             out->p50_ms, out->p99_ms, out->errors ? "  errors: " : "",
-             out->errors ? out->first_error : "");
+    progress("%-52s %8.0f calls/s  p50 %7.3f ms  p99 %7.3f ms%s%s", label, out->rate, out->p50_ms,
+             out->p99_ms, out->errors ? "  errors: " : "", out->errors ? out->first_error : "");
 }
 
 static const char *sql_error_note(const bench_stats_t *s)
@@ -204,10 +240,9 @@ static void read_row(bench_report_t *r, bench_ctx_t *ctx, const opts_t *o, const
     snprintf(label, sizeof label, "  reference SQL %s", key);
     run_phase(ctx, kind, true, 1, o->list_duration, 0, &x->ref, label);
     if (x->svc.errors)
-        note(r, "%s %s: %llu failed calls, first: %s", rpc, key,
-             (unsigned long long)x->svc.errors, x->svc.first_error);
-    if (x->ref.errors)
-        note(r, "reference SQL %s: %s", key, sql_error_note(&x->ref));
+        note(r, "%s %s: %llu failed calls, first: %s", rpc, key, (unsigned long long)x->svc.errors,
+             x->svc.first_error);
+    if (x->ref.errors) note(r, "reference SQL %s: %s", key, sql_error_note(&x->ref));
 }
 
 /* The three load averages, e.g. "0.52 0.61 0.70". */
@@ -220,8 +255,7 @@ static void read_loadavg(char *buf, size_t cap)
         snprintf(buf, cap, "%.2f %.2f %.2f", a, b, c);
     else
         snprintf(buf, cap, "unknown");
-    if (f != NULL)
-        fclose(f);
+    if (f != NULL) fclose(f);
 }
 
 static void checkpoint(const opts_t *o)
@@ -295,8 +329,7 @@ static void compute_targets(bench_report_t *r, const opts_t *o)
     }
     if (r->nreads > 0) {
         t = target(r, "ListConversations p99, 10,000-conversation tenant", "<= 10 ms");
-        snprintf(t->measured, sizeof t->measured, "%.3f ms (worst row: %s)", conv_p99,
-                 conv_worst);
+        snprintf(t->measured, sizeof t->measured, "%.3f ms (worst row: %s)", conv_p99, conv_worst);
         t->pass = conv_p99 <= 10.0 && !conv_errors;
     }
     snprintf(what, sizeof what, "Service peak RSS under %d callers", top);
@@ -311,6 +344,74 @@ static void compute_targets(bench_report_t *r, const opts_t *o)
     }
 }
 
+static void read_phases(bench_report_t *rep, bench_ctx_t *ctx, const opts_t *o)
+{
+    read_row(rep, ctx, o, "ListMessages", "newest page", "messages_first", BENCH_MSG_FIRST);
+    char deep_page[96], deep_after[96];
+    snprintf(deep_page, sizeof deep_page, "%ld deep, scrolling up (before cursor)", o->deep);
+    snprintf(deep_after, sizeof deep_after, "%ld deep from the oldest (after cursor)", o->deep);
+    read_row(rep, ctx, o, "ListMessages", deep_page, "messages_deep_before", BENCH_MSG_DEEP_BEFORE);
+    read_row(rep, ctx, o, "ListMessages", deep_after, "messages_deep_after", BENCH_MSG_DEEP_AFTER);
+    char all_pages[96], conv_deep[96];
+    snprintf(all_pages, sizeof all_pages, "every page in turn (%zu pages)", ctx->nconv_tokens);
+    snprintf(conv_deep, sizeof conv_deep, "page %zu (%zu conversations deep)",
+             ctx->conv_deep_page + 1, ctx->conv_deep_page * 50);
+    read_row(rep, ctx, o, "ListConversations", "first page", "conversations_first",
+             BENCH_CONV_FIRST);
+    read_row(rep, ctx, o, "ListConversations", all_pages, "conversations_all", BENCH_CONV_ALL);
+    read_row(rep, ctx, o, "ListConversations", conv_deep, "conversations_deep", BENCH_CONV_DEEP);
+}
+
+static void write_phases(bench_report_t *rep, bench_ctx_t *ctx, const opts_t *o, const char *pgdir)
+{
+    int top = o->levels[o->nlevels - 1];
+    for (int li = 0; li < o->nlevels; li++) {
+        int c = o->levels[li];
+        bench_write_row_t *wn = &rep->writes[rep->nwrites++];
+        bench_write_row_t *wd = &rep->writes[rep->nwrites++];
+        char label[96];
+
+        wn->kind = "new";
+        wd->kind = "duplicate";
+        wn->concurrency = wd->concurrency = c;
+        ctx->phase_no = li + 1;
+        checkpoint(o);
+        snprintf(label, sizeof label, "PersistInbound new, %d callers", c);
+        run_phase(ctx, BENCH_PERSIST_NEW, false, c, o->duration, o->service_pid, &wn->svc, label);
+        if (o->pgbench != NULL) {
+            checkpoint(o);
+            bench_pgbench_run(o->pgbench, o->owner_dsn, pgdir, "new", c, o->duration, g_pg_pid,
+                              &wn->pg);
+            progress("pgbench new, %-38d %8.0f tps      p50 %7.3f ms  p99 %7.3f ms %s", c,
+                     wn->pg.tps, wn->pg.p50_ms, wn->pg.p99_ms, wn->pg.error);
+        }
+        snprintf(label, sizeof label, "PersistInbound duplicate, %d callers", c);
+        run_phase(ctx, BENCH_PERSIST_DUP, false, c, o->duration, o->service_pid, &wd->svc, label);
+        if (o->pgbench != NULL) {
+            bench_pgbench_run(o->pgbench, o->owner_dsn, pgdir, "dup", c, o->duration, g_pg_pid,
+                              &wd->pg);
+            progress("pgbench duplicate, %-32d %8.0f tps      p50 %7.3f ms  p99 %7.3f ms %s", c,
+                     wd->pg.tps, wd->pg.p50_ms, wd->pg.p99_ms, wd->pg.error);
+        }
+        for (int k = 0; k < 2; k++) {
+            const bench_write_row_t *w = k == 0 ? wn : wd;
+            if (w->svc.errors)
+                note(rep, "PersistInbound %s at %d callers: %llu failed calls, first: %s", w->kind,
+                     c, (unsigned long long)w->svc.errors, w->svc.first_error);
+            if (o->pgbench != NULL && !w->pg.ok)
+                note(rep, "pgbench %s at %d clients: %s", w->kind, c, w->pg.error);
+            else if (w->pg.failed > 0)
+                note(rep, "pgbench %s at %d clients: %ld failed transactions", w->kind, c,
+                     w->pg.failed);
+        }
+        if (c == top && o->service_pid > 0) {
+            rep->rss_hwm_kb = bench_proc_kb(o->service_pid, "VmHWM");
+            rep->rss_max_64_kb =
+                wn->svc.rss_max_kb > wd->svc.rss_max_kb ? wn->svc.rss_max_kb : wd->svc.rss_max_kb;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     static bench_report_t rep;
@@ -321,8 +422,7 @@ int main(int argc, char **argv)
     int rc = 1;
 
     signal(SIGPIPE, SIG_IGN);
-    if (parse_args(argc, argv, &o) != 0)
-        return 2;
+    if (parse_args(argc, argv, &o) != 0) return 2;
     if (mkdir(o.out_dir, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "omnichat-bench-persistence: %s: %s\n", o.out_dir, strerror(errno));
         return 1;
@@ -338,97 +438,31 @@ int main(int argc, char **argv)
     pthread_mutex_init(&ctx.keys_mu, NULL);
 
     progress("loading the seed's ids and samples");
-    if (bench_ctx_load(&ctx, o.owner_dsn, err, sizeof err) != 0)
-        goto fail;
+    if (bench_ctx_load(&ctx, o.owner_dsn, err, sizeof err) != 0) goto fail;
     oc_error_clear(&e);
     ctx.rpc = oc_rpc_client_create(o.target, &e);
     if (ctx.rpc == NULL) {
         snprintf(err, sizeof err, "%s", e.msg);
         goto fail;
     }
-    if (bench_ctx_ref_open(&ctx, o.app_dsn, err, sizeof err) != 0)
-        goto fail;
+    if (bench_ctx_ref_open(&ctx, o.app_dsn, err, sizeof err) != 0) goto fail;
     snprintf(pgdir, sizeof pgdir, "%s/pgbench", o.out_dir);
-    if (o.pgbench != NULL && bench_pgbench_scripts(pgdir, err, sizeof err) != 0)
-        goto fail;
-    if (o.service_pid > 0)
-        rep.rss_idle_kb = bench_proc_kb(o.service_pid, "VmRSS");
+    if (o.pgbench != NULL && bench_pgbench_scripts(pgdir, err, sizeof err) != 0) goto fail;
+    if (o.service_pid > 0) rep.rss_idle_kb = bench_proc_kb(o.service_pid, "VmRSS");
 
     progress("walking %ld messages up and down the big conversation, and the inbox", o.deep);
-    if (bench_ctx_walk(&ctx, err, sizeof err) != 0)
-        goto fail;
+    if (bench_ctx_walk(&ctx, err, sizeof err) != 0) goto fail;
     if (strcmp(ctx.deep_first_id_service, ctx.deep_first_id_sql) != 0)
         note(&rep, "the deep page's newest message is %s by the service but %s by SQL",
              ctx.deep_first_id_service, ctx.deep_first_id_sql);
 
     /* Every worker connects and prepares its statements before anything is timed. */
     bench_stats_t warm;
-    run_phase(&ctx, BENCH_CONV_ALL, false, 64, 2, 0, &warm, "warm-up: ListConversations, 64 callers");
+    run_phase(&ctx, BENCH_CONV_ALL, false, 64, 2, 0, &warm,
+              "warm-up: ListConversations, 64 callers");
 
-    read_row(&rep, &ctx, &o, "ListMessages", "newest page", "messages_first", BENCH_MSG_FIRST);
-    char deep_page[96], deep_after[96];
-    snprintf(deep_page, sizeof deep_page, "%ld deep, scrolling up (before cursor)", o.deep);
-    snprintf(deep_after, sizeof deep_after, "%ld deep from the oldest (after cursor)", o.deep);
-    read_row(&rep, &ctx, &o, "ListMessages", deep_page, "messages_deep_before",
-             BENCH_MSG_DEEP_BEFORE);
-    read_row(&rep, &ctx, &o, "ListMessages", deep_after, "messages_deep_after",
-             BENCH_MSG_DEEP_AFTER);
-    char all_pages[96], conv_deep[96];
-    snprintf(all_pages, sizeof all_pages, "every page in turn (%zu pages)", ctx.nconv_tokens);
-    snprintf(conv_deep, sizeof conv_deep, "page %zu (%zu conversations deep)",
-             ctx.conv_deep_page + 1, ctx.conv_deep_page * 50);
-    read_row(&rep, &ctx, &o, "ListConversations", "first page", "conversations_first",
-             BENCH_CONV_FIRST);
-    read_row(&rep, &ctx, &o, "ListConversations", all_pages, "conversations_all", BENCH_CONV_ALL);
-    read_row(&rep, &ctx, &o, "ListConversations", conv_deep, "conversations_deep",
-             BENCH_CONV_DEEP);
-
-    int top = o.levels[o.nlevels - 1];
-    for (int li = 0; li < o.nlevels; li++) {
-        int c = o.levels[li];
-        bench_write_row_t *wn = &rep.writes[rep.nwrites++];
-        bench_write_row_t *wd = &rep.writes[rep.nwrites++];
-        char label[96];
-
-        wn->kind = "new";
-        wd->kind = "duplicate";
-        wn->concurrency = wd->concurrency = c;
-        ctx.phase_no = li + 1;
-        checkpoint(&o);
-        snprintf(label, sizeof label, "PersistInbound new, %d callers", c);
-        run_phase(&ctx, BENCH_PERSIST_NEW, false, c, o.duration, o.service_pid, &wn->svc, label);
-        if (o.pgbench != NULL) {
-            checkpoint(&o);
-            bench_pgbench_run(o.pgbench, o.owner_dsn, pgdir, "new", c, o.duration, g_pg_pid,
-                              &wn->pg);
-            progress("pgbench new, %-38d %8.0f tps      p50 %7.3f ms  p99 %7.3f ms %s", c,
-                     wn->pg.tps, wn->pg.p50_ms, wn->pg.p99_ms, wn->pg.error);
-        }
-        snprintf(label, sizeof label, "PersistInbound duplicate, %d callers", c);
-        run_phase(&ctx, BENCH_PERSIST_DUP, false, c, o.duration, o.service_pid, &wd->svc, label);
-        if (o.pgbench != NULL) {
-            bench_pgbench_run(o.pgbench, o.owner_dsn, pgdir, "dup", c, o.duration, g_pg_pid,
-                              &wd->pg);
-            progress("pgbench duplicate, %-32d %8.0f tps      p50 %7.3f ms  p99 %7.3f ms %s", c,
-                     wd->pg.tps, wd->pg.p50_ms, wd->pg.p99_ms, wd->pg.error);
-        }
-        for (int k = 0; k < 2; k++) {
-            const bench_write_row_t *w = k == 0 ? wn : wd;
-            if (w->svc.errors)
-                note(&rep, "PersistInbound %s at %d callers: %llu failed calls, first: %s",
-                     w->kind, c, (unsigned long long)w->svc.errors, w->svc.first_error);
-            if (o.pgbench != NULL && !w->pg.ok)
-                note(&rep, "pgbench %s at %d clients: %s", w->kind, c, w->pg.error);
-            else if (w->pg.failed > 0)
-                note(&rep, "pgbench %s at %d clients: %ld failed transactions", w->kind, c,
-                     w->pg.failed);
-        }
-        if (c == top && o.service_pid > 0) {
-            rep.rss_hwm_kb = bench_proc_kb(o.service_pid, "VmHWM");
-            rep.rss_max_64_kb =
-                wn->svc.rss_max_kb > wd->svc.rss_max_kb ? wn->svc.rss_max_kb : wd->svc.rss_max_kb;
-        }
-    }
+    if (o.reads) read_phases(&rep, &ctx, &o);
+    if (o.writes) write_phases(&rep, &ctx, &o, pgdir);
 
     read_loadavg(rep.loadavg_end, sizeof rep.loadavg_end);
     compute_targets(&rep, &o);

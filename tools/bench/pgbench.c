@@ -88,28 +88,22 @@ static void read_logs(const char *logdir, bench_pgbench_t *out)
     size_t n = 0, cap = 0;
     double sum = 0;
 
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     while ((de = readdir(d)) != NULL) {
         char path[4096], line[256];
         FILE *f;
 
-        if (strncmp(de->d_name, "log.", 4) != 0)
-            continue;
-        if (snprintf(path, sizeof path, "%s/%s", logdir, de->d_name) >= (int)sizeof path)
-            continue;
+        if (strncmp(de->d_name, "log.", 4) != 0) continue;
+        if (snprintf(path, sizeof path, "%s/%s", logdir, de->d_name) >= (int)sizeof path) continue;
         f = fopen(path, "r");
-        if (f == NULL)
-            continue;
+        if (f == NULL) continue;
         while (fgets(line, sizeof line, f) != NULL) {
             long client, xact, us;
-            if (sscanf(line, "%ld %ld %ld", &client, &xact, &us) != 3)
-                continue;
+            if (sscanf(line, "%ld %ld %ld", &client, &xact, &us) != 3) continue;
             if (n == cap) {
                 size_t ncap = cap != 0 ? cap * 2 : 65536;
                 long *p = realloc(v, ncap * sizeof *p);
-                if (p == NULL)
-                    break;
+                if (p == NULL) break;
                 v = p;
                 cap = ncap;
             }
@@ -136,8 +130,7 @@ static void read_summary(const char *path, bench_pgbench_t *out)
     char line[512];
     FILE *f = fopen(path, "r");
 
-    if (f == NULL)
-        return;
+    if (f == NULL) return;
     while (fgets(line, sizeof line, f) != NULL) {
         const char *p;
         if ((p = strstr(line, "tps = ")) != NULL && strstr(line, "without initial") != NULL)
@@ -184,8 +177,8 @@ void bench_pgbench_run(const char *pgbench, const char *dsn, const char *dir, co
     snprintf(cs, sizeof cs, "%d", clients);
     snprintf(js, sizeof js, "%d", clients < 2 ? clients : 2);
     snprintf(ts, sizeof ts, "%d", seconds);
-    char *argv[] = {(char *)pgbench, "-n", "-M", "prepared", "-c", cs, "-j", js, "-T", ts, "-f",
-                    scriptpath, "-l", prefix, (char *)dsn, NULL};
+    char *argv[] = {(char *)pgbench, "-n", "-M",   "prepared",  "-c", cs, "-j", js, "-T", ts, "-f",
+                    scriptpath,      "-l", prefix, (char *)dsn, NULL};
 
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, outpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -211,8 +204,7 @@ void bench_pgbench_run(const char *pgbench, const char *dsn, const char *dir, co
     out->cpu_pg_s = cpu1.pg_s - cpu0.pg_s;
     out->cpu_other_s = cpu1.machine_s - cpu0.machine_s - (cpu1.self_s - cpu0.self_s) -
                        out->cpu_pgbench_s - out->cpu_pg_s;
-    if (out->cpu_other_s < 0)
-        out->cpu_other_s = 0;
+    if (out->cpu_other_s < 0) out->cpu_other_s = 0;
     read_summary(outpath, out);
     read_logs(logdir, out);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || out->tps <= 0) {

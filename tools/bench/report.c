@@ -43,8 +43,9 @@ void bench_report_print(const bench_report_t *r, FILE *f)
 
     fprintf(f, "\nomnichat-bench-persistence: figures (durable commits; client, service and "
                "PostgreSQL share the machine)\n");
-    fprintf(f, "\nPersistInbound, 1 message per call, vs pgbench (single-row INSERT ... ON "
-               "CONFLICT DO NOTHING RETURNING), %d s per phase\n",
+    fprintf(f,
+            "\nPersistInbound, 1 message per call, vs pgbench (single-row INSERT ... ON "
+            "CONFLICT DO NOTHING RETURNING), %d s per phase\n",
             r->duration_s);
     fprintf(f, "  %-9s %7s | %11s %8s %8s %8s %6s | %11s %8s %8s | %8s\n", "kind", "callers",
             "svc calls/s", "p50 ms", "p99 ms", "max ms", "errors", "pgbench tps", "p50 ms",
@@ -61,8 +62,9 @@ void bench_report_print(const bench_report_t *r, FILE *f)
             fprintf(f, "%11s %8s %8s | %8s\n", "-", "-", "-", "-");
     }
 
-    fprintf(f, "\nCPU per call in microseconds (client: this program, gRPC included; others: "
-               "the rest of the machine, %% of all %d cores)\n",
+    fprintf(f,
+            "\nCPU per call in microseconds (client: this program, gRPC included; others: "
+            "the rest of the machine, %% of all %d cores)\n",
             r->ncpu);
     fprintf(f, "  %-9s %7s | %8s %8s %8s %7s | %8s %8s %7s\n", "kind", "callers", "client",
             "service", "postgres", "others", "pgbench", "postgres", "others");
@@ -70,34 +72,35 @@ void bench_report_print(const bench_report_t *r, FILE *f)
         const bench_write_row_t *w = &r->writes[i];
         double n = (double)w->svc.calls, m = (double)w->pg.xacts;
         fprintf(f, "  %-9s %7d | %8.0f %8.0f %8.0f %6.0f%% | %8.0f %8.0f %6.0f%%\n", w->kind,
-                w->concurrency, per_call_us(w->svc.cpu_self_s, n),
-                per_call_us(w->svc.cpu_svc_s, n), per_call_us(w->svc.cpu_pg_s, n),
-                others_pct(r, w->svc.cpu_other_s, w->svc.seconds),
+                w->concurrency, per_call_us(w->svc.cpu_self_s, n), per_call_us(w->svc.cpu_svc_s, n),
+                per_call_us(w->svc.cpu_pg_s, n), others_pct(r, w->svc.cpu_other_s, w->svc.seconds),
                 per_call_us(w->pg.cpu_pgbench_s, m), per_call_us(w->pg.cpu_pg_s, m),
                 others_pct(r, w->pg.cpu_other_s, w->pg.seconds));
     }
 
-    fprintf(f, "\nReads, 1 caller, %d s per phase (reference: the service's own statements "
-               "over one libpq connection, same transaction shape)\n",
+    fprintf(f,
+            "\nReads, 1 caller, %d s per phase (reference: the service's own statements "
+            "over one libpq connection, same transaction shape)\n",
             r->list_duration_s);
     fprintf(f, "  %-17s %-42s | %7s %7s %7s %7s %6s %7s | %7s %7s\n", "rpc", "page", "p50 ms",
             "p99 ms", "max ms", "calls/s", "errors", "others", "sql p50", "sql p99");
     for (int i = 0; i < r->nreads; i++) {
         const bench_read_row_t *x = &r->reads[i];
-        fprintf(f, "  %-17s %-42s | %7.3f %7.3f %7.3f %7.0f %6llu %6.0f%% | %7.3f %7.3f\n",
-                x->rpc, x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
+        fprintf(f, "  %-17s %-42s | %7.3f %7.3f %7.3f %7.0f %6llu %6.0f%% | %7.3f %7.3f\n", x->rpc,
+                x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
                 (unsigned long long)x->svc.errors,
-                others_pct(r, x->svc.cpu_other_s, x->svc.seconds), x->ref.p50_ms,
-                x->ref.p99_ms);
+                others_pct(r, x->svc.cpu_other_s, x->svc.seconds), x->ref.p50_ms, x->ref.p99_ms);
     }
 
-    fprintf(f, "\nMemory of omnichat-persistence (64 workers): %.1f MB before load; peak RSS "
-               "(VmHWM) after the 64-caller phases %.1f MB; highest VmRSS sampled during them "
-               "%.1f MB\n",
+    fprintf(f,
+            "\nMemory of omnichat-persistence (64 workers): %.1f MB before load; peak RSS "
+            "(VmHWM) after the 64-caller phases %.1f MB; highest VmRSS sampled during them "
+            "%.1f MB\n",
             mb(r->rss_idle_kb), mb(r->rss_hwm_kb), mb(r->rss_max_64_kb));
     if (ctx != NULL)
-        fprintf(f, "Cursor walks in the big conversation (%lld messages): %d pages of 200 up "
-                   "from the newest in %.2f s, %d pages of 200 from the oldest in %.2f s\n",
+        fprintf(f,
+                "Cursor walks in the big conversation (%lld messages): %d pages of 200 up "
+                "from the newest in %.2f s, %d pages of 200 from the oldest in %.2f s\n",
                 ctx->big_conv_messages, ctx->walk_pages, ctx->walk_before_s, ctx->walk_pages,
                 ctx->walk_after_s);
     fprintf(f, "Load average (1/5/15 min) at the start: %s; at the end: %s\n", r->loadavg_start,
@@ -109,8 +112,10 @@ void bench_report_print(const bench_report_t *r, FILE *f)
     for (int i = 0; i < r->ntargets; i++) {
         const bench_target_t *t = &r->targets[i];
         fprintf(f, "  %-4s  %-58s %-10s measured %s\n",
-                !t->measured_ok ? "N/A" : t->pass ? "PASS" : "MISS", t->what, t->target,
-                t->measured);
+                !t->measured_ok ? "N/A"
+                : t->pass       ? "PASS"
+                                : "MISS",
+                t->what, t->target, t->measured);
     }
     fprintf(f, "\n");
 }
@@ -153,8 +158,7 @@ int bench_report_json(const bench_report_t *r, const char *path)
     char now[32];
     FILE *f = fopen(path, "w");
 
-    if (f == NULL)
-        return -1;
+    if (f == NULL) return -1;
     utc_now(now, sizeof now);
     fprintf(f,
             "{\n  \"generated_at\": \"%s\",\n  \"duration_s\": %d,\n  \"list_duration_s\": %d,\n"
@@ -215,7 +219,9 @@ int bench_report_json(const bench_report_t *r, const char *path)
         fprintf(f, ", \"measured\": ");
         jstr(f, t->measured);
         fprintf(f, ", \"result\": \"%s\"}%s\n",
-                !t->measured_ok ? "N/A" : t->pass ? "PASS" : "MISS",
+                !t->measured_ok ? "N/A"
+                : t->pass       ? "PASS"
+                                : "MISS",
                 i + 1 < r->ntargets ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
@@ -229,14 +235,15 @@ int bench_report_markdown(const bench_report_t *r, const char *path)
     const bench_ctx_t *ctx = r->ctx;
     FILE *f = fopen(path, "w");
 
-    if (f == NULL)
-        return -1;
+    if (f == NULL) return -1;
     fprintf(f, "## Targets\n\n| Result | Target | Goal | Measured |\n|---|---|---|---|\n");
     for (int i = 0; i < r->ntargets; i++) {
         const bench_target_t *t = &r->targets[i];
         fprintf(f, "| %s | %s | %s | %s |\n",
-                !t->measured_ok ? "N/A" : t->pass ? "PASS" : "**MISS**", t->what, t->target,
-                t->measured);
+                !t->measured_ok ? "N/A"
+                : t->pass       ? "PASS"
+                                : "**MISS**",
+                t->what, t->target, t->measured);
     }
 
     fprintf(f,
@@ -275,10 +282,9 @@ int bench_report_markdown(const bench_report_t *r, const char *path)
     for (int i = 0; i < r->nwrites; i++) {
         const bench_write_row_t *w = &r->writes[i];
         double n = (double)w->svc.calls, m = (double)w->pg.xacts;
-        fprintf(f, "| %s | %d | %.0f | %.0f | %.0f | %.0f%% | %.0f | %.0f | %.0f%% |\n",
-                w->kind, w->concurrency, per_call_us(w->svc.cpu_self_s, n),
-                per_call_us(w->svc.cpu_svc_s, n), per_call_us(w->svc.cpu_pg_s, n),
-                others_pct(r, w->svc.cpu_other_s, w->svc.seconds),
+        fprintf(f, "| %s | %d | %.0f | %.0f | %.0f | %.0f%% | %.0f | %.0f | %.0f%% |\n", w->kind,
+                w->concurrency, per_call_us(w->svc.cpu_self_s, n), per_call_us(w->svc.cpu_svc_s, n),
+                per_call_us(w->svc.cpu_pg_s, n), others_pct(r, w->svc.cpu_other_s, w->svc.seconds),
                 per_call_us(w->pg.cpu_pgbench_s, m), per_call_us(w->pg.cpu_pg_s, m),
                 others_pct(r, w->pg.cpu_other_s, w->pg.seconds));
     }
@@ -302,16 +308,16 @@ int bench_report_markdown(const bench_report_t *r, const char *path)
         fprintf(f, "| %s | %s | %.3f | %.3f | %.3f | %.0f | %llu | %.0f%% | %.3f | %.3f |\n",
                 x->rpc, x->page, x->svc.p50_ms, x->svc.p99_ms, x->svc.max_ms, x->svc.rate,
                 (unsigned long long)x->svc.errors,
-                others_pct(r, x->svc.cpu_other_s, x->svc.seconds), x->ref.p50_ms,
-                x->ref.p99_ms);
+                others_pct(r, x->svc.cpu_other_s, x->svc.seconds), x->ref.p50_ms, x->ref.p99_ms);
     }
     fprintf(f,
             "\n## Memory\n\nomnichat-persistence with 64 workers (64 database connections): "
             "%.1f MB resident before any load; peak RSS (VmHWM) after the 64-caller phases "
             "%.1f MB; highest VmRSS sampled every 20 ms during them %.1f MB.\n",
             mb(r->rss_idle_kb), mb(r->rss_hwm_kb), mb(r->rss_max_64_kb));
-    fprintf(f, "\nLoad average (1/5/15 min) when the benchmark program started: %s; when it "
-               "ended: %s.\n",
+    fprintf(f,
+            "\nLoad average (1/5/15 min) when the benchmark program started: %s; when it "
+            "ended: %s.\n",
             r->loadavg_start, r->loadavg_end);
     if (r->nnotes > 0) {
         fprintf(f, "\n## Notes\n\n");

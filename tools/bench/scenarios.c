@@ -39,10 +39,8 @@ int bench_sql(const char *dsn, const char *sql, char *err, size_t errlen)
 
     oc_error_clear(&e);
     c = oc_pg_connect(dsn, &e);
-    if (c != NULL && oc_pg_exec_simple(c, sql, NULL, &e) == OC_OK)
-        rc = 0;
-    if (rc != 0)
-        snprintf(err, errlen, "%s: %s", sql, e.msg);
+    if (c != NULL && oc_pg_exec_simple(c, sql, NULL, &e) == OC_OK) rc = 0;
+    if (rc != 0) snprintf(err, errlen, "%s: %s", sql, e.msg);
     oc_pg_disconnect(c);
     return rc;
 }
@@ -60,8 +58,9 @@ static oc_pg_result_t *query(oc_pg_conn_t *c, const char *sql, char *err, size_t
         return NULL;
     }
     if (r == NULL || oc_pg_ntuples(r) == 0) {
-        snprintf(err, errlen, "seed query returned nothing (was the database seeded by "
-                              "scripts/bench-persistence.sh?)");
+        snprintf(err, errlen,
+                 "seed query returned nothing (was the database seeded by "
+                 "scripts/bench-persistence.sh?)");
         oc_pg_result_free(r);
         return NULL;
     }
@@ -92,12 +91,10 @@ int bench_ctx_load(bench_ctx_t *ctx, const char *owner_dsn, char *err, size_t er
               "  JOIN omnichat.conversations v ON v.tenant_id = c.tenant_id AND v.id = c.id"
               " WHERE c.n BETWEEN 2 AND 251 ORDER BY c.k, c.n",
               err, errlen);
-    if (r == NULL)
-        goto out;
+    if (r == NULL) goto out;
     ctx->nsamples = (size_t)oc_pg_ntuples(r);
     ctx->samples = calloc(ctx->nsamples, sizeof *ctx->samples);
-    if (ctx->samples == NULL)
-        goto oom;
+    if (ctx->samples == NULL) goto oom;
     for (size_t i = 0; i < ctx->nsamples; i++) {
         bench_sample_t *s = &ctx->samples[i];
         copy(s->tenant, sizeof s->tenant, oc_pg_value(r, (int)i, 0));
@@ -113,8 +110,7 @@ int bench_ctx_load(bench_ctx_t *ctx, const char *owner_dsn, char *err, size_t er
               "SELECT tenant_id, id, message_count FROM omnichat.conversations"
               " ORDER BY message_count DESC LIMIT 1",
               err, errlen);
-    if (r == NULL)
-        goto out;
+    if (r == NULL) goto out;
     copy(ctx->big_tenant, sizeof ctx->big_tenant, oc_pg_value(r, 0, 0));
     copy(ctx->big_conv, sizeof ctx->big_conv, oc_pg_value(r, 0, 1));
     ctx->big_conv_messages = strtoll(oc_pg_value(r, 0, 2), NULL, 10);
@@ -130,8 +126,7 @@ int bench_ctx_load(bench_ctx_t *ctx, const char *owner_dsn, char *err, size_t er
               "SELECT tenant_id, count(*) FROM omnichat.conversations GROUP BY tenant_id"
               " ORDER BY 2 DESC LIMIT 1",
               err, errlen);
-    if (r == NULL)
-        goto out;
+    if (r == NULL) goto out;
     copy(ctx->inbox_tenant, sizeof ctx->inbox_tenant, oc_pg_value(r, 0, 0));
     ctx->inbox_conversations = strtoll(oc_pg_value(r, 0, 1), NULL, 10);
     oc_pg_result_free(r);
@@ -145,8 +140,7 @@ int bench_ctx_load(bench_ctx_t *ctx, const char *owner_dsn, char *err, size_t er
                  ctx->big_tenant, ctx->big_conv, dir == 0 ? "DESC" : "ASC",
                  dir == 0 ? "DESC" : "ASC", ctx->deep_position - 1);
         r = query(c, sql, err, errlen);
-        if (r == NULL)
-            goto out;
+        if (r == NULL) goto out;
         if (dir == 0) {
             copy(ctx->deep_before_ts, sizeof ctx->deep_before_ts, oc_pg_value(r, 0, 0));
             copy(ctx->deep_before_id, sizeof ctx->deep_before_id, oc_pg_value(r, 0, 1));
@@ -165,22 +159,19 @@ int bench_ctx_load(bench_ctx_t *ctx, const char *owner_dsn, char *err, size_t er
              " WHERE tenant_id = '%s' ORDER BY last_activity_at DESC, id DESC",
              ctx->inbox_tenant);
     r = query(c, sql, err, errlen);
-    if (r == NULL)
-        goto out;
+    if (r == NULL) goto out;
     {
         size_t rows = (size_t)oc_pg_ntuples(r);
         size_t pages = (rows + CONV_PAGE - 1) / CONV_PAGE;
         ctx->conv_keys_ts = calloc(pages, sizeof(char *));
         ctx->conv_keys_id = calloc(pages, sizeof(char *));
-        if (ctx->conv_keys_ts == NULL || ctx->conv_keys_id == NULL)
-            goto oom;
+        if (ctx->conv_keys_ts == NULL || ctx->conv_keys_id == NULL) goto oom;
         for (size_t p = 0; p < pages; p++) {
             const char *ts = p == 0 ? FIRST_TS_US : oc_pg_value(r, (int)(p * CONV_PAGE - 1), 0);
             const char *id = p == 0 ? FIRST_ID : oc_pg_value(r, (int)(p * CONV_PAGE - 1), 1);
             ctx->conv_keys_ts[p] = strdup(ts);
             ctx->conv_keys_id[p] = strdup(id);
-            if (ctx->conv_keys_ts[p] == NULL || ctx->conv_keys_id[p] == NULL)
-                goto oom;
+            if (ctx->conv_keys_ts[p] == NULL || ctx->conv_keys_id[p] == NULL) goto oom;
         }
         ctx->nconv_tokens = pages; /* the walk must find the same number of pages */
     }
@@ -206,10 +197,9 @@ static bool rpc(bench_ctx_t *ctx, const char *method, const ProtobufCMessage *re
     int status = 0;
 
     oc_error_clear(&e);
-    if (oc_rpc_client_call(ctx->rpc, method, req, desc, CALL_TIMEOUT_MS, NULL, arena, resp,
-                           &status, &e) != OC_OK) {
-        snprintf(err, errlen, "%s: status %d: %s", method + sizeof("/" PST_SERVICE), status,
-                 e.msg);
+    if (oc_rpc_client_call(ctx->rpc, method, req, desc, CALL_TIMEOUT_MS, NULL, arena, resp, &status,
+                           &e) != OC_OK) {
+        snprintf(err, errlen, "%s: status %d: %s", method + sizeof("/" PST_SERVICE), status, e.msg);
         return false;
     }
     return true;
@@ -277,14 +267,13 @@ static bool remember(bench_ctx_t *ctx, const bench_key_t *k)
             ctx->capkeys = cap;
         }
     }
-    if (ok)
-        ctx->keys[ctx->nkeys++] = *k;
+    if (ok) ctx->keys[ctx->nkeys++] = *k;
     pthread_mutex_unlock(&ctx->keys_mu);
     return ok;
 }
 
 static bool list_messages(bench_ctx_t *ctx, int page_size, const char *before, const char *after,
-                          bool from_oldest, oc_arena_t *arena, PB(ListMessagesResponse) **out,
+                          bool from_oldest, oc_arena_t *arena, PB(ListMessagesResponse) * *out,
                           char *err, size_t errlen)
 {
     PB(ListMessagesRequest) req = PB_INIT(LIST_MESSAGES_REQUEST);
@@ -308,7 +297,7 @@ static bool list_messages(bench_ctx_t *ctx, int page_size, const char *before, c
 }
 
 static bool list_conversations(bench_ctx_t *ctx, const char *token, oc_arena_t *arena,
-                               PB(ListConversationsResponse) **out, char *err, size_t errlen)
+                               PB(ListConversationsResponse) * *out, char *err, size_t errlen)
 {
     PB(ListConversationsRequest) req = PB_INIT(LIST_CONVERSATIONS_REQUEST);
 
@@ -343,8 +332,7 @@ bool bench_call_service(void *user, int thread, uint64_t seq, oc_arena_t *arena,
             .seq = seq,
             .ts_ms = oc_now_ms(),
         };
-        if (!persist(ctx, &k, true, arena, err, errlen))
-            return false;
+        if (!persist(ctx, &k, true, arena, err, errlen)) return false;
         if (!remember(ctx, &k)) {
             snprintf(err, errlen, "out of memory");
             return false;
@@ -365,13 +353,12 @@ bool bench_call_service(void *user, int thread, uint64_t seq, oc_arena_t *arena,
         return list_messages(ctx, READ_PAGE, ctx->deep_before, NULL, false, arena, &lm, err,
                              errlen);
     case BENCH_MSG_DEEP_AFTER:
-        return list_messages(ctx, READ_PAGE, NULL, ctx->deep_after, false, arena, &lm, err,
-                             errlen);
+        return list_messages(ctx, READ_PAGE, NULL, ctx->deep_after, false, arena, &lm, err, errlen);
     case BENCH_CONV_FIRST:
         return list_conversations(ctx, "", arena, &lc, err, errlen);
     case BENCH_CONV_ALL:
-        return list_conversations(ctx, ctx->conv_tokens[(seq + (uint64_t)thread) %
-                                                        ctx->nconv_tokens],
+        return list_conversations(ctx,
+                                  ctx->conv_tokens[(seq + (uint64_t)thread) % ctx->nconv_tokens],
                                   arena, &lc, err, errlen);
     case BENCH_CONV_DEEP:
         return list_conversations(ctx, ctx->conv_tokens[ctx->conv_deep_page], arena, &lc, err,
@@ -403,16 +390,14 @@ int bench_ctx_walk(bench_ctx_t *ctx, char *err, size_t errlen)
     for (int dir = 0; dir < 2; dir++) {
         int64_t t0 = bench_now_ns();
         for (int p = 0; p < pages; p++) {
-            bool ok = dir == 0
-                          ? list_messages(ctx, WALK_PAGE, cursor, NULL, false, arena, &lm, err,
-                                          errlen)
-                          : list_messages(ctx, WALK_PAGE, NULL, cursor, p == 0, arena, &lm, err,
-                                          errlen);
+            bool ok =
+                dir == 0
+                    ? list_messages(ctx, WALK_PAGE, cursor, NULL, false, arena, &lm, err, errlen)
+                    : list_messages(ctx, WALK_PAGE, NULL, cursor, p == 0, arena, &lm, err, errlen);
             free(cursor);
             cursor = ok ? strdup(dir == 0 ? lm->before_cursor : lm->after_cursor) : NULL;
             oc_arena_reset(arena);
-            if (!ok)
-                goto out;
+            if (!ok) goto out;
             if (cursor == NULL || cursor[0] == '\0') {
                 snprintf(err, errlen, "ListMessages walk: no cursor after page %d", p + 1);
                 goto out;
@@ -443,10 +428,8 @@ int bench_ctx_walk(bench_ctx_t *ctx, char *err, size_t errlen)
     }
     ctx->conv_tokens[n++] = strdup("");
     for (;;) {
-        if (!list_conversations(ctx, ctx->conv_tokens[n - 1], arena, &lc, err, errlen))
-            goto out;
-        if (lc->next_page_token[0] == '\0')
-            break;
+        if (!list_conversations(ctx, ctx->conv_tokens[n - 1], arena, &lc, err, errlen)) goto out;
+        if (lc->next_page_token[0] == '\0') break;
         if (n >= ctx->nconv_tokens) {
             snprintf(err, errlen, "ListConversations walk: more pages than the %zu expected",
                      ctx->nconv_tokens);
@@ -488,8 +471,7 @@ int bench_ctx_ref_open(bench_ctx_t *ctx, const char *app_dsn, char *err, size_t 
         stmts[n++] = pst_stmts_conversations[i];
     oc_error_clear(&e);
     ctx->ref_pool = oc_pg_pool_create(app_dsn, 1, stmts, n, &e);
-    if (ctx->ref_pool != NULL)
-        ctx->ref_conn = oc_pg_acquire(ctx->ref_pool, 10000, &e);
+    if (ctx->ref_pool != NULL) ctx->ref_conn = oc_pg_acquire(ctx->ref_pool, 10000, &e);
     if (ctx->ref_conn == NULL) {
         snprintf(err, errlen, "reference connection: %s", e.msg);
         return -1;

@@ -244,3 +244,6 @@ SELECT a.tenant_id, a.id, a.channel_type, a.external_account_id, a.display_name,
 GRANT USAGE ON SCHEMA omnichat TO omnichat_runtime;
 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA omnichat TO omnichat_runtime;
 GRANT DELETE ON omnichat.channel_credentials TO omnichat_runtime;
+-- schema_migrations exists before this file runs (the migrator makes it): history is the
+-- owner's alone.
+REVOKE ALL ON omnichat.schema_migrations FROM omnichat_runtime;

@@ -294,6 +294,11 @@ BEGIN
                                 WHERE a.tenant_id = p_tenant AND a.message_id = p_message),
            updated_at = now()
      WHERE m.tenant_id = p_tenant AND m.id = p_message;
+    IF (SELECT m.attachment_count FROM messages m
+         WHERE m.tenant_id = p_tenant AND m.id = p_message) > 20 THEN
+        RAISE EXCEPTION 'attachments: a message holds at most 20 attachments'
+            USING ERRCODE = 'OCIA0';
+    END IF;
 END
 $$;
 

@@ -15,7 +15,7 @@ import uuid
 import grpc
 
 from harness import pb, rpc_error
-from line_harness import (LINE_TIMEOUT_MS, PUSH_PATH, new_user_id, sign, text_event, wait_for)
+from line_harness import LINE_TIMEOUT_MS, PUSH_PATH, sign, text_event
 
 PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
 

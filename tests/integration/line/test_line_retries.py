@@ -4,7 +4,6 @@ import threading
 import time
 
 import grpc
-import pytest
 
 from harness import assert_code, pb, rpc_error
 from line_harness import (LEASE_SECONDS, LINE_TIMEOUT_MS, SLOW, WORKER_INTERVAL_MS, wait_for)

@@ -1,5 +1,4 @@
 """Connector/SendText for LINE: success path, idempotency, input validation."""
-import json
 import uuid
 
 import grpc
@@ -7,7 +6,7 @@ import pytest
 
 import harness
 from harness import UUID_RE, assert_code, pb, rpc_error, run_concurrently
-from line_harness import cpb, new_user_id, utf16_units
+from line_harness import cpb, utf16_units
 
 
 def _only(items, what):

@@ -2,14 +2,13 @@
 non-text messages, display names."""
 import json
 import os
-import threading
 import uuid
 
 import pytest
 
 import harness
 from harness import pb
-from line_harness import (image_event, line_message_id, new_group_id, new_room_id,
+from line_harness import (image_event, new_group_id, new_room_id,
                           new_user_id, payload, raw_post, sign, sticker_event, text_event,
                           find_in_tree)
 
