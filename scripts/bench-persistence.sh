@@ -405,6 +405,12 @@ own CPU use is part of every figure.
 
 EOF
         cat "$BENCH/results.md"
+        # The hand-written analysis between these markers survives regeneration.
+        if [[ -f $ROOT/docs/benchmarks.md ]] &&
+            grep -q '^<!-- analysis:begin' "$ROOT/docs/benchmarks.md"; then
+            echo
+            sed -n '/^<!-- analysis:begin/,/^<!-- analysis:end/p' "$ROOT/docs/benchmarks.md"
+        fi
     } >"$ROOT/docs/benchmarks.md.tmp"
     mv -f "$ROOT/docs/benchmarks.md.tmp" "$ROOT/docs/benchmarks.md"
     echo "$PROG: wrote docs/benchmarks.md"

@@ -213,6 +213,9 @@ bash "$ROOT/scripts/deps.sh"
 step "build (release)"
 bash "$ROOT/scripts/build.sh" release
 
+# Decided right after the build, so that OMNICHAT_SANDBOX=1 without the binaries fails early.
+SANDBOX=$(sandbox_mode)
+
 step "database"
 ensure_pg_location
 "${PGC[@]}" init "$PG"
@@ -239,7 +242,6 @@ SUMMARY+=(
 PERSISTENCE_ADDR=$(dial_addr "$PERSISTENCE_GRPC_LISTEN" "${grpc_port:-50051}")
 # Later services (connectors, provider simulators) are one start_service call each.
 
-SANDBOX=$(sandbox_mode)
 TRY=()
 if [[ $SANDBOX == 1 ]]; then
     step "sandbox (LINE simulator + LINE connector; OMNICHAT_SANDBOX=0 turns it off)"
@@ -270,7 +272,7 @@ if [[ $SANDBOX == 1 ]]; then
     CONNECTOR_ADDR=$(dial_addr "$CONNECTOR_LINE_GRPC_LISTEN" "${conn_grpc_port:-50052}")
     WEBHOOK_URL=http://$(dial_addr "$CONNECTOR_LINE_HTTP_LISTEN" "${conn_http_port:-8081}")
     SUMMARY+=(
-        "connector-line gRPC  $CONNECTOR_ADDR  (omnichat.connector.v1.Connector, grpc.health.v1.Health)"
+        "connector-line gRPC   $CONNECTOR_ADDR  (omnichat.connector.v1.Connector, grpc.health.v1.Health)"
         "              http   $WEBHOOK_URL/  (/webhooks/line/{channel_account_id}, /healthz, /metrics)"
         "              log    $LOGS/connector-line.log   pid $(cat "$RUN/connector-line.pid")"
     )
@@ -305,12 +307,14 @@ if [[ $SANDBOX == 1 ]]; then
     fi
 
     ctl_cmd=$BIN/omnichatctl
-    [[ $PERSISTENCE_ADDR == 127.0.0.1:50051 ]] || ctl_cmd+=" --persistence $PERSISTENCE_ADDR"
-    [[ $CONNECTOR_ADDR == 127.0.0.1:50052 ]] || ctl_cmd+=" --connector $CONNECTOR_ADDR"
+    env_line="export OMNICHAT_TENANT=$SANDBOX_TENANT"
+    [[ $PERSISTENCE_ADDR == 127.0.0.1:50051 ]] ||
+        env_line+=" OMNICHAT_PERSISTENCE=$PERSISTENCE_ADDR"
+    [[ $CONNECTOR_ADDR == 127.0.0.1:50052 ]] || env_line+=" OMNICHAT_CONNECTOR=$CONNECTOR_ADDR"
     url_opt=""
     [[ $WEBHOOK_URL == http://127.0.0.1:8081 ]] || url_opt=" --url $WEBHOOK_URL"
     TRY=(
-        "export OMNICHAT_TENANT=$SANDBOX_TENANT     # the demo tenant"
+        "$env_line"
         "$ctl_cmd conversations"
         "$ctl_cmd timeline $conv"
         "$ctl_cmd send $conv --text 'Your order left the warehouse today.' --agent-name 'Agent Demo'"

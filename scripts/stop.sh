@@ -68,13 +68,17 @@ if [[ ${1:-} == --service ]]; then
 fi
 [[ $# -eq 0 ]] || die "usage: scripts/stop.sh [--service NAME]"
 
-# Clients of persistence (connectors, simulators) first, persistence last.
+# Clients of persistence first: the connectors (which also call the provider simulators), then
+# the simulators and anything else, persistence last.
 names=()
 if [[ -d $RUN ]]; then
+    for f in "$RUN"/connector-*.pid; do
+        [[ -e $f ]] && names+=("$(basename "$f" .pid)")
+    done
     for f in "$RUN"/*.pid; do
         [[ -e $f ]] || continue
         n=$(basename "$f" .pid)
-        [[ $n == persistence ]] || names+=("$n")
+        [[ $n == persistence || $n == connector-* ]] || names+=("$n")
     done
     [[ -e $RUN/persistence.pid ]] && names+=(persistence)
 fi

@@ -117,6 +117,15 @@ bool pst_check_attachments(oc_rpc_ctx_t *ctx, const char *field, size_t n,
             oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be between 0 and 1000", F("ordinal"));
             return false;
         }
+        /* Two attachments in one place: one would be dropped without a word. */
+        int ordinal = x->ordinal != 0 ? x->ordinal : (int)i;
+        for (size_t k = 0; k < i; k++) {
+            if ((a[k]->ordinal != 0 ? a[k]->ordinal : (int)k) == ordinal) {
+                oc_error_set(&ctx->err, OC_E_INVALID, "%s: %d is used twice", F("ordinal"),
+                             ordinal);
+                return false;
+            }
+        }
 #undef F
     }
     return true;
@@ -478,13 +487,13 @@ PB(ChannelAccount) * pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_resu
 static void cursor_mac(const pst_t *pst, const uint8_t *body, const char *scope, uint8_t mac[32])
 {
     unsigned int maclen = 32;
-    uint8_t buf[CURSOR_BODY + 512];
-    size_t slen = strlen(scope);
+    unsigned int dlen = 32;
+    uint8_t buf[CURSOR_BODY + 32];
 
-    if (slen > 512) slen = 512;
+    /* The scope enters as its digest: any length binds, and the MAC input stays fixed. */
     memcpy(buf, body, CURSOR_BODY);
-    memcpy(buf + CURSOR_BODY, scope, slen);
-    HMAC(EVP_sha256(), pst->cursor_key, PST_CURSOR_KEY_LEN, buf, CURSOR_BODY + slen, mac, &maclen);
+    EVP_Digest(scope, strlen(scope), buf + CURSOR_BODY, &dlen, EVP_sha256(), NULL);
+    HMAC(EVP_sha256(), pst->cursor_key, PST_CURSOR_KEY_LEN, buf, sizeof buf, mac, &maclen);
 }
 
 char *pst_cursor_encode(oc_rpc_ctx_t *ctx, char kind, int64_t ts_us, const char *id,

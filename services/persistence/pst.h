@@ -36,6 +36,7 @@
 #define PST_MAX_DETAIL 512
 #define PST_PAGE_DEFAULT 50
 #define PST_PAGE_MAX 200
+#define PST_MAX_PAGE_BYTES (3u << 20) /* a ListMessages page is cut short beyond this */
 #define PST_CURSOR_KEY_LEN 32
 
 typedef struct pst_config {

@@ -337,6 +337,20 @@ static oc_err_t list_messages(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Pro
 
     int rows = oc_pg_ntuples(q[1].res);
     int n = rows > limit ? limit : rows;
+    bool more = rows > limit;
+    /* Rows come nearest-to-the-cursor first: cutting the page short keeps the nearest and
+     * leaves a response every client accepts (gRPC's default limit is 4 MiB). */
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        for (int c = 0; c < oc_pg_nfields(q[1].res); c++)
+            used += (size_t)oc_pg_length(q[1].res, i, c);
+        used += 256; /* field tags, ids as text */
+        if (used > PST_MAX_PAGE_BYTES && i > 0) {
+            n = i;
+            more = true;
+            break;
+        }
+    }
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
     if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
@@ -352,8 +366,8 @@ static oc_err_t list_messages(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Pro
     }
     resp->n_messages = (size_t)n;
     /* Messages are never deleted, so the cursor's own message proves the other side. */
-    resp->has_older = backwards ? rows > limit : has_after;
-    resp->has_newer = backwards ? has_before : rows > limit;
+    resp->has_older = backwards ? more : has_after;
+    resp->has_newer = backwards ? has_before : more;
     if (n > 0) {
         int c = oc_pg_fnumber(q[1].res, "channel_timestamp_us");
         int first = backwards ? n - 1 : 0;

@@ -74,6 +74,8 @@ static oc_err_t create_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true) ||
         !pst_check_uuid(ctx, "conversation_id", req->conversation_id, true) ||
         !pst_check_str(ctx, "idempotency_key", req->idempotency_key, PST_MAX_KEY, true) ||
+        !pst_check_str(ctx, "request_fingerprint", req->request_fingerprint, FINGERPRINT_MAX,
+                       true) ||
         !check_fingerprint(ctx, req->request_fingerprint) ||
         !pst_check_str(ctx, "sender_id", req->sender_id, PST_MAX_KEY, false) ||
         !pst_check_str(ctx, "sender_display_name", req->sender_display_name, PST_MAX_NAME, false))
@@ -176,8 +178,10 @@ static oc_err_t complete_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         scheduled = true;
         break;
     case PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_UNKNOWN):
+        /* Without a next attempt the outcome stays unknown for good (e.g. the provider's
+         * retry window closed): never FAILED, which would invite a manual resend. */
         outcome = "unknown";
-        scheduled = true;
+        scheduled = req->next_attempt_at_ms != 0;
         break;
     default:
         return oc_error_set(&ctx->err, OC_E_INVALID,
@@ -196,7 +200,7 @@ static oc_err_t complete_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         (scheduled && req->next_attempt_at_ms == 0))
         return oc_error_set(&ctx->err, OC_E_INVALID,
                             "next_attempt_at_ms: %s (milliseconds since the epoch)",
-                            scheduled ? "is required with RETRY and UNKNOWN" : "out of range");
+                            scheduled ? "is required with RETRY" : "out of range");
 
     const char *p1[] = {req->tenant_id,
                         req->message_id,

@@ -422,3 +422,37 @@ def test_concurrent_claimers_never_get_the_same_message(b):
     dup = {m for m in mids if mids.count(m) > 1}
     assert not dup, f"{len(dup)} messages claimed by two workers"
     assert sorted(mids) == sorted(ids)
+
+
+def test_final_unknown_is_never_claimed_or_taken_over(b):
+    """UNKNOWN without a next attempt is settled for good: nobody sends it again."""
+    drain(b.api)
+    conv = b.conversation(b.account(IG), "IGSID-final")
+    m = create(b, conv, key="final-unk", fp="fu", owner="creator", lease=1).message
+    done = complete(b, m, owner="creator", outcome=pb.OUTBOUND_OUTCOME_UNKNOWN,
+                    error_category=pb.ERROR_CATEGORY_TIMEOUT, error_detail="retry window closed")
+    assert done.status == pb.MESSAGE_STATUS_UNKNOWN and done.next_attempt_at_ms == 0
+    time.sleep(1.2)  # past the creator's lease
+    assert claim(b.api, "w1", tenant=b.tenant) == []
+    again = create(b, conv, key="final-unk", fp="fu", owner="retrier", lease=30)
+    assert not again.created and not again.lease_acquired
+    assert again.message.status == pb.MESSAGE_STATUS_UNKNOWN
+
+
+def test_retry_still_requires_a_next_attempt(b):
+    conv = b.conversation(b.account(), "U-retry-next")
+    m = create(b, conv, key="r-next", fp="rn").message
+    err = rpc_error(complete, b, m, outcome=pb.OUTBOUND_OUTCOME_RETRY,
+                    error_category=pb.ERROR_CATEGORY_PROVIDER_ERROR)
+    assert_code(err, grpc.StatusCode.INVALID_ARGUMENT, field="next_attempt_at_ms")
+
+
+def test_new_account_is_auth_failed_until_credentials_are_stored(b):
+    """A connect that dies between register and credentials never looks usable."""
+    r = b.api.RegisterChannelAccount(tenant_id=b.tenant, channel_type=pb.CHANNEL_TYPE_LINE,
+                                     external_account_id=b.uniq("bot"), display_name="New OA")
+    a = r.channel_account
+    assert r.created and a.status == pb.CHANNEL_STATUS_AUTH_FAILED and not a.credentials
+    up = b.api.UpdateChannelCredentials(tenant_id=b.tenant, channel_account_id=a.channel_account_id,
+                                        credentials=[cred("access_token", b"\x01ct")]).channel_account
+    assert up.status == pb.CHANNEL_STATUS_ACTIVE

@@ -6,7 +6,7 @@ import uuid
 import grpc
 import pytest
 
-from harness import Builder, assert_code, expect_invalid, new_id, pb, rpc_error
+from harness import Builder, assert_code, expect_invalid, new_id, now_ms, pb, rpc_error
 
 TS = 1_700_000_000_000
 BAD_UUIDS = ["not-a-uuid", "1234", str(uuid.uuid4())[:-1], str(uuid.uuid4()) + "0",
@@ -191,10 +191,16 @@ OTHER_CASES = [
      "conversation_id"),
     ("CreateOutbound", "lease seconds too long", lambda c: dict(tenant_id=c.tenant, conversation_id=c.conv.conversation_id,
                                                                 idempotency_key="k", content_text="hi",
+                                                                request_fingerprint="f",
                                                                 lease_owner="w", lease_seconds=3601), "lease_seconds"),
     ("CreateOutbound", "content too long", lambda c: dict(tenant_id=c.tenant, conversation_id=c.conv.conversation_id,
-                                                          idempotency_key="k", content_text="x" * 20001),
+                                                          idempotency_key="k", request_fingerprint="f",
+                                                          content_text="x" * 20001),
      "content_text"),
+    # Without a fingerprint a reused key could not tell a different request from a retry.
+    ("CreateOutbound", "missing fingerprint", lambda c: dict(tenant_id=c.tenant, conversation_id=c.conv.conversation_id,
+                                                             idempotency_key="k", content_text="hi"),
+     "request_fingerprint"),
     ("CompleteOutbound", "outcome unspecified", lambda c: dict(tenant_id=c.tenant, message_id=c.msg.message_id,
                                                                lease_owner="w"), "outcome"),
     ("CompleteOutbound", "error detail too long", lambda c: dict(
@@ -335,3 +341,16 @@ def test_persist_inbound_duplicate_key_inside_one_batch_is_one_message(ctx, db):
     assert results[0].message_id == results[1].message_id
     assert [r.created for r in results] == [True, False]
     ctx.before = db.tenant_counts(ctx.tenant)
+
+
+def test_duplicate_attachment_ordinals_are_refused(b, db):
+    """Two attachments in one place would silently lose one of them."""
+    acct = b.account()
+    conv = b.conversation(acct, "U-dup-ordinals")
+    before = db.tenant_counts(b.tenant)
+    req = b.message_request(conv, now_ms(), key="att-dup")
+    req.attachments.add(kind="image", url="https://x/1", ordinal=1)
+    req.attachments.add(kind="image", url="https://x/2", ordinal=0)  # index 1: ordinal 1 again
+    err = rpc_error(b.api.InsertMessage, req)
+    assert_code(err, grpc.StatusCode.INVALID_ARGUMENT, field="attachments[1].ordinal")
+    assert db.tenant_counts(b.tenant) == before

@@ -168,6 +168,8 @@ static void *worker_main(void *arg)
         if (!ok) {
             if (w->errors++ == 0)
                 snprintf(w->first_error, sizeof w->first_error, "%s", err[0] ? err : "failed");
+            /* A phase that cannot succeed at all stops instead of spinning on its error. */
+            if (w->nlat == 0 && w->errors >= 100) break;
             continue;
         }
         if (w->nlat == w->caplat) {

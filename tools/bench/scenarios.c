@@ -15,8 +15,9 @@
 /* Where the first page starts, exactly as the service passes it (past every real row). */
 #define FIRST_TS_US "253402300799000000"
 #define FIRST_ID "ffffffff-ffff-ffff-ffff-ffffffffffff"
-#define OLDEST_TS_US "-62135596800000000"
-#define OLDEST_ID "00000000-0000-0000-0000-000000000000"
+
+typedef PB(ListMessagesResponse) list_messages_resp_t;
+typedef PB(ListConversationsResponse) list_conversations_resp_t;
 
 static uint64_t mix64(uint64_t x)
 {
@@ -273,7 +274,7 @@ static bool remember(bench_ctx_t *ctx, const bench_key_t *k)
 }
 
 static bool list_messages(bench_ctx_t *ctx, int page_size, const char *before, const char *after,
-                          bool from_oldest, oc_arena_t *arena, PB(ListMessagesResponse) * *out,
+                          bool from_oldest, oc_arena_t *arena, list_messages_resp_t **out,
                           char *err, size_t errlen)
 {
     PB(ListMessagesRequest) req = PB_INIT(LIST_MESSAGES_REQUEST);
@@ -297,7 +298,7 @@ static bool list_messages(bench_ctx_t *ctx, int page_size, const char *before, c
 }
 
 static bool list_conversations(bench_ctx_t *ctx, const char *token, oc_arena_t *arena,
-                               PB(ListConversationsResponse) * *out, char *err, size_t errlen)
+                               list_conversations_resp_t **out, char *err, size_t errlen)
 {
     PB(ListConversationsRequest) req = PB_INIT(LIST_CONVERSATIONS_REQUEST);
 
@@ -320,8 +321,8 @@ bool bench_call_service(void *user, int thread, uint64_t seq, oc_arena_t *arena,
 {
     bench_job_t *job = user;
     bench_ctx_t *ctx = job->ctx;
-    PB(ListMessagesResponse) *lm = NULL;
-    PB(ListConversationsResponse) *lc = NULL;
+    list_messages_resp_t *lm = NULL;
+    list_conversations_resp_t *lc = NULL;
 
     switch (job->kind) {
     case BENCH_PERSIST_NEW: {
@@ -374,8 +375,8 @@ bool bench_call_service(void *user, int thread, uint64_t seq, oc_arena_t *arena,
 int bench_ctx_walk(bench_ctx_t *ctx, char *err, size_t errlen)
 {
     oc_arena_t *arena = oc_arena_create(256 * 1024);
-    PB(ListMessagesResponse) *lm = NULL;
-    PB(ListConversationsResponse) *lc = NULL;
+    list_messages_resp_t *lm = NULL;
+    list_conversations_resp_t *lc = NULL;
     char *cursor = NULL;
     int rc = -1;
     int pages = (int)(ctx->deep_position / WALK_PAGE);
@@ -426,7 +427,11 @@ int bench_ctx_walk(bench_ctx_t *ctx, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    ctx->conv_tokens[n++] = strdup("");
+    ctx->conv_tokens[n] = strdup("");
+    if (ctx->conv_tokens[n++] == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
     for (;;) {
         if (!list_conversations(ctx, ctx->conv_tokens[n - 1], arena, &lc, err, errlen)) goto out;
         if (lc->next_page_token[0] == '\0') break;
@@ -435,7 +440,11 @@ int bench_ctx_walk(bench_ctx_t *ctx, char *err, size_t errlen)
                      ctx->nconv_tokens);
             goto out;
         }
-        ctx->conv_tokens[n++] = strdup(lc->next_page_token);
+        ctx->conv_tokens[n] = strdup(lc->next_page_token);
+        if (ctx->conv_tokens[n++] == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
         oc_arena_reset(arena);
     }
     if (n != ctx->nconv_tokens) {
@@ -443,11 +452,6 @@ int bench_ctx_walk(bench_ctx_t *ctx, char *err, size_t errlen)
                  ctx->nconv_tokens);
         goto out;
     }
-    for (size_t i = 0; i < n; i++)
-        if (ctx->conv_tokens[i] == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
     /* About 9,000 conversations deep. */
     ctx->conv_deep_page = n * 9 / 10;
     rc = 0;

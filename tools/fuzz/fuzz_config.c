@@ -82,8 +82,7 @@ static bool even(const char *v, char *why, size_t why_len)
 
 static oc_config_option_t opts[] = {
     {"fz-str", OC_CFG_STR, "default", 0, 0, 0, offsetof(fz_cfg_t, str), "a string", no_space},
-    {"fz-req", OC_CFG_STR, NULL, 0, 0, OC_CFG_REQUIRED, offsetof(fz_cfg_t, req), "required",
-     NULL},
+    {"fz-req", OC_CFG_STR, NULL, 0, 0, OC_CFG_REQUIRED, offsetof(fz_cfg_t, req), "required", NULL},
     {"fz-int", OC_CFG_INT, "8", 1, 512, 0, offsetof(fz_cfg_t, bounded), "1..512", NULL},
     {"fz-any", OC_CFG_INT, NULL, 0, 0, 0, offsetof(fz_cfg_t, any), "unbounded", even},
     {"fz-neg", OC_CFG_INT, "-5", -10, -1, 0, offsetof(fz_cfg_t, neg), "-10..-1", NULL},
@@ -134,9 +133,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (mkdir(path, 0700) != 0) abort();
     snprintf(secret_default, sizeof secret_default, "%s/secret", dir);
     /* Only the flags are fuzzed: the environment must not leak into the runs. */
-    static const char *const vars[] = {"OMNICHAT_FZ_STR",  "OMNICHAT_FZ_REQ",    "OMNICHAT_FZ_INT",
-                                       "OMNICHAT_FZ_ANY",  "OMNICHAT_FZ_NEG",    "OMNICHAT_FZ_BOOL",
-                                       "OMNICHAT_FZ_SECRET", "OMNICHAT_FZ_SECRET2"};
+    static const char *const vars[] = {
+        "OMNICHAT_FZ_STR", "OMNICHAT_FZ_REQ",  "OMNICHAT_FZ_INT",    "OMNICHAT_FZ_ANY",
+        "OMNICHAT_FZ_NEG", "OMNICHAT_FZ_BOOL", "OMNICHAT_FZ_SECRET", "OMNICHAT_FZ_SECRET2"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
     return 0;

@@ -54,8 +54,8 @@ static size_t ref_seq(const uint8_t *s, size_t n, uint32_t *cp)
 
 /* Decodes at most max_chars characters; returns the bytes consumed; *complete when it stopped
  * at the end of the input rather than at an ill-formed sequence or the character limit. */
-static size_t ref_walk(const uint8_t *s, size_t n, size_t max_chars, size_t *chars,
-                       size_t *units, bool *complete)
+static size_t ref_walk(const uint8_t *s, size_t n, size_t max_chars, size_t *chars, size_t *units,
+                       bool *complete)
 {
     size_t i = 0;
     *chars = 0;
@@ -182,7 +182,8 @@ static void check_decode(const char *s, size_t n, bool url)
     if (r >= 0) {
         size_t elen = url ? url_len((size_t)r) : oc_base64_encoded_len((size_t)r);
         char *enc = xmalloc(elen + 1);
-        size_t e = url ? oc_base64url_encode(out, (size_t)r, enc) : oc_base64_encode(out, (size_t)r, enc);
+        size_t e =
+            url ? oc_base64url_encode(out, (size_t)r, enc) : oc_base64_encode(out, (size_t)r, enc);
         if (e != n || e != elen || memcmp(enc, s, n) != 0 || enc[e] != '\0') abort();
         free(enc);
         /* exact-size and one-too-small buffers */

@@ -32,7 +32,7 @@ int cmd_connect(ctl_t *ctl, int argc, char **argv)
     CPB(ConnectChannelRequest) req = CPB_INIT(CONNECT_CHANNEL_REQUEST);
     CPB(ConnectChannelResponse) *resp = NULL;
     char *token = NULL, *secret = NULL;
-    const PB(ChannelAccount) *acc;
+    const PB(ChannelAccount) * acc;
     int rc;
 
     if ((rc = ctl_parse(ctl, argc, argv, opts, 5, pos, 1, &npos, usage)) != 0) return rc;
@@ -52,11 +52,10 @@ int cmd_connect(ctl_t *ctl, int argc, char **argv)
         return ctl_usage_error(ctl, "--token-file and --secret-file are required");
     if ((rc = ctl_need_tenant(ctl, &tenant)) != 0) return rc;
 
-    if ((rc = ctl_read_secret(ctl, "channel access token", token_file, SECRET_FILE_MAX,
-                              &token)) != 0)
-        goto out;
-    if ((rc = ctl_read_secret(ctl, "channel secret", secret_file, SECRET_FILE_MAX, &secret)) !=
+    if ((rc = ctl_read_secret(ctl, "channel access token", token_file, SECRET_FILE_MAX, &token)) !=
         0)
+        goto out;
+    if ((rc = ctl_read_secret(ctl, "channel secret", secret_file, SECRET_FILE_MAX, &secret)) != 0)
         goto out;
     req.tenant_id = (char *)tenant;
     req.access_token = token;
@@ -85,8 +84,8 @@ int cmd_connect(ctl_t *ctl, int argc, char **argv)
         rc = ctl_print_json(root);
         goto out;
     }
-    printf("connected %s channel account for tenant %s\n", rnd_channel(ctl->arena, acc->channel_type),
-           tenant);
+    printf("connected %s channel account for tenant %s\n",
+           rnd_channel(ctl->arena, acc->channel_type), tenant);
     printf("  account id:    %s\n", acc->channel_account_id);
     printf("  external id:   %s\n", rnd_cell(ctl->arena, acc->external_account_id, 0, 0));
     printf("  name:          %s\n", rnd_cell(ctl->arena, acc->display_name, 0, 0));
@@ -106,8 +105,8 @@ int cmd_send(ctl_t *ctl, int argc, char **argv)
 {
     static const char usage[] = "omnichatctl send CONVERSATION_ID --text TEXT [--key KEY] "
                                 "[--agent ID] [--agent-name NAME]";
-    const char *text = NULL, *key = NULL, *agent = "omnichatctl", *agent_name = "",
-               *tenant = NULL, *pos[1];
+    const char *text = NULL, *key = NULL, *agent = "omnichatctl", *agent_name = "", *tenant = NULL,
+               *pos[1];
     char generated[OC_UUID_STR_LEN + 1];
     size_t npos;
     ctl_opt_t opts[] = {{"text", &text, NULL},
@@ -145,8 +144,9 @@ int cmd_send(ctl_t *ctl, int argc, char **argv)
                   (ProtobufCMessage **)&resp, NULL);
     if (rc != 0) {
         /* Whether or not it went out, the same key makes a retry safe. */
-        fprintf(stderr, "  idempotency key: %s (retry with the same --text and --key %s: it "
-                        "is never sent twice)\n",
+        fprintf(stderr,
+                "  idempotency key: %s (retry with the same --text and --key %s: it "
+                "is never sent twice)\n",
                 key, key);
         return rc;
     }
@@ -215,8 +215,8 @@ int cmd_health(ctl_t *ctl, int argc, char **argv)
     if (target == NULL) target = ctl->persistence;
     req.service = (char *)service;
     rc = ctl_call(ctl, target, "/grpc.health.v1.Health/Check", &req.base,
-                  &grpc__health__v1__health_check_response__descriptor,
-                  (ProtobufCMessage **)&resp, NULL);
+                  &grpc__health__v1__health_check_response__descriptor, (ProtobufCMessage **)&resp,
+                  NULL);
     if (rc != 0) return rc;
     if (ctl->json) {
         json_t *root = json_object();
@@ -263,8 +263,7 @@ int cmd_vault_keygen(ctl_t *ctl, int argc, char **argv)
     }
     oc_error_clear(&err);
     if (oc_vault_keygen_line(key_id, line, sizeof line, &err) != OC_OK) {
-        if (err.code == OC_E_INVALID)
-            return ctl_usage_error(ctl, "--key-id: %s", err.msg);
+        if (err.code == OC_E_INVALID) return ctl_usage_error(ctl, "--key-id: %s", err.msg);
         return ctl_fail(ctl, "could not make a key: %s", err.msg);
     }
     if (isatty(STDOUT_FILENO))

@@ -51,8 +51,8 @@ int cmd_channels(ctl_t *ctl, int argc, char **argv)
         printf("no channel accounts for tenant %s\n", tenant);
         return CTL_EXIT_OK;
     }
-    printf("%-36s  %-8s  %-34s  %-11s  %-22s  %s\n", "ACCOUNT", "CHANNEL", "EXTERNAL ID",
-           "STATUS", "LAST ERROR", "NAME");
+    printf("%-36s  %-8s  %-34s  %-11s  %-22s  %s\n", "ACCOUNT", "CHANNEL", "EXTERNAL ID", "STATUS",
+           "LAST ERROR", "NAME");
     for (size_t i = 0; i < resp->n_channel_accounts; i++) {
         const PB(ChannelAccount) *a = resp->channel_accounts[i];
         /* Deliberately nothing from a->credentials: not even the sealed bytes. */
@@ -89,8 +89,8 @@ int cmd_conversations(ctl_t *ctl, int argc, char **argv)
     static const char usage[] =
         "omnichatctl conversations [--channel line|facebook|instagram] [--account ID] "
         "[--thread KEY] [--limit N] [--page-token T]";
-    const char *channel = NULL, *account = NULL, *thread = NULL, *limit_s = NULL,
-               *token = NULL, *tenant = NULL, *pos[1];
+    const char *channel = NULL, *account = NULL, *thread = NULL, *limit_s = NULL, *token = NULL,
+               *tenant = NULL, *pos[1];
     size_t npos, shown = 0;
     long limit = 0;
     ctl_opt_t opts[] = {{"channel", &channel, NULL},
@@ -152,8 +152,9 @@ int cmd_conversations(ctl_t *ctl, int argc, char **argv)
             break;
         if (page + 1 >= THREAD_SCAN_MAX_PAGES) {
             json_decref(root);
-            return ctl_fail(ctl, "--thread: gave up after %d pages; narrow the search with "
-                                 "--account or --channel",
+            return ctl_fail(ctl,
+                            "--thread: gave up after %d pages; narrow the search with "
+                            "--account or --channel",
                             THREAD_SCAN_MAX_PAGES);
         }
         req.page_token = resp->next_page_token;
@@ -232,7 +233,7 @@ int cmd_timeline(ctl_t *ctl, int argc, char **argv)
     PB(GetConversationResponse) *gresp = NULL;
     PB(ListMessagesRequest) req = PB_INIT(LIST_MESSAGES_REQUEST);
     PB(ListMessagesResponse) *resp = NULL;
-    const PB(Conversation) *conv;
+    const PB(Conversation) * conv;
     int rc;
 
     if ((rc = ctl_parse(ctl, argc, argv, opts, 4, pos, 1, &npos, usage)) != 0) return rc;
@@ -285,8 +286,8 @@ int cmd_timeline(ctl_t *ctl, int argc, char **argv)
     }
 
     if (conv != NULL)
-        printf("conversation %s  %s  thread %s  %" PRId64 " message%s\n\n",
-               conv->conversation_id, rnd_channel(ctl->arena, conv->channel_type),
+        printf("conversation %s  %s  thread %s  %" PRId64 " message%s\n\n", conv->conversation_id,
+               rnd_channel(ctl->arena, conv->channel_type),
                rnd_cell(ctl->arena, conv->thread_key, 80, 0), conv->message_count,
                conv->message_count == 1 ? "" : "s");
     if (resp->n_messages == 0) printf("(no messages on this page)\n");

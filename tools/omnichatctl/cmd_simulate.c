@@ -64,10 +64,10 @@ static char *build_body(const char *destination, const char *user, const char *t
     root = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:{s:b}, s:{s:s, s:s}, s:s, "
                      "s:{s:s, s:s, s:s, s:s}}]}",
                      "destination", destination, "events", "type", "message", "mode", "active",
-                     "timestamp", (json_int_t)now_ms, "webhookEventId", event_id,
-                     "deliveryContext", "isRedelivery", 0, "source", "type", "user", "userId",
-                     user, "replyToken", reply_token, "message", "id", message_id, "type",
-                     "text", "text", text, "quoteToken", quote);
+                     "timestamp", (json_int_t)now_ms, "webhookEventId", event_id, "deliveryContext",
+                     "isRedelivery", 0, "source", "type", "user", "userId", user, "replyToken",
+                     reply_token, "message", "id", message_id, "type", "text", "text", text,
+                     "quoteToken", quote);
     if (root == NULL) return NULL;
     s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
@@ -109,12 +109,12 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
     static const char usage[] =
         "omnichatctl simulate line-webhook --account ID --secret-file FILE --user U... "
         "--text TEXT [--url http://127.0.0.1:8081] [--destination BOT_USER_ID]";
-    const char *account = NULL, *secret_file = NULL, *user = NULL, *text = NULL,
-               *url = DEFAULT_URL, *destination = NULL, *pos[1];
+    const char *account = NULL, *secret_file = NULL, *user = NULL, *text = NULL, *url = DEFAULT_URL,
+               *destination = NULL, *pos[1];
     size_t npos;
-    ctl_opt_t opts[] = {{"account", &account, NULL},     {"secret-file", &secret_file, NULL},
-                        {"user", &user, NULL},           {"text", &text, NULL},
-                        {"url", &url, NULL},             {"destination", &destination, NULL}};
+    ctl_opt_t opts[] = {{"account", &account, NULL}, {"secret-file", &secret_file, NULL},
+                        {"user", &user, NULL},       {"text", &text, NULL},
+                        {"url", &url, NULL},         {"destination", &destination, NULL}};
     char message_id[19], *secret = NULL, *body = NULL, *full_url = NULL, *sig_header = NULL;
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
@@ -130,8 +130,9 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
     oc_buf_init(&response, RESPONSE_MAX);
     if ((rc = ctl_parse(ctl, argc, argv, opts, 6, pos, 1, &npos, usage)) != 0) goto out;
     if (npos != 1 || strcmp(pos[0], "line-webhook") != 0) {
-        ctl_usage_error(ctl, npos == 1 ? "unknown simulation '%s' (only line-webhook)"
-                                       : "what to simulate? (line-webhook)%s",
+        ctl_usage_error(ctl,
+                        npos == 1 ? "unknown simulation '%s' (only line-webhook)"
+                                  : "what to simulate? (line-webhook)%s",
                         npos == 1 ? pos[0] : "");
         fprintf(stderr, "usage: %s\n", usage);
         rc = CTL_EXIT_USAGE;
@@ -158,8 +159,7 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
         rc = ctl_usage_error(ctl, "--url: must start with http:// or https://");
         goto out;
     }
-    if ((rc = ctl_read_secret(ctl, "channel secret", secret_file, SECRET_FILE_MAX, &secret)) !=
-        0)
+    if ((rc = ctl_read_secret(ctl, "channel secret", secret_file, SECRET_FILE_MAX, &secret)) != 0)
         goto out;
     if (destination == NULL) destination = lookup_destination(ctl, account);
     if (destination == NULL) destination = "";
@@ -174,8 +174,8 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
         goto out;
     }
     /* x-line-signature = base64(HMAC-SHA256(channel secret, raw body)). */
-    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body,
-             strlen(body), mac, &mac_len) == NULL) {
+    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, strlen(body),
+             mac, &mac_len) == NULL) {
         rc = ctl_fail(ctl, "could not sign the body");
         goto out;
     }

@@ -209,24 +209,33 @@ static const char *short_method(const char *method)
 }
 
 int ctl_call(ctl_t *ctl, const char *target, const char *method, const ProtobufCMessage *req,
-             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-             int *status_out)
+             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, int *status_out)
 {
     oc_error_t err;
-    oc_rpc_client_t *client;
+    oc_rpc_client_t *client = NULL;
     int status = 0;
     oc_err_t rc;
 
     oc_error_clear(&err);
-    client = oc_rpc_client_create(target, &err);
+    for (size_t i = 0; i < ctl->nclients; i++)
+        if (strcmp(ctl->clients[i].target, target) == 0) client = ctl->clients[i].client;
     if (client == NULL) {
-        if (status_out) *status_out = 3;
-        if (ctl->quiet) return CTL_EXIT_FAIL;
-        return ctl_fail(ctl, "cannot use the address '%s': %s", target, err.msg);
+        if (ctl->nclients == sizeof ctl->clients / sizeof ctl->clients[0]) {
+            if (status_out) *status_out = 13;
+            return ctl_fail(ctl, "too many addresses in one command");
+        }
+        client = oc_rpc_client_create(target, &err);
+        if (client == NULL) {
+            if (status_out) *status_out = 3;
+            if (ctl->quiet) return CTL_EXIT_FAIL;
+            return ctl_fail(ctl, "cannot use the address '%s': %s", target, err.msg);
+        }
+        ctl->clients[ctl->nclients].target = target;
+        ctl->clients[ctl->nclients].client = client;
+        ctl->nclients++;
     }
     rc = oc_rpc_client_call(client, method, req, resp_desc, ctl->timeout_ms, ctl->request_id,
                             ctl->arena, resp, &status, &err);
-    oc_rpc_client_destroy(client);
     if (status_out) *status_out = status;
     if (rc == OC_OK) return CTL_EXIT_OK;
     if (ctl->quiet) return CTL_EXIT_FAIL;
@@ -239,11 +248,19 @@ int ctl_call(ctl_t *ctl, const char *target, const char *method, const ProtobufC
         fprintf(stderr, "  (no answer within %d ms; --timeout-ms sets the deadline)\n",
                 ctl->timeout_ms);
     else if (status == GRPC_UNIMPLEMENTED)
-        fprintf(stderr, "  (the service at %s does not serve %s: wrong --persistence or "
-                        "--connector address?)\n",
+        fprintf(stderr,
+                "  (the service at %s does not serve %s: wrong --persistence or "
+                "--connector address?)\n",
                 target, short_method(method));
     fprintf(stderr, "  request id: %s\n", ctl->request_id);
     return CTL_EXIT_FAIL;
+}
+
+void ctl_dispose(ctl_t *ctl)
+{
+    for (size_t i = 0; i < ctl->nclients; i++)
+        oc_rpc_client_destroy(ctl->clients[i].client);
+    ctl->nclients = 0;
 }
 
 int ctl_read_secret(const ctl_t *ctl, const char *what, const char *path, size_t max, char **out)
@@ -271,8 +288,9 @@ int ctl_read_secret(const ctl_t *ctl, const char *what, const char *path, size_t
         return ctl_fail(ctl, "the %s file %s holds a NUL byte", what, path);
     }
     if (stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-        fprintf(stderr, "omnichatctl: warning: %s (the %s) can be read by other users; "
-                        "chmod 600 it\n",
+        fprintf(stderr,
+                "omnichatctl: warning: %s (the %s) can be read by other users; "
+                "chmod 600 it\n",
                 path, what);
     *out = data;
     return CTL_EXIT_OK;

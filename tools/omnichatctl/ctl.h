@@ -10,6 +10,7 @@
 #include "omnichat/arena.h"
 #include "omnichat/connector/v1/connector.pb-c.h"
 #include "omnichat/persistence/v1/persistence.pb-c.h"
+#include "omnichat/rpc.h"
 
 /* protobuf-c's names carry the whole package; these keep command code readable. */
 #define PB(name) Omnichat__Persistence__V1__##name
@@ -41,7 +42,16 @@ typedef struct ctl {
     bool quiet;              /* ctl_call prints nothing on failure (best-effort look-ups) */
     char request_id[48];     /* sent as x-request-id with every call; printed on failures */
     oc_arena_t *arena;       /* responses and scratch memory; freed at exit */
+    /* One channel per target, reused by every call of the command (ctl_dispose frees them). */
+    struct {
+        const char *target;
+        oc_rpc_client_t *client;
+    } clients[4];
+    size_t nclients;
 } ctl_t;
+
+/* Closes the channels ctl_call opened. */
+void ctl_dispose(ctl_t *ctl);
 
 /* One command-specific option. Exactly one of `value` (an option taking a value; it points
  * into argv afterwards) and `flag` (a switch) is set. */
@@ -81,8 +91,7 @@ int ctl_channel_opt(const ctl_t *ctl, const char *value, PB(ChannelType) * out);
  * could not be reached) and returns CTL_EXIT_FAIL; *status_out (optional) gets the gRPC status.
  */
 int ctl_call(ctl_t *ctl, const char *target, const char *method, const ProtobufCMessage *req,
-             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-             int *status_out);
+             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, int *status_out);
 
 /*
  * Reads a secret from a file: the whole file, trailing CR/LF and blanks stripped, at most

@@ -121,8 +121,9 @@ int main(int argc, char **argv)
             if ((rc = ctl_int_opt(&ctl, "--timeout-ms", val, 1, 3600000, &ms)) != 0) return rc;
             ctl.timeout_ms = (int)ms;
         } else {
-            fprintf(stderr, "omnichatctl: unknown option '%.*s' (global options come before "
-                            "or after the command; see omnichatctl --help)\n",
+            fprintf(stderr,
+                    "omnichatctl: unknown option '%.*s' (global options come before "
+                    "or after the command; see omnichatctl --help)\n",
                     (int)n, a);
             return CTL_EXIT_USAGE;
         }
@@ -152,6 +153,7 @@ int main(int argc, char **argv)
         return CTL_EXIT_FAIL;
     }
     rc = cmd->fn(&ctl, argc - first - 1, argv + first + 1);
+    ctl_dispose(&ctl);
     oc_arena_destroy(ctl.arena);
     if (rc < 0) rc = CTL_EXIT_OK; /* --help */
     if (fflush(stdout) != 0 && rc == CTL_EXIT_OK) rc = CTL_EXIT_FAIL;

@@ -35,8 +35,8 @@ static const char *enum_short(oc_arena_t *a, const ProtobufCEnumDescriptor *d, i
 
 const char *rnd_channel(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__channel_type__descriptor, v,
-                      "CHANNEL_TYPE_", "unspecified");
+    return enum_short(a, &omnichat__persistence__v1__channel_type__descriptor, v, "CHANNEL_TYPE_",
+                      "unspecified");
 }
 
 const char *rnd_channel_status(oc_arena_t *a, int v)
@@ -59,8 +59,8 @@ const char *rnd_sender_type(oc_arena_t *a, int v)
 
 const char *rnd_content_type(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__content_type__descriptor, v,
-                      "CONTENT_TYPE_", "unspecified");
+    return enum_short(a, &omnichat__persistence__v1__content_type__descriptor, v, "CONTENT_TYPE_",
+                      "unspecified");
 }
 
 const char *rnd_message_status(oc_arena_t *a, int v)

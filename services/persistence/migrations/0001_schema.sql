@@ -149,6 +149,10 @@ CREATE TABLE omnichat.messages (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, id),
+    -- Whatever the retry worker may send again carries the provider retry key that keeps a
+    -- second attempt from delivering twice.
+    CHECK (direction = 'inbound' OR status NOT IN ('pending', 'unknown')
+           OR provider_retry_key IS NOT NULL),
     -- Idempotency: a webhook retry or a repeated send request finds the row it made before.
     UNIQUE (tenant_id, channel_account_id, direction, idempotency_key),
     FOREIGN KEY (tenant_id, conversation_id) REFERENCES omnichat.conversations (tenant_id, id)

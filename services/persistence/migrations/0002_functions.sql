@@ -326,10 +326,12 @@ BEGIN
             RETURN;
         END IF;
         -- The unique index is not subject to row-level security, so a live account of
-        -- another tenant makes this a no-op that the re-read below cannot see.
+        -- another tenant makes this a no-op that the re-read below cannot see. A new account
+        -- has no credentials yet: it is auth_failed until UpdateChannelCredentials, so a
+        -- connect that dies half-way never looks usable.
         INSERT INTO channel_accounts (tenant_id, id, channel_type, external_account_id,
-                                      display_name)
-        VALUES (p_tenant, p_new_id, p_type, p_external, COALESCE(p_name, ''))
+                                      display_name, status)
+        VALUES (p_tenant, p_new_id, p_type, p_external, COALESCE(p_name, ''), 'auth_failed')
         ON CONFLICT (channel_type, external_account_id) WHERE status <> 'disabled' DO NOTHING
         RETURNING id INTO channel_account_id;
         IF channel_account_id IS NOT NULL THEN
@@ -401,10 +403,11 @@ BEGIN
             message_id := r.id;
             created := false;
             lease_acquired := false;
-            -- Take over a send whose previous holder is gone and which is due anyway.
+            -- Take over a send whose previous holder is gone and which is due anyway. A
+            -- message without a next attempt is settled (an unknown outcome for good).
             IF r.status IN ('pending', 'unknown') AND COALESCE(p_lease_owner, '') <> ''
                AND (r.lease_until IS NULL OR r.lease_until < now())
-               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= now()) THEN
+               AND r.next_attempt_at IS NOT NULL AND r.next_attempt_at <= now() THEN
                 UPDATE messages m
                    SET lease_owner = p_lease_owner,
                        lease_until = now() + make_interval(secs => p_lease_seconds),

@@ -362,6 +362,9 @@ class Sim(_Proc):
                     r["body"] = json.loads(r["body"])
                 except ValueError:
                     pass
+        # Arrival order: an entry is logged when its answer is ready, so a request that waited
+        # for an in-flight retry key can be logged before the one it waited for.
+        reqs.sort(key=lambda r: r.get("time_ms", 0))
         return reqs
 
     def deliveries(self, to=None):
