@@ -34,7 +34,10 @@ const oc_pg_stmt_t pst_stmts_channels[] = {
      "UPDATE omnichat.channel_accounts"
      " SET status = CASE WHEN status = 'disabled' THEN status ELSE 'auth_failed' END,"
      " last_error_category = $3, last_error_at = now(), updated_at = now()"
-     " WHERE tenant_id = $1 AND id = $2"},
+     " WHERE tenant_id = $1 AND id = $2"
+     " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM omnichat.channel_credentials c"
+     " WHERE c.tenant_id = $1 AND c.channel_account_id = $2 AND c.field = $4"
+     " AND c.ciphertext = decode($5, 'base64')))"},
     {"ch_status_active",
      "UPDATE omnichat.channel_accounts"
      " SET status = CASE WHEN status = 'disabled' THEN status ELSE 'active' END,"
@@ -336,10 +339,26 @@ static oc_err_t record_channel_status(oc_rpc_ctx_t *ctx, const ProtobufCMessage 
         return oc_error_set(&ctx->err, OC_E_INVALID,
                             "error_category: is required with AUTH_FAILED");
 
-    /* The read-back returns the row even when the ACTIVE update had nothing to write. */
-    const char *p[] = {req->tenant_id, req->channel_account_id, category};
+    const char *guard_field = pst_opt(req->if_credential_field);
+    char *guard_ct = NULL;
+    if (guard_field != NULL || req->if_credential_ciphertext.len > 0) {
+        if (!pst_check_str(ctx, "if_credential_field", req->if_credential_field, 64, true))
+            return ctx->err.code;
+        if (req->if_credential_ciphertext.len == 0 || req->if_credential_ciphertext.len > 16384)
+            return oc_error_set(&ctx->err, OC_E_INVALID,
+                                "if_credential_ciphertext: 1 to 16384 bytes with the field");
+        guard_ct = oc_arena_alloc(ctx->arena,
+                                  oc_base64_encoded_len(req->if_credential_ciphertext.len) + 1);
+        if (guard_ct == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+        oc_base64_encode(req->if_credential_ciphertext.data, req->if_credential_ciphertext.len,
+                         guard_ct);
+    }
+
+    /* The read-back returns the row even when an update had nothing to write (a success
+     * recorded recently, or a guard that no longer holds). */
+    const char *p[] = {req->tenant_id, req->channel_account_id, category, guard_field, guard_ct};
     oc_pg_query_t q[] = {
-        {failed ? "ch_status_auth_failed" : "ch_status_active", failed ? 3 : 2, p, NULL},
+        {failed ? "ch_status_auth_failed" : "ch_status_active", failed ? 5 : 2, p, NULL},
         {"ch_get", 2, p, NULL}};
 
     if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;

@@ -456,3 +456,29 @@ def test_new_account_is_auth_failed_until_credentials_are_stored(b):
     up = b.api.UpdateChannelCredentials(tenant_id=b.tenant, channel_account_id=a.channel_account_id,
                                         credentials=[cred("access_token", b"\x01ct")]).channel_account
     assert up.status == pb.CHANNEL_STATUS_ACTIVE
+
+
+def test_auth_failed_guard_ignores_failures_seen_with_replaced_credentials(b):
+    """A 401 observed with the old token must not mark the freshly replaced credentials."""
+    a = b.account()
+    acc_id = a.channel_account_id
+    old_ct = b"\x01old-token-ciphertext"
+    b.api.UpdateChannelCredentials(tenant_id=b.tenant, channel_account_id=acc_id,
+                                   credentials=[cred("access_token", old_ct)])
+    # Credentials replaced meanwhile (a reconnect), then the stale failure arrives.
+    b.api.UpdateChannelCredentials(tenant_id=b.tenant, channel_account_id=acc_id,
+                                   credentials=[cred("access_token", b"\x01new-token-ciphertext")])
+    stale = b.api.RecordChannelStatus(tenant_id=b.tenant, channel_account_id=acc_id,
+                                      status=pb.CHANNEL_STATUS_AUTH_FAILED,
+                                      error_category=pb.ERROR_CATEGORY_AUTH_ERROR,
+                                      if_credential_field="access_token",
+                                      if_credential_ciphertext=old_ct).channel_account
+    assert stale.status == pb.CHANNEL_STATUS_ACTIVE
+    # With the current ciphertext the guard holds and the failure is recorded.
+    cur = b.api.RecordChannelStatus(tenant_id=b.tenant, channel_account_id=acc_id,
+                                    status=pb.CHANNEL_STATUS_AUTH_FAILED,
+                                    error_category=pb.ERROR_CATEGORY_AUTH_ERROR,
+                                    if_credential_field="access_token",
+                                    if_credential_ciphertext=b"\x01new-token-ciphertext").channel_account
+    assert cur.status == pb.CHANNEL_STATUS_AUTH_FAILED
+    assert cur.last_error_category == pb.ERROR_CATEGORY_AUTH_ERROR
