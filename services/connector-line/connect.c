@@ -1,5 +1,6 @@
 /* Connector/ConnectChannel: verify the token with LINE, register the account, seal and store. */
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,9 +112,18 @@ static PB(SealedCredential) * seal(line_t *l, oc_rpc_ctx_t *ctx, const char *ten
     return c;
 }
 
-oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
+/* The plaintext credentials of the decoded request (strings in the call's arena). */
+static void wipe_credentials(const CPB(ConnectChannelRequest) * req)
 {
-    const CPB(ConnectChannelRequest) *req = (const void *)in;
+    /* The request is ours to scribble on: it was unpacked into this call's arena. */
+    if (req->access_token != NULL) OPENSSL_cleanse(req->access_token, strlen(req->access_token));
+    if (req->channel_secret != NULL)
+        OPENSSL_cleanse(req->channel_secret, strlen(req->channel_secret));
+}
+
+static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelRequest) * req,
+                                ProtobufCMessage **out)
+{
     line_t *l = ctx->user;
     CPB(ConnectChannelResponse) * resp;
     CPB(ConnectChannelResponse) init = CPB_INIT(CONNECT_CHANNEL_RESPONSE);
@@ -154,8 +164,8 @@ oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Pro
     rreq.channel_type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
     rreq.external_account_id = user_id;
     rreq.display_name = req->display_name[0] != '\0' ? req->display_name
-                        : reported_name != NULL      ? reported_name
-                                                     : (char *)"";
+                        : reported_name != NULL       ? reported_name
+                                                      : (char *)"";
     rc = line_pst_call(l, 0, "RegisterChannelAccount", &rreq.base,
                        &omnichat__persistence__v1__register_channel_account_response__descriptor,
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&rresp, &e);
@@ -168,6 +178,7 @@ oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Pro
         seal(l, ctx, acc->tenant_id, acc->channel_account_id, "access_token", req->access_token);
     creds[1] = seal(l, ctx, acc->tenant_id, acc->channel_account_id, "channel_secret",
                     req->channel_secret);
+    wipe_credentials(req); /* sealed (or failed to be): the plaintext is not needed any more */
     if (creds[0] == NULL || creds[1] == NULL)
         return ctx->err.code != OC_OK ? ctx->err.code
                                       : oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
@@ -180,12 +191,24 @@ oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Pro
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&uresp, &e);
     line_account_invalidate(l, acc->channel_account_id);
     if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
-    if (uresp->channel_account != NULL) acc = uresp->channel_account;
+    /* A new account is AUTH_FAILED until its credentials are stored: the reply shows the
+     * account as it is now, read back if the answer did not carry it. */
+    if (uresp->channel_account != NULL) {
+        acc = uresp->channel_account;
+    } else {
+        PB(ChannelAccount) *now = NULL;
+        rc = line_account_get(l, 0, acc->tenant_id, acc->channel_account_id, ctx->request_id,
+                              ctx->arena, &now, &e);
+        if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
+        acc = now;
+    }
 
     OC_INFO(
         "channel connected", OC_LS("request_id", ctx->request_id),
         OC_LS("tenant_id", acc->tenant_id), OC_LS("channel_account_id", acc->channel_account_id),
-        OC_LS("external_account_id", acc->external_account_id), OC_LB("created", rresp->created));
+        OC_LS("external_account_id", acc->external_account_id), OC_LB("created", rresp->created),
+        OC_LS("status", acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE) ? "active"
+                                                                                   : "not active"));
     acc->n_credentials = 0;
     acc->credentials = NULL;
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
@@ -196,4 +219,13 @@ oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Pro
     if (resp->webhook_path == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *out = &resp->base;
     return OC_OK;
+}
+
+oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
+{
+    const CPB(ConnectChannelRequest) *req = (const void *)in;
+    oc_err_t rc = connect_channel(ctx, req, out);
+
+    wipe_credentials(req); /* whatever path was taken: no plaintext outlives the handler */
+    return rc;
 }

@@ -30,12 +30,19 @@
 #define LINE_NAME_MAX 512
 #define LINE_CREDENTIAL_MAX 1024
 
+/* Lease owners: "<instance-id>:<UUIDv4>" within persistence's 128-byte lease_owner limit. */
+#define LINE_LEASE_OWNER_MAX 128
+#define LINE_INSTANCE_ID_MAX (LINE_LEASE_OWNER_MAX - 1 - 36) /* 91: room for ":" + a UUID */
+
+/* Inbound timestamps: milliseconds in (0, year 9999], as persistence accepts them. */
+#define LINE_TIMESTAMP_MAX_MS INT64_C(253402300799000)
+
 typedef struct line_config {
     char *grpc_listen;
     char *http_listen;
     char *persistence_target;
     long long persistence_timeout_ms;
-    long long webhook_timeout_ms;
+    long long webhook_timeout_ms; /* one webhook request, from arrival to answer */
     char *line_api_base;
     long long line_timeout_ms;
     long long profile_timeout_ms;
@@ -52,7 +59,7 @@ typedef struct line_config {
     long long backoff_max_ms;
     long long retry_window_s;
     long long account_cache_ms;
-    char *instance_id;
+    char *instance_id; /* at most LINE_INSTANCE_ID_MAX bytes; each attempt adds a UUID */
     long long shutdown_grace_ms;
     char *log_level;
 } line_config_t;

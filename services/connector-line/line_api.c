@@ -224,6 +224,8 @@ oc_err_t line_api_push(line_api_t *a, const char *token, size_t token_len, const
     oc_buf_t body;
     oc_err_t rc;
 
+    /* A push without the key could be delivered twice by a retry: never send one. */
+    if (retry_key == NULL || retry_key[0] == '\0') return OC_E_INVALID;
     oc_buf_init(&body, 1u << 20);
     oc_buf_appends(&body, "{\"to\":\"");
     oc_buf_append_json_str(&body, to, strlen(to));

@@ -44,11 +44,11 @@ void line_api_destroy(line_api_t *a);
 
 /*
  * POST /v2/bot/message/push {"to": to, "messages": [{"type":"text","text": text}]} with
- * "Authorization: Bearer <token>" and "X-Line-Retry-Key: retry_key" (when not NULL/""),
- * timeout_ms for the whole exchange. The token is copied only into a header buffer that is
- * wiped before return; it never reaches a URL or a log. The outcome is in *res (initialised by
- * the caller); the return is OC_OK unless the request could not be built (OC_E_NOMEM,
- * OC_E_INTERNAL). Blocks. Thread-safe.
+ * "Authorization: Bearer <token>" and "X-Line-Retry-Key: retry_key" (required: NULL or "" is
+ * OC_E_INVALID and nothing is sent), timeout_ms for the whole exchange. The token is copied
+ * only into a header buffer that is wiped before return; it never reaches a URL or a log. The
+ * outcome is in *res (initialised by the caller); the return is OC_OK unless the request could
+ * not be built (OC_E_INVALID, OC_E_NOMEM, OC_E_INTERNAL). Blocks. Thread-safe.
  */
 oc_err_t line_api_push(line_api_t *a, const char *token, size_t token_len, const char *to,
                        const char *text, const char *retry_key, long timeout_ms,

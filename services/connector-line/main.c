@@ -42,11 +42,23 @@ static bool valid_instance(const char *v, char *why, size_t len)
 {
     size_t n = strlen(v);
 
-    if (n <= 128) /* persistence's lease_owner limit */
-        return true;
-    snprintf(why, len, "must be at most 128 bytes");
+    /* Each attempt's lease owner is "<instance-id>:<UUID>", at most 128 bytes in persistence. */
+    if (n <= LINE_INSTANCE_ID_MAX) return true;
+    snprintf(why, len, "must be at most %d bytes", LINE_INSTANCE_ID_MAX);
     return false;
 }
+
+/*
+ * LINE keeps a retry key for 24 h from the first request, and that request came after the
+ * message was created. The last push may start up to one lease after the window check and
+ * take up to one LINE timeout, so window + lease + LINE timeout must stay under 24 h for every
+ * allowed value of the three (plus a minute for clock skew between us and the database).
+ */
+#define LEASE_SECONDS_MAX 3600       /* persistence's limit */
+#define LINE_TIMEOUT_MAX_MS 120000LL /* the bound of line-timeout-ms below */
+#define CLOCK_SKEW_S 60
+#define RETRY_WINDOW_MAX_S (86400 - LEASE_SECONDS_MAX - LINE_TIMEOUT_MAX_MS / 1000 - CLOCK_SKEW_S)
+_Static_assert(RETRY_WINDOW_MAX_S == 82620, "keep the retry-window-s bound and default in step");
 
 #define OPT(name, type, def, min, max, flags, field, help, validate) \
     { \
@@ -63,11 +75,13 @@ static const oc_config_option_t options[] = {
         "gRPC target of the persistence service", valid_required),
     OPT("persistence-timeout-ms", OC_CFG_INT, "5000", 50, 600000, 0, persistence_timeout_ms,
         "deadline of each persistence call", NULL),
-    OPT("webhook-timeout-ms", OC_CFG_INT, "1000", 50, 600000, 0, webhook_timeout_ms,
-        "deadline of a webhook's persistence calls (LINE gives up after 2 s)", NULL),
+    OPT("webhook-timeout-ms", OC_CFG_INT, "1500", 50, 600000, 0, webhook_timeout_ms,
+        "deadline of one webhook request from arrival to answer: account look-up, profiles and "
+        "persisting share it (LINE gives up after 2 s)",
+        NULL),
     OPT("line-api-base", OC_CFG_STR, "https://api.line.me", 0, 0, 0, line_api_base,
         "base URL of the LINE Messaging API (the simulator's in tests)", valid_url),
-    OPT("line-timeout-ms", OC_CFG_INT, "10000", 100, 120000, 0, line_timeout_ms,
+    OPT("line-timeout-ms", OC_CFG_INT, "10000", 100, LINE_TIMEOUT_MAX_MS, 0, line_timeout_ms,
         "total timeout of a push or bot info call", NULL),
     OPT("profile-timeout-ms", OC_CFG_INT, "500", 10, 10000, 0, profile_timeout_ms,
         "timeout of one profile look-up in the webhook (best effort)", NULL),
@@ -83,20 +97,26 @@ static const oc_config_option_t options[] = {
         NULL),
     OPT("worker-threads", OC_CFG_INT, "4", 1, 64, 0, worker_threads,
         "threads delivering claimed messages", NULL),
-    OPT("lease-seconds", OC_CFG_INT, "30", 1, 3600, 0, lease_seconds,
-        "lease taken on a message while it is being sent", NULL),
+    OPT("lease-seconds", OC_CFG_INT, "30", 1, LEASE_SECONDS_MAX, 0, lease_seconds,
+        "lease taken on a message while it is being sent; must outlast line-timeout-ms plus "
+        "two persistence-timeout-ms",
+        NULL),
     OPT("max-attempts", OC_CFG_INT, "8", 1, 1000, 0, max_attempts,
         "provider calls per message before it fails", NULL),
     OPT("backoff-base-ms", OC_CFG_INT, "1000", 1, 3600000, 0, backoff_base_ms,
         "first retry delay (doubles each attempt, full jitter)", NULL),
     OPT("backoff-max-ms", OC_CFG_INT, "300000", 1, 86400000, 0, backoff_max_ms,
         "largest retry delay", NULL),
-    OPT("retry-window-s", OC_CFG_INT, "82800", 1, 86400, 0, retry_window_s,
-        "no retry later than this after the message was created (LINE retry keys live 24 h)", NULL),
+    OPT("retry-window-s", OC_CFG_INT, "82620", 1, RETRY_WINDOW_MAX_S, 0, retry_window_s,
+        "no push later than this after the message was created (LINE retry keys live 24 h; "
+        "window + lease + LINE timeout stay under that)",
+        NULL),
     OPT("account-cache-ms", OC_CFG_INT, "5000", 0, 3600000, 0, account_cache_ms,
         "how long a channel account is cached (0: not at all)", NULL),
     OPT("instance-id", OC_CFG_STR, "", 0, 0, 0, instance_id,
-        "lease owner name (default: hostname-pid-random)", valid_instance),
+        "name of this process in lease owners, \"<instance-id>:<UUID>\" per attempt (default: "
+        "hostname-pid-random)",
+        valid_instance),
     OPT("shutdown-grace-ms", OC_CFG_INT, "5000", 0, 600000, 0, shutdown_grace_ms,
         "how long in-flight calls may finish after SIGTERM", NULL),
     OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level, "debug, info, warn, error or off",
@@ -125,7 +145,8 @@ static char *default_instance_id(void)
     host[sizeof host - 1] = '\0';
     RAND_bytes(rnd, sizeof rnd);
     oc_hex_encode(rnd, sizeof rnd, hex);
-    if (asprintf(&out, "%s-%ld-%s", host, (long)getpid(), hex) < 0) return NULL;
+    /* Short enough for LINE_INSTANCE_ID_MAX whatever the host name. */
+    if (asprintf(&out, "%.60s-%ld-%s", host, (long)getpid(), hex) < 0) return NULL;
     return out;
 }
 
@@ -191,9 +212,13 @@ int main(int argc, char **argv)
         oc_buf_appends(&problems, "--backoff-base-ms: must not exceed --backoff-max-ms\n");
         rc = 0;
     }
-    if (rc && cfg.line_timeout_ms >= cfg.lease_seconds * 1000) {
-        /* A lease that expires mid-call would let a second worker send concurrently. */
-        oc_buf_appends(&problems, "--line-timeout-ms: must be shorter than --lease-seconds\n");
+    if (rc && cfg.lease_seconds * 1000 <= cfg.line_timeout_ms + 2 * cfg.persistence_timeout_ms) {
+        /* An attempt holds its lease through an account look-up, the push and CompleteOutbound:
+         * a lease that ran out meanwhile would let a second worker send concurrently. */
+        oc_buf_appendf(&problems,
+                       "--lease-seconds: %lld s must be longer than --line-timeout-ms + 2 x "
+                       "--persistence-timeout-ms (%lld ms)\n",
+                       cfg.lease_seconds, cfg.line_timeout_ms + 2 * cfg.persistence_timeout_ms);
         rc = 0;
     }
     if (has_flag(argc, argv, "--check-config")) {

@@ -14,7 +14,7 @@
 #include "omnichat/util.h"
 
 #define CAT(name) PBE(ERROR_CATEGORY__ERROR_CATEGORY_##name)
-#define OUTCOME(name) PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_##name)
+#define STATUS(name) PBE(MESSAGE_STATUS__MESSAGE_STATUS_##name)
 /* A success refreshes the account's last_success_at at most this often (off the hot path). */
 #define SUCCESS_REFRESH_MS (10LL * 60 * 1000)
 
@@ -77,8 +77,84 @@ int64_t line_next_attempt_ms(const line_retry_policy_t *p, int attempts, int64_t
 
     if (attempts + 1 >= p->max_attempts) return 0;
     next = now_ms + line_backoff_ms(p, attempts, jitter01);
-    if (created_at_ms > 0 && next > created_at_ms + p->window_ms) return 0;
+    /* An attempt due at the very end would find the window closed (line_window_closed). */
+    if (created_at_ms > 0 && next >= created_at_ms + p->window_ms) return 0;
     return next;
+}
+
+bool line_window_closed(const line_retry_policy_t *p, int64_t now_ms, int64_t created_at_ms)
+{
+    return created_at_ms > 0 && now_ms - created_at_ms >= p->window_ms;
+}
+
+oc_err_t line_lease_owner(const char *instance_id, char out[LINE_LEASE_OWNER_MAX + 1])
+{
+    char uuid[OC_UUID_STR_LEN + 1];
+    int n = 0;
+
+    if (oc_uuid_v4(uuid) != OC_OK) {
+        out[0] = '\0';
+        return OC_E_INTERNAL;
+    }
+    if (instance_id != NULL) {
+        size_t len = strlen(instance_id);
+        n = (int)(len < LINE_INSTANCE_ID_MAX ? len : LINE_INSTANCE_ID_MAX);
+    }
+    snprintf(out, LINE_LEASE_OWNER_MAX + 1, "%.*s:%s", n, instance_id != NULL ? instance_id : "",
+             uuid);
+    return OC_OK;
+}
+
+bool line_window_verdict(const line_retry_policy_t *p, const line_attempt_t *a, line_verdict_t *v)
+{
+    if (!line_window_closed(p, a->now_ms, a->created_at_ms)) return false;
+    memset(v, 0, sizeof *v);
+    v->category = a->prior_category != 0 ? a->prior_category : CAT(INTERNAL_ERROR);
+    if (a->prior_status == STATUS(UNKNOWN)) {
+        v->outcome = LINE_OUT_UNKNOWN; /* next_attempt_at 0: unknown for good */
+        snprintf(v->detail, sizeof v->detail, "provider retry window closed; delivery unknown");
+    } else {
+        v->outcome = LINE_OUT_FAILED;
+        snprintf(v->detail, sizeof v->detail, "provider retry window closed");
+    }
+    return true;
+}
+
+/* A refusal of the request itself: the identical earlier request was refused too. */
+static bool request_refused(const line_attempt_t *a, const line_class_t *cls)
+{
+    return a->called && (cls->category == CAT(INVALID_REQUEST_ERROR) ||
+                         cls->category == CAT(RECIPIENT_ERROR));
+}
+
+void line_settle(const line_retry_policy_t *p, const line_attempt_t *a, const line_class_t *cls,
+                 line_verdict_t *v)
+{
+    bool was_unknown = a->prior_status == STATUS(UNKNOWN);
+    int calls = a->attempts + (a->called ? 1 : 0);
+
+    memset(v, 0, sizeof *v);
+    v->outcome = cls->outcome;
+    if (cls->outcome == LINE_OUT_SENT) return;
+    v->category = cls->category != 0 ? cls->category : CAT(INTERNAL_ERROR);
+    snprintf(v->detail, sizeof v->detail, "%s", cls->detail);
+    if (was_unknown && cls->outcome == LINE_OUT_RETRY) v->outcome = LINE_OUT_UNKNOWN;
+    if (cls->outcome == LINE_OUT_FAILED) {
+        if (!was_unknown || request_refused(a, cls)) return;
+        v->outcome = LINE_OUT_UNKNOWN; /* next_attempt_at 0: unknown for good */
+        snprintf(v->detail, sizeof v->detail, "%s; delivery unknown", cls->detail);
+        return;
+    }
+    v->next_attempt_at_ms =
+        line_next_attempt_ms(p, a->attempts, a->now_ms, a->created_at_ms, a->jitter01);
+    if (v->next_attempt_at_ms != 0) return;
+    if (v->outcome == LINE_OUT_UNKNOWN) {
+        snprintf(v->detail, sizeof v->detail, "%s; gave up after %d attempts; delivery unknown",
+                 cls->detail, calls);
+    } else {
+        v->outcome = LINE_OUT_FAILED;
+        snprintf(v->detail, sizeof v->detail, "%s; gave up after %d attempts", cls->detail, calls);
+    }
 }
 
 static double jitter(void)
@@ -128,6 +204,13 @@ static bool push_once(line_t *l, const PB(ChannelAccount) * acc, const PB(Messag
 
     oc_error_clear(&err);
     memset(cls, 0, sizeof *cls);
+    /* Without the stored key a retry could deliver twice: never push without it. */
+    if (msg->provider_retry_key == NULL || !oc_uuid_valid(msg->provider_retry_key)) {
+        cls->outcome = LINE_OUT_FAILED;
+        cls->category = CAT(INTERNAL_ERROR);
+        snprintf(cls->detail, sizeof cls->detail, "message has no provider retry key");
+        return false;
+    }
     if (cred == NULL) {
         cls->outcome = LINE_OUT_FAILED;
         cls->category = CAT(AUTH_ERROR);
@@ -163,82 +246,90 @@ static bool push_once(line_t *l, const PB(ChannelAccount) * acc, const PB(Messag
     return true;
 }
 
-oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id, const PB(Message) * msg,
-                      const char *thread_key, PB(Message) * *out, oc_error_t *err)
+/* Fail-fast checks of the channel account; false (cls filled) when the push must not happen. */
+static bool account_usable(const PB(ChannelAccount) * acc, line_class_t *cls)
+{
+    const char *why = NULL;
+
+    if (acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED))
+        why = "channel account needs new credentials";
+    else if (acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_DISABLED))
+        why = "channel account is disabled";
+    if (why == NULL) return true;
+    cls->outcome = LINE_OUT_FAILED;
+    cls->category = CAT(AUTH_ERROR);
+    snprintf(cls->detail, sizeof cls->detail, "%s", why);
+    return false;
+}
+
+oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
+                      const char *lease_owner, const PB(Message) * msg, const char *thread_key,
+                      PB(Message) * *out, oc_error_t *err)
 {
     PB(ChannelAccount) *acc = NULL;
     PB(CompleteOutboundRequest) creq = PB_INIT(COMPLETE_OUTBOUND_REQUEST);
     PB(CompleteOutboundResponse) *cresp = NULL;
     line_retry_policy_t policy = {(int)l->cfg.max_attempts, l->cfg.backoff_base_ms,
                                   l->cfg.backoff_max_ms, l->cfg.retry_window_s * 1000};
+    line_attempt_t at = {msg->status,           msg->error_category, msg->attempts,
+                         msg->created_at_ms,    oc_now_ms(),         1.0,
+                         false};
     line_class_t cls;
-    bool called = false;
-    char detail[200];
-    int64_t t0 = oc_mono_us(), next = 0;
+    line_verdict_t v;
+    int64_t t0 = oc_mono_us();
     oc_err_t rc;
 
     *out = NULL;
     memset(&cls, 0, sizeof cls);
-    rc = line_account_get(l, 0, msg->tenant_id, msg->channel_account_id, request_id, arena, &acc,
-                          err);
-    if (rc == OC_E_NOT_FOUND) {
-        cls.outcome = LINE_OUT_FAILED;
-        cls.category = CAT(INTERNAL_ERROR);
-        snprintf(cls.detail, sizeof cls.detail, "channel account not found");
-        oc_error_clear(err);
-    } else if (rc != OC_OK) {
-        return rc; /* our lease expires; the worker tries again */
-    } else if (acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED)) {
-        cls.outcome = LINE_OUT_FAILED;
-        cls.category = CAT(AUTH_ERROR);
-        snprintf(cls.detail, sizeof cls.detail, "channel account needs new credentials");
-    } else if (acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_DISABLED)) {
-        cls.outcome = LINE_OUT_FAILED;
-        cls.category = CAT(AUTH_ERROR);
-        snprintf(cls.detail, sizeof cls.detail, "channel account is disabled");
-    } else {
-        called = push_once(l, acc, msg, thread_key, &cls);
-    }
-
-    snprintf(detail, sizeof detail, "%s", cls.detail);
-    if (cls.outcome == LINE_OUT_RETRY || cls.outcome == LINE_OUT_UNKNOWN) {
-        next =
-            line_next_attempt_ms(&policy, msg->attempts, oc_now_ms(), msg->created_at_ms, jitter());
-        if (next == 0) {
+    /* First, before even the account: past the window a push could deliver a second copy. */
+    if (!line_window_verdict(&policy, &at, &v)) {
+        rc = line_account_get(l, 0, msg->tenant_id, msg->channel_account_id, request_id, arena,
+                              &acc, err);
+        if (rc == OC_E_NOT_FOUND) {
             cls.outcome = LINE_OUT_FAILED;
-            snprintf(detail, sizeof detail, "%s; gave up after %d attempts", cls.detail,
-                     msg->attempts + 1);
+            cls.category = CAT(INTERNAL_ERROR);
+            snprintf(cls.detail, sizeof cls.detail, "channel account not found");
+            oc_error_clear(err);
+        } else if (rc != OC_OK) {
+            return rc; /* our lease expires; the worker tries again */
+        } else if (account_usable(acc, &cls)) {
+            at.called = push_once(l, acc, msg, thread_key, &cls);
         }
+        at.now_ms = oc_now_ms();
+        at.jitter01 = jitter();
+        line_settle(&policy, &at, &cls, &v);
     }
 
     creq.tenant_id = msg->tenant_id;
     creq.message_id = msg->message_id;
-    creq.lease_owner = l->cfg.instance_id;
-    creq.outcome = (int)cls.outcome; /* line_outcome_t mirrors OutboundOutcome */
+    creq.lease_owner = (char *)lease_owner;
+    creq.outcome = (int)v.outcome; /* line_outcome_t mirrors OutboundOutcome */
     creq.external_message_id = cls.external_message_id;
-    creq.error_category = cls.outcome == LINE_OUT_SENT ? 0 : cls.category;
-    creq.error_detail = cls.outcome == LINE_OUT_SENT ? (char *)"" : detail;
-    creq.next_attempt_at_ms = next;
-    creq.no_provider_call = !called; /* attempts counts provider calls only */
+    creq.error_category = v.category;
+    creq.error_detail = v.detail;
+    creq.next_attempt_at_ms = v.next_attempt_at_ms;
+    creq.no_provider_call = !at.called; /* attempts counts provider calls only */
     rc = line_pst_call(l, 0, "CompleteOutbound", &creq.base,
                        &omnichat__persistence__v1__complete_outbound_response__descriptor,
                        request_id, arena, (ProtobufCMessage **)&cresp, err);
 
     oc_metric_inc(l->m_sends,
-                  (const char *const[]){"line", line_outcome_name(cls.outcome),
-                                        line_category_name(creq.error_category)},
+                  (const char *const[]){"line", line_outcome_name(v.outcome),
+                                        line_category_name(v.category)},
                   1);
-    OC_LOG(cls.outcome == LINE_OUT_SENT ? OC_LOG_DEBUG : OC_LOG_INFO, "send attempt",
+    OC_LOG(v.outcome == LINE_OUT_SENT ? OC_LOG_DEBUG : OC_LOG_INFO, "send attempt",
            OC_LS("request_id", request_id), OC_LS("tenant_id", msg->tenant_id),
-           OC_LS("message_id", msg->message_id), OC_LB("provider_called", called),
-           OC_LS("outcome", line_outcome_name(cls.outcome)),
-           OC_LS("category", line_category_name(creq.error_category)),
-           OC_LI("attempt", msg->attempts + 1), OC_LI("latency_us", oc_mono_us() - t0));
+           OC_LS("message_id", msg->message_id), OC_LB("provider_called", at.called),
+           OC_LS("outcome", line_outcome_name(v.outcome)),
+           OC_LS("category", line_category_name(v.category)),
+           OC_LB("final", v.next_attempt_at_ms == 0),
+           OC_LS("detail", v.detail), OC_LI("attempt", msg->attempts + (at.called ? 1 : 0)),
+           OC_LI("latency_us", oc_mono_us() - t0));
 
-    if (acc != NULL && called && cls.auth_failed)
+    if (acc != NULL && at.called && cls.auth_failed)
         record_status(l, arena, request_id, acc, PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED),
                       CAT(AUTH_ERROR));
-    else if (acc != NULL && cls.outcome == LINE_OUT_SENT &&
+    else if (acc != NULL && v.outcome == LINE_OUT_SENT &&
              (acc->status != PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE) ||
               oc_now_ms() - acc->last_success_at_ms > SUCCESS_REFRESH_MS))
         record_status(l, arena, request_id, acc, PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE), 0);
@@ -366,6 +457,7 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
     PB(Message) *msg = NULL;
     char fingerprint[LINE_FINGERPRINT_LEN + 1];
     char retry_key[OC_UUID_STR_LEN + 1];
+    char owner[LINE_LEASE_OWNER_MAX + 1];
     oc_error_t e;
     oc_err_t rc;
 
@@ -376,7 +468,8 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
 
     line_fingerprint(req->conversation_id, req->text, req->sender_id, req->sender_display_name,
                      fingerprint);
-    if (oc_uuid_v4(retry_key) != OC_OK)
+    if (oc_uuid_v4(retry_key) != OC_OK ||
+        line_lease_owner(l->cfg.instance_id, owner) != OC_OK)
         return oc_error_set(&ctx->err, OC_E_INTERNAL, "retry key: could not be made");
     creq.tenant_id = req->tenant_id;
     creq.conversation_id = req->conversation_id;
@@ -388,7 +481,7 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
     creq.content_type = PBE(CONTENT_TYPE__CONTENT_TYPE_TEXT);
     creq.content_text = req->text;
     creq.provider_retry_key = retry_key;
-    creq.lease_owner = l->cfg.instance_id;
+    creq.lease_owner = owner; /* this attempt's own: see line_lease_owner */
     creq.lease_seconds = (int32_t)l->cfg.lease_seconds;
     oc_error_clear(&e);
     rc = line_pst_call(l, 0, "CreateOutbound", &creq.base,
@@ -402,8 +495,8 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
 
     msg = cresp->message;
     if (cresp->lease_acquired) {
-        rc = line_deliver(l, ctx->arena, ctx->request_id, cresp->message, cresp->thread_key, &msg,
-                          &ctx->err);
+        rc = line_deliver(l, ctx->arena, ctx->request_id, owner, cresp->message,
+                          cresp->thread_key, &msg, &ctx->err);
         if (rc != OC_OK) return rc;
     }
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);

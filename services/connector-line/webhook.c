@@ -2,6 +2,8 @@
 #include "webhook.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -43,10 +45,105 @@ bool line_signature_valid(const char *secret, size_t secret_len, const char *bod
 
 /* ---------- parsing ---------- */
 
+#define DEPTH_MAX 64 /* jansson's parser recurses: deeper bodies are refused before it runs */
+
+/* A number token jansson would refuse: an integer beyond int64 or a real beyond double. */
+static bool number_overflows(const char *tok, size_t n)
+{
+    char small[64], *copy = small, *end = NULL;
+    bool is_int = memchr(tok, '.', n) == NULL && memchr(tok, 'e', n) == NULL &&
+                  memchr(tok, 'E', n) == NULL;
+    bool over = false;
+
+    if (n >= sizeof small && (copy = malloc(n + 1)) == NULL) return false;
+    memcpy(copy, tok, n);
+    copy[n] = '\0';
+    /* The very conversions jansson makes, so both agree on what overflows. */
+    errno = 0;
+    if (is_int) {
+        (void)strtoll(copy, &end, 10);
+        over = errno == ERANGE;
+    } else {
+        double d = strtod(copy, &end);
+        over = errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL);
+    }
+    over = over && end != NULL && *end == '\0';
+    if (copy != small) free(copy);
+    return over;
+}
+
+/*
+ * Copies a body for jansson, making parseable what jansson would refuse although it is JSON:
+ * the escape \u0000 becomes \uFFFD (jansson keeps NUL only with JSON_ALLOW_NUL and never in a
+ * key, PostgreSQL's jsonb refuses it anywhere, and a C string would end there), and a number
+ * jansson cannot hold becomes a string of its digits (so the event that carries it is refused
+ * for that field, not the whole POST). Strings are tracked exactly for well-formed JSON; for
+ * anything else the result does not matter, jansson refuses it. False when nested deeper than
+ * DEPTH_MAX or out of memory.
+ */
+static bool sanitize(const char *body, size_t len, oc_buf_t *out)
+{
+    bool in_str = false, esc = false;
+    int depth = 0;
+    size_t i = 0;
+
+    while (i < len) {
+        char c = body[i];
+        if (in_str) {
+            if (esc && c == 'u' && len - i >= 5 && memcmp(body + i + 1, "0000", 4) == 0) {
+                oc_buf_append(out, "uFFFD", 5);
+                i += 5;
+                esc = false;
+                continue;
+            }
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"')
+                in_str = false;
+            oc_buf_append(out, &c, 1);
+            i++;
+            continue;
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t n = 0;
+            while (i + n < len && strchr("0123456789+-.eE", body[i + n]) != NULL &&
+                   body[i + n] != '\0')
+                n++;
+            if (number_overflows(body + i, n)) {
+                oc_buf_append(out, "\"", 1);
+                oc_buf_append(out, body + i, n);
+                oc_buf_append(out, "\"", 1);
+            } else {
+                oc_buf_append(out, body + i, n);
+            }
+            i += n;
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > DEPTH_MAX) return false;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+        oc_buf_append(out, &c, 1);
+        i++;
+    }
+    return out->failed == OC_OK;
+}
+
+/* A non-empty string member of at most ID_MAX bytes, else NULL. */
 static const char *str_member(json_t *obj, const char *key)
 {
-    const char *s = json_string_value(json_object_get(obj, key));
-    return s != NULL && s[0] != '\0' && strlen(s) <= ID_MAX ? s : NULL;
+    json_t *v = json_object_get(obj, key);
+    const char *s = json_string_value(v);
+
+    /* A NUL inside (sanitize leaves none) would silently shorten an id: refuse it. */
+    if (s == NULL || s[0] == '\0' || json_string_length(v) > ID_MAX || strlen(s) != json_string_length(v))
+        return NULL;
+    return s;
 }
 
 /* The raw message object plus the event fields that say how it arrived. */
@@ -78,37 +175,46 @@ static char *struct_json(oc_arena_t *arena, json_t *event, json_t *message)
     return out;
 }
 
-/* Fills one item from a message event; false when a required field is missing. */
-static bool normalize(oc_arena_t *arena, json_t *ev, line_inbound_item_t *it)
+static const char OOM[] = "out of memory";
+
+/*
+ * Fills one item from a message event. NULL when the event is usable, else why not (a fixed
+ * phrase naming the field, never any of its content), or OOM.
+ */
+static const char *normalize(oc_arena_t *arena, json_t *ev, line_inbound_item_t *it)
 {
     json_t *msg = json_object_get(ev, "message");
     json_t *src = json_object_get(ev, "source");
     json_t *ts = json_object_get(ev, "timestamp");
+    json_t *jtext = json_object_get(msg, "text");
     const char *stype = json_string_value(json_object_get(src, "type"));
     const char *user = str_member(src, "userId");
     const char *thread = NULL;
     const char *mid = str_member(msg, "id");
     const char *mtype = json_string_value(json_object_get(msg, "type"));
-    const char *text = json_string_value(json_object_get(msg, "text"));
+    const char *text = json_string_value(jtext);
+    json_int_t t;
 
-    if (!json_is_object(msg) || !json_is_object(src) || mid == NULL || stype == NULL) return false;
-    if (json_is_integer(ts))
-        it->timestamp_ms = (int64_t)json_integer_value(ts);
-    else if (json_is_real(ts))
-        it->timestamp_ms = (int64_t)json_real_value(ts);
-    if (it->timestamp_ms <= 0) return false;
+    if (!json_is_object(msg)) return "message: missing";
+    if (mid == NULL) return "message.id: missing or too long";
+    if (!json_is_object(src) || stype == NULL) return "source: missing";
+    /* Integers only: a real is not a LINE timestamp, and casting a huge one is undefined. */
+    if (!json_is_integer(ts)) return "timestamp: not an integer";
+    t = json_integer_value(ts);
+    if (t <= 0 || t > LINE_TIMESTAMP_MAX_MS) return "timestamp: out of range";
+    it->timestamp_ms = (int64_t)t;
     if (strcmp(stype, "user") == 0)
         thread = user;
     else if (strcmp(stype, "group") == 0)
         thread = str_member(src, "groupId");
     else if (strcmp(stype, "room") == 0)
         thread = str_member(src, "roomId");
-    if (thread == NULL) return false;
+    if (thread == NULL) return "source: no user, group or room id";
     it->thread_key = oc_arena_strdup(arena, thread);
     it->external_user_id = oc_arena_strdup(arena, user != NULL ? user : thread);
     it->external_message_id = oc_arena_strdup(arena, mid);
     if (mtype != NULL && strcmp(mtype, "text") == 0 && text != NULL && text[0] != '\0' &&
-        strlen(text) <= TEXT_MAX) {
+        strlen(text) == json_string_length(jtext) && strlen(text) <= TEXT_MAX) {
         it->content_type = CT(TEXT);
         it->content_text = oc_arena_strdup(arena, text);
     } else {
@@ -118,9 +224,19 @@ static bool normalize(oc_arena_t *arena, json_t *ev, line_inbound_item_t *it)
     it->content_struct_json = struct_json(arena, ev, msg);
     it->display_name = "";
     it->avatar_url = "";
-    return it->thread_key != NULL && it->external_user_id != NULL &&
-           it->external_message_id != NULL && it->content_text != NULL &&
-           it->content_struct_json != NULL;
+    if (it->thread_key == NULL || it->external_user_id == NULL ||
+        it->external_message_id == NULL || it->content_text == NULL ||
+        it->content_struct_json == NULL)
+        return OOM;
+    return NULL;
+}
+
+static void note_invalid(line_webhook_batch_t *out, size_t index, const char *why)
+{
+    if (out->invalid++ == 0) {
+        out->first_invalid_index = index;
+        out->first_invalid_reason = why;
+    }
 }
 
 oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,
@@ -128,14 +244,22 @@ oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,
 {
     json_t *root = NULL, *events, *ev;
     json_error_t jerr;
+    oc_buf_t clean;
     size_t i;
     oc_err_t rc = OC_OK;
 
     memset(out, 0, sizeof *out);
-    /* Depth and shape first (oc_json_valid caps nesting at 64), then the real parse. */
-    if (!oc_json_valid(body, len, true) ||
-        (root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL)
-        return oc_error_set(err, OC_E_INVALID, "body: not valid JSON");
+    oc_buf_init(&clean, 3 * len + 16); /* every byte could be a number gaining two quotes */
+    if (len == 0 || !sanitize(body, len, &clean)) {
+        bool oom = clean.failed != OC_OK;
+        oc_buf_dispose(&clean);
+        return oom ? oc_error_set(err, OC_E_NOMEM, "out of memory")
+                   : oc_error_set(err, OC_E_INVALID, "body: not valid JSON");
+    }
+    /* Duplicate keys are valid JSON (the last one wins): refusing them would lose the POST. */
+    root = json_loadb(clean.data, clean.len, JSON_ALLOW_NUL, &jerr);
+    oc_buf_dispose(&clean);
+    if (root == NULL) return oc_error_set(err, OC_E_INVALID, "body: not valid JSON");
     if (!json_is_object(root)) {
         rc = oc_error_set(err, OC_E_INVALID, "body: not a JSON object");
         goto out;
@@ -145,9 +269,8 @@ oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,
         rc = oc_error_set(err, OC_E_INVALID, "events: must be an array");
         goto out;
     }
-    if (json_string_value(json_object_get(root, "destination")) != NULL)
-        out->destination =
-            oc_arena_strdup(arena, json_string_value(json_object_get(root, "destination")));
+    if (str_member(root, "destination") != NULL)
+        out->destination = oc_arena_strdup(arena, str_member(root, "destination"));
     out->items = oc_arena_alloc(arena, (json_array_size(events) + 1) * sizeof *out->items);
     if (out->items == NULL) {
         rc = oc_error_set(err, OC_E_NOMEM, "out of memory");
@@ -156,18 +279,24 @@ oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,
     json_array_foreach(events, i, ev)
     {
         const char *type = json_string_value(json_object_get(ev, "type"));
+        const char *why;
 
         if (type == NULL) {
-            out->invalid++;
+            note_invalid(out, i, "type: missing");
         } else if (strcmp(type, "message") != 0) {
             out->ignored++;
         } else {
             line_inbound_item_t *it = &out->items[out->nitems];
             memset(it, 0, sizeof *it);
-            if (normalize(arena, ev, it))
+            why = normalize(arena, ev, it);
+            if (why == OOM) {
+                rc = oc_error_set(err, OC_E_NOMEM, "out of memory"); /* not the event's fault */
+                goto out;
+            }
+            if (why == NULL)
                 out->nitems++;
             else
-                out->invalid++;
+                note_invalid(out, i, why);
         }
     }
 out:
@@ -240,13 +369,23 @@ static void profile_fetch(line_t *l, oc_arena_t *arena, const oc_vault_secret_t 
     line_http_result_dispose(&res);
 }
 
-/* Display names from the LRU, else from LINE within the per-POST budget. */
+/* Milliseconds left before a monotonic deadline (0 when it passed). */
+static long left_ms(int64_t deadline_us)
+{
+    int64_t d = (deadline_us - oc_mono_us()) / 1000;
+
+    return d > 0 ? (long)d : 0;
+}
+
+/*
+ * Display names from the LRU, else from LINE until `budget_end_us` (monotonic), each look-up
+ * within profile-timeout-ms and the time left.
+ */
 static void fill_profiles(line_t *l, oc_arena_t *arena, const PB(ChannelAccount) * acc,
-                          line_webhook_batch_t *b)
+                          line_webhook_batch_t *b, int64_t budget_end_us)
 {
     oc_vault_secret_t token = {NULL, 0};
     bool token_tried = false;
-    int64_t start = oc_mono_us();
     char key[OC_UUID_STR_LEN + 80];
 
     for (size_t i = 0; i < b->nitems; i++) {
@@ -262,8 +401,8 @@ static void fill_profiles(line_t *l, oc_arena_t *arena, const PB(ChannelAccount)
             }
         snprintf(key, sizeof key, "%s/%s", acc->channel_account_id, it->external_user_id);
         if (done || profile_cached(l, arena, key, it)) continue;
-        long left_ms = LINE_PROFILE_BUDGET_MS - (long)((oc_mono_us() - start) / 1000);
-        if (left_ms < 20) continue; /* budget spent: empty name now, fetched on a later POST */
+        long left = left_ms(budget_end_us);
+        if (left < 20) continue; /* budget spent: empty name now, fetched on a later POST */
         if (!token_tried) {
             const PB(SealedCredential) *cred = line_account_credential(acc, "access_token");
             oc_error_t err;
@@ -275,9 +414,9 @@ static void fill_profiles(line_t *l, oc_arena_t *arena, const PB(ChannelAccount)
                               &err);
         }
         if (token.data == NULL) break;
-        profile_fetch(
-            l, arena, &token, key,
-            left_ms < l->cfg.profile_timeout_ms ? left_ms : (long)l->cfg.profile_timeout_ms, it);
+        profile_fetch(l, arena, &token, key,
+                      left < l->cfg.profile_timeout_ms ? left : (long)l->cfg.profile_timeout_ms,
+                      it);
     }
     oc_vault_secret_dispose(&token);
 }
@@ -289,15 +428,19 @@ static void count(line_t *l, const char *outcome, size_t n)
     if (n > 0) oc_metric_inc(l->m_webhook_events, (const char *const[]){outcome}, (double)n);
 }
 
+/*
+ * The answer to a failed persistence call after the signature passed. LINE redelivers on 5xx
+ * only, so a content problem must never be a 4xx here: INVALID_ARGUMENT means our validation
+ * missed something, a 500 keeps the POST for a redelivery once that is fixed.
+ */
 static int http_status_of(oc_err_t rc)
 {
     switch (rc) {
     case OC_E_UNAVAILABLE:
     case OC_E_DEADLINE:
     case OC_E_CONFLICT:
+    case OC_E_NOMEM:
         return 503;
-    case OC_E_INVALID:
-        return 400;
     case OC_E_NOT_FOUND:
         return 404;
     default:
@@ -305,9 +448,14 @@ static int http_status_of(oc_err_t rc)
     }
 }
 
-/* Persists every item, BATCH_MAX per call; returns the first failure. */
+/* Calls that would get less than this are not made: the answer could not arrive in time. */
+#define CALL_MIN_MS 10
+
+/* Persists every item, BATCH_MAX per call, each call within the time left before
+ * deadline_us (monotonic); returns the first failure. */
 static oc_err_t persist(line_t *l, oc_arena_t *arena, const char *request_id,
-                        const PB(ChannelAccount) * acc, line_webhook_batch_t *b, oc_error_t *err)
+                        const PB(ChannelAccount) * acc, line_webhook_batch_t *b,
+                        int64_t deadline_us, oc_error_t *err)
 {
     for (size_t off = 0; off < b->nitems; off += BATCH_MAX) {
         size_t n = b->nitems - off < BATCH_MAX ? b->nitems - off : BATCH_MAX;
@@ -341,9 +489,13 @@ static oc_err_t persist(line_t *l, oc_arena_t *arena, const char *request_id,
         req.tenant_id = acc->tenant_id;
         req.n_messages = n;
         req.messages = ptrs;
-        rc = line_pst_call(l, (int)l->cfg.webhook_timeout_ms, "PersistInbound", &req.base,
-                           &omnichat__persistence__v1__persist_inbound_response__descriptor,
-                           request_id, arena, (ProtobufCMessage **)&resp, err);
+        long left = left_ms(deadline_us);
+        if (left < CALL_MIN_MS)
+            rc = oc_error_set(err, OC_E_UNAVAILABLE, "webhook deadline reached, retry");
+        else
+            rc = line_pst_call(l, (int)left, "PersistInbound", &req.base,
+                               &omnichat__persistence__v1__persist_inbound_response__descriptor,
+                               request_id, arena, (ProtobufCMessage **)&resp, err);
         if (rc != OC_OK) {
             count(l, "failed", b->nitems - off);
             return rc;
@@ -371,6 +523,10 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
     bool sig_ok;
     oc_err_t rc;
     int64_t t0 = oc_mono_us();
+    /* One deadline for the whole request (the body has just arrived): every call below gets
+     * what is left of it, never a fresh budget of its own. */
+    int64_t deadline = t0 + (int64_t)l->cfg.webhook_timeout_ms * 1000;
+    long left;
 
     oc_error_clear(&err);
     if (rid_hdr != NULL && rid_hdr[0] != '\0' && strlen(rid_hdr) < sizeof request_id &&
@@ -387,8 +543,10 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
         oc_http_response_error(resp, 404, "unknown channel account");
         goto out;
     }
-    rc = line_account_get(l, (int)l->cfg.webhook_timeout_ms, NULL, id, request_id, arena, &acc,
-                          &err);
+    left = left_ms(deadline);
+    rc = left >= CALL_MIN_MS ? line_account_get(l, (int)left, NULL, id, request_id, arena, &acc,
+                                                &err)
+                             : oc_error_set(&err, OC_E_UNAVAILABLE, "webhook deadline reached");
     if (rc == OC_E_NOT_FOUND || rc == OC_E_INVALID) {
         oc_http_response_error(resp, 404, "unknown channel account");
         goto out;
@@ -401,6 +559,8 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
     /* Authenticate the raw bytes before looking inside them. */
     cred = line_account_credential(acc, "channel_secret");
     if (cred == NULL) {
+        /* Registered but never given credentials (ConnectChannel failed half-way), or they
+         * were removed: nothing to check a signature with. */
         OC_WARN("webhook for an account without a channel secret", OC_LS("request_id", request_id),
                 OC_LS("tenant_id", acc->tenant_id),
                 OC_LS("channel_account_id", acc->channel_account_id));
@@ -426,24 +586,39 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
         goto out;
     }
 
+    /* From here on the body is LINE's: only a body that is no JSON at all, or has no events
+     * array, is a 400. A bad event is skipped, a failure of ours is a 5xx (LINE redelivers). */
     oc_error_clear(&err);
     if (line_webhook_parse(req->body, req->body_len, arena, &batch, &err) != OC_OK) {
-        oc_http_response_error(resp, err.code == OC_E_NOMEM ? 503 : 400, err.msg);
+        if (err.code == OC_E_INVALID) count(l, "unparsable", 1);
+        oc_http_response_error(resp, err.code == OC_E_INVALID ? 400 : 503, err.msg);
         goto out;
     }
     count(l, "ignored", batch.ignored);
     count(l, "invalid", batch.invalid);
+    if (batch.invalid > 0)
+        OC_WARN("webhook events skipped as invalid", OC_LS("request_id", request_id),
+                OC_LS("tenant_id", acc->tenant_id),
+                OC_LS("channel_account_id", acc->channel_account_id),
+                OC_LI("invalid", (long long)batch.invalid),
+                OC_LI("first_index", (long long)batch.first_invalid_index),
+                OC_LS("first_reason", batch.first_invalid_reason));
     if (batch.nitems > 0) {
-        fill_profiles(l, arena, acc, &batch);
+        /* Profiles are a nicety: they may use at most half of what is left, the rest is for
+         * storing the events. */
+        left = left_ms(deadline);
+        fill_profiles(l, arena, acc, &batch,
+                      oc_mono_us() +
+                          1000LL * (left / 2 < LINE_PROFILE_BUDGET_MS ? left / 2
+                                                                      : LINE_PROFILE_BUDGET_MS));
         oc_error_clear(&err);
-        rc = persist(l, arena, request_id, acc, &batch, &err);
+        rc = persist(l, arena, request_id, acc, &batch, deadline, &err);
         if (rc != OC_OK) {
             OC_WARN("webhook not persisted", OC_LS("request_id", request_id),
                     OC_LS("tenant_id", acc->tenant_id),
                     OC_LS("channel_account_id", acc->channel_account_id),
                     OC_LS("code", oc_err_name(rc)), OC_LS("detail", err.msg));
-            oc_http_response_error(resp, http_status_of(rc),
-                                   rc == OC_E_INVALID ? err.msg : "could not store the events");
+            oc_http_response_error(resp, http_status_of(rc), "could not store the events");
             goto out;
         }
     }

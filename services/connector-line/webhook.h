@@ -38,15 +38,22 @@ typedef struct line_webhook_batch {
     line_inbound_item_t *items;
     size_t nitems;
     size_t ignored; /* events of other types (follow, unfollow, postback, ...) */
-    size_t invalid; /* message events lacking an id, a source or a timestamp: skipped */
+    size_t invalid; /* events without a type, message events that fail validation: skipped */
+    size_t first_invalid_index;       /* position in events[] of the first invalid one */
+    const char *first_invalid_reason; /* static phrase naming the field, never its content */
     const char *destination;
 } line_webhook_batch_t;
 
 /*
  * Parses a webhook body (already authenticated) into message items, in event order.
- * OC_E_INVALID with a reason ("body: not a JSON object", "events: must be an array") when the
- * body is unusable as a whole; single bad events are counted in `invalid` and skipped, so one
- * odd event never makes LINE redeliver the whole POST. Nesting deeper than 64 is refused.
+ * OC_E_INVALID with a reason ("body: not valid JSON", "body: not a JSON object", "events: must
+ * be an array") only when the body is unusable as a whole (not JSON, nested deeper than 64, no
+ * events array); OC_E_NOMEM. Anything else is judged event by event: a bad event is counted in
+ * `invalid` and skipped, so one odd event never loses the rest of the POST. A message event
+ * needs an object `message` with a string id of 1..256 bytes, a `source` with the id its type
+ * names, and an integer `timestamp` in (0, LINE_TIMESTAMP_MAX_MS]. Accepted although jansson
+ * alone would refuse them: \u0000 anywhere (read as U+FFFD), numbers beyond int64/double
+ * (read as strings, so such a timestamp is invalid), duplicate keys (the last one wins).
  * Not thread-safe per arena; otherwise pure.
  */
 oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,

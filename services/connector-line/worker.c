@@ -16,6 +16,7 @@
 typedef struct job {
     uint8_t *packed; /* a packed ClaimedOutbound: each job owns its bytes */
     size_t len;
+    char owner[LINE_LEASE_OWNER_MAX + 1]; /* the lease owner of the claim that leased it */
 } job_t;
 
 struct line_worker {
@@ -53,15 +54,22 @@ static size_t claim(line_worker_t *w, size_t limit)
     PB(ClaimDueOutboundResponse) *resp = NULL;
     oc_arena_t *arena = oc_arena_create(0);
     char request_id[OC_UUID_STR_LEN + 1];
+    char owner[LINE_LEASE_OWNER_MAX + 1];
     oc_error_t err;
     size_t n = 0;
 
     if (arena == NULL) return 0;
     oc_error_clear(&err);
     if (oc_uuid_v4(request_id) != OC_OK) request_id[0] = '\0';
+    /* One owner per claim, never reused: a delivery thread of an earlier claim whose lease ran
+     * out cannot complete what this claim took over (and the other way round). */
+    if (line_lease_owner(l->cfg.instance_id, owner) != OC_OK) {
+        oc_arena_destroy(arena);
+        return 0;
+    }
     req.channel_type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
     req.limit = (int32_t)limit;
-    req.lease_owner = l->cfg.instance_id;
+    req.lease_owner = owner;
     req.lease_seconds = (int32_t)l->cfg.lease_seconds;
     if (line_pst_call(l, 0, "ClaimDueOutbound", &req.base,
                       &omnichat__persistence__v1__claim_due_outbound_response__descriptor,
@@ -88,6 +96,7 @@ static size_t claim(line_worker_t *w, size_t limit)
             continue;
         }
         protobuf_c_message_pack(&resp->claimed[i]->base, j.packed);
+        memcpy(j.owner, owner, sizeof j.owner);
         w->queue[(w->head + w->count) % w->cap] = j;
         w->count++;
     }
@@ -149,7 +158,8 @@ static void run_job(line_worker_t *w, job_t *j)
         &omnichat__persistence__v1__claimed_outbound__descriptor, &alloc, j->len, j->packed);
     if (oc_uuid_v4(request_id) != OC_OK) request_id[0] = '\0';
     if (c != NULL && c->message != NULL &&
-        line_deliver(l, arena, request_id, c->message, c->thread_key, &out, &err) != OC_OK)
+        line_deliver(l, arena, request_id, j->owner, c->message, c->thread_key, &out, &err) !=
+            OC_OK)
         OC_WARN("retry attempt not recorded", OC_LS("request_id", request_id),
                 OC_LS("tenant_id", c->message->tenant_id),
                 OC_LS("message_id", c->message->message_id), OC_LS("detail", err.msg));

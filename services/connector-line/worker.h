@@ -8,8 +8,10 @@ typedef struct line_worker line_worker_t;
 
 /*
  * Starts one claimer thread (every worker-interval-ms: ClaimDueOutbound(LINE, up to
- * worker-batch, instance-id, lease-seconds), never claiming more than the delivery threads can
- * start soon) and worker-threads delivery threads running line_deliver. NULL with err.
+ * worker-batch, a fresh lease owner "<instance-id>:<UUID>" per claim, lease-seconds), each
+ * claimed message delivered and completed under that owner, never claiming more than the
+ * delivery threads can start soon) and worker-threads delivery threads running line_deliver.
+ * NULL with err.
  */
 line_worker_t *line_worker_start(line_t *l, oc_error_t *err);
 

@@ -164,10 +164,12 @@ CREATE INDEX messages_timeline_idx
 CREATE INDEX messages_outbound_due_idx
     ON omnichat.messages (next_attempt_at)
     WHERE direction = 'outbound' AND status IN ('pending', 'unknown');
--- Reconciliation by provider id (echoes, delivery receipts).
+-- Reconciliation of our sends by provider id (echoes, delivery receipts). Inbound messages
+-- are found by their idempotency key, so they stay out of this index: one less entry to write
+-- per inbound message.
 CREATE INDEX messages_external_idx
     ON omnichat.messages (tenant_id, channel_account_id, external_message_id)
-    WHERE external_message_id IS NOT NULL;
+    WHERE direction = 'outbound' AND external_message_id IS NOT NULL;
 
 CREATE TABLE omnichat.attachments (
     tenant_id     uuid        NOT NULL,

@@ -16,7 +16,6 @@ CREATE FUNCTION omnichat.upsert_contact(
     p_tenant uuid, p_account uuid, p_external text, p_name text, p_avatar text,
     p_profile jsonb, p_new_id uuid, OUT contact_id uuid, OUT created boolean)
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
     r record;
@@ -24,15 +23,15 @@ BEGIN
     -- Read first: the common case (a known contact, nothing changed) costs one index probe
     -- and writes nothing.
     SELECT c.id, c.display_name, c.avatar_url, c.profile INTO r
-      FROM contacts c
+      FROM omnichat.contacts c
      WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account
        AND c.external_user_id = p_external;
     IF NOT FOUND THEN
-        PERFORM 1 FROM channel_accounts a WHERE a.tenant_id = p_tenant AND a.id = p_account;
+        PERFORM 1 FROM omnichat.channel_accounts a WHERE a.tenant_id = p_tenant AND a.id = p_account;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'channel_account_id: not found' USING ERRCODE = 'OCNF0';
         END IF;
-        INSERT INTO contacts (tenant_id, id, channel_account_id, external_user_id,
+        INSERT INTO omnichat.contacts (tenant_id, id, channel_account_id, external_user_id,
                               display_name, avatar_url, profile)
         VALUES (p_tenant, p_new_id, p_account, p_external, COALESCE(p_name, ''),
                 COALESCE(p_avatar, ''), COALESCE(p_profile, '{}'))
@@ -45,7 +44,7 @@ BEGIN
         END IF;
         -- A concurrent call inserted it first; ours waited for its commit, so it is visible.
         SELECT c.id, c.display_name, c.avatar_url, c.profile INTO r
-          FROM contacts c
+          FROM omnichat.contacts c
          WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account
            AND c.external_user_id = p_external;
     END IF;
@@ -54,7 +53,7 @@ BEGIN
     IF (COALESCE(p_name, '') <> '' AND p_name <> r.display_name)
        OR (COALESCE(p_avatar, '') <> '' AND p_avatar <> r.avatar_url)
        OR (p_profile IS NOT NULL AND p_profile <> r.profile) THEN
-        UPDATE contacts c
+        UPDATE omnichat.contacts c
            SET display_name = COALESCE(NULLIF(p_name, ''), c.display_name),
                avatar_url = COALESCE(NULLIF(p_avatar, ''), c.avatar_url),
                profile = COALESCE(p_profile, c.profile),
@@ -68,30 +67,29 @@ CREATE FUNCTION omnichat.upsert_conversation(
     p_tenant uuid, p_account uuid, p_thread_key text, p_contact uuid, p_ts timestamptz,
     p_new_id uuid, OUT conversation_id uuid, OUT created boolean)
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
     r record;
     v_type text;
 BEGIN
     IF p_contact IS NOT NULL THEN
-        PERFORM 1 FROM contacts t
+        PERFORM 1 FROM omnichat.contacts t
          WHERE t.tenant_id = p_tenant AND t.id = p_contact AND t.channel_account_id = p_account;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'contact_id: not found' USING ERRCODE = 'OCNF0';
         END IF;
     END IF;
     SELECT c.id, c.contact_id INTO r
-      FROM conversations c
+      FROM omnichat.conversations c
      WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account
        AND c.thread_key = p_thread_key;
     IF NOT FOUND THEN
         SELECT a.channel_type INTO v_type
-          FROM channel_accounts a WHERE a.tenant_id = p_tenant AND a.id = p_account;
+          FROM omnichat.channel_accounts a WHERE a.tenant_id = p_tenant AND a.id = p_account;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'channel_account_id: not found' USING ERRCODE = 'OCNF0';
         END IF;
-        INSERT INTO conversations (tenant_id, id, channel_account_id, channel_type, thread_key,
+        INSERT INTO omnichat.conversations (tenant_id, id, channel_account_id, channel_type, thread_key,
                                    contact_id, last_activity_at)
         VALUES (p_tenant, p_new_id, p_account, v_type, p_thread_key, p_contact,
                 COALESCE(p_ts, now()))
@@ -103,14 +101,14 @@ BEGIN
             RETURN;
         END IF;
         SELECT c.id, c.contact_id INTO r
-          FROM conversations c
+          FROM omnichat.conversations c
          WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account
            AND c.thread_key = p_thread_key;
     END IF;
     conversation_id := r.id;
     created := false;
     IF r.contact_id IS NULL AND p_contact IS NOT NULL THEN
-        UPDATE conversations c SET contact_id = p_contact, updated_at = now()
+        UPDATE omnichat.conversations c SET contact_id = p_contact, updated_at = now()
          WHERE c.tenant_id = p_tenant AND c.id = r.id AND c.contact_id IS NULL;
     END IF;
 END
@@ -126,7 +124,6 @@ CREATE FUNCTION omnichat.insert_message_row(
     p_lease_owner text, p_lease_seconds integer,
     OUT message_id uuid, OUT created boolean)
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
     v_natt integer := COALESCE(jsonb_array_length(p_attachments), 0);
@@ -134,7 +131,7 @@ DECLARE
     v_lease timestamptz := CASE WHEN p_lease_seconds > 0 AND COALESCE(p_lease_owner, '') <> ''
                                 THEN now() + make_interval(secs => p_lease_seconds) END;
 BEGIN
-    INSERT INTO messages (tenant_id, id, channel_account_id, conversation_id, contact_id,
+    INSERT INTO omnichat.messages (tenant_id, id, channel_account_id, conversation_id, contact_id,
                           direction, idempotency_key, external_message_id, sender_type,
                           sender_id, sender_display_name, content_type, content_text,
                           content_struct, status, channel_timestamp, attachment_count,
@@ -151,14 +148,14 @@ BEGIN
     RETURNING id INTO message_id;
     IF message_id IS NULL THEN
         SELECT m.id INTO message_id
-          FROM messages m
+          FROM omnichat.messages m
          WHERE m.tenant_id = p_tenant AND m.channel_account_id = p_account
            AND m.direction = p_direction AND m.idempotency_key = p_key;
         created := false;
         RETURN;
     END IF;
     created := true;
-    UPDATE conversations c
+    UPDATE omnichat.conversations c
        SET message_count = c.message_count + 1,
            last_message_preview = CASE
                WHEN c.last_message_at IS NULL OR p_ts >= c.last_message_at THEN
@@ -170,7 +167,7 @@ BEGIN
            updated_at = now()
      WHERE c.tenant_id = p_tenant AND c.id = p_conversation;
     IF v_natt > 0 THEN
-        INSERT INTO attachments (tenant_id, id, message_id, ordinal, kind, url, mime_type,
+        INSERT INTO omnichat.attachments (tenant_id, id, message_id, ordinal, kind, url, mime_type,
                                  size_bytes, name, metadata)
         SELECT p_tenant, gen_random_uuid(), message_id, x.ordinal, x.kind,
                COALESCE(x.url, ''), COALESCE(x.mime_type, ''), COALESCE(x.size_bytes, 0),
@@ -192,14 +189,13 @@ CREATE FUNCTION omnichat.insert_message(
     p_attachments jsonb, p_contact uuid, p_new_id uuid,
     OUT message_id uuid, OUT created boolean)
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
     v_account uuid;
     v_contact uuid;
 BEGIN
     SELECT c.channel_account_id, c.contact_id INTO v_account, v_contact
-      FROM conversations c WHERE c.tenant_id = p_tenant AND c.id = p_conversation;
+      FROM omnichat.conversations c WHERE c.tenant_id = p_tenant AND c.id = p_conversation;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation_id: not found' USING ERRCODE = 'OCNF0';
     END IF;
@@ -208,7 +204,7 @@ BEGIN
             USING ERRCODE = 'OCIA0';
     END IF;
     IF p_contact IS NOT NULL THEN
-        PERFORM 1 FROM contacts t
+        PERFORM 1 FROM omnichat.contacts t
          WHERE t.tenant_id = p_tenant AND t.id = p_contact AND t.channel_account_id = v_account;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'contact_id: not found' USING ERRCODE = 'OCNF0';
@@ -216,15 +212,16 @@ BEGIN
         v_contact := p_contact;
     END IF;
     SELECT r.message_id, r.created INTO message_id, created
-      FROM insert_message_row(p_tenant, p_new_id, v_account, p_conversation, v_contact,
+      FROM omnichat.insert_message_row(p_tenant, p_new_id, v_account, p_conversation, v_contact,
                               p_direction, p_key, p_external, p_sender_type, p_sender_id,
                               p_sender_name, p_content_type, p_text, p_struct, p_status,
-                              from_ms(p_ts_ms), p_attachments, NULL, NULL, NULL, 0) r;
+                              omnichat.from_ms(p_ts_ms), p_attachments, NULL, NULL, NULL, 0) r;
     PERFORM set_config('omnichat.result_id', message_id::text, true);
 END
 $$;
 
--- One normalized inbound event: contact, conversation, message (+ attachments).
+-- One normalized inbound event: contact, conversation, message (+ attachments). The common
+-- case (known contact and conversation, new message) reads two index entries before it writes.
 CREATE FUNCTION omnichat.persist_inbound_one(
     p_tenant uuid, p_account uuid, p_external_user text, p_contact_name text,
     p_contact_avatar text, p_contact_profile jsonb, p_thread_key text, p_key text,
@@ -233,39 +230,62 @@ CREATE FUNCTION omnichat.persist_inbound_one(
     p_new_contact uuid, p_new_conversation uuid, p_new_message uuid, p_item integer,
     OUT message_id uuid, OUT created boolean, OUT contact_id uuid, OUT conversation_id uuid)
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
-    v_ts timestamptz := from_ms(p_ts_ms);
+    v_ts timestamptz := omnichat.from_ms(p_ts_ms);
     v_new boolean;
+    r record;
 BEGIN
     -- A redelivered event costs one index probe and writes nothing.
     SELECT m.id, m.contact_id, m.conversation_id INTO message_id, contact_id, conversation_id
-      FROM messages m
+      FROM omnichat.messages m
      WHERE m.tenant_id = p_tenant AND m.channel_account_id = p_account
        AND m.direction = p_direction AND m.idempotency_key = p_key;
     IF FOUND THEN
         created := false;
         RETURN;
     END IF;
-    BEGIN
+    -- A known contact with nothing new to record needs no function call and no write.
+    SELECT c.id, c.display_name, c.avatar_url, c.profile INTO r
+      FROM omnichat.contacts c
+     WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account
+       AND c.external_user_id = p_external_user;
+    IF FOUND AND (COALESCE(p_contact_name, '') = '' OR p_contact_name = r.display_name)
+       AND (COALESCE(p_contact_avatar, '') = '' OR p_contact_avatar = r.avatar_url)
+       AND (p_contact_profile IS NULL OR p_contact_profile = r.profile) THEN
+        contact_id := r.id;
+    ELSE
+        IF NOT FOUND THEN
+            PERFORM 1 FROM omnichat.channel_accounts a
+             WHERE a.tenant_id = p_tenant AND a.id = p_account;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'messages[%].channel_account_id: not found', p_item
+                    USING ERRCODE = 'OCNF0';
+            END IF;
+        END IF;
         SELECT u.contact_id INTO contact_id
-          FROM upsert_contact(p_tenant, p_account, p_external_user, p_contact_name,
-                              p_contact_avatar, p_contact_profile, p_new_contact) u;
-    EXCEPTION WHEN SQLSTATE 'OCNF0' THEN
-        RAISE EXCEPTION 'messages[%].channel_account_id: not found', p_item
-            USING ERRCODE = 'OCNF0';
-    END;
-    SELECT u.conversation_id INTO conversation_id
-      FROM upsert_conversation(p_tenant, p_account, p_thread_key, contact_id, v_ts,
-                               p_new_conversation) u;
-    SELECT r.message_id, r.created INTO message_id, v_new
-      FROM insert_message_row(p_tenant, p_new_message, p_account, conversation_id, contact_id,
-                              p_direction, p_key, p_external_msg, p_sender_type,
-                              p_external_user, p_sender_name, p_content_type, p_text,
-                              p_struct,
-                              CASE WHEN p_direction = 'inbound' THEN 'received' ELSE 'sent' END,
-                              v_ts, p_attachments, NULL, NULL, NULL, 0) r;
+          FROM omnichat.upsert_contact(p_tenant, p_account, p_external_user, p_contact_name,
+                                       p_contact_avatar, p_contact_profile, p_new_contact) u;
+    END IF;
+    SELECT c.id, c.contact_id INTO r
+      FROM omnichat.conversations c
+     WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account
+       AND c.thread_key = p_thread_key;
+    IF FOUND AND r.contact_id IS NOT NULL THEN
+        conversation_id := r.id;
+    ELSE
+        SELECT u.conversation_id INTO conversation_id
+          FROM omnichat.upsert_conversation(p_tenant, p_account, p_thread_key, contact_id, v_ts,
+                                            p_new_conversation) u;
+    END IF;
+    SELECT x.message_id, x.created INTO message_id, v_new
+      FROM omnichat.insert_message_row(p_tenant, p_new_message, p_account, conversation_id,
+                                       contact_id, p_direction, p_key, p_external_msg,
+                                       p_sender_type, p_external_user, p_sender_name,
+                                       p_content_type, p_text, p_struct,
+                                       CASE WHEN p_direction = 'inbound' THEN 'received'
+                                            ELSE 'sent' END,
+                                       v_ts, p_attachments, NULL, NULL, NULL, 0) x;
     created := v_new;
 END
 $$;
@@ -273,14 +293,13 @@ $$;
 CREATE FUNCTION omnichat.add_attachments(p_tenant uuid, p_message uuid, p_attachments jsonb)
     RETURNS void
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 BEGIN
-    PERFORM 1 FROM messages m WHERE m.tenant_id = p_tenant AND m.id = p_message FOR UPDATE;
+    PERFORM 1 FROM omnichat.messages m WHERE m.tenant_id = p_tenant AND m.id = p_message FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'message_id: not found' USING ERRCODE = 'OCNF0';
     END IF;
-    INSERT INTO attachments (tenant_id, id, message_id, ordinal, kind, url, mime_type,
+    INSERT INTO omnichat.attachments (tenant_id, id, message_id, ordinal, kind, url, mime_type,
                              size_bytes, name, metadata)
     SELECT p_tenant, gen_random_uuid(), p_message, x.ordinal, x.kind, COALESCE(x.url, ''),
            COALESCE(x.mime_type, ''), COALESCE(x.size_bytes, 0), COALESCE(x.name, ''),
@@ -289,12 +308,12 @@ BEGIN
            AS x(ordinal integer, kind text, url text, mime_type text, size_bytes bigint,
                 name text, metadata jsonb)
     ON CONFLICT ON CONSTRAINT attachments_tenant_id_message_id_ordinal_key DO NOTHING;
-    UPDATE messages m
-       SET attachment_count = (SELECT count(*) FROM attachments a
+    UPDATE omnichat.messages m
+       SET attachment_count = (SELECT count(*) FROM omnichat.attachments a
                                 WHERE a.tenant_id = p_tenant AND a.message_id = p_message),
            updated_at = now()
      WHERE m.tenant_id = p_tenant AND m.id = p_message;
-    IF (SELECT m.attachment_count FROM messages m
+    IF (SELECT m.attachment_count FROM omnichat.messages m
          WHERE m.tenant_id = p_tenant AND m.id = p_message) > 20 THEN
         RAISE EXCEPTION 'attachments: a message holds at most 20 attachments'
             USING ERRCODE = 'OCIA0';
@@ -306,21 +325,20 @@ CREATE FUNCTION omnichat.register_channel_account(
     p_tenant uuid, p_new_id uuid, p_type text, p_external text, p_name text,
     OUT channel_account_id uuid, OUT created boolean)
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
     r record;
 BEGIN
     FOR i IN 1..2 LOOP
         SELECT a.id, a.display_name INTO r
-          FROM channel_accounts a
+          FROM omnichat.channel_accounts a
          WHERE a.tenant_id = p_tenant AND a.channel_type = p_type
            AND a.external_account_id = p_external AND a.status <> 'disabled';
         IF FOUND THEN
             channel_account_id := r.id;
             created := false;
             IF COALESCE(p_name, '') <> '' AND p_name <> r.display_name THEN
-                UPDATE channel_accounts a SET display_name = p_name, updated_at = now()
+                UPDATE omnichat.channel_accounts a SET display_name = p_name, updated_at = now()
                  WHERE a.tenant_id = p_tenant AND a.id = r.id;
             END IF;
             RETURN;
@@ -329,7 +347,7 @@ BEGIN
         -- another tenant makes this a no-op that the re-read below cannot see. A new account
         -- has no credentials yet: it is auth_failed until UpdateChannelCredentials, so a
         -- connect that dies half-way never looks usable.
-        INSERT INTO channel_accounts (tenant_id, id, channel_type, external_account_id,
+        INSERT INTO omnichat.channel_accounts (tenant_id, id, channel_type, external_account_id,
                                       display_name, status)
         VALUES (p_tenant, p_new_id, p_type, p_external, COALESCE(p_name, ''), 'auth_failed')
         ON CONFLICT (channel_type, external_account_id) WHERE status <> 'disabled' DO NOTHING
@@ -348,20 +366,19 @@ CREATE FUNCTION omnichat.update_channel_credentials(p_tenant uuid, p_account uui
                                                     p_credentials jsonb)
     RETURNS void
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 BEGIN
     -- Replacing the credentials is what moves an auth_failed account back to active.
-    UPDATE channel_accounts a
+    UPDATE omnichat.channel_accounts a
        SET status = CASE WHEN a.status = 'disabled' THEN a.status ELSE 'active' END,
            updated_at = now()
      WHERE a.tenant_id = p_tenant AND a.id = p_account;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'channel_account_id: not found' USING ERRCODE = 'OCNF0';
     END IF;
-    DELETE FROM channel_credentials c
+    DELETE FROM omnichat.channel_credentials c
      WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account;
-    INSERT INTO channel_credentials (tenant_id, channel_account_id, field, key_id, ciphertext)
+    INSERT INTO omnichat.channel_credentials (tenant_id, channel_account_id, field, key_id, ciphertext)
     SELECT p_tenant, p_account, x.field, x.key_id, decode(x.ciphertext, 'base64')
       FROM jsonb_to_recordset(p_credentials) AS x(field text, key_id text, ciphertext text);
 END
@@ -375,7 +392,6 @@ CREATE FUNCTION omnichat.create_outbound(
     p_retry_key uuid, p_lease_owner text, p_lease_seconds integer, p_new_id uuid,
     OUT message_id uuid, OUT created boolean, OUT lease_acquired boolean)
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
     v_account uuid;
@@ -383,14 +399,14 @@ DECLARE
     r record;
 BEGIN
     SELECT c.channel_account_id, c.contact_id INTO v_account, v_contact
-      FROM conversations c WHERE c.tenant_id = p_tenant AND c.id = p_conversation;
+      FROM omnichat.conversations c WHERE c.tenant_id = p_tenant AND c.id = p_conversation;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation_id: not found' USING ERRCODE = 'OCNF0';
     END IF;
     FOR i IN 1..2 LOOP
         SELECT m.id, m.conversation_id, m.request_fingerprint, m.status, m.lease_until,
                m.next_attempt_at INTO r
-          FROM messages m
+          FROM omnichat.messages m
          WHERE m.tenant_id = p_tenant AND m.channel_account_id = v_account
            AND m.direction = 'outbound' AND m.idempotency_key = p_key
            FOR UPDATE;
@@ -408,7 +424,7 @@ BEGIN
             IF r.status IN ('pending', 'unknown') AND COALESCE(p_lease_owner, '') <> ''
                AND (r.lease_until IS NULL OR r.lease_until < now())
                AND r.next_attempt_at IS NOT NULL AND r.next_attempt_at <= now() THEN
-                UPDATE messages m
+                UPDATE omnichat.messages m
                    SET lease_owner = p_lease_owner,
                        lease_until = now() + make_interval(secs => p_lease_seconds),
                        next_attempt_at = now() + make_interval(secs => p_lease_seconds),
@@ -420,7 +436,7 @@ BEGIN
             RETURN;
         END IF;
         SELECT x.message_id, x.created INTO message_id, created
-          FROM insert_message_row(p_tenant, p_new_id, v_account, p_conversation, v_contact,
+          FROM omnichat.insert_message_row(p_tenant, p_new_id, v_account, p_conversation, v_contact,
                                   'outbound', p_key, NULL, p_sender_type, p_sender_id,
                                   p_sender_name, p_content_type, p_text, p_struct, 'pending',
                                   now(), NULL, p_retry_key, p_fingerprint, p_lease_owner,
@@ -441,13 +457,12 @@ CREATE FUNCTION omnichat.complete_outbound(
     p_category text, p_detail text, p_next_ms bigint, p_provider_called boolean)
     RETURNS void
     LANGUAGE plpgsql
-    SET search_path = omnichat, pg_temp
 AS $$
 DECLARE
     r record;
 BEGIN
     SELECT m.status, m.lease_owner INTO r
-      FROM messages m
+      FROM omnichat.messages m
      WHERE m.tenant_id = p_tenant AND m.id = p_id AND m.direction = 'outbound'
        FOR UPDATE;
     IF NOT FOUND THEN
@@ -461,7 +476,7 @@ BEGIN
         RAISE EXCEPTION 'lease_owner: the lease is held by another worker'
             USING ERRCODE = 'OCFP0';
     END IF;
-    UPDATE messages m
+    UPDATE omnichat.messages m
        SET attempts = m.attempts + CASE WHEN p_provider_called THEN 1 ELSE 0 END,
            status = CASE p_outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed'
                                    WHEN 'retry' THEN 'pending' ELSE 'unknown' END,
@@ -469,7 +484,7 @@ BEGIN
            error_category = CASE WHEN p_outcome = 'sent' THEN NULL ELSE p_category END,
            error_detail = CASE WHEN p_outcome = 'sent' THEN NULL ELSE NULLIF(p_detail, '') END,
            next_attempt_at = CASE WHEN p_outcome IN ('retry', 'unknown')
-                                  THEN from_ms(p_next_ms) END,
+                                  THEN omnichat.from_ms(p_next_ms) END,
            lease_owner = NULL,
            lease_until = NULL,
            updated_at = now()
@@ -477,7 +492,7 @@ BEGIN
 END
 $$;
 
--- Retry worker, across tenants: the narrow privileged path. It leases due messages of one
+-- Retry worker, across tenants: the narrow privileged path. It leases due omnichat.messages of one
 -- channel type and returns them with their thread key.
 CREATE FUNCTION omnichat.claim_due_outbound(p_type text, p_limit integer, p_owner text,
                                             p_lease_seconds integer)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "omnichat/util.h"
 #include "send.h"
 
 static const line_retry_policy_t policy = {8, 1000, 300000, 82800LL * 1000};
@@ -51,9 +52,167 @@ static void test_window_cutoff(void)
     CU_ASSERT_TRUE(line_next_attempt_ms(&policy, 2, created + 60000, created, 1.0) > 0);
     /* The next attempt would land past created + window: give up. */
     CU_ASSERT_EQUAL(line_next_attempt_ms(&policy, 2, window_end - 1000, created, 1.0), 0);
-    /* Exactly at the end is still allowed. */
-    CU_ASSERT_EQUAL(line_next_attempt_ms(&policy, 0, window_end - 1000, created, 1.0), window_end);
+    /* An attempt due exactly at the end would find the window closed: not scheduled. */
+    CU_ASSERT_EQUAL(line_next_attempt_ms(&policy, 0, window_end - 1000, created, 1.0), 0);
+    CU_ASSERT_EQUAL(line_next_attempt_ms(&policy, 0, window_end - 1001, created, 1.0),
+                    window_end - 1);
     CU_ASSERT_EQUAL(line_next_attempt_ms(&policy, 0, window_end, created, 0.0), 0);
+    /* The same boundary as the check made before a push. */
+    CU_ASSERT_FALSE(line_window_closed(&policy, window_end - 1, created));
+    CU_ASSERT_TRUE(line_window_closed(&policy, window_end, created));
+    CU_ASSERT_TRUE(line_window_closed(&policy, window_end + 86400000LL, created));
+    CU_ASSERT_FALSE(line_window_closed(&policy, window_end, 0)); /* unknown creation time */
+}
+
+#define ST(name) OMNICHAT__PERSISTENCE__V1__MESSAGE_STATUS__MESSAGE_STATUS_##name
+#define CAT(name) OMNICHAT__PERSISTENCE__V1__ERROR_CATEGORY__ERROR_CATEGORY_##name
+
+/* Finding: a retry past LINE's 24 h key life must not call LINE at all. */
+static void test_window_verdict(void)
+{
+    int64_t created = 1700000000000LL;
+    line_attempt_t a = {ST(UNKNOWN), CAT(TIMEOUT), 3, created, created + policy.window_ms, 1.0,
+                        false};
+    line_verdict_t v;
+
+    CU_ASSERT_TRUE(line_window_verdict(&policy, &a, &v));
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_UNKNOWN); /* may have been delivered: unknown for good */
+    CU_ASSERT_EQUAL(v.next_attempt_at_ms, 0);
+    CU_ASSERT_EQUAL(v.category, CAT(TIMEOUT));
+    CU_ASSERT_STRING_EQUAL(v.detail, "provider retry window closed; delivery unknown");
+
+    a.prior_status = ST(PENDING); /* last attempt was a clean transient failure */
+    a.prior_category = CAT(PROVIDER_ERROR);
+    CU_ASSERT_TRUE(line_window_verdict(&policy, &a, &v));
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_FAILED);
+    CU_ASSERT_EQUAL(v.category, CAT(PROVIDER_ERROR));
+    CU_ASSERT_EQUAL(v.next_attempt_at_ms, 0);
+    CU_ASSERT_STRING_EQUAL(v.detail, "provider retry window closed");
+
+    a.prior_category = 0; /* never attempted: still a category */
+    CU_ASSERT_TRUE(line_window_verdict(&policy, &a, &v));
+    CU_ASSERT_EQUAL(v.category, CAT(INTERNAL_ERROR));
+
+    a.now_ms = created + policy.window_ms - 1;
+    CU_ASSERT_FALSE(line_window_verdict(&policy, &a, &v));
+}
+
+static line_class_t cls_of(line_outcome_t o, int category, const char *detail)
+{
+    line_class_t c;
+
+    memset(&c, 0, sizeof c);
+    c.outcome = o;
+    c.category = category;
+    snprintf(c.detail, sizeof c.detail, "%s", detail);
+    return c;
+}
+
+/* Finding: giving up after an UNKNOWN outcome ends UNKNOWN for good, after a clean RETRY FAILED. */
+static void test_settle_give_up(void)
+{
+    int64_t now = 1700000000000LL;
+    line_attempt_t a = {ST(PENDING), 0, 7, now, now, 1.0, true}; /* the 8th and last call */
+    line_class_t c = cls_of(LINE_OUT_UNKNOWN, CAT(TIMEOUT), "timed out after 500 ms");
+    line_verdict_t v;
+
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_UNKNOWN);
+    CU_ASSERT_EQUAL(v.next_attempt_at_ms, 0);
+    CU_ASSERT_EQUAL(v.category, CAT(TIMEOUT));
+    CU_ASSERT_STRING_EQUAL(v.detail,
+                           "timed out after 500 ms; gave up after 8 attempts; delivery unknown");
+
+    c = cls_of(LINE_OUT_RETRY, CAT(PROVIDER_ERROR), "LINE answered 500");
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_FAILED);
+    CU_ASSERT_EQUAL(v.next_attempt_at_ms, 0);
+    CU_ASSERT_STRING_EQUAL(v.detail, "LINE answered 500; gave up after 8 attempts");
+
+    /* A clean 500 on the retry of an UNKNOWN attempt settles nothing: still unknown. */
+    a.prior_status = ST(UNKNOWN);
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_UNKNOWN);
+    CU_ASSERT_EQUAL(v.next_attempt_at_ms, 0);
+    CU_ASSERT_EQUAL(v.category, CAT(PROVIDER_ERROR));
+
+    /* Not the last call: retried, UNKNOWN kept, scheduled. */
+    a.attempts = 1;
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_UNKNOWN);
+    CU_ASSERT_TRUE(v.next_attempt_at_ms > now);
+    a.prior_status = ST(PENDING);
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_RETRY);
+    CU_ASSERT_TRUE(v.next_attempt_at_ms > now);
+
+    /* The window cuts the schedule short: the same two endings. */
+    a.now_ms = now + policy.window_ms - 10;
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_FAILED);
+    c = cls_of(LINE_OUT_UNKNOWN, CAT(NETWORK_ERROR), "connection to LINE lost after sending");
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_UNKNOWN);
+    CU_ASSERT_EQUAL(v.next_attempt_at_ms, 0);
+}
+
+static void test_settle_after_unknown(void)
+{
+    int64_t now = 1700000000000LL;
+    line_attempt_t a = {ST(UNKNOWN), CAT(TIMEOUT), 1, now, now, 1.0, true};
+    line_class_t c;
+    line_verdict_t v;
+
+    /* Sent and failed-for-cause settle an unknown message. */
+    c = cls_of(LINE_OUT_SENT, 0, "");
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_SENT);
+    CU_ASSERT_EQUAL(v.category, 0);
+    CU_ASSERT_STRING_EQUAL(v.detail, "");
+    c = cls_of(LINE_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), "LINE rejected the request (400)");
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_FAILED); /* the same request was refused both times */
+
+    /* A revoked token or a quota says nothing about the earlier attempt. */
+    c = cls_of(LINE_OUT_FAILED, CAT(AUTH_ERROR), "LINE rejected the access token (401)");
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_UNKNOWN);
+    CU_ASSERT_EQUAL(v.next_attempt_at_ms, 0);
+    CU_ASSERT_EQUAL(v.category, CAT(AUTH_ERROR));
+    CU_ASSERT_STRING_EQUAL(v.detail, "LINE rejected the access token (401); delivery unknown");
+
+    /* Neither does a fail-fast without a provider call. */
+    a.called = false;
+    c = cls_of(LINE_OUT_FAILED, CAT(AUTH_ERROR), "channel account needs new credentials");
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_UNKNOWN);
+    CU_ASSERT_EQUAL(v.next_attempt_at_ms, 0);
+
+    /* For a pending message a fail-fast is a plain failure. */
+    a.prior_status = ST(PENDING);
+    line_settle(&policy, &a, &c, &v);
+    CU_ASSERT_EQUAL(v.outcome, LINE_OUT_FAILED);
+    CU_ASSERT_EQUAL(v.category, CAT(AUTH_ERROR));
+    CU_ASSERT_STRING_EQUAL(v.detail, "channel account needs new credentials");
+}
+
+/* Finding: a fresh owner per attempt, "<instance>:<uuid>", never over persistence's 128 bytes. */
+static void test_lease_owner(void)
+{
+    char a[LINE_LEASE_OWNER_MAX + 1], b[LINE_LEASE_OWNER_MAX + 1];
+    char long_id[300];
+
+    CU_ASSERT_EQUAL(line_lease_owner("host-1-abcd", a), OC_OK);
+    CU_ASSERT_EQUAL(line_lease_owner("host-1-abcd", b), OC_OK);
+    CU_ASSERT_STRING_NOT_EQUAL(a, b);
+    CU_ASSERT_EQUAL(strncmp(a, "host-1-abcd:", 12), 0);
+    CU_ASSERT_TRUE(oc_uuid_valid(a + 12));
+    memset(long_id, 'x', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    CU_ASSERT_EQUAL(line_lease_owner(long_id, a), OC_OK);
+    CU_ASSERT_EQUAL(strlen(a), LINE_LEASE_OWNER_MAX);
+    CU_ASSERT_TRUE(oc_uuid_valid(a + LINE_INSTANCE_ID_MAX + 1));
+    CU_ASSERT_EQUAL(a[LINE_INSTANCE_ID_MAX], ':');
 }
 
 static void test_fingerprint(void)
@@ -124,6 +283,10 @@ int main(void)
     CU_add_test(s, "backoff bounds and jitter", test_backoff_bounds);
     CU_add_test(s, "attempt limit", test_attempt_limit);
     CU_add_test(s, "retry window cut-off", test_window_cutoff);
+    CU_add_test(s, "retry window closed before a push", test_window_verdict);
+    CU_add_test(s, "giving up: unknown stays unknown", test_settle_give_up);
+    CU_add_test(s, "an earlier unknown outcome is not forgotten", test_settle_after_unknown);
+    CU_add_test(s, "lease owner per attempt", test_lease_owner);
     CU_add_test(s, "fingerprint stability and difference", test_fingerprint);
     CU_add_test(s, "LRU cache", test_cache_lru);
     CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# bench-line.sh: the LINE connector benchmark, end to end, in one command.
+#
+# Usage: scripts/bench-line.sh [--duration SECONDS] [--ref-duration SECONDS] [--keep]
+#   --duration S      seconds of each main phase (SendText, webhook k=1, webhook k=10; default 15)
+#   --ref-duration S  seconds of the simulator's raw push reference (default 10)
+#   --keep            leave the cluster in var/bench-line/pg running afterwards (default: stop it)
+#
+# Steps: release build -> fresh PostgreSQL cluster in var/bench-line/pg with durable commits ->
+# migrations -> runtime grant -> cursor key and vault key (omnichatctl vault-keygen) ->
+# omnichat-persistence (--workers 64) -> omnichat-line-sim -> omnichat-connector-line pointed at
+# the simulator (--workers 64 --http-threads 64) -> omnichat-bench-line: 8 bots over 4 tenants
+# connected with Connector/ConnectChannel, one conversation for each of 256 users made by a
+# signed webhook, then SendText at 64 concurrent calls and webhook ingest at 64 concurrent POSTs
+# (1 and 10 events per POST), each beside its references (raw pushes straight to the
+# simulator; the same persistence calls made directly), exactly-once checks (simulator
+# deliveries vs SENT replies; stored rows vs accepted events) and peak RSS ->
+# var/bench-line/results.{json,md} -> the "LINE connector" section of docs/benchmarks.md.
+#
+# Environment:
+#   BENCH_BUILD_DIR   build here with CMake (RelWithDebInfo, -Werror) instead of
+#                     scripts/build.sh release (build/)
+#   BENCH_SKIP_BUILD  1: use the binaries already in the build directory
+#   BENCH_NO_DOC      1: do not touch docs/benchmarks.md
+# The figures are results, not pass/fail tests: the exit status is 0 whenever the run completed,
+# whatever PASS/MISS says. Heavy (about 3 minutes after the build); never part of CI.
+set -euo pipefail
+umask 022
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+
+PROG=bench-line.sh
+OUT=$ROOT/var/bench-line
+PG=$OUT/pg
+PGC=(bash "$ROOT/scripts/pg-cluster.sh")
+PGBIN=${OMNICHAT_PGBIN:-/usr/lib/postgresql/15/bin}
+DURATION=15
+REF_DURATION=10
+KEEP=0
+THREADS=64
+TENANTS=4
+CHANNELS=8
+USERS=256
+K=10
+CMDLINE="${BENCH_BUILD_DIR:+BENCH_BUILD_DIR=$BENCH_BUILD_DIR }scripts/bench-line.sh${*:+ $*}"
+
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 1
+}
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --duration | --ref-duration)
+        [[ $# -ge 2 && $2 =~ ^[0-9]+$ && $2 -ge 1 && $2 -le 600 ]] ||
+            die "$1 needs a number of seconds (1..600)"
+        if [[ $1 == --duration ]]; then DURATION=$2; else REF_DURATION=$2; fi
+        shift 2
+        ;;
+    --keep)
+        KEEP=1
+        shift
+        ;;
+    -h | --help)
+        sed -n '3,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+
+# Processes this script started, stopped in reverse order on exit (by pid, never by name).
+PIDS=()
+stop_pid() {
+    local pid=$1
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$? i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[i]}"
+    done
+    if ((KEEP == 0)) && [[ -f $PG/data/PG_VERSION ]]; then
+        "${PGC[@]}" stop "$PG" >/dev/null 2>&1 || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME LOGFILE BINARY ARGS...: starts a service in the background and waits for its
+# {"msg":"listening",...} log line, which it leaves in LISTEN_LINE.
+LISTEN_LINE=
+start() {
+    local name=$1 log=$2 pid
+    shift 2
+    : >"$log"
+    "$@" </dev/null >"$log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    LISTEN_LINE=
+    for _ in $(seq 300); do
+        LISTEN_LINE=$(grep -m 1 -E '"msg"[[:space:]]*:[[:space:]]*"listening"' "$log" || true)
+        [[ -n $LISTEN_LINE ]] && break
+        kill -0 "$pid" 2>/dev/null || {
+            tail -n 20 "$log" >&2
+            die "$name exited during start-up (see $log)"
+        }
+        sleep 0.1
+    done
+    [[ -n $LISTEN_LINE ]] || die "$name did not report listening (see $log)"
+    LAST_PID=$pid
+}
+json_num() {
+    sed -nE "s/.*\"$2\"[[:space:]]*:[[:space:]]*([0-9]+).*/\1/p" <<<"$1" | head -n 1
+}
+
+for tool in cmake gcc pkg-config; do
+    command -v "$tool" >/dev/null || die "$tool not found: run scripts/deps.sh as root first"
+done
+[[ -x $PGBIN/psql ]] || die "psql not found in $PGBIN (scripts/deps.sh)"
+
+step "build (release)"
+TARGETS=(omnichat-persistence omnichat-connector-line omnichat-line-sim omnichatctl
+    omnichat-bench-line)
+if [[ -n ${BENCH_BUILD_DIR:-} ]]; then
+    BUILD=$(realpath -m -- "$BENCH_BUILD_DIR")
+    if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+        cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOMNICHAT_WERROR=ON \
+            -DOMNICHAT_SANITIZE=OFF >/dev/null
+        cmake --build "$BUILD" -j "$(nproc)" --target "${TARGETS[@]}"
+    fi
+else
+    BUILD=$ROOT/build
+    [[ ${BENCH_SKIP_BUILD:-0} == 1 ]] || bash "$ROOT/scripts/build.sh" release
+fi
+BIN=$BUILD/bin
+for t in "${TARGETS[@]}"; do
+    [[ -x $BIN/$t ]] || die "$BIN/$t not found (did the build succeed?)"
+done
+grep -q 'RelWithDebInfo\|Release' "$BUILD/CMakeCache.txt" 2>/dev/null ||
+    die "$BUILD is not a release build"
+if grep -q '^OMNICHAT_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null; then
+    die "$BUILD is a sanitizer build; benchmarks need a release build"
+fi
+
+step "database (fresh cluster in $PG)"
+mkdir -p "$OUT"
+"${PGC[@]}" stop "$PG" >/dev/null 2>&1 || true
+if [[ -L $PG ]]; then rm -rf "$(readlink -f "$PG")"; fi
+rm -rf "$PG"
+# As root, the cluster runs as the OS user postgres, which must be able to walk into var/.
+if [[ $(id -u) -eq 0 ]] && ! (cd / && runuser -u postgres -- test -x "$OUT"); then
+    alt=/var/lib/omnichat/bench-line-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
+    rm -rf "$alt"
+    mkdir -p "$alt"
+    chmod 0755 /var/lib/omnichat
+    ln -s "$alt" "$PG"
+    echo "$PROG: the postgres user cannot enter $OUT; the cluster lives in $alt"
+fi
+"${PGC[@]}" init "$PG"
+SUPER_DSN=$("${PGC[@]}" dsn "$PG" super)
+OWNER_DSN=$("${PGC[@]}" dsn "$PG" owner)
+APP_DSN=$("${PGC[@]}" dsn "$PG" app)
+psql_super() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$SUPER_DSN" "$@"; }
+
+# Durable commits (pg-cluster.sh sets them too; this keeps the benchmark independent of that).
+# The bench program forces a checkpoint before each write phase; a large max_wal_size keeps
+# another from landing inside a phase.
+psql_super >/dev/null <<'SQL'
+ALTER SYSTEM SET fsync = on;
+ALTER SYSTEM SET synchronous_commit = on;
+ALTER SYSTEM SET full_page_writes = on;
+ALTER SYSTEM SET max_wal_size = '4GB';
+ALTER SYSTEM SET checkpoint_timeout = '30min';
+SELECT pg_reload_conf();
+SQL
+sleep 0.5
+"$BIN/omnichat-persistence" migrate --database-url "$OWNER_DSN" --log-level warn ||
+    die "migrations failed"
+"${PGC[@]}" grant "$PG"
+
+step "secrets"
+(
+    umask 077
+    head -c 32 /dev/urandom | base64 -w 0 >"$OUT/cursor.key"
+    {
+        echo "# Omnichat vault keys (docs/vault.md), for the benchmark only."
+        "$BIN/omnichatctl" vault-keygen --key-id "bench-line-$(date -u +%Y%m%d)"
+    } >"$OUT/vault.key"
+) || die "could not make the keys"
+
+step "services"
+PST_FLAGS=(--workers 64)
+SIM_FLAGS=(--threads 64 --max-requests 2000000 --max-record-mb 2048)
+CONN_FLAGS=(--workers 64 --http-threads 64)
+start persistence "$OUT/persistence.log" "$BIN/omnichat-persistence" serve \
+    --database-url "$APP_DSN" --cursor-key-file "$OUT/cursor.key" \
+    --grpc-listen 127.0.0.1:0 --admin-listen '' --log-level info "${PST_FLAGS[@]}"
+PST_PID=$LAST_PID
+PST_PORT=$(json_num "$LISTEN_LINE" grpc_port)
+[[ -n $PST_PORT ]] || die "persistence did not report its port"
+
+start line-sim "$OUT/line-sim.log" "$BIN/omnichat-line-sim" --listen 127.0.0.1:0 \
+    --log-level info "${SIM_FLAGS[@]}"
+SIM_PID=$LAST_PID
+SIM_PORT=$(json_num "$LISTEN_LINE" port)
+[[ -n $SIM_PORT ]] || die "line-sim did not report its port"
+SIM_URL=http://127.0.0.1:$SIM_PORT
+
+start connector-line "$OUT/connector-line.log" "$BIN/omnichat-connector-line" \
+    --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --persistence-target "127.0.0.1:$PST_PORT" --line-api-base "$SIM_URL" \
+    --vault-key-file "$OUT/vault.key" --log-level info "${CONN_FLAGS[@]}"
+CONN_PID=$LAST_PID
+CONN_GRPC=$(json_num "$LISTEN_LINE" grpc_port)
+CONN_HTTP=$(json_num "$LISTEN_LINE" http_port)
+[[ -n $CONN_GRPC && -n $CONN_HTTP ]] || die "the connector did not report its ports"
+echo "$PROG: persistence pid $PST_PID (127.0.0.1:$PST_PORT), line-sim pid $SIM_PID ($SIM_URL)," \
+    "connector pid $CONN_PID (gRPC 127.0.0.1:$CONN_GRPC, HTTP 127.0.0.1:$CONN_HTTP)"
+FLAGS="omnichat-persistence ${PST_FLAGS[*]}; omnichat-line-sim ${SIM_FLAGS[*]}; omnichat-connector-line ${CONN_FLAGS[*]} (other flags at their defaults; logs at info)"
+
+step "benchmark"
+PM_PID=$(head -n 1 "$PG/data/postmaster.pid")
+read -r load1 _ </proc/loadavg
+if awk -v l="$load1" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+    echo "$PROG: warning: load average $load1 on $(nproc) cores before the benchmark:" \
+        "other processes will slow the figures down (the report shows their CPU share)" >&2
+fi
+"$BIN/omnichat-bench-line" --connector "127.0.0.1:$CONN_GRPC" --persistence "127.0.0.1:$PST_PORT" \
+    --webhook-base "http://127.0.0.1:$CONN_HTTP" --sim-base "$SIM_URL" --super-dsn "$SUPER_DSN" \
+    --connector-pid "$CONN_PID" --persistence-pid "$PST_PID" --sim-pid "$SIM_PID" \
+    --postgres-pid "$PM_PID" --duration "$DURATION" --ref-duration "$REF_DURATION" \
+    --threads "$THREADS" --tenants "$TENANTS" --channels "$CHANNELS" --users "$USERS" --k "$K" \
+    --out-dir "$OUT" --flags "$FLAGS" ||
+    die "the benchmark program failed"
+
+for svc in persistence connector-line line-sim; do
+    if grep -q '"level":"error"' "$OUT/$svc.log"; then
+        echo "$PROG: $svc logged errors during the run (see $OUT/$svc.log)" >&2
+    fi
+done
+
+# --- the record -------------------------------------------------------------------------------
+# The section lives between "<!-- analysis:begin: LINE connector" and "<!-- analysis:end: LINE
+# connector" lines: scripts/bench-persistence.sh rewrites docs/benchmarks.md but carries every
+# "<!-- analysis:begin ... <!-- analysis:end" block over, so each benchmark keeps the other's
+# section. Hand-written notes between "<!-- line-notes:begin" and "<!-- line-notes:end" survive
+# this script's own regeneration.
+if [[ ${BENCH_NO_DOC:-0} != 1 ]]; then
+    step "docs/benchmarks.md"
+    DOC=$ROOT/docs/benchmarks.md
+    model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
+    mem_gb=$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
+    pgver=$(psql_super -At -c 'SHOW server_version')
+    durable=$(psql_super -At -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name)
+                                   FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit',
+                                   'full_page_writes', 'shared_buffers', 'max_wal_size',
+                                   'wal_sync_method', 'max_connections', 'commit_delay')")
+    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+    section=$OUT/section.md
+    {
+        echo "<!-- analysis:begin: LINE connector (written by scripts/bench-line.sh; edit only between the line-notes markers) -->"
+        cat <<EOF
+## LINE connector
+
+Figures of the last run of the LINE connector benchmark. They are results, not tests: a MISS is
+reported here as measured, never hidden. Regenerate this section with the one command below
+(about 3 minutes after the build; it rewrites only this section).
+
+\`\`\`
+$CMDLINE
+\`\`\`
+
+What it does: a release build; a fresh PostgreSQL cluster in \`var/bench-line/pg\` (durable
+commits); the migrations and the runtime grant; a vault key from \`omnichatctl vault-keygen\`;
+\`omnichat-persistence\`, \`omnichat-line-sim\` and \`omnichat-connector-line\` (pointed at the
+simulator); then \`omnichat-bench-line\`, which connects $CHANNELS bots of $TENANTS tenants through
+\`Connector/ConnectChannel\`, makes one conversation for each of $USERS users with a signed
+webhook, and runs each phase with $THREADS blocking callers: SendText (unique idempotency keys,
+over the conversations), signed webhook POSTs with 1 and $K message events (libcurl,
+keep-alive, unique message ids), and beside them the references: pushes straight to the
+simulator (the provider-side ceiling) and the same persistence calls without the connector
+(CreateOutbound+CompleteOutbound pairs as SendText makes them; PersistInbound with the
+webhook's batches), each as many calls as the main phase made. Afterwards it checks the
+simulator's delivery log against the SENT replies, and counts the stored events in the database.
+Raw figures: \`var/bench-line/results.json\`.
+
+### Machine
+
+| | |
+|---|---|
+| Date | $(date -u '+%Y-%m-%d %H:%M UTC') |
+| CPU | ${model:-unknown}, $(nproc) cores |
+| RAM | $mem_gb GiB |
+| Kernel | $(uname -sr) |
+| OS | $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-unknown}") |
+| PostgreSQL | $pgver ($durable) |
+| Build | RelWithDebInfo (-O2 -g), commit $commit$dirty |
+| Services | $FLAGS |
+
+Client, connector, persistence, simulator and PostgreSQL share the same cores; the client's own
+CPU use is part of every figure.
+
+EOF
+        cat "$OUT/results.md"
+        if [[ -f $DOC ]] && grep -q '^<!-- line-notes:begin' "$DOC"; then
+            echo
+            sed -n '/^<!-- line-notes:begin/,/^<!-- line-notes:end/p' "$DOC"
+        fi
+        echo "<!-- analysis:end: LINE connector -->"
+    } >"$section"
+    if [[ -f $DOC ]] && grep -q '^<!-- analysis:begin: LINE connector' "$DOC"; then
+        # Replace the old section in place; everything else stays as it is.
+        awk -v sec="$section" '
+            /^<!-- analysis:begin: LINE connector/ { while ((getline l < sec) > 0) print l; skip = 1; next }
+            skip && /^<!-- analysis:end: LINE connector/ { skip = 0; next }
+            !skip { print }
+        ' "$DOC" >"$DOC.line.tmp"
+    else
+        { [[ -f $DOC ]] && cat "$DOC" && echo; cat "$section"; } >"$DOC.line.tmp"
+    fi
+    mv -f "$DOC.line.tmp" "$DOC"
+    echo "$PROG: wrote the LINE connector section of docs/benchmarks.md"
+fi
+echo "$PROG: results in $OUT/results.json and $OUT/results.md"

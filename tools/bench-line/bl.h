@@ -1,0 +1,234 @@
+/* omnichat-bench-line: declarations shared by the LINE connector benchmark's modules. */
+#ifndef BL_H
+#define BL_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "bench.h" /* bench_run & co. from tools/bench/load.c: timed phases of N callers */
+#include "omnichat/buf.h"
+#include "omnichat/connector/v1/connector.pb-c.h"
+#include "omnichat/persistence/v1/persistence.pb-c.h"
+#include "omnichat/rpc.h"
+
+#define PB(name) Omnichat__Persistence__V1__##name
+#define PBE(name) OMNICHAT__PERSISTENCE__V1__##name
+#define PB_INIT(name) OMNICHAT__PERSISTENCE__V1__##name##__INIT
+#define CPB(name) Omnichat__Connector__V1__##name
+#define CPB_INIT(name) OMNICHAT__CONNECTOR__V1__##name##__INIT
+
+#define BL_PST "/omnichat.persistence.v1.Persistence/"
+#define BL_CONN "/omnichat.connector.v1.Connector/"
+#define BL_CALL_TIMEOUT_MS 30000
+#define BL_MAX_K 100            /* events per POST / messages per PersistInbound */
+#define BL_BODY_MAX (256 * 1024) /* one webhook body of BL_MAX_K events fits easily */
+#define BL_ID_LEN 40             /* provider message ids ("18 digits") with room to spare */
+
+/* One connected LINE bot: a tenant's channel account, its simulated bot and credentials. */
+typedef struct bl_channel {
+    char tenant[37];
+    char account[37];
+    char bot_user[34]; /* U + 32 hex */
+    char token[44];    /* channel access token (random, registered in the simulator) */
+    char secret[33];   /* channel secret (random) */
+    char webhook_url[256];
+    int first_user, nusers; /* its users: ctx->users[first_user .. first_user+nusers) */
+} bl_channel_t;
+
+/* A LINE user who wrote to one bot once, so that a conversation exists. */
+typedef struct bl_user {
+    char id[34]; /* U + 32 hex */
+    char conversation[37];
+    char display_name[32]; /* what the simulator's profile answers ("User xxxxxx") */
+    char avatar[128];
+    int channel;
+} bl_user_t;
+
+/* Per-caller state of a phase: a keep-alive libcurl handle, a body buffer, what it saw. */
+typedef struct bl_thread {
+    CURL *curl;
+    char *body; /* BL_BODY_MAX bytes */
+    uint64_t rng;
+    /* SendText: provider message ids of the SENT replies, BL_ID_LEN bytes each. */
+    char *sent_ids;
+    size_t nsent, capsent;
+    uint64_t by_status[8]; /* SendText replies by MessageStatus */
+    uint64_t items_ok;     /* events (or messages) in successful calls */
+    uint64_t items_failed; /* events in failed calls (they may or may not be stored) */
+    uint64_t http_other;   /* POSTs answered with a status other than 200 */
+    int last_http_status;
+} bl_thread_t;
+
+typedef struct bl_ctx {
+    const char *connector_target, *persistence_target, *webhook_base, *sim_base, *super_dsn;
+    pid_t connector_pid, persistence_pid, sim_pid, postmaster_pid;
+    int threads;
+    char run[12]; /* short random run id: part of every key, so keys never repeat */
+    oc_rpc_client_t *conn, *pst;
+    bl_channel_t *ch;
+    int nch;
+    bl_user_t *users;
+    int nusers;
+    bl_thread_t th[BENCH_MAX_THREADS];
+} bl_ctx_t;
+
+typedef enum bl_kind {
+    BL_SENDTEXT,     /* Connector/SendText, one text, unique idempotency key */
+    BL_WEBHOOK,      /* a signed LINE webhook POST of k message events */
+    BL_RAW_PUSH,     /* reference: POST /v2/bot/message/push straight to the simulator */
+    BL_PST_OUTBOUND, /* reference: CreateOutbound + CompleteOutbound(SENT), as SendText does */
+    BL_PST_INBOUND,  /* reference: PersistInbound of k messages, as the webhook does */
+} bl_kind_t;
+
+/* The user argument of bench_run for bl_call. */
+typedef struct bl_job {
+    bl_ctx_t *ctx;
+    bl_kind_t kind;
+    int k;       /* events per POST / messages per PersistInbound (1 otherwise) */
+    char tag[8]; /* part of every key of the phase, so phases never collide */
+} bl_job_t;
+
+/* ---- calls.c: one call of each kind, and the HTTP helper ---- */
+
+/* bench_call_fn for every kind (user = bl_job_t). Thread-safe for distinct threads. */
+bool bl_call(void *user, int thread, uint64_t seq, oc_arena_t *arena, char *err, size_t errlen);
+
+/*
+ * One HTTP request on handle h (reset first, so connections stay alive). headers is
+ * NULL-terminated (or NULL); body NULL means GET. The response body goes to out (optional,
+ * appended). Returns the HTTP status, or -1 with err set when no answer came. Blocks.
+ */
+int bl_http(CURL *h, const char *url, const char *const *headers, const char *body, size_t blen,
+            long timeout_ms, oc_buf_t *out, char *err, size_t errlen);
+
+/* A webhook body of k text events from the given users of channel c (users[j] for j < k),
+ * with message ids "<prefix>-<j>", into buf (cap bytes). Returns its length, 0 if too long. */
+size_t bl_webhook_body(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
+                       const char *id_prefix, uint64_t *rng, char *buf, size_t cap);
+/* x-line-signature of body under secret, into out (at least 48 bytes). */
+void bl_sign(const char *secret, const char *body, size_t len, char *out);
+
+/* Unary gRPC call with the benchmark's deadline; false with err "Method: STATUS: message". */
+bool bl_rpc(oc_rpc_client_t *c, const char *path, const ProtobufCMessage *req,
+            const ProtobufCMessageDescriptor *desc, oc_arena_t *arena, ProtobufCMessage **resp,
+            char *err, size_t errlen);
+
+/* Zeroes the per-phase counters of every thread (keeps handles and buffers). */
+void bl_threads_reset(bl_ctx_t *ctx);
+
+/* ---- setup.c: bots, channels, conversations ---- */
+
+/* Prepares per-thread handles, registers nch bots in the simulator, connects them through
+ * Connector/ConnectChannel (tenants round-robin over ntenants), delivers one signed webhook per
+ * user (nusers spread over the channels) and reads back every conversation id. 0 or -1. */
+int bl_setup(bl_ctx_t *ctx, int ntenants, int nch, int nusers, char *err, size_t errlen);
+/* POST /__sim/reset: empties the simulator's request and delivery logs. 0 or -1. */
+int bl_sim_reset(bl_ctx_t *ctx, char *err, size_t errlen);
+void bl_ctx_dispose(bl_ctx_t *ctx);
+
+/* ---- verify.c: did every send and every event land exactly once? ---- */
+
+typedef struct bl_send_check {
+    bool done;
+    uint64_t replies_sent;   /* SendText replies with status SENT */
+    uint64_t deliveries;     /* pushes the simulator executed (its delivery log) */
+    uint64_t matched;        /* SENT replies whose provider id is in the delivery log once */
+    uint64_t missing;        /* SENT replies with no delivery */
+    uint64_t extra;          /* deliveries no SENT reply accounts for */
+    uint64_t dup_ids;        /* provider ids delivered more than once */
+    uint64_t dup_retry_keys; /* retry keys executed more than once */
+    uint64_t db_sent;        /* rows of the phase in the database with status sent */
+    uint64_t db_total;       /* rows of the phase in the database, any status */
+    bool exact;              /* replies == deliveries == matched == db_sent, no dups */
+    char error[BENCH_ERR_LEN];
+} bl_send_check_t;
+
+typedef struct bl_ingest_check {
+    bool done;
+    uint64_t expected;       /* events in POSTs answered 200 */
+    uint64_t failed_events;  /* events in POSTs that failed (stored or not: LINE redelivers) */
+    uint64_t stored;         /* inbound rows of the phase in the database */
+    uint64_t distinct;       /* distinct provider message ids among them */
+    bool exact;              /* stored == distinct == expected (no failed POSTs) */
+    char error[BENCH_ERR_LEN];
+} bl_ingest_check_t;
+
+/* Compares the SENT replies of the SendText phase (tag) with the simulator's delivery log and
+ * the database. Blocks (one GET per user). */
+void bl_verify_sends(bl_ctx_t *ctx, const char *tag, bl_send_check_t *out);
+/* Counts the inbound rows whose provider id starts with id_prefix (superuser, no RLS). */
+void bl_verify_ingest(bl_ctx_t *ctx, const char *id_prefix, uint64_t expected,
+                      uint64_t failed_events, bl_ingest_check_t *out);
+/* CHECKPOINT as superuser before a write phase; 0 or -1. */
+int bl_checkpoint(bl_ctx_t *ctx, char *err, size_t errlen);
+/* One bigint from a query run as superuser; -1 on failure. */
+long long bl_sql_count(bl_ctx_t *ctx, const char *sql, char *err, size_t errlen);
+
+/* ---- report.c ---- */
+
+/* CPU seconds of each process during a phase. */
+typedef struct bl_cpu {
+    double self_s, conn_s, pst_s, sim_s, pg_s, other_s;
+} bl_cpu_t;
+
+typedef struct bl_phase {
+    const char *key;   /* JSON key: "sendtext", "webhook_k1", "ref_raw_push", ... */
+    const char *title; /* a row title */
+    const char *unit;  /* "sends/s", "events/s", ... */
+    const char *per;   /* the item CPU is counted per ("send", "event", "push", ...) */
+    bool ran;
+    bool reference;
+    int k;             /* items per call */
+    double items_rate; /* items (sends, events, pairs) per second */
+    uint64_t items;
+    bench_stats_t st;
+    bl_cpu_t cpu;
+    uint64_t http_other;
+    int last_http_status;
+} bl_phase_t;
+
+typedef struct bl_target {
+    char what[96];
+    char target[48];
+    char measured[160];
+    bool pass;
+    bool measured_ok;
+} bl_target_t;
+
+enum {
+    BL_PH_SENDTEXT,
+    BL_PH_REF_PUSH,
+    BL_PH_REF_OUTBOUND,
+    BL_PH_WEBHOOK_K1,
+    BL_PH_REF_INBOUND_K1,
+    BL_PH_WEBHOOK_K10,
+    BL_PH_REF_INBOUND_K10,
+    BL_PH__COUNT
+};
+
+typedef struct bl_report {
+    int duration_s, ref_duration_s, threads, ncpu;
+    int ntenants, nch, nusers, k_big;
+    bl_phase_t ph[BL_PH__COUNT];
+    bl_send_check_t sends;
+    bl_ingest_check_t ingest_k1, ingest_k10;
+    bl_target_t targets[8];
+    int ntargets;
+    long hwm_conn_kb, hwm_pst_kb, hwm_sim_kb;
+    long rss_idle_conn_kb, rss_idle_pst_kb;
+    long pg_connections; /* backends after the run */
+    char loadavg_start[64], loadavg_end[64];
+    char notes[8][320];
+    int nnotes;
+    char flags[512]; /* how the services were started (from the script) */
+} bl_report_t;
+
+void bl_report_print(const bl_report_t *r, FILE *f);
+int bl_report_json(const bl_report_t *r, const char *path);
+int bl_report_markdown(const bl_report_t *r, const char *path);
+
+#endif

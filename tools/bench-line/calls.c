@@ -1,0 +1,498 @@
+/* The benchmark's calls: SendText, signed webhook POSTs, and the two reference paths. */
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bl.h"
+#include "omnichat/util.h"
+
+#define REF_LEASE_OWNER "bench-line-reference"
+
+/* ---------- helpers ---------- */
+
+bool bl_rpc(oc_rpc_client_t *c, const char *path, const ProtobufCMessage *req,
+            const ProtobufCMessageDescriptor *desc, oc_arena_t *arena, ProtobufCMessage **resp,
+            char *err, size_t errlen)
+{
+    oc_error_t e;
+    int status = 0;
+    const char *method = strrchr(path, '/');
+
+    oc_error_clear(&e);
+    if (oc_rpc_client_call(c, path, req, desc, BL_CALL_TIMEOUT_MS, NULL, arena, resp, &status,
+                           &e) == OC_OK)
+        return true;
+    snprintf(err, errlen, "%s: %s: %s", method != NULL ? method + 1 : path,
+             oc_grpc_status_name(status), e.msg);
+    return false;
+}
+
+static size_t on_body(char *p, size_t sz, size_t n, void *u)
+{
+    oc_buf_t *b = u;
+
+    if (b != NULL && b->failed == OC_OK) oc_buf_append(b, p, sz * n);
+    return sz * n;
+}
+
+int bl_http(CURL *h, const char *url, const char *const *headers, const char *body, size_t blen,
+            long timeout_ms, oc_buf_t *out, char *err, size_t errlen)
+{
+    struct curl_slist *hl = NULL, *tmp;
+    long status = 0;
+    CURLcode rc;
+
+    curl_easy_reset(h); /* keeps the connection cache */
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+        tmp = curl_slist_append(hl, headers[i]);
+        if (tmp == NULL) {
+            curl_slist_free_all(hl);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        hl = tmp;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    if (body != NULL) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+    }
+    rc = curl_easy_perform(h);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+    curl_slist_free_all(hl);
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "%s: %s", url, curl_easy_strerror(rc));
+        return -1;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    return (int)status;
+}
+
+static void rand_hex(uint64_t *rng, char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t r = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (i % 16 == 0) r = bench_rand(rng);
+        out[i] = hex[r & 15];
+        r >>= 4;
+    }
+    out[n] = '\0';
+}
+
+void bl_sign(const char *secret, const char *body, size_t len, char *out)
+{
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+
+    out[0] = '\0';
+    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, len, mac,
+             &maclen) != NULL)
+        oc_base64_encode(mac, maclen, out);
+}
+
+/* The same text for webhook events and the PersistInbound reference (about 80 bytes). */
+static void inbound_text(char *buf, size_t cap, uint64_t n)
+{
+    snprintf(buf, cap,
+             "Hi! Is order %" PRIu64 " ready to pick up? I could come by the store after work.",
+             n % 1000000);
+}
+
+size_t bl_webhook_body(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
+                       const char *id_prefix, uint64_t *rng, char *buf, size_t cap)
+{
+    size_t len = 0;
+    int64_t now = oc_now_ms();
+    int n;
+
+    n = snprintf(buf, cap, "{\"destination\":\"%s\",\"events\":[", c->bot_user);
+    if (n < 0 || (size_t)n >= cap) return 0;
+    len = (size_t)n;
+    for (int j = 0; j < k; j++) {
+        char quote[33], reply[33], event_id[27], text[128];
+        const bl_user_t *u = &ctx->users[users[j]];
+
+        rand_hex(rng, quote, 32);
+        rand_hex(rng, reply, 32);
+        rand_hex(rng, event_id, 26);
+        for (char *p = event_id; *p; p++)
+            if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
+        event_id[0] = '0';
+        event_id[1] = '1';
+        inbound_text(text, sizeof text, bench_rand(rng));
+        n = snprintf(buf + len, cap - len,
+                     "%s{\"type\":\"message\",\"message\":{\"type\":\"text\",\"id\":\"%s-%d\","
+                     "\"quoteToken\":\"%s\",\"text\":\"%s\"},\"webhookEventId\":\"%s\","
+                     "\"deliveryContext\":{\"isRedelivery\":false},\"timestamp\":%" PRId64 ","
+                     "\"source\":{\"type\":\"user\",\"userId\":\"%s\"},\"replyToken\":\"%s\","
+                     "\"mode\":\"active\"}",
+                     j > 0 ? "," : "", id_prefix, j, quote, text, event_id, now, u->id, reply);
+        if (n < 0 || (size_t)n >= cap - len) return 0;
+        len += (size_t)n;
+    }
+    n = snprintf(buf + len, cap - len, "]}");
+    if (n < 0 || (size_t)n >= cap - len) return 0;
+    return len + (size_t)n;
+}
+
+void bl_threads_reset(bl_ctx_t *ctx)
+{
+    for (int i = 0; i < BENCH_MAX_THREADS; i++) {
+        bl_thread_t *t = &ctx->th[i];
+        t->nsent = 0;
+        memset(t->by_status, 0, sizeof t->by_status);
+        t->items_ok = t->items_failed = t->http_other = 0;
+        t->last_http_status = 0;
+    }
+}
+
+/* Callers spread over the users: at one moment, each of 64 callers has its own user. */
+static int pick_user(const bl_ctx_t *ctx, int thread, uint64_t seq)
+{
+    return (int)((seq * (uint64_t)ctx->threads + (uint64_t)thread) % (uint64_t)ctx->nusers);
+}
+
+/* k users of one channel for a webhook POST or its PersistInbound twin. */
+static const bl_channel_t *pick_batch(const bl_ctx_t *ctx, int thread, uint64_t seq, int k,
+                                      int *users)
+{
+    const bl_channel_t *c = &ctx->ch[(uint64_t)(thread + (int)(seq % 1000003)) % ctx->nch];
+
+    for (int j = 0; j < k; j++)
+        users[j] =
+            c->first_user +
+            (int)((seq * (uint64_t)k + (uint64_t)j + (uint64_t)thread * 7) % (uint64_t)c->nusers);
+    return c;
+}
+
+static const char *status_name(int s)
+{
+    switch (s) {
+    case 1:
+        return "RECEIVED";
+    case 2:
+        return "PENDING";
+    case 3:
+        return "SENT";
+    case 4:
+        return "FAILED";
+    case 5:
+        return "UNKNOWN";
+    }
+    return "UNSPECIFIED";
+}
+
+static bool remember_sent(bl_thread_t *t, const char *id)
+{
+    if (t->nsent == t->capsent) {
+        size_t cap = t->capsent != 0 ? t->capsent * 2 : 4096;
+        char *p = realloc(t->sent_ids, cap * BL_ID_LEN);
+        if (p == NULL) return false;
+        t->sent_ids = p;
+        t->capsent = cap;
+    }
+    snprintf(t->sent_ids + t->nsent * BL_ID_LEN, BL_ID_LEN, "%s", id != NULL ? id : "");
+    t->nsent++;
+    return true;
+}
+
+/* ---------- the calls ---------- */
+
+static bool call_sendtext(bl_job_t *job, int thread, uint64_t seq, oc_arena_t *arena, char *err,
+                          size_t errlen)
+{
+    bl_ctx_t *ctx = job->ctx;
+    bl_thread_t *t = &ctx->th[thread];
+    const bl_user_t *u = &ctx->users[pick_user(ctx, thread, seq)];
+    CPB(SendTextRequest) req = CPB_INIT(SEND_TEXT_REQUEST);
+    CPB(SendTextResponse) *resp = NULL;
+    char key[96], text[160], agent[16], agent_name[24];
+    int st;
+
+    snprintf(key, sizeof key, "lb-%s-%s-%d-%" PRIu64, ctx->run, job->tag, thread, seq);
+    snprintf(text, sizeof text,
+             "Thanks for waiting! Your order %" PRIu64
+             " left the warehouse today and arrives tomorrow.",
+             ((uint64_t)thread << 32 | seq) % 1000000);
+    snprintf(agent, sizeof agent, "agent-%d", thread % 8);
+    snprintf(agent_name, sizeof agent_name, "Agent %d", thread % 8);
+    req.tenant_id = (char *)ctx->ch[u->channel].tenant;
+    req.conversation_id = (char *)u->conversation;
+    req.text = text;
+    req.idempotency_key = key;
+    req.sender_id = agent;
+    req.sender_display_name = agent_name;
+    if (!bl_rpc(ctx->conn, BL_CONN "SendText", &req.base,
+                &omnichat__connector__v1__send_text_response__descriptor, arena,
+                (ProtobufCMessage **)&resp, err, errlen))
+        return false;
+    if (resp->message == NULL) {
+        snprintf(err, errlen, "SendText: reply without a message");
+        return false;
+    }
+    st = (int)resp->message->status;
+    t->by_status[st >= 0 && st < 8 ? st : 0]++;
+    if (st != PBE(MESSAGE_STATUS__MESSAGE_STATUS_SENT)) {
+        snprintf(err, errlen, "SendText: status %s (%s)", status_name(st),
+                 resp->message->error_detail != NULL ? resp->message->error_detail : "");
+        return false;
+    }
+    if (!remember_sent(t, resp->message->external_message_id)) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    return true;
+}
+
+static bool call_webhook(bl_job_t *job, int thread, uint64_t seq, char *err, size_t errlen)
+{
+    bl_ctx_t *ctx = job->ctx;
+    bl_thread_t *t = &ctx->th[thread];
+    int users[BL_MAX_K];
+    const bl_channel_t *c = pick_batch(ctx, thread, seq, job->k, users);
+    char prefix[96], sig[64], sig_hdr[96];
+    const char *headers[] = {"Content-Type: application/json", sig_hdr,
+                             "User-Agent: LineBotWebhook/2.0", "Expect:", NULL};
+    oc_buf_t resp;
+    size_t len;
+    int status;
+
+    snprintf(prefix, sizeof prefix, "lb%s%s-%d-%" PRIu64, ctx->run, job->tag, thread, seq);
+    len = bl_webhook_body(ctx, c, users, job->k, prefix, &t->rng, t->body, BL_BODY_MAX);
+    if (len == 0) {
+        snprintf(err, errlen, "webhook body too large");
+        return false;
+    }
+    bl_sign(c->secret, t->body, len, sig);
+    snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
+    oc_buf_init(&resp, 1024);
+    status = bl_http(t->curl, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp,
+                     err, errlen);
+    if (status == 200) {
+        t->items_ok += (uint64_t)job->k;
+    } else {
+        t->items_failed += (uint64_t)job->k;
+        t->http_other++;
+        t->last_http_status = status;
+        if (status > 0)
+            snprintf(err, errlen, "webhook: HTTP %d: %.*s", status, (int)(resp.len < 160 ? resp.len : 160),
+                     resp.data != NULL ? resp.data : "");
+    }
+    oc_buf_dispose(&resp);
+    return status == 200;
+}
+
+static bool call_raw_push(bl_job_t *job, int thread, uint64_t seq, char *err, size_t errlen)
+{
+    bl_ctx_t *ctx = job->ctx;
+    bl_thread_t *t = &ctx->th[thread];
+    const bl_user_t *u = &ctx->users[pick_user(ctx, thread, seq)];
+    const bl_channel_t *c = &ctx->ch[u->channel];
+    char auth[96], key_hdr[64], key[OC_UUID_STR_LEN + 1], url[300], text[160];
+    const char *headers[] = {auth, "Content-Type: application/json", key_hdr, "Expect:", NULL};
+    oc_buf_t resp;
+    int status, n;
+
+    /* The same request the connector makes: a fresh retry key, the same shape of body. */
+    if (oc_uuid_v4(key) != OC_OK) {
+        snprintf(err, errlen, "no randomness for the retry key");
+        return false;
+    }
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token);
+    snprintf(key_hdr, sizeof key_hdr, "X-Line-Retry-Key: %s", key);
+    snprintf(url, sizeof url, "%s/v2/bot/message/push", ctx->sim_base);
+    snprintf(text, sizeof text,
+             "Thanks for waiting! Your order %" PRIu64
+             " left the warehouse today and arrives tomorrow.",
+             ((uint64_t)thread << 32 | seq) % 1000000);
+    n = snprintf(t->body, BL_BODY_MAX, "{\"to\":\"%s\",\"messages\":[{\"type\":\"text\",\"text\":\"%s\"}]}",
+                 u->id, text);
+    oc_buf_init(&resp, 4096);
+    status = bl_http(t->curl, url, headers, t->body, (size_t)n, BL_CALL_TIMEOUT_MS, &resp, err,
+                     errlen);
+    if (status == 200) {
+        t->items_ok++;
+    } else {
+        t->http_other++;
+        t->last_http_status = status;
+        if (status > 0)
+            snprintf(err, errlen, "push: HTTP %d: %.*s", status, (int)(resp.len < 160 ? resp.len : 160),
+                     resp.data != NULL ? resp.data : "");
+    }
+    oc_buf_dispose(&resp);
+    return status == 200;
+}
+
+/* What the connector sends persistence for one SendText, minus the provider call. */
+static bool call_pst_outbound(bl_job_t *job, int thread, uint64_t seq, oc_arena_t *arena, char *err,
+                              size_t errlen)
+{
+    bl_ctx_t *ctx = job->ctx;
+    const bl_user_t *u = &ctx->users[pick_user(ctx, thread, seq)];
+    PB(CreateOutboundRequest) creq = PB_INIT(CREATE_OUTBOUND_REQUEST);
+    PB(CreateOutboundResponse) *cresp = NULL;
+    PB(CompleteOutboundRequest) dreq = PB_INIT(COMPLETE_OUTBOUND_REQUEST);
+    PB(CompleteOutboundResponse) *dresp = NULL;
+    char key[96], text[160], agent[16], agent_name[24], retry_key[OC_UUID_STR_LEN + 1];
+    char fingerprint[65], ext_id[32];
+    uint8_t digest[32];
+    unsigned int dlen = 0;
+
+    snprintf(key, sizeof key, "lb-%s-%s-%d-%" PRIu64, ctx->run, job->tag, thread, seq);
+    snprintf(text, sizeof text,
+             "Thanks for waiting! Your order %" PRIu64
+             " left the warehouse today and arrives tomorrow.",
+             ((uint64_t)thread << 32 | seq) % 1000000);
+    snprintf(agent, sizeof agent, "agent-%d", thread % 8);
+    snprintf(agent_name, sizeof agent_name, "Agent %d", thread % 8);
+    /* A SHA-256 over the request, as the connector's fingerprint is. */
+    memset(digest, 0, sizeof digest);
+    EVP_Digest(text, strlen(text), digest, &dlen, EVP_sha256(), NULL);
+    oc_hex_encode(digest, sizeof digest, fingerprint);
+    if (oc_uuid_v4(retry_key) != OC_OK) {
+        snprintf(err, errlen, "no randomness for the retry key");
+        return false;
+    }
+    creq.tenant_id = (char *)ctx->ch[u->channel].tenant;
+    creq.conversation_id = (char *)u->conversation;
+    creq.idempotency_key = key;
+    creq.request_fingerprint = fingerprint;
+    creq.sender_id = agent;
+    creq.sender_display_name = agent_name;
+    creq.sender_type = PBE(SENDER_TYPE__SENDER_TYPE_AGENT);
+    creq.content_type = PBE(CONTENT_TYPE__CONTENT_TYPE_TEXT);
+    creq.content_text = text;
+    creq.provider_retry_key = retry_key;
+    creq.lease_owner = (char *)REF_LEASE_OWNER;
+    creq.lease_seconds = 30;
+    if (!bl_rpc(ctx->pst, BL_PST "CreateOutbound", &creq.base,
+                &omnichat__persistence__v1__create_outbound_response__descriptor, arena,
+                (ProtobufCMessage **)&cresp, err, errlen))
+        return false;
+    if (cresp->message == NULL || !cresp->lease_acquired) {
+        snprintf(err, errlen, "CreateOutbound: no lease on a new key");
+        return false;
+    }
+    snprintf(ext_id, sizeof ext_id, "9%02d%015" PRIu64, thread % 100, seq);
+    dreq.tenant_id = creq.tenant_id;
+    dreq.message_id = cresp->message->message_id;
+    dreq.lease_owner = (char *)REF_LEASE_OWNER;
+    dreq.outcome = PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_SENT);
+    dreq.external_message_id = ext_id;
+    if (!bl_rpc(ctx->pst, BL_PST "CompleteOutbound", &dreq.base,
+                &omnichat__persistence__v1__complete_outbound_response__descriptor, arena,
+                (ProtobufCMessage **)&dresp, err, errlen))
+        return false;
+    if (dresp->message == NULL ||
+        dresp->message->status != PBE(MESSAGE_STATUS__MESSAGE_STATUS_SENT)) {
+        snprintf(err, errlen, "CompleteOutbound: message not SENT");
+        return false;
+    }
+    return true;
+}
+
+/* What the connector sends persistence for one webhook POST of k events. */
+static bool call_pst_inbound(bl_job_t *job, int thread, uint64_t seq, oc_arena_t *arena, char *err,
+                             size_t errlen)
+{
+    bl_ctx_t *ctx = job->ctx;
+    bl_thread_t *t = &ctx->th[thread];
+    int users[BL_MAX_K], k = job->k;
+    const bl_channel_t *c = pick_batch(ctx, thread, seq, k, users);
+    PB(PersistInboundRequest) req = PB_INIT(PERSIST_INBOUND_REQUEST);
+    PB(PersistInboundResponse) *resp = NULL;
+    PB(InboundMessage) *msgs = oc_arena_alloc(arena, (size_t)k * sizeof *msgs);
+    PB(InboundMessage) **ptrs = oc_arena_alloc(arena, (size_t)k * sizeof *ptrs);
+    int64_t now = oc_now_ms();
+
+    if (msgs == NULL || ptrs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    for (int j = 0; j < k; j++) {
+        const bl_user_t *u = &ctx->users[users[j]];
+        PB(InboundMessage) init = PB_INIT(INBOUND_MESSAGE);
+        char quote[33], event_id[27], text[128];
+
+        rand_hex(&t->rng, quote, 32);
+        rand_hex(&t->rng, event_id, 26);
+        inbound_text(text, sizeof text, bench_rand(&t->rng));
+        msgs[j] = init;
+        msgs[j].channel_account_id = (char *)c->account;
+        msgs[j].external_user_id = (char *)u->id;
+        msgs[j].contact_display_name = (char *)u->display_name;
+        msgs[j].contact_avatar_url = (char *)u->avatar;
+        msgs[j].thread_key = (char *)u->id;
+        msgs[j].external_message_id = oc_arena_sprintf(arena, "lb%s%s-%d-%" PRIu64 "-%d", ctx->run,
+                                                       job->tag, thread, seq, j);
+        msgs[j].idempotency_key = msgs[j].external_message_id;
+        msgs[j].direction = PBE(DIRECTION__DIRECTION_INBOUND);
+        msgs[j].sender_type = PBE(SENDER_TYPE__SENDER_TYPE_CONTACT);
+        msgs[j].content_type = PBE(CONTENT_TYPE__CONTENT_TYPE_TEXT);
+        msgs[j].content_text = oc_arena_strdup(arena, text);
+        /* The webhook stores the raw message object plus how it arrived. */
+        msgs[j].content_struct_json = oc_arena_sprintf(
+            arena,
+            "{\"type\":\"text\",\"id\":\"%s\",\"quoteToken\":\"%s\",\"text\":\"%s\","
+            "\"webhookEventId\":\"%s\",\"isRedelivery\":false,\"mode\":\"active\"}",
+            msgs[j].external_message_id, quote, text, event_id);
+        msgs[j].channel_timestamp_ms = now;
+        if (msgs[j].external_message_id == NULL || msgs[j].content_text == NULL ||
+            msgs[j].content_struct_json == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return false;
+        }
+        ptrs[j] = &msgs[j];
+    }
+    req.tenant_id = (char *)c->tenant;
+    req.n_messages = (size_t)k;
+    req.messages = ptrs;
+    if (!bl_rpc(ctx->pst, BL_PST "PersistInbound", &req.base,
+                &omnichat__persistence__v1__persist_inbound_response__descriptor, arena,
+                (ProtobufCMessage **)&resp, err, errlen))
+        return false;
+    if (resp->n_results != (size_t)k) {
+        snprintf(err, errlen, "PersistInbound: %zu results for %d messages", resp->n_results, k);
+        return false;
+    }
+    for (int j = 0; j < k; j++)
+        if (!resp->results[j]->created) {
+            snprintf(err, errlen, "PersistInbound: a new message was not created");
+            return false;
+        }
+    t->items_ok += (uint64_t)k;
+    return true;
+}
+
+bool bl_call(void *user, int thread, uint64_t seq, oc_arena_t *arena, char *err, size_t errlen)
+{
+    bl_job_t *job = user;
+
+    switch (job->kind) {
+    case BL_SENDTEXT:
+        return call_sendtext(job, thread, seq, arena, err, errlen);
+    case BL_WEBHOOK:
+        return call_webhook(job, thread, seq, err, errlen);
+    case BL_RAW_PUSH:
+        return call_raw_push(job, thread, seq, err, errlen);
+    case BL_PST_OUTBOUND:
+        return call_pst_outbound(job, thread, seq, arena, err, errlen);
+    case BL_PST_INBOUND:
+        return call_pst_inbound(job, thread, seq, arena, err, errlen);
+    }
+    snprintf(err, errlen, "unknown call kind");
+    return false;
+}
