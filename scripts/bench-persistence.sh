@@ -18,7 +18,7 @@
 #   BENCH_SKIP_BUILD  1: use the binaries already in the build directory
 #   BENCH_NO_DOC      1: do not rewrite docs/benchmarks.md
 # The figures are results, not pass/fail tests: the exit status is 0 whenever the run completed,
-# whatever PASS/MISS says. Heavy: about 6 minutes and 2.5 GB of disk; never part of CI.
+# whatever PASS/MISS says. Heavy: about 5 minutes and 2.5 GB of disk; never part of CI.
 set -euo pipefail
 umask 022
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -106,7 +106,7 @@ if [[ -n ${BENCH_BUILD_DIR:-} ]]; then
 else
     BUILD=$ROOT/build
     if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-        if [[ -x $ROOT/scripts/build.sh ]] || [[ -f $ROOT/scripts/build.sh ]]; then
+        if [[ -f $ROOT/scripts/build.sh ]]; then
             bash "$ROOT/scripts/build.sh" release
         else
             cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOMNICHAT_WERROR=ON
@@ -118,7 +118,7 @@ SVC=$BUILD/bin/omnichat-persistence
 BENCHBIN=$BUILD/bin/omnichat-bench-persistence
 [[ -x $SVC ]] || die "$SVC not found (did the build succeed?)"
 [[ -x $BENCHBIN ]] || die "$BENCHBIN not found (did the build succeed?)"
-grep -q 'RelWithDebInfo\|Release' "$BUILD/CMakeCache.txt" 2>/dev/null ||
+grep -Eq '^CMAKE_BUILD_TYPE:STRING=(RelWithDebInfo|Release)$' "$BUILD/CMakeCache.txt" 2>/dev/null ||
     die "$BUILD is not a release build"
 if grep -q '^OMNICHAT_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null; then
     die "$BUILD is a sanitizer build; benchmarks need a release build"
@@ -366,19 +366,28 @@ if [[ ${BENCH_NO_DOC:-0} != 1 ]]; then
                                    FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit',
                                    'full_page_writes', 'shared_buffers', 'max_wal_size',
                                    'wal_sync_method', 'max_connections')")
+    # Read-only git: --no-optional-locks keeps status from refreshing the index.
     commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+    dirty=
+    if git --no-optional-locks -C "$ROOT" status --porcelain 2>/dev/null | grep -q .; then
+        dirty=" (with uncommitted changes)"
+    fi
+    os=$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release 2>/dev/null || true)
     {
         cat <<EOF
 # Benchmarks
 
 Figures of the last run of the persistence benchmark. They are results, not tests: a MISS is
-reported here as measured, never hidden. Regenerate this file with the one command below (about
-6 minutes; it rewrites this file).
+reported here as measured, never hidden. The run below was made with this command (about 5
+minutes plus the build; it rewrites this file except the analysis at the end):
 
 \`\`\`
 $CMDLINE
 \`\`\`
+
+\`scripts/bench-persistence.sh\` builds with \`scripts/build.sh release\` (into \`build/\`);
+\`BENCH_BUILD_DIR=dir\` builds and runs from another build directory instead, and
+\`--duration S\` changes the length of each write phase (default 10 s). Not part of CI.
 
 What it does: a release build; a fresh PostgreSQL cluster in \`var/bench/pg\` (durable commits);
 the migrations; a seed made by SQL as the owner role; \`omnichat-persistence --workers 64\`; then
@@ -395,7 +404,7 @@ the service's memory from \`/proc\`. Raw figures: \`var/bench/results.json\`.
 | CPU | ${model:-unknown}, $(nproc) cores |
 | RAM | $mem_gb GiB |
 | Kernel | $(uname -sr) |
-| OS | $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-unknown}") |
+| OS | ${os:-unknown} |
 | PostgreSQL | $pgver ($durable) |
 | Build | RelWithDebInfo (-O2 -g), commit $commit$dirty |
 | Seed | $n_msg messages, $n_conv conversations, $n_tenant tenants; biggest conversation $big_conv messages; biggest inbox $big_tenant_convs conversations |

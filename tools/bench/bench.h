@@ -193,9 +193,9 @@ typedef struct bench_write_row {
 } bench_write_row_t;
 
 typedef struct bench_read_row {
-    const char *rpc;  /* "ListMessages", "ListConversations" */
-    const char *page; /* what was read */
-    const char *key;  /* short id for JSON */
+    const char *rpc; /* "ListMessages", "ListConversations" */
+    char page[96];   /* what was read */
+    const char *key; /* short id for JSON */
     bench_stats_t svc;
     bench_stats_t ref;
 } bench_read_row_t;
@@ -205,7 +205,8 @@ typedef struct bench_target {
     char target[48];
     char measured[128];
     bool pass;
-    bool measured_ok; /* false: the figure could not be measured */
+    bool measured_ok;  /* false: the figure could not be measured */
+    double others_pct; /* CPU share other processes took during the phases behind it */
 } bench_target_t;
 
 typedef struct bench_report {

@@ -26,6 +26,13 @@ static double others_pct(const bench_report_t *r, double cpu_other_s, double sec
     return seconds > 0 && r->ncpu > 0 ? 100.0 * cpu_other_s / (seconds * r->ncpu) : 0;
 }
 
+static const char *verdict(const bench_target_t *t, bool markdown)
+{
+    if (!t->measured_ok) return "N/A";
+    if (t->pass) return "PASS";
+    return markdown ? "**MISS**" : "MISS";
+}
+
 static void utc_now(char *buf, size_t cap)
 {
     time_t t = time(NULL);
@@ -111,11 +118,8 @@ void bench_report_print(const bench_report_t *r, FILE *f)
     fprintf(f, "\nTargets (from the issue)\n");
     for (int i = 0; i < r->ntargets; i++) {
         const bench_target_t *t = &r->targets[i];
-        fprintf(f, "  %-4s  %-58s %-10s measured %s\n",
-                !t->measured_ok ? "N/A"
-                : t->pass       ? "PASS"
-                                : "MISS",
-                t->what, t->target, t->measured);
+        fprintf(f, "  %-4s  %-58s %-10s measured %s; others %.0f%%\n", verdict(t, false), t->what,
+                t->target, t->measured, t->others_pct);
     }
     fprintf(f, "\n");
 }
@@ -218,11 +222,8 @@ int bench_report_json(const bench_report_t *r, const char *path)
         jstr(f, t->target);
         fprintf(f, ", \"measured\": ");
         jstr(f, t->measured);
-        fprintf(f, ", \"result\": \"%s\"}%s\n",
-                !t->measured_ok ? "N/A"
-                : t->pass       ? "PASS"
-                                : "MISS",
-                i + 1 < r->ntargets ? "," : "");
+        fprintf(f, ", \"others_pct\": %.1f, \"result\": \"%s\"}%s\n", t->others_pct,
+                verdict(t, false), i + 1 < r->ntargets ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
     return fclose(f) == 0 ? 0 : -1;
@@ -236,14 +237,16 @@ int bench_report_markdown(const bench_report_t *r, const char *path)
     FILE *f = fopen(path, "w");
 
     if (f == NULL) return -1;
-    fprintf(f, "## Targets\n\n| Result | Target | Goal | Measured |\n|---|---|---|---|\n");
+    fprintf(f,
+            "## Targets\n\n\"Others\" is the share of the %d cores that other processes on "
+            "the machine used during the phases behind the figure: the higher, the less the "
+            "figure says about Omnichat.\n\n"
+            "| Result | Target | Goal | Measured | Others |\n|---|---|---|---|--:|\n",
+            r->ncpu);
     for (int i = 0; i < r->ntargets; i++) {
         const bench_target_t *t = &r->targets[i];
-        fprintf(f, "| %s | %s | %s | %s |\n",
-                !t->measured_ok ? "N/A"
-                : t->pass       ? "PASS"
-                                : "**MISS**",
-                t->what, t->target, t->measured);
+        fprintf(f, "| %s | %s | %s | %s | %.0f%% |\n", verdict(t, true), t->what, t->target,
+                t->measured, t->others_pct);
     }
 
     fprintf(f,
