@@ -186,6 +186,7 @@ size_t line_cache_size(line_cache_t *c)
 {
     size_t n;
 
+    if (c == NULL) return 0;
     pthread_mutex_lock(&c->mu);
     n = c->size;
     pthread_mutex_unlock(&c->mu);

@@ -11,6 +11,8 @@
 typedef struct line_cache line_cache_t;
 
 /*
+ * Every function below accepts a NULL cache, which holds nothing (a disabled cache).
+ *
  * Creates a cache holding at most `capacity` entries (the least recently used goes first)
  * that expire `ttl_ms` after they were put (0: never). NULL on OOM. Thread-safe: one mutex.
  * Values are copied in and out, so nothing handed out ever dangles. Values are not wiped:

@@ -164,8 +164,8 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
     rreq.channel_type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
     rreq.external_account_id = user_id;
     rreq.display_name = req->display_name[0] != '\0' ? req->display_name
-                        : reported_name != NULL       ? reported_name
-                                                      : (char *)"";
+                        : reported_name != NULL      ? reported_name
+                                                     : (char *)"";
     rc = line_pst_call(l, 0, "RegisterChannelAccount", &rreq.base,
                        &omnichat__persistence__v1__register_channel_account_response__descriptor,
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&rresp, &e);
@@ -207,8 +207,8 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
         "channel connected", OC_LS("request_id", ctx->request_id),
         OC_LS("tenant_id", acc->tenant_id), OC_LS("channel_account_id", acc->channel_account_id),
         OC_LS("external_account_id", acc->external_account_id), OC_LB("created", rresp->created),
-        OC_LS("status", acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE) ? "active"
-                                                                                   : "not active"));
+        OC_LS("status",
+              acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE) ? "active" : "not active"));
     acc->n_credentials = 0;
     acc->credentials = NULL;
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);

@@ -283,10 +283,15 @@ line_service_t *line_service_create(const line_config_t *cfg, oc_error_t *err)
     if (l->pst == NULL) goto fail;
     l->api = line_api_create(cfg->line_api_base, l->m_provider_latency, err);
     if (l->api == NULL) goto fail;
-    l->accounts = line_cache_create(ACCOUNT_CACHE_MAX, cfg->account_cache_ms);
+    /* account-cache-ms 0 means no cache (a cache TTL of 0 would mean "never expires"); the
+     * cache functions accept NULL. */
+    if (cfg->account_cache_ms > 0) {
+        l->accounts = line_cache_create(ACCOUNT_CACHE_MAX, cfg->account_cache_ms);
+        if (l->accounts == NULL) goto oom;
+    }
     l->conversations = line_cache_create(CONVERSATION_CACHE_MAX, 0);
     l->profiles = line_cache_create(PROFILE_CACHE_MAX, PROFILE_TTL_MS);
-    if (l->accounts == NULL || l->conversations == NULL || l->profiles == NULL) goto oom;
+    if (l->conversations == NULL || l->profiles == NULL) goto oom;
     return s;
 oom:
     oc_error_set(err, OC_E_NOMEM, "out of memory");

@@ -123,8 +123,8 @@ bool line_window_verdict(const line_retry_policy_t *p, const line_attempt_t *a, 
 /* A refusal of the request itself: the identical earlier request was refused too. */
 static bool request_refused(const line_attempt_t *a, const line_class_t *cls)
 {
-    return a->called && (cls->category == CAT(INVALID_REQUEST_ERROR) ||
-                         cls->category == CAT(RECIPIENT_ERROR));
+    return a->called &&
+           (cls->category == CAT(INVALID_REQUEST_ERROR) || cls->category == CAT(RECIPIENT_ERROR));
 }
 
 void line_settle(const line_retry_policy_t *p, const line_attempt_t *a, const line_class_t *cls,
@@ -179,6 +179,12 @@ static void record_status(line_t *l, oc_arena_t *arena, const char *request_id,
     req.channel_account_id = acc->channel_account_id;
     req.status = status;
     req.error_category = category;
+    /* A 401 seen with a token that was replaced meanwhile must not mark the new one. */
+    const PB(SealedCredential) *used = line_account_credential(acc, "access_token");
+    if (status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED) && used != NULL) {
+        req.if_credential_field = (char *)"access_token";
+        req.if_credential_ciphertext = used->ciphertext;
+    }
     if (line_pst_call(l, 0, "RecordChannelStatus", &req.base,
                       &omnichat__persistence__v1__record_channel_status_response__descriptor,
                       request_id, arena, (ProtobufCMessage **)&resp, &err) == OC_OK &&
@@ -262,18 +268,22 @@ static bool account_usable(const PB(ChannelAccount) * acc, line_class_t *cls)
     return false;
 }
 
-oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
-                      const char *lease_owner, const PB(Message) * msg, const char *thread_key,
-                      PB(Message) * *out, oc_error_t *err)
+oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id, const char *lease_owner,
+                      const PB(Message) * msg, const char *thread_key, PB(Message) * *out,
+                      oc_error_t *err)
 {
     PB(ChannelAccount) *acc = NULL;
     PB(CompleteOutboundRequest) creq = PB_INIT(COMPLETE_OUTBOUND_REQUEST);
     PB(CompleteOutboundResponse) *cresp = NULL;
     line_retry_policy_t policy = {(int)l->cfg.max_attempts, l->cfg.backoff_base_ms,
                                   l->cfg.backoff_max_ms, l->cfg.retry_window_s * 1000};
-    line_attempt_t at = {msg->status,           msg->error_category, msg->attempts,
-                         msg->created_at_ms,    oc_now_ms(),         1.0,
-                         false};
+    line_attempt_t at = {.prior_status = msg->status,
+                         .prior_category = msg->error_category,
+                         .attempts = msg->attempts,
+                         .created_at_ms = msg->created_at_ms,
+                         .now_ms = oc_now_ms(),
+                         .jitter01 = 1.0,
+                         .called = false};
     line_class_t cls;
     line_verdict_t v;
     int64_t t0 = oc_mono_us();
@@ -313,17 +323,17 @@ oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
                        &omnichat__persistence__v1__complete_outbound_response__descriptor,
                        request_id, arena, (ProtobufCMessage **)&cresp, err);
 
-    oc_metric_inc(l->m_sends,
-                  (const char *const[]){"line", line_outcome_name(v.outcome),
-                                        line_category_name(v.category)},
-                  1);
+    oc_metric_inc(
+        l->m_sends,
+        (const char *const[]){"line", line_outcome_name(v.outcome), line_category_name(v.category)},
+        1);
     OC_LOG(v.outcome == LINE_OUT_SENT ? OC_LOG_DEBUG : OC_LOG_INFO, "send attempt",
            OC_LS("request_id", request_id), OC_LS("tenant_id", msg->tenant_id),
            OC_LS("message_id", msg->message_id), OC_LB("provider_called", at.called),
            OC_LS("outcome", line_outcome_name(v.outcome)),
            OC_LS("category", line_category_name(v.category)),
-           OC_LB("final", v.next_attempt_at_ms == 0),
-           OC_LS("detail", v.detail), OC_LI("attempt", msg->attempts + (at.called ? 1 : 0)),
+           OC_LB("final", v.next_attempt_at_ms == 0), OC_LS("detail", v.detail),
+           OC_LI("attempt", msg->attempts + (at.called ? 1 : 0)),
            OC_LI("latency_us", oc_mono_us() - t0));
 
     if (acc != NULL && at.called && cls.auth_failed)
@@ -468,9 +478,9 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
 
     line_fingerprint(req->conversation_id, req->text, req->sender_id, req->sender_display_name,
                      fingerprint);
-    if (oc_uuid_v4(retry_key) != OC_OK ||
-        line_lease_owner(l->cfg.instance_id, owner) != OC_OK)
-        return oc_error_set(&ctx->err, OC_E_INTERNAL, "retry key: could not be made");
+    if (oc_uuid_v4(retry_key) != OC_OK || line_lease_owner(l->cfg.instance_id, owner) != OC_OK)
+        return oc_error_set(&ctx->err, OC_E_INTERNAL,
+                            "retry key or lease owner: could not be made");
     creq.tenant_id = req->tenant_id;
     creq.conversation_id = req->conversation_id;
     creq.idempotency_key = req->idempotency_key;
@@ -495,8 +505,8 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
 
     msg = cresp->message;
     if (cresp->lease_acquired) {
-        rc = line_deliver(l, ctx->arena, ctx->request_id, owner, cresp->message,
-                          cresp->thread_key, &msg, &ctx->err);
+        rc = line_deliver(l, ctx->arena, ctx->request_id, owner, cresp->message, cresp->thread_key,
+                          &msg, &ctx->err);
         if (rc != OC_OK) return rc;
     }
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);

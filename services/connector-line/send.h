@@ -98,8 +98,8 @@ void line_settle(const line_retry_policy_t *p, const line_attempt_t *a, const li
  * record the outcome or another holder took the message over (the lease then expires and the
  * worker settles it with the same retry key). Blocks. Thread-safe.
  */
-oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id,
-                      const char *lease_owner, const PB(Message) * msg, const char *thread_key,
-                      PB(Message) * *out, oc_error_t *err);
+oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id, const char *lease_owner,
+                      const PB(Message) * msg, const char *thread_key, PB(Message) * *out,
+                      oc_error_t *err);
 
 #endif

@@ -51,8 +51,8 @@ bool line_signature_valid(const char *secret, size_t secret_len, const char *bod
 static bool number_overflows(const char *tok, size_t n)
 {
     char small[64], *copy = small, *end = NULL;
-    bool is_int = memchr(tok, '.', n) == NULL && memchr(tok, 'e', n) == NULL &&
-                  memchr(tok, 'E', n) == NULL;
+    bool is_int =
+        memchr(tok, '.', n) == NULL && memchr(tok, 'e', n) == NULL && memchr(tok, 'E', n) == NULL;
     bool over = false;
 
     if (n >= sizeof small && (copy = malloc(n + 1)) == NULL) return false;
@@ -141,7 +141,8 @@ static const char *str_member(json_t *obj, const char *key)
     const char *s = json_string_value(v);
 
     /* A NUL inside (sanitize leaves none) would silently shorten an id: refuse it. */
-    if (s == NULL || s[0] == '\0' || json_string_length(v) > ID_MAX || strlen(s) != json_string_length(v))
+    if (s == NULL || s[0] == '\0' || json_string_length(v) > ID_MAX ||
+        strlen(s) != json_string_length(v))
         return NULL;
     return s;
 }
@@ -224,9 +225,8 @@ static const char *normalize(oc_arena_t *arena, json_t *ev, line_inbound_item_t 
     it->content_struct_json = struct_json(arena, ev, msg);
     it->display_name = "";
     it->avatar_url = "";
-    if (it->thread_key == NULL || it->external_user_id == NULL ||
-        it->external_message_id == NULL || it->content_text == NULL ||
-        it->content_struct_json == NULL)
+    if (it->thread_key == NULL || it->external_user_id == NULL || it->external_message_id == NULL ||
+        it->content_text == NULL || it->content_struct_json == NULL)
         return OOM;
     return NULL;
 }
@@ -544,9 +544,9 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
         goto out;
     }
     left = left_ms(deadline);
-    rc = left >= CALL_MIN_MS ? line_account_get(l, (int)left, NULL, id, request_id, arena, &acc,
-                                                &err)
-                             : oc_error_set(&err, OC_E_UNAVAILABLE, "webhook deadline reached");
+    rc = left >= CALL_MIN_MS
+             ? line_account_get(l, (int)left, NULL, id, request_id, arena, &acc, &err)
+             : oc_error_set(&err, OC_E_UNAVAILABLE, "webhook deadline reached");
     if (rc == OC_E_NOT_FOUND || rc == OC_E_INVALID) {
         oc_http_response_error(resp, 404, "unknown channel account");
         goto out;
@@ -608,9 +608,9 @@ void line_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
          * storing the events. */
         left = left_ms(deadline);
         fill_profiles(l, arena, acc, &batch,
-                      oc_mono_us() +
-                          1000LL * (left / 2 < LINE_PROFILE_BUDGET_MS ? left / 2
-                                                                      : LINE_PROFILE_BUDGET_MS));
+                      oc_mono_us() + 1000LL * (left / 2 < LINE_PROFILE_BUDGET_MS
+                                                   ? left / 2
+                                                   : LINE_PROFILE_BUDGET_MS));
         oc_error_clear(&err);
         rc = persist(l, arena, request_id, acc, &batch, deadline, &err);
         if (rc != OC_OK) {

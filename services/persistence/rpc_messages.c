@@ -139,6 +139,21 @@ static oc_err_t insert_message(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     return resp->message != NULL ? OC_OK : ctx->err.code ? ctx->err.code : OC_E_NOMEM;
 }
 
+/* qsort_r comparator over item indexes: (channel account, thread key, idempotency key), the
+ * parameters 1, 6 and 7 of persist_inbound_one. */
+static int cmp_lock_order(const void *a, const void *b, void *arg)
+{
+    const oc_pg_query_t *q = arg;
+    const char *const *x = q[*(const size_t *)a].values;
+    const char *const *y = q[*(const size_t *)b].values;
+    static const int cols[] = {1, 6, 7};
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
+        int c = strcmp(x[cols[i]], y[cols[i]]);
+        if (c != 0) return c;
+    }
+    return 0;
+}
+
 static oc_err_t persist_inbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                                 ProtobufCMessage **out)
 {
@@ -236,7 +251,22 @@ static oc_err_t persist_inbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         q[i] = (oc_pg_query_t){"persist_inbound_one", 21, p, NULL};
     }
 
-    if (pst_exec(ctx, req->tenant_id, q, n) != OC_OK) return ctx->err.code;
+    /* Each item locks its conversation until commit. Taking them in one global order (account,
+     * thread, key) means two batches naming the same users never wait on each other in a
+     * circle: no deadlock, no one-second deadlock_timeout, no retry. Results go back in request
+     * order. */
+    size_t *order = oc_arena_alloc(ctx->arena, n * sizeof *order);
+    oc_pg_query_t *sorted = oc_arena_alloc(ctx->arena, n * sizeof *sorted);
+    if (order == NULL || sorted == NULL)
+        return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof *order, cmp_lock_order, q);
+    for (size_t k = 0; k < n; k++)
+        sorted[k] = q[order[k]];
+    if (pst_exec(ctx, req->tenant_id, sorted, n) != OC_OK) return ctx->err.code;
+    for (size_t k = 0; k < n; k++)
+        q[order[k]].res = sorted[k].res;
 
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
     if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");

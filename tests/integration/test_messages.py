@@ -240,3 +240,43 @@ def test_persist_inbound_outbound_echo_sent_elsewhere(b):
     assert m.direction == pb.DIRECTION_OUTBOUND
     assert m.sender_type == pb.SENDER_TYPE_AGENT  # default for outbound
     assert m.channel_account_id == acct.channel_account_id
+
+
+def test_batches_naming_the_same_users_in_any_order_never_deadlock(b, db):
+    """Each item locks its conversation until commit: items are taken in one global order, so
+    concurrent batches with the same users in different orders never wait in a circle."""
+    import random
+    import threading
+    import time
+
+    acct = b.account()
+    users = [f"U-lock-{i}" for i in range(10)]
+    b.persist(*[b.inbound(acct, 1_700_000_000_000, user=u, thread_key=u, ext_id=f"seed-{u}")
+                for u in users])  # conversations exist before the race
+    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    time.sleep(1.5)  # let earlier backends flush their statistics
+    before = int(db.scalar(deadlocks))
+    errors = []
+
+    def worker(w):
+        rnd = random.Random(w)
+        for k in range(8):
+            order = users[:]
+            rnd.shuffle(order)
+            items = [b.inbound(acct, 1_700_000_000_000 + w * 100 + k, user=u, thread_key=u,
+                               ext_id=f"w{w}-b{k}-{u}") for u in order]
+            try:
+                b.persist(*items)
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    time.sleep(1.5)  # statistics are flushed about once a second
+    assert int(db.scalar(deadlocks)) == before, "PersistInbound batches deadlocked"
+    assert db.count(f"SELECT count(*) FROM omnichat.messages WHERE tenant_id = {sql_lit(b.tenant)}") \
+        == 10 + 8 * 8 * 10

@@ -24,9 +24,10 @@
 #define BL_PST "/omnichat.persistence.v1.Persistence/"
 #define BL_CONN "/omnichat.connector.v1.Connector/"
 #define BL_CALL_TIMEOUT_MS 30000
-#define BL_MAX_K 100            /* events per POST / messages per PersistInbound */
+#define BL_MAX_K 100             /* events per POST / messages per PersistInbound */
 #define BL_BODY_MAX (256 * 1024) /* one webhook body of BL_MAX_K events fits easily */
 #define BL_ID_LEN 40             /* provider message ids ("18 digits") with room to spare */
+#define BL_MAX_USERS_PER_CHANNEL 4096
 
 /* One connected LINE bot: a tenant's channel account, its simulated bot and credentials. */
 typedef struct bl_channel {
@@ -61,13 +62,17 @@ typedef struct bl_thread {
     uint64_t items_failed; /* events in failed calls (they may or may not be stored) */
     uint64_t http_other;   /* POSTs answered with a status other than 200 */
     int last_http_status;
+    /* Webhook: the outcome of this thread's POST number seq: 1 answered 200, 2 failed. */
+    uint8_t *post_ok;
+    size_t npost, cappost;
 } bl_thread_t;
 
 typedef struct bl_ctx {
     const char *connector_target, *persistence_target, *webhook_base, *sim_base, *super_dsn;
     pid_t connector_pid, persistence_pid, sim_pid, postmaster_pid;
     int threads;
-    char run[12]; /* short random run id: part of every key, so keys never repeat */
+    bool ordered_batches; /* sort each batch's users (an experiment: see --ordered-batches) */
+    char run[12];         /* short random run id: part of every key, so keys never repeat */
     oc_rpc_client_t *conn, *pst;
     bl_channel_t *ch;
     int nch;
@@ -149,20 +154,24 @@ typedef struct bl_send_check {
 
 typedef struct bl_ingest_check {
     bool done;
-    uint64_t expected;       /* events in POSTs answered 200 */
-    uint64_t failed_events;  /* events in POSTs that failed (stored or not: LINE redelivers) */
-    uint64_t stored;         /* inbound rows of the phase in the database */
-    uint64_t distinct;       /* distinct provider message ids among them */
-    bool exact;              /* stored == distinct == expected (no failed POSTs) */
+    uint64_t expected;         /* events in POSTs answered 200 */
+    uint64_t failed_events;    /* events in POSTs that failed (LINE would redeliver them) */
+    uint64_t rows;             /* inbound rows carrying the phase's message ids */
+    uint64_t stored_accepted;  /* events of 200 POSTs found stored */
+    uint64_t missing;          /* events of 200 POSTs not stored */
+    uint64_t duplicates;       /* rows beyond the first for one event */
+    uint64_t stored_of_failed; /* events of failed POSTs stored anyway (committed late) */
+    uint64_t unparsed;         /* rows whose id does not name a POST of the phase */
+    bool exact;                /* missing == duplicates == unparsed == 0 */
     char error[BENCH_ERR_LEN];
 } bl_ingest_check_t;
 
 /* Compares the SENT replies of the SendText phase (tag) with the simulator's delivery log and
  * the database. Blocks (one GET per user). */
 void bl_verify_sends(bl_ctx_t *ctx, const char *tag, bl_send_check_t *out);
-/* Counts the inbound rows whose provider id starts with id_prefix (superuser, no RLS). */
-void bl_verify_ingest(bl_ctx_t *ctx, const char *id_prefix, uint64_t expected,
-                      uint64_t failed_events, bl_ingest_check_t *out);
+/* Reads every inbound row whose provider id starts with id_prefix (superuser, no RLS) and
+ * matches each to the POST that carried it (per-thread post_ok marks, k events per POST). */
+void bl_verify_ingest(bl_ctx_t *ctx, const char *id_prefix, int k, bl_ingest_check_t *out);
 /* CHECKPOINT as superuser before a write phase; 0 or -1. */
 int bl_checkpoint(bl_ctx_t *ctx, char *err, size_t errlen);
 /* One bigint from a query run as superuser; -1 on failure. */
@@ -189,6 +198,7 @@ typedef struct bl_phase {
     bl_cpu_t cpu;
     uint64_t http_other;
     int last_http_status;
+    long long deadlocks; /* pg_stat_database.deadlocks during the phase; -1 unknown */
 } bl_phase_t;
 
 typedef struct bl_target {
@@ -222,7 +232,7 @@ typedef struct bl_report {
     long rss_idle_conn_kb, rss_idle_pst_kb;
     long pg_connections; /* backends after the run */
     char loadavg_start[64], loadavg_end[64];
-    char notes[8][320];
+    char notes[8][640];
     int nnotes;
     char flags[512]; /* how the services were started (from the script) */
 } bl_report_t;

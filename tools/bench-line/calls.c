@@ -156,6 +156,7 @@ void bl_threads_reset(bl_ctx_t *ctx)
         memset(t->by_status, 0, sizeof t->by_status);
         t->items_ok = t->items_failed = t->http_other = 0;
         t->last_http_status = 0;
+        t->npost = 0;
     }
 }
 
@@ -165,16 +166,31 @@ static int pick_user(const bl_ctx_t *ctx, int thread, uint64_t seq)
     return (int)((seq * (uint64_t)ctx->threads + (uint64_t)thread) % (uint64_t)ctx->nusers);
 }
 
-/* k users of one channel for a webhook POST or its PersistInbound twin. */
-static const bl_channel_t *pick_batch(const bl_ctx_t *ctx, int thread, uint64_t seq, int k,
-                                      int *users)
+/* k distinct users of one channel, in random order, for a webhook POST or its PersistInbound
+ * twin: concurrent batches overlap in any order, as LINE's do. */
+static const bl_channel_t *pick_batch(bl_ctx_t *ctx, int thread, uint64_t seq, int k, int *users)
 {
     const bl_channel_t *c = &ctx->ch[(uint64_t)(thread + (int)(seq % 1000003)) % ctx->nch];
+    uint64_t *rng = &ctx->th[thread].rng;
+    int idx[BL_MAX_USERS_PER_CHANNEL];
+    int n = c->nusers < BL_MAX_USERS_PER_CHANNEL ? c->nusers : BL_MAX_USERS_PER_CHANNEL;
 
-    for (int j = 0; j < k; j++)
-        users[j] =
-            c->first_user +
-            (int)((seq * (uint64_t)k + (uint64_t)j + (uint64_t)thread * 7) % (uint64_t)c->nusers);
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
+    for (int j = 0; j < k && j < n; j++) { /* partial Fisher-Yates */
+        int r = j + (int)(bench_rand(rng) % (uint64_t)(n - j));
+        int tmp = idx[j];
+        idx[j] = idx[r];
+        idx[r] = tmp;
+        users[j] = c->first_user + idx[j];
+    }
+    if (ctx->ordered_batches) /* the same users in one global order: no lock cycles */
+        for (int j = 1; j < k; j++)
+            for (int i = j; i > 0 && users[i - 1] > users[i]; i--) {
+                int tmp = users[i];
+                users[i] = users[i - 1];
+                users[i - 1] = tmp;
+            }
     return c;
 }
 
@@ -206,6 +222,22 @@ static bool remember_sent(bl_thread_t *t, const char *id)
     }
     snprintf(t->sent_ids + t->nsent * BL_ID_LEN, BL_ID_LEN, "%s", id != NULL ? id : "");
     t->nsent++;
+    return true;
+}
+
+/* Records the outcome of POST seq (seq counts from 0 without gaps in each phase). */
+static bool mark_post(bl_thread_t *t, uint64_t seq, bool ok)
+{
+    while (seq >= t->cappost) {
+        size_t cap = t->cappost != 0 ? t->cappost * 2 : 4096;
+        uint8_t *p = realloc(t->post_ok, cap);
+        if (p == NULL) return false;
+        t->post_ok = p;
+        t->cappost = cap;
+    }
+    while (t->npost <= seq)
+        t->post_ok[t->npost++] = 0;
+    t->post_ok[seq] = ok ? 1 : 2;
     return true;
 }
 
@@ -279,8 +311,8 @@ static bool call_webhook(bl_job_t *job, int thread, uint64_t seq, char *err, siz
     bl_sign(c->secret, t->body, len, sig);
     snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
     oc_buf_init(&resp, 1024);
-    status = bl_http(t->curl, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp,
-                     err, errlen);
+    status = bl_http(t->curl, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
+                     errlen);
     if (status == 200) {
         t->items_ok += (uint64_t)job->k;
     } else {
@@ -288,10 +320,14 @@ static bool call_webhook(bl_job_t *job, int thread, uint64_t seq, char *err, siz
         t->http_other++;
         t->last_http_status = status;
         if (status > 0)
-            snprintf(err, errlen, "webhook: HTTP %d: %.*s", status, (int)(resp.len < 160 ? resp.len : 160),
-                     resp.data != NULL ? resp.data : "");
+            snprintf(err, errlen, "webhook: HTTP %d: %.*s", status,
+                     (int)(resp.len < 160 ? resp.len : 160), resp.data != NULL ? resp.data : "");
     }
     oc_buf_dispose(&resp);
+    if (!mark_post(t, seq, status == 200)) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
     return status == 200;
 }
 
@@ -318,19 +354,19 @@ static bool call_raw_push(bl_job_t *job, int thread, uint64_t seq, char *err, si
              "Thanks for waiting! Your order %" PRIu64
              " left the warehouse today and arrives tomorrow.",
              ((uint64_t)thread << 32 | seq) % 1000000);
-    n = snprintf(t->body, BL_BODY_MAX, "{\"to\":\"%s\",\"messages\":[{\"type\":\"text\",\"text\":\"%s\"}]}",
-                 u->id, text);
+    n = snprintf(t->body, BL_BODY_MAX,
+                 "{\"to\":\"%s\",\"messages\":[{\"type\":\"text\",\"text\":\"%s\"}]}", u->id, text);
     oc_buf_init(&resp, 4096);
-    status = bl_http(t->curl, url, headers, t->body, (size_t)n, BL_CALL_TIMEOUT_MS, &resp, err,
-                     errlen);
+    status =
+        bl_http(t->curl, url, headers, t->body, (size_t)n, BL_CALL_TIMEOUT_MS, &resp, err, errlen);
     if (status == 200) {
         t->items_ok++;
     } else {
         t->http_other++;
         t->last_http_status = status;
         if (status > 0)
-            snprintf(err, errlen, "push: HTTP %d: %.*s", status, (int)(resp.len < 160 ? resp.len : 160),
-                     resp.data != NULL ? resp.data : "");
+            snprintf(err, errlen, "push: HTTP %d: %.*s", status,
+                     (int)(resp.len < 160 ? resp.len : 160), resp.data != NULL ? resp.data : "");
     }
     oc_buf_dispose(&resp);
     return status == 200;
@@ -436,8 +472,8 @@ static bool call_pst_inbound(bl_job_t *job, int thread, uint64_t seq, oc_arena_t
         msgs[j].contact_display_name = (char *)u->display_name;
         msgs[j].contact_avatar_url = (char *)u->avatar;
         msgs[j].thread_key = (char *)u->id;
-        msgs[j].external_message_id = oc_arena_sprintf(arena, "lb%s%s-%d-%" PRIu64 "-%d", ctx->run,
-                                                       job->tag, thread, seq, j);
+        msgs[j].external_message_id =
+            oc_arena_sprintf(arena, "lb%s%s-%d-%" PRIu64 "-%d", ctx->run, job->tag, thread, seq, j);
         msgs[j].idempotency_key = msgs[j].external_message_id;
         msgs[j].direction = PBE(DIRECTION__DIRECTION_INBOUND);
         msgs[j].sender_type = PBE(SENDER_TYPE__SENDER_TYPE_CONTACT);

@@ -18,7 +18,7 @@ typedef struct opts {
     const char *connector, *persistence, *webhook_base, *sim_base, *super_dsn, *out_dir, *flags;
     pid_t connector_pid, persistence_pid, sim_pid, postgres_pid;
     int duration, ref_duration, threads, tenants, channels, users, k;
-    bool sends, ingest;
+    bool sends, ingest, ordered;
 } opts_t;
 
 static void usage(FILE *f)
@@ -51,7 +51,9 @@ static void usage(FILE *f)
             "  --k                events per POST of the batched webhook phase (default 10)\n"
             "  --out-dir          where results go (default var/bench-line)\n"
             "  --phases           which phases to run (default send,ingest)\n"
-            "  --flags            a description of the services' flags, copied to the results\n");
+            "  --flags            a description of the services' flags, copied to the results\n"
+            "  --ordered-batches  an experiment, not the benchmark: the users of each batch in\n"
+            "                     one global order (shows what lock-order cycles cost)\n");
 }
 
 static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -86,9 +88,29 @@ static int int_arg(const char *name, const char *v, int lo, int hi, int *out)
 
 static int parse(int argc, char **argv, opts_t *o)
 {
-    enum { O_CONN = 256, O_PST, O_WH, O_SIM, O_SUPER, O_CPID, O_PPID, O_SPID, O_GPID, O_DUR,
-           O_RDUR, O_THREADS, O_TENANTS, O_CHANNELS, O_USERS, O_K, O_OUT, O_PHASES, O_FLAGS,
-           O_HELP };
+    enum {
+        O_CONN = 256,
+        O_PST,
+        O_WH,
+        O_SIM,
+        O_SUPER,
+        O_CPID,
+        O_PPID,
+        O_SPID,
+        O_GPID,
+        O_DUR,
+        O_RDUR,
+        O_THREADS,
+        O_TENANTS,
+        O_CHANNELS,
+        O_USERS,
+        O_K,
+        O_OUT,
+        O_PHASES,
+        O_FLAGS,
+        O_ORDERED,
+        O_HELP
+    };
     static const struct option longopts[] = {
         {"connector", required_argument, NULL, O_CONN},
         {"persistence", required_argument, NULL, O_PST},
@@ -109,6 +131,7 @@ static int parse(int argc, char **argv, opts_t *o)
         {"out-dir", required_argument, NULL, O_OUT},
         {"phases", required_argument, NULL, O_PHASES},
         {"flags", required_argument, NULL, O_FLAGS},
+        {"ordered-batches", no_argument, NULL, O_ORDERED},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -127,13 +150,30 @@ static int parse(int argc, char **argv, opts_t *o)
     o->sends = o->ingest = true;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case O_CONN: o->connector = optarg; break;
-        case O_PST: o->persistence = optarg; break;
-        case O_WH: o->webhook_base = optarg; break;
-        case O_SIM: o->sim_base = optarg; break;
-        case O_SUPER: o->super_dsn = optarg; break;
-        case O_OUT: o->out_dir = optarg; break;
-        case O_FLAGS: o->flags = optarg; break;
+        case O_CONN:
+            o->connector = optarg;
+            break;
+        case O_PST:
+            o->persistence = optarg;
+            break;
+        case O_WH:
+            o->webhook_base = optarg;
+            break;
+        case O_SIM:
+            o->sim_base = optarg;
+            break;
+        case O_SUPER:
+            o->super_dsn = optarg;
+            break;
+        case O_OUT:
+            o->out_dir = optarg;
+            break;
+        case O_FLAGS:
+            o->flags = optarg;
+            break;
+        case O_ORDERED:
+            o->ordered = true;
+            break;
         case O_CPID:
         case O_PPID:
         case O_SPID:
@@ -169,8 +209,12 @@ static int parse(int argc, char **argv, opts_t *o)
             o->sends = strstr(optarg, "send") != NULL;
             o->ingest = strstr(optarg, "ingest") != NULL;
             break;
-        case O_HELP: usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        case O_HELP:
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     if (o->connector == NULL || o->persistence == NULL || o->webhook_base == NULL ||
@@ -180,8 +224,10 @@ static int parse(int argc, char **argv, opts_t *o)
         usage(stderr);
         return -1;
     }
-    if (o->channels > o->users || o->users / o->channels < o->k) {
-        fprintf(stderr, "omnichat-bench-line: every channel needs at least --k users\n");
+    if (o->channels > o->users || o->users / o->channels < o->k ||
+        o->users / o->channels >= BL_MAX_USERS_PER_CHANNEL) {
+        fprintf(stderr, "omnichat-bench-line: every channel needs --k to %d users\n",
+                BL_MAX_USERS_PER_CHANNEL - 1);
         return -1;
     }
     if (o->tenants > o->channels) o->tenants = o->channels;
@@ -222,18 +268,35 @@ static void snap(const opts_t *o, cpu_snap_t *s)
     s->sim = proc_cpu_s(o->sim_pid);
 }
 
+/* pg_stat_database.deadlocks of the database, or -1. */
+static long long deadlocks(bl_ctx_t *ctx)
+{
+    char err[BENCH_ERR_LEN];
+
+    return bl_sql_count(ctx,
+                        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+                        err, sizeof err);
+}
+
 /* Runs one phase of bl_call and fills ph (figures, items, CPU by process). */
-static void run_phase(const opts_t *o, bl_ctx_t *ctx, bl_phase_t *ph, bl_job_t *job,
-                      double seconds, uint64_t max_calls, pid_t rss_pid)
+static void run_phase(const opts_t *o, bl_ctx_t *ctx, bl_phase_t *ph, bl_job_t *job, double seconds,
+                      uint64_t max_calls, pid_t rss_pid)
 {
     bench_phase_t bp = {o->threads, seconds, max_calls, bl_call, job, rss_pid, 0};
+    const struct timespec settle = {1, 200 * 1000 * 1000};
     cpu_snap_t a, b;
     double all;
+    long long dl0, dl1;
 
     bl_threads_reset(ctx);
+    dl0 = deadlocks(ctx);
     snap(o, &a);
     bench_run(&bp, &ph->st);
     snap(o, &b);
+    /* Backends report their statistics at most once a second, when idle. */
+    nanosleep(&settle, NULL);
+    dl1 = deadlocks(ctx);
+    ph->deadlocks = dl0 >= 0 && dl1 >= 0 ? dl1 - dl0 : -1;
     ph->ran = true;
     ph->k = job->k;
     ph->cpu.self_s = b.base.self_s - a.base.self_s;
@@ -242,8 +305,8 @@ static void run_phase(const opts_t *o, bl_ctx_t *ctx, bl_phase_t *ph, bl_job_t *
     ph->cpu.pst_s = b.pst - a.pst;
     ph->cpu.sim_s = b.sim - a.sim;
     all = b.base.machine_s - a.base.machine_s;
-    ph->cpu.other_s = all - ph->cpu.self_s - ph->cpu.pg_s - ph->cpu.conn_s - ph->cpu.pst_s -
-                      ph->cpu.sim_s;
+    ph->cpu.other_s =
+        all - ph->cpu.self_s - ph->cpu.pg_s - ph->cpu.conn_s - ph->cpu.pst_s - ph->cpu.sim_s;
     if (ph->cpu.other_s < 0) ph->cpu.other_s = 0;
     ph->items = job->k > 1 ? ph->st.calls * (uint64_t)job->k : ph->st.calls;
     ph->items_rate = ph->st.seconds > 0 ? (double)ph->items / ph->st.seconds : 0;
@@ -252,10 +315,11 @@ static void run_phase(const opts_t *o, bl_ctx_t *ctx, bl_phase_t *ph, bl_job_t *
         ph->http_other += ctx->th[i].http_other;
         if (ctx->th[i].last_http_status != 0) ph->last_http_status = ctx->th[i].last_http_status;
     }
-    progress("  %s: %.0f %s (%.0f calls/s), p50 %.2f ms, p99 %.2f ms, max %.2f ms, %llu errors%s%s",
+    progress("  %s: %.0f %s (%.0f calls/s), p50 %.2f ms, p99 %.2f ms, max %.2f ms, %lld "
+             "deadlocks, %llu errors%s%s",
              ph->title, ph->items_rate, ph->unit, ph->st.rate, ph->st.p50_ms, ph->st.p99_ms,
-             ph->st.max_ms, (unsigned long long)ph->st.errors, ph->st.errors ? ": " : "",
-             ph->st.errors ? ph->st.first_error : "");
+             ph->st.max_ms, ph->deadlocks, (unsigned long long)ph->st.errors,
+             ph->st.errors ? ": " : "", ph->st.errors ? ph->st.first_error : "");
 }
 
 static void set_job(bl_job_t *job, bl_ctx_t *ctx, bl_kind_t kind, int k, const char *tag)
@@ -321,10 +385,10 @@ static void target(bl_report_t *r, const char *what, const char *tgt, bool ok, b
     va_end(ap);
 }
 
+/* CPU of the benchmark's own processes (client, services, PostgreSQL), without the rest. */
 static double cpu_total(const bl_phase_t *p)
 {
-    return p->cpu.self_s + p->cpu.conn_s + p->cpu.pst_s + p->cpu.sim_s + p->cpu.pg_s +
-           p->cpu.other_s;
+    return p->cpu.self_s + p->cpu.conn_s + p->cpu.pst_s + p->cpu.sim_s + p->cpu.pg_s;
 }
 
 /* Facts the references support, written as numbers; the analysis is for a human to add. */
@@ -333,32 +397,36 @@ static void analyse(bl_report_t *r)
     const bl_phase_t *s = &r->ph[BL_PH_SENDTEXT], *push = &r->ph[BL_PH_REF_PUSH],
                      *out = &r->ph[BL_PH_REF_OUTBOUND];
 
-    if (s->ran && push->ran && out->ran && s->items_rate > 0)
+    if (s->ran && push->ran && out->ran && s->items > 0)
         note(r,
-             "SendText: %.0f sends/s; the simulator alone took %.0f pushes/s from 64 callers "
+             "SendText: %.0f sends/s; the simulator alone took %.0f pushes/s from %d callers "
              "(%.1fx), and persistence alone did %.0f CreateOutbound+CompleteOutbound pairs/s "
-             "(%.2fx the SendText rate). CPU per send, all processes: %.0f us (of which "
-             "PostgreSQL %.0f, persistence %.0f, connector %.0f, simulator %.0f, client %.0f); "
-             "per pair without the connector: %.0f us. %d cores give %.0f us of CPU per "
-             "second, so a machine-wide CPU ceiling is about %.0f sends/s at that cost.",
-             s->items_rate, push->items_rate, push->items_rate / s->items_rate, out->items_rate,
-             out->items_rate / s->items_rate, 1e6 * cpu_total(s) / (double)s->items,
-             1e6 * s->cpu.pg_s / (double)s->items, 1e6 * s->cpu.pst_s / (double)s->items,
-             1e6 * s->cpu.conn_s / (double)s->items, 1e6 * s->cpu.sim_s / (double)s->items,
-             1e6 * s->cpu.self_s / (double)s->items,
+             "(%.2fx the SendText rate). CPU per send of the client, the services and "
+             "PostgreSQL: %.0f us (PostgreSQL %.0f, connector %.0f, persistence %.0f, simulator "
+             "%.0f, client %.0f); per pair without the connector and the provider: %.0f us. At "
+             "that cost %d cores give at most about %.0f sends/s even with nothing else running "
+             "(other processes used %.0f%% of the machine during the phase).",
+             s->items_rate, push->items_rate, s->st.threads, push->items_rate / s->items_rate,
+             out->items_rate, out->items_rate / s->items_rate,
+             1e6 * cpu_total(s) / (double)s->items, 1e6 * s->cpu.pg_s / (double)s->items,
+             1e6 * s->cpu.conn_s / (double)s->items, 1e6 * s->cpu.pst_s / (double)s->items,
+             1e6 * s->cpu.sim_s / (double)s->items, 1e6 * s->cpu.self_s / (double)s->items,
              out->items > 0 ? 1e6 * cpu_total(out) / (double)out->items : 0, r->ncpu,
-             1e6 * r->ncpu, s->items > 0 ? (double)s->items / cpu_total(s) * r->ncpu : 0);
+             cpu_total(s) > 0 ? (double)s->items / cpu_total(s) * r->ncpu : 0,
+             s->st.seconds > 0 ? 100.0 * s->cpu.other_s / (s->st.seconds * r->ncpu) : 0);
     for (int i = 0; i < 2; i++) {
         const bl_phase_t *w = &r->ph[i == 0 ? BL_PH_WEBHOOK_K1 : BL_PH_WEBHOOK_K10];
         const bl_phase_t *p = &r->ph[i == 0 ? BL_PH_REF_INBOUND_K1 : BL_PH_REF_INBOUND_K10];
         if (!w->ran || !p->ran || w->items == 0) continue;
         note(r,
-             "Webhook, %d event%s per POST: %.0f events/s; persistence alone stored the same "
-             "batches at %.0f events/s (%.2fx). CPU per event, all processes: %.0f us (PostgreSQL "
-             "%.0f, persistence %.0f, connector %.0f, client %.0f); without the connector: %.0f "
-             "us.",
-             w->k, w->k > 1 ? "s" : "", w->items_rate, p->items_rate,
-             p->items_rate / w->items_rate, 1e6 * cpu_total(w) / (double)w->items,
+             "Webhook, %d event%s per POST: %.0f events/s with %lld deadlocks and %llu failed "
+             "POSTs; persistence alone stored the same kind of batches at %.0f events/s (%.2fx) "
+             "with %lld deadlocks. CPU per event of the client, the services and PostgreSQL: "
+             "%.0f us (PostgreSQL %.0f, persistence %.0f, connector %.0f, client %.0f); without "
+             "the connector: %.0f us.",
+             w->k, w->k > 1 ? "s" : "", w->items_rate, w->deadlocks,
+             (unsigned long long)w->st.errors, p->items_rate, p->items_rate / w->items_rate,
+             p->deadlocks, 1e6 * cpu_total(w) / (double)w->items,
              1e6 * w->cpu.pg_s / (double)w->items, 1e6 * w->cpu.pst_s / (double)w->items,
              1e6 * w->cpu.conn_s / (double)w->items, 1e6 * w->cpu.self_s / (double)w->items,
              p->items > 0 ? 1e6 * cpu_total(p) / (double)p->items : 0);
@@ -399,8 +467,7 @@ int main(int argc, char **argv)
         [BL_PH_REF_OUTBOUND] = {"ref_pst_outbound",
                                 "ref: persistence CreateOutbound+CompleteOutbound", "pairs/s",
                                 true},
-        [BL_PH_WEBHOOK_K1] = {"webhook_k1", "Webhook ingest, 1 event per POST", "events/s",
-                              false},
+        [BL_PH_WEBHOOK_K1] = {"webhook_k1", "Webhook ingest, 1 event per POST", "events/s", false},
         [BL_PH_REF_INBOUND_K1] = {"ref_pst_inbound_k1", "ref: persistence PersistInbound, 1 msg",
                                   "events/s", true},
         [BL_PH_WEBHOOK_K10] = {"webhook_kN", "Webhook ingest, N events per POST", "events/s",
@@ -430,6 +497,7 @@ int main(int argc, char **argv)
     ctx.sim_pid = o.sim_pid;
     ctx.postmaster_pid = o.postgres_pid;
     ctx.threads = o.threads;
+    ctx.ordered_batches = o.ordered;
     oc_error_clear(&e);
     ctx.conn = oc_rpc_client_create(o.connector, &e);
     if (ctx.conn != NULL) ctx.pst = oc_rpc_client_create(o.persistence, &e);
@@ -493,7 +561,7 @@ int main(int argc, char **argv)
         run_phase(&o, &ctx, &warm, &job, 1, 0, 0);
         for (int i = 0; i < 2; i++) {
             char tag[8];
-            uint64_t ok = 0, failed = 0, posts;
+            uint64_t posts;
 
             checkpoint(&ctx);
             progress("webhook: %d callers, %d event%s per POST, %d s", o.threads, ks[i],
@@ -501,12 +569,9 @@ int main(int argc, char **argv)
             snprintf(tag, sizeof tag, "w%d", ks[i]);
             set_job(&job, &ctx, BL_WEBHOOK, ks[i], tag);
             run_phase(&o, &ctx, &rep.ph[main_ph[i]], &job, o.duration, 0, o.connector_pid);
-            for (int t = 0; t < o.threads; t++) {
-                ok += ctx.th[t].items_ok;
-                failed += ctx.th[t].items_failed;
-            }
             snprintf(prefix, sizeof prefix, "lb%s%s-", ctx.run, tag);
-            bl_verify_ingest(&ctx, prefix, ok, failed, checks[i]);
+            progress("webhook: matching the stored rows to the POSTs");
+            bl_verify_ingest(&ctx, prefix, ks[i], checks[i]);
             posts = rep.ph[main_ph[i]].st.calls;
 
             checkpoint(&ctx);
@@ -514,9 +579,8 @@ int main(int argc, char **argv)
                      (unsigned long long)posts, ks[i], ks[i] > 1 ? "s" : "", o.threads);
             snprintf(tag, sizeof tag, "p%d", ks[i]);
             set_job(&job, &ctx, BL_PST_INBOUND, ks[i], tag);
-            run_phase(&o, &ctx, &rep.ph[ref_ph[i]], &job,
-                      posts > 0 ? 3.0 * o.duration : o.duration, per_thread(posts, o.threads),
-                      o.persistence_pid);
+            run_phase(&o, &ctx, &rep.ph[ref_ph[i]], &job, posts > 0 ? 3.0 * o.duration : o.duration,
+                      per_thread(posts, o.threads), o.persistence_pid);
         }
     }
 
@@ -533,8 +597,8 @@ int main(int argc, char **argv)
         const bl_phase_t *s = &rep.ph[BL_PH_SENDTEXT];
         char what[96];
         if (s->ran)
-            target(&rep, "SendText, 64 concurrent calls", ">= 1000 sends/s",
-                   s->st.calls > 0, s->items_rate >= TARGET_SENDS_PER_S,
+            target(&rep, "SendText, 64 concurrent calls", ">= 1000 sends/s", s->st.calls > 0,
+                   s->items_rate >= TARGET_SENDS_PER_S,
                    "%.0f sends/s (p50 %.1f ms, p99 %.1f ms, %llu errors)", s->items_rate,
                    s->st.p50_ms, s->st.p99_ms, (unsigned long long)s->st.errors);
         if (rep.sends.done)
@@ -555,12 +619,12 @@ int main(int argc, char **argv)
                    "%.0f events/s, %.0f POSTs/s (POST p50 %.1f ms, p99 %.1f ms, %llu errors)",
                    w->items_rate, w->st.rate, w->st.p50_ms, w->st.p99_ms,
                    (unsigned long long)w->st.errors);
-            snprintf(what, sizeof what, "Webhook %d event%s/POST: stored exactly once", w->k,
-                     w->k > 1 ? "s" : "");
+            snprintf(what, sizeof what, "Webhook %d event%s/POST: accepted events stored once",
+                     w->k, w->k > 1 ? "s" : "");
             target(&rep, what, "exact", c->done, c->exact,
-                   "%llu rows (%llu distinct) for %llu accepted events, %llu in failed POSTs",
-                   (unsigned long long)c->stored, (unsigned long long)c->distinct,
-                   (unsigned long long)c->expected, (unsigned long long)c->failed_events);
+                   "%llu of %llu accepted events stored, %llu missing, %llu duplicates",
+                   (unsigned long long)c->stored_accepted, (unsigned long long)c->expected,
+                   (unsigned long long)c->missing, (unsigned long long)c->duplicates);
         }
     }
     analyse(&rep);

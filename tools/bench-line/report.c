@@ -72,17 +72,19 @@ void bl_report_print(const bl_report_t *r, FILE *f)
     for (int i = 0; i < r->ntargets; i++) {
         const bl_target_t *t = &r->targets[i];
         fprintf(f, "  %-6s %-48s %-16s %s\n",
-                !t->measured_ok ? "n/a" : t->pass ? "PASS" : "MISS", t->what, t->target,
-                t->measured);
+                !t->measured_ok ? "n/a"
+                : t->pass       ? "PASS"
+                                : "MISS",
+                t->what, t->target, t->measured);
     }
-    fprintf(f, "\n  %-52s %10s %9s %8s %8s %8s %7s\n", "phase (64 callers unless noted)",
-            "items/s", "calls/s", "p50 ms", "p99 ms", "max ms", "errors");
+    fprintf(f, "\n  %-52s %10s %9s %8s %8s %8s %7s %9s\n", "phase", "items/s", "calls/s", "p50 ms",
+            "p99 ms", "max ms", "errors", "deadlocks");
     for (int i = 0; i < BL_PH__COUNT; i++) {
         const bl_phase_t *p = &r->ph[i];
         if (!p->ran) continue;
-        fprintf(f, "  %-52s %10.0f %9.0f %8.2f %8.2f %8.2f %7llu  %s\n", p->title, p->items_rate,
-                p->st.rate, p->st.p50_ms, p->st.p99_ms, p->st.max_ms,
-                (unsigned long long)p->st.errors, p->unit);
+        fprintf(f, "  %-52s %10.0f %9.0f %8.2f %8.2f %8.2f %7llu %9lld  %s\n", p->title,
+                p->items_rate, p->st.rate, p->st.p50_ms, p->st.p99_ms, p->st.max_ms,
+                (unsigned long long)p->st.errors, p->deadlocks, p->unit);
         if (p->st.errors > 0 && p->st.first_error[0])
             fprintf(f, "  %-52s first error: %s\n", "", p->st.first_error);
     }
@@ -111,17 +113,21 @@ void bl_report_print(const bl_report_t *r, FILE *f)
     for (int i = 0; i < 2; i++)
         if (ic[i]->done || ic[i]->error[0])
             fprintf(f,
-                    "  Webhook k=%d stored exactly once: %s — %llu events in 200 POSTs, %llu in "
-                    "failed POSTs, %llu rows, %llu distinct ids%s%s\n",
+                    "  Webhook k=%d, accepted events stored exactly once: %s — %llu events in 200 "
+                    "POSTs: %llu stored, %llu missing, %llu duplicate rows; %llu events in failed "
+                    "POSTs, %llu of them stored anyway; %llu rows, %llu unmatched%s%s\n",
                     i == 0 ? 1 : r->k_big, ic[i]->exact ? "yes" : "NO",
-                    (unsigned long long)ic[i]->expected, (unsigned long long)ic[i]->failed_events,
-                    (unsigned long long)ic[i]->stored, (unsigned long long)ic[i]->distinct,
-                    ic[i]->error[0] ? "; error: " : "", ic[i]->error);
+                    (unsigned long long)ic[i]->expected, (unsigned long long)ic[i]->stored_accepted,
+                    (unsigned long long)ic[i]->missing, (unsigned long long)ic[i]->duplicates,
+                    (unsigned long long)ic[i]->failed_events,
+                    (unsigned long long)ic[i]->stored_of_failed, (unsigned long long)ic[i]->rows,
+                    (unsigned long long)ic[i]->unparsed, ic[i]->error[0] ? "; error: " : "",
+                    ic[i]->error);
     fprintf(f,
             "\n  Peak RSS (VmHWM) after the runs: connector %.1f MB (idle %.1f MB), persistence "
             "%.1f MB (idle %.1f MB), simulator %.1f MB; PostgreSQL client backends: %ld\n",
-            mb(r->hwm_conn_kb), mb(r->rss_idle_conn_kb), mb(r->hwm_pst_kb),
-            mb(r->rss_idle_pst_kb), mb(r->hwm_sim_kb), r->pg_connections);
+            mb(r->hwm_conn_kb), mb(r->rss_idle_conn_kb), mb(r->hwm_pst_kb), mb(r->rss_idle_pst_kb),
+            mb(r->hwm_sim_kb), r->pg_connections);
     fprintf(f, "  Load average at start: %s; at the end: %s\n", r->loadavg_start, r->loadavg_end);
     for (int i = 0; i < r->nnotes; i++)
         fprintf(f, "  Note: %s\n", r->notes[i]);
@@ -139,15 +145,16 @@ static void jphase(FILE *f, const bl_report_t *r, const bl_phase_t *p)
             "\"items\": %llu, \"items_per_s\": %.1f, \"calls\": %llu, \"calls_per_s\": %.1f, "
             "\"errors\": %llu, \"seconds\": %.3f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
             "\"max_ms\": %.3f, \"mean_ms\": %.3f, \"rss_max_kb\": %ld, \"http_other\": %llu, "
-            "\"last_http_status\": %d, \"cpu_s\": {\"client\": %.3f, \"connector\": %.3f, "
+            "\"last_http_status\": %d, \"deadlocks\": %lld, \"cpu_s\": {\"client\": %.3f, "
+            "\"connector\": %.3f, "
             "\"persistence\": %.3f, \"simulator\": %.3f, \"postgres\": %.3f, \"others\": %.3f}, "
             "\"others_pct\": %.1f, \"first_error\": ",
             p->reference ? "true" : "false", p->st.threads, p->k, p->unit,
             (unsigned long long)p->items, p->items_rate, (unsigned long long)p->st.calls,
-            p->st.rate, (unsigned long long)p->st.errors, p->st.seconds, p->st.p50_ms,
-            p->st.p99_ms, p->st.max_ms, p->st.mean_ms, p->st.rss_max_kb,
-            (unsigned long long)p->http_other, p->last_http_status, p->cpu.self_s, p->cpu.conn_s,
-            p->cpu.pst_s, p->cpu.sim_s, p->cpu.pg_s, p->cpu.other_s, others_pct(r, p));
+            p->st.rate, (unsigned long long)p->st.errors, p->st.seconds, p->st.p50_ms, p->st.p99_ms,
+            p->st.max_ms, p->st.mean_ms, p->st.rss_max_kb, (unsigned long long)p->http_other,
+            p->last_http_status, p->deadlocks, p->cpu.self_s, p->cpu.conn_s, p->cpu.pst_s,
+            p->cpu.sim_s, p->cpu.pg_s, p->cpu.other_s, others_pct(r, p));
     jstr(f, p->st.first_error);
     fputc('}', f);
 }
@@ -178,7 +185,9 @@ int bl_report_json(const bl_report_t *r, const char *path)
         fprintf(f, ", \"measured\": ");
         jstr(f, t->measured);
         fprintf(f, ", \"result\": \"%s\"}%s\n",
-                !t->measured_ok ? "n/a" : t->pass ? "PASS" : "MISS",
+                !t->measured_ok ? "n/a"
+                : t->pass       ? "PASS"
+                                : "MISS",
                 i + 1 < r->ntargets ? "," : "");
     }
     fprintf(f, "  ],\n  \"phases\": {\n");
@@ -205,11 +214,15 @@ int bl_report_json(const bl_report_t *r, const char *path)
     for (int i = 0; i < 2; i++) {
         fprintf(f,
                 "  \"webhook_k%d_check\": {\"done\": %s, \"exact\": %s, \"expected\": %llu, "
-                "\"failed_events\": %llu, \"stored\": %llu, \"distinct\": %llu, \"error\": ",
+                "\"stored_accepted\": %llu, \"missing\": %llu, \"duplicates\": %llu, "
+                "\"failed_events\": %llu, \"stored_of_failed\": %llu, \"rows\": %llu, "
+                "\"unmatched\": %llu, \"error\": ",
                 i == 0 ? 1 : r->k_big, ic[i]->done ? "true" : "false",
                 ic[i]->exact ? "true" : "false", (unsigned long long)ic[i]->expected,
-                (unsigned long long)ic[i]->failed_events, (unsigned long long)ic[i]->stored,
-                (unsigned long long)ic[i]->distinct);
+                (unsigned long long)ic[i]->stored_accepted, (unsigned long long)ic[i]->missing,
+                (unsigned long long)ic[i]->duplicates, (unsigned long long)ic[i]->failed_events,
+                (unsigned long long)ic[i]->stored_of_failed, (unsigned long long)ic[i]->rows,
+                (unsigned long long)ic[i]->unparsed);
         jstr(f, ic[i]->error);
         fprintf(f, "},\n");
     }
@@ -217,8 +230,8 @@ int bl_report_json(const bl_report_t *r, const char *path)
             "  \"memory_kb\": {\"connector_hwm\": %ld, \"connector_idle\": %ld, "
             "\"persistence_hwm\": %ld, \"persistence_idle\": %ld, \"simulator_hwm\": %ld},\n"
             "  \"pg_client_backends\": %ld,\n  \"notes\": [",
-            r->hwm_conn_kb, r->rss_idle_conn_kb, r->hwm_pst_kb, r->rss_idle_pst_kb,
-            r->hwm_sim_kb, r->pg_connections);
+            r->hwm_conn_kb, r->rss_idle_conn_kb, r->hwm_pst_kb, r->rss_idle_pst_kb, r->hwm_sim_kb,
+            r->pg_connections);
     for (int i = 0; i < r->nnotes; i++) {
         fputs(i > 0 ? ", " : "", f);
         jstr(f, r->notes[i]);
@@ -253,15 +266,15 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
             "POST, a push, a CreateOutbound+CompleteOutbound pair, a PersistInbound), in ms, of "
             "successful calls.\n\n",
             r->threads, r->duration_s, r->ref_duration_s);
-    fprintf(f, "| Phase | Items/s | Calls/s | p50 | p99 | max | Calls | Errors |\n"
-               "|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    fprintf(f, "| Phase | Items/s | Calls/s | p50 | p99 | max | Calls | Errors | Deadlocks |\n"
+               "|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (int i = 0; i < BL_PH__COUNT; i++) {
         const bl_phase_t *p = &r->ph[i];
         if (!p->ran) continue;
-        fprintf(f, "| %s%s%s | %.0f %s | %.0f | %.2f | %.2f | %.2f | %llu | %llu |\n",
+        fprintf(f, "| %s%s%s | %.0f %s | %.0f | %.2f | %.2f | %.2f | %llu | %llu | %lld |\n",
                 p->reference ? "" : "**", p->title, p->reference ? "" : "**", p->items_rate,
                 p->unit, p->st.rate, p->st.p50_ms, p->st.p99_ms, p->st.max_ms,
-                (unsigned long long)p->st.calls, (unsigned long long)p->st.errors);
+                (unsigned long long)p->st.calls, (unsigned long long)p->st.errors, p->deadlocks);
     }
     bool any_err = false;
     for (int i = 0; i < BL_PH__COUNT; i++)
@@ -293,8 +306,7 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
         fprintf(f, "| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f%% |\n", p->title,
                 per_item_us(p->cpu.self_s, p->items), per_item_us(p->cpu.conn_s, p->items),
                 per_item_us(p->cpu.pst_s, p->items), per_item_us(p->cpu.sim_s, p->items),
-                per_item_us(p->cpu.pg_s, p->items), per_item_us(total, p->items),
-                others_pct(r, p));
+                per_item_us(p->cpu.pg_s, p->items), per_item_us(total, p->items), others_pct(r, p));
     }
 
     fprintf(f, "\n### Exactly once\n\n");
@@ -315,23 +327,28 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
     for (int i = 0; i < 2; i++)
         if (ic[i]->done || ic[i]->error[0])
             fprintf(f,
-                    "- Webhook, %d event%s per POST: %s. %llu events in POSTs answered 200, %llu "
-                    "in failed POSTs; %llu inbound rows with the phase's message ids, %llu "
-                    "distinct.%s%s\n",
+                    "- Webhook, %d event%s per POST: %s. Of %llu events in POSTs answered 200, "
+                    "%llu are stored, %llu missing, %llu stored twice. %llu events were in "
+                    "POSTs that failed (LINE would deliver them again); %llu of those were "
+                    "stored anyway (committed after the connector gave up). %llu rows carry "
+                    "the phase's ids; %llu match no POST.%s%s\n",
                     i == 0 ? 1 : r->k_big, i == 0 ? "" : "s",
                     ic[i]->exact ? "exact" : "**NOT exact**", (unsigned long long)ic[i]->expected,
-                    (unsigned long long)ic[i]->failed_events, (unsigned long long)ic[i]->stored,
-                    (unsigned long long)ic[i]->distinct, ic[i]->error[0] ? " Error: " : "",
+                    (unsigned long long)ic[i]->stored_accepted, (unsigned long long)ic[i]->missing,
+                    (unsigned long long)ic[i]->duplicates, (unsigned long long)ic[i]->failed_events,
+                    (unsigned long long)ic[i]->stored_of_failed, (unsigned long long)ic[i]->rows,
+                    (unsigned long long)ic[i]->unparsed, ic[i]->error[0] ? " Error: " : "",
                     ic[i]->error);
 
     fprintf(f,
             "\n### Memory\n\nPeak RSS (VmHWM) after every phase: connector %.1f MB (%.1f MB "
             "before any load), persistence %.1f MB (%.1f MB before any load), simulator %.1f MB "
             "(it keeps a log of every request). PostgreSQL client backends at the end: %ld.\n",
-            mb(r->hwm_conn_kb), mb(r->rss_idle_conn_kb), mb(r->hwm_pst_kb),
-            mb(r->rss_idle_pst_kb), mb(r->hwm_sim_kb), r->pg_connections);
-    fprintf(f, "\nLoad average (1/5/15 min) when the benchmark program started: %s; when it "
-               "ended: %s.\n",
+            mb(r->hwm_conn_kb), mb(r->rss_idle_conn_kb), mb(r->hwm_pst_kb), mb(r->rss_idle_pst_kb),
+            mb(r->hwm_sim_kb), r->pg_connections);
+    fprintf(f,
+            "\nLoad average (1/5/15 min) when the benchmark program started: %s; when it "
+            "ended: %s.\n",
             r->loadavg_start, r->loadavg_end);
     if (r->nnotes > 0) {
         fprintf(f, "\n### What the references say\n\n");

@@ -30,9 +30,9 @@ int bl_sim_reset(bl_ctx_t *ctx, char *err, size_t errlen)
     int status;
 
     snprintf(url, sizeof url, "%s/__sim/reset", ctx->sim_base);
-    status = bl_http(ctx->th[0].curl, url,
-                     (const char *const[]){"Content-Type: application/json", NULL}, "{}", 2, 10000,
-                     NULL, err, errlen);
+    status =
+        bl_http(ctx->th[0].curl, url, (const char *const[]){"Content-Type: application/json", NULL},
+                "{}", 2, 10000, NULL, err, errlen);
     if (status == 200) return 0;
     if (status > 0) snprintf(err, errlen, "POST /__sim/reset: HTTP %d", status);
     return -1;
@@ -83,8 +83,7 @@ static int connect_channel(bl_ctx_t *ctx, bl_channel_t *c, int i, char *err, siz
         goto out;
     }
     snprintf(c->account, sizeof c->account, "%s", resp->channel_account->channel_account_id);
-    snprintf(c->webhook_url, sizeof c->webhook_url, "%s%s", ctx->webhook_base,
-             resp->webhook_path);
+    snprintf(c->webhook_url, sizeof c->webhook_url, "%s%s", ctx->webhook_base, resp->webhook_path);
     rc = 0;
 out:
     oc_arena_destroy(arena);
@@ -107,8 +106,8 @@ static int first_message(bl_ctx_t *ctx, int u, char *err, size_t errlen)
     bl_sign(c->secret, t->body, len, sig);
     snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
     oc_buf_init(&resp, 4096);
-    status =
-        bl_http(t->curl, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err, errlen);
+    status = bl_http(t->curl, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
+                     errlen);
     if (status > 0 && status != 200)
         snprintf(err, errlen, "first webhook of user %d: HTTP %d: %.*s", u, status,
                  (int)(resp.len < 200 ? resp.len : 200), resp.data != NULL ? resp.data : "");
@@ -236,6 +235,7 @@ void bl_ctx_dispose(bl_ctx_t *ctx)
         if (ctx->th[i].curl != NULL) curl_easy_cleanup(ctx->th[i].curl);
         free(ctx->th[i].body);
         free(ctx->th[i].sent_ids);
+        free(ctx->th[i].post_ok);
     }
     free(ctx->ch);
     free(ctx->users);

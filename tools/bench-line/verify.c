@@ -83,8 +83,8 @@ int bl_checkpoint(bl_ctx_t *ctx, char *err, size_t errlen)
 }
 
 /* Adds the provider ids and retry keys of every push the simulator executed for user. */
-static int read_deliveries(bl_ctx_t *ctx, const char *user, strs_t *ids, strs_t *keys,
-                           char *err, size_t errlen)
+static int read_deliveries(bl_ctx_t *ctx, const char *user, strs_t *ids, strs_t *keys, char *err,
+                           size_t errlen)
 {
     char url[400];
     oc_buf_t body;
@@ -106,8 +106,8 @@ static int read_deliveries(bl_ctx_t *ctx, const char *user, strs_t *ids, strs_t 
     }
     json_array_foreach(root, i, d)
     {
-        const char *id =
-            json_string_value(json_object_get(json_array_get(json_object_get(d, "sentMessages"), 0), "id"));
+        const char *id = json_string_value(
+            json_object_get(json_array_get(json_object_get(d, "sentMessages"), 0), "id"));
         const char *key = json_string_value(json_object_get(d, "retry_key"));
         char lowered[64];
         size_t n = 0;
@@ -152,7 +152,9 @@ void bl_verify_sends(bl_ctx_t *ctx, const char *tag, bl_send_check_t *out)
     out->dup_retry_keys = strs_sort_dups(&keys);
     /* Merge walk over the two sorted lists. */
     while (a < replies.n || b < ids.n) {
-        int c = a >= replies.n ? 1 : b >= ids.n ? -1 : strcmp(strs_at(&replies, a), strs_at(&ids, b));
+        int c = a >= replies.n ? 1
+                : b >= ids.n   ? -1
+                               : strcmp(strs_at(&replies, a), strs_at(&ids, b));
         if (c == 0) {
             out->matched++;
             a++;
@@ -200,37 +202,74 @@ out:
     free(keys.v);
 }
 
-void bl_verify_ingest(bl_ctx_t *ctx, const char *id_prefix, uint64_t expected,
-                      uint64_t failed_events, bl_ingest_check_t *out)
+void bl_verify_ingest(bl_ctx_t *ctx, const char *id_prefix, int k, bl_ingest_check_t *out)
 {
     char sql[512];
     oc_error_t e;
-    oc_pg_conn_t *c;
+    oc_pg_conn_t *c = NULL;
     oc_pg_result_t *r = NULL;
+    uint8_t *seen[BENCH_MAX_THREADS] = {NULL};
+    size_t plen = strlen(id_prefix);
 
     memset(out, 0, sizeof *out);
-    out->expected = expected;
-    out->failed_events = failed_events;
+    for (int t = 0; t < BENCH_MAX_THREADS; t++) {
+        const bl_thread_t *th = &ctx->th[t];
+        for (size_t i = 0; i < th->npost; i++) {
+            if (th->post_ok[i] == 1) out->expected += (uint64_t)k;
+            if (th->post_ok[i] == 2) out->failed_events += (uint64_t)k;
+        }
+        if (th->npost > 0 && (seen[t] = calloc(th->npost * (size_t)k, 1)) == NULL) {
+            snprintf(out->error, sizeof out->error, "out of memory");
+            goto out;
+        }
+    }
+    /* The ids are "<prefix><thread>-<seq>-<j>" (calls.c): each row names its event. */
     snprintf(sql, sizeof sql,
-             "SELECT count(*) || ' ' || count(DISTINCT external_message_id)"
-             "  FROM omnichat.messages WHERE direction = 'inbound'"
+             "SELECT external_message_id FROM omnichat.messages WHERE direction = 'inbound'"
              "   AND external_message_id LIKE '%s%%'",
              id_prefix);
     oc_error_clear(&e);
     c = oc_pg_connect(ctx->super_dsn, &e);
-    if (c != NULL && oc_pg_exec_simple(c, sql, &r, &e) == OC_OK && r != NULL &&
-        oc_pg_ntuples(r) > 0) {
-        unsigned long long s = 0, d = 0;
-        if (sscanf(oc_pg_value(r, 0, 0), "%llu %llu", &s, &d) == 2) {
-            out->stored = s;
-            out->distinct = d;
-            out->done = true;
-        }
-    } else {
-        snprintf(out->error, sizeof out->error, "database count: %.200s", e.msg);
+    if (c == NULL || oc_pg_exec_simple(c, sql, &r, &e) != OC_OK || r == NULL) {
+        snprintf(out->error, sizeof out->error, "database read: %.200s", e.msg);
+        goto out;
     }
+    out->rows = (uint64_t)oc_pg_ntuples(r);
+    for (int i = 0; i < oc_pg_ntuples(r); i++) {
+        const char *id = oc_pg_value(r, i, 0);
+        unsigned long long seq = 0;
+        int t = -1, j = -1, used = 0;
+
+        if (strncmp(id, id_prefix, plen) != 0 ||
+            sscanf(id + plen, "%d-%llu-%d%n", &t, &seq, &j, &used) != 3 ||
+            id[plen + (size_t)used] != '\0' || t < 0 || t >= BENCH_MAX_THREADS || j < 0 || j >= k ||
+            seq >= ctx->th[t].npost) {
+            out->unparsed++;
+            continue;
+        }
+        uint8_t *cnt = &seen[t][seq * (size_t)k + (size_t)j];
+        if (*cnt < 255) (*cnt)++;
+        if (*cnt > 1) out->duplicates++;
+    }
+    for (int t = 0; t < BENCH_MAX_THREADS; t++)
+        for (size_t i = 0; i < ctx->th[t].npost; i++)
+            for (int j = 0; j < k; j++) {
+                bool stored = seen[t][i * (size_t)k + (size_t)j] > 0;
+                if (ctx->th[t].post_ok[i] == 1) {
+                    if (stored)
+                        out->stored_accepted++;
+                    else
+                        out->missing++;
+                } else if (stored) {
+                    out->stored_of_failed++;
+                }
+            }
+    out->done = true;
+    out->exact = out->missing == 0 && out->duplicates == 0 && out->unparsed == 0 &&
+                 out->stored_accepted == out->expected;
+out:
+    for (int t = 0; t < BENCH_MAX_THREADS; t++)
+        free(seen[t]);
     oc_pg_result_free(r);
     oc_pg_disconnect(c);
-    out->exact = out->done && out->stored == out->distinct && out->stored == expected &&
-                 failed_events == 0;
 }

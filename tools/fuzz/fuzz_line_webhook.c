@@ -71,11 +71,13 @@ static void check_signature(const char *body, size_t len)
     if (line_signature_valid(secret, slen, body, len, hdr)) abort();
 }
 
+/* Events in the body as an independent parse sees them, or SIZE_MAX when that parse cannot
+ * read what the connector accepts (it reads huge integers and \u0000 on purpose). */
 static size_t events_in(const char *body, size_t len)
 {
     json_error_t jerr;
-    json_t *root = json_loadb(body, len, 0, &jerr);
-    size_t n = json_array_size(json_object_get(root, "events"));
+    json_t *root = json_loadb(body, len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &jerr);
+    size_t n = root != NULL ? json_array_size(json_object_get(root, "events")) : SIZE_MAX;
     json_decref(root);
     return n;
 }
@@ -120,7 +122,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == OC_OK) {
         if (err.code != OC_OK) abort();
         if (batch.nitems > 0 && batch.items == NULL) abort();
-        if (batch.nitems + batch.ignored + batch.invalid != events_in(body, size)) abort();
+        size_t expect = events_in(body, size);
+        if (expect != SIZE_MAX && batch.nitems + batch.ignored + batch.invalid != expect) abort();
         for (size_t i = 0; i < batch.nitems; i++)
             check_item(&batch.items[i]);
     } else if (rc != OC_E_INVALID || err.code != rc || err.msg[0] == '\0') {

@@ -9,6 +9,7 @@ Builds on ../harness.py (cluster, persistence service, persistence stubs, psql).
 Plain Python 3 + Debian's grpcio/protobuf: run with /usr/bin/python3.
 """
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -40,13 +41,17 @@ RPC_TIMEOUT = harness.RPC_TIMEOUT
 # Slow builds (ASan ~3x) stretch every wait in this suite by this factor.
 SLOW = float(os.environ.get("OMNICHAT_TEST_SLOW", "1"))
 
-# Connector settings for the suite: short timeouts so retries happen within a test.
+# Connector settings for the suite: short timeouts so retries happen within a test. The
+# connector requires lease-seconds * 1000 > line-timeout-ms + 2 * persistence-timeout-ms (an
+# attempt holds its lease through an account look-up, the push and CompleteOutbound).
 LINE_TIMEOUT_MS = 500
+PERSISTENCE_TIMEOUT_MS = 1500
 WORKER_INTERVAL_MS = 100
 BACKOFF_BASE_MS = 100
-LEASE_SECONDS = 2
+LEASE_SECONDS = 4
 MAX_ATTEMPTS = 8
 BACKOFF_MAX_MS = 800
+assert LEASE_SECONDS * 1000 > LINE_TIMEOUT_MS + 2 * PERSISTENCE_TIMEOUT_MS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,6 +449,7 @@ class Connector(_Proc):
         self.key_path = write_vault_key_file(os.path.join(self.work, "vault.keys"))
         self.settings = {
             "line-timeout-ms": LINE_TIMEOUT_MS,
+            "persistence-timeout-ms": PERSISTENCE_TIMEOUT_MS,
             "lease-seconds": LEASE_SECONDS,
             "worker-interval-ms": WORKER_INTERVAL_MS,
             "backoff-base-ms": BACKOFF_BASE_MS,
@@ -498,6 +504,34 @@ class Connector(_Proc):
         if self.alive():
             self.stop()
         return self.start()
+
+    @contextlib.contextmanager
+    def reconfigured(self, **overrides):
+        """Runs the block with these settings (restarting the connector), then restores the
+        previous ones (restarting again)."""
+        saved = dict(self.settings)
+        try:
+            self.settings.update({k.replace("_", "-"): v for k, v in overrides.items()})
+            rc = self.stop()
+            assert rc in (0, -15), f"connector exit code after SIGTERM: {rc}"
+            self.start()
+            yield self
+        finally:
+            self.settings = saved
+            if self.alive():
+                self.stop()
+            self.start()
+
+    def metric(self, name, **labels):
+        """Value of one sample on /metrics (0 when absent)."""
+        status, _, body = self.http("GET", "/metrics")
+        assert status == 200, status
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+                       if labels else "")
+        for line in body.decode().splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return 0.0
 
     # -- HTTP side ------------------------------------------------------------------------
 
@@ -726,13 +760,15 @@ class LineChannel:
         return status, body, user, ev
 
     def drain(self, timeout=8):
-        """Wait until no outbound message of this tenant is still PENDING/UNKNOWN (so the
-        retry worker leaves the next test's faults alone). Returns the stragglers, if any."""
+        """Wait until no outbound message of this tenant is still due for a retry (PENDING, or
+        UNKNOWN with a next attempt; UNKNOWN for good is settled), so the retry worker leaves
+        the next test's faults alone. Returns the stragglers, if any."""
         deadline = time.time() + timeout * SLOW
         while True:
             left = self.db.count(
                 "SELECT count(*) FROM omnichat.messages WHERE tenant_id = "
-                f"{harness.sql_lit(self.tenant)} AND status IN ('pending', 'unknown')")
+                f"{harness.sql_lit(self.tenant)} AND (status = 'pending' OR "
+                "(status = 'unknown' AND next_attempt_at IS NOT NULL))")
             if left == 0 or time.time() > deadline:
                 return left
             time.sleep(0.1)

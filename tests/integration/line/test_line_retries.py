@@ -191,11 +191,13 @@ def test_max_attempts_ends_failed(line):
 def _kill_during_push(line, conn, fault):
     """Send with `fault` at the simulator, SIGKILL the connector while the push is in flight,
     restart it (short lease) and wait for the message to settle. Until the kill the connector
-    runs with a LINE timeout just under the lease (the connector requires timeout < lease), so
-    the push is surely still in flight when it dies."""
+    runs with a LINE timeout as long as the lease allows (the connector requires lease >
+    LINE timeout + 2 persistence timeouts), so the push is surely still in flight when it
+    dies."""
     saved = dict(conn.settings)
     try:
-        conn.settings["line-timeout-ms"] = LEASE_SECONDS * 1000 - 200
+        conn.settings["persistence-timeout-ms"] = 500
+        conn.settings["line-timeout-ms"] = LEASE_SECONDS * 1000 - 2 * 500 - 200
         rc = conn.stop()
         assert rc in (0, -15), f"connector exit code after SIGTERM: {rc}"
         conn.start()

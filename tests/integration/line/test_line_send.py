@@ -1,4 +1,6 @@
 """Connector/SendText for LINE: success path, idempotency, input validation."""
+import hashlib
+import struct
 import uuid
 
 import grpc
@@ -278,3 +280,59 @@ def test_group_conversation_pushes_to_group_id(line, api):
     m = line.send(conv, "hello group")
     assert m.status == pb.MESSAGE_STATUS_SENT, m
     assert line.push_requests()[0]["body"]["to"] == group
+
+
+def _fingerprint(conversation_id, text, sender_id, sender_display_name):
+    """The connector's request fingerprint: SHA-256 over 8-byte big-endian length-prefixed
+    fields, the conversation id lowercased."""
+    h = hashlib.sha256()
+    for f in (conversation_id.lower(), text, sender_id, sender_display_name):
+        b = f.encode()
+        h.update(struct.pack(">Q", len(b)) + b)
+    return h.hexdigest()
+
+
+def test_request_fingerprint_is_sent_and_stored(line, db):
+    conv, _ = line.conversation()
+    m = line.send(conv, "fingerprinted", sender_id="agent-9", sender_display_name="Nine")
+    fp = db.scalar("SELECT request_fingerprint FROM omnichat.messages WHERE tenant_id = "
+                   f"{harness.sql_lit(line.tenant)} AND id = {harness.sql_lit(m.message_id)}")
+    assert fp == _fingerprint(conv.conversation_id, "fingerprinted", "agent-9", "Nine")
+    # The same key with another request is refused, and nothing is pushed for it.
+    err = rpc_error(line.send, conv, "another text", key=m.idempotency_key,
+                    sender_id="agent-9", sender_display_name="Nine")
+    assert_code(err, grpc.StatusCode.ALREADY_EXISTS)
+    assert len(line.push_requests()) == 1
+
+
+def test_account_registered_without_credentials(line_factory, conn, api):
+    """RegisterChannelAccount alone leaves an AUTH_FAILED account without credentials (as a
+    ConnectChannel that failed half-way would): sends fail fast without calling LINE, the
+    webhook refuses without crashing; ConnectChannel then completes it and says ACTIVE."""
+    ch = line_factory(connect=False)
+    acc = api.RegisterChannelAccount(tenant_id=ch.tenant, channel_type=pb.CHANNEL_TYPE_LINE,
+                                     external_account_id=ch.bot_user_id,
+                                     display_name="half connected").channel_account
+    assert acc.status == pb.CHANNEL_STATUS_AUTH_FAILED and not acc.credentials, acc
+    ch.account = acc
+    conv, user = ch.conversation()
+
+    m = ch.send(conv, "no credentials yet")
+    assert m.status == pb.MESSAGE_STATUS_FAILED, m
+    assert m.error_category == pb.ERROR_CATEGORY_AUTH_ERROR, m
+    assert m.attempts == 0, "no provider call, so no attempt"
+    assert ch.push_requests() == [] and ch.deliveries() == []
+
+    body = {"destination": ch.bot_user_id, "events": []}
+    status, _ = conn.webhook(ch.account_id, body, secret=ch.secret)
+    assert status in (401, 404), status
+    assert conn.alive()
+
+    r = ch.connect()
+    assert r.channel_account.channel_account_id == acc.channel_account_id
+    assert r.channel_account.status == pb.CHANNEL_STATUS_ACTIVE, r.channel_account
+    assert not r.channel_account.credentials
+    m2 = ch.send(conv, "now connected")
+    assert m2.status == pb.MESSAGE_STATUS_SENT, m2
+    assert m2.attempts == 1
+    assert conn.webhook(ch.account_id, body, secret=ch.secret)[0] == 200

@@ -275,3 +275,47 @@ def test_display_name_default_profile_and_unknown_profile(line, line_sim, db):
     m_known = line.messages(line.conversation_by_thread(known))[0]
     assert m_known.sender_display_name == "User " + known[-6:]
     assert len(line.messages(line.conversation_by_thread(gone))) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Content problems after a valid signature: never a 4xx (LINE would drop the whole POST)
+
+
+def test_bad_events_never_lose_the_rest_of_the_post(line, conn):
+    user = new_user_id()
+    good = text_event(user, "a good one")
+    nul = text_event(user, "NUL-PLACEHOLDER")
+    real_ts = text_event(user, "SENTINEL-real-timestamp", ts=111)
+    huge_ts = text_event(user, "SENTINEL-huge-timestamp", ts=222)
+    far_ts = text_event(user, "SENTINEL-year-10000", ts=253402300799001)
+    body = json.dumps(payload(line.bot_user_id, good, nul, real_ts, huge_ts, far_ts),
+                      separators=(",", ":"))
+    # What json.dumps cannot write: \u0000 in a text, a real and an overflowing timestamp,
+    # and an integer beyond int64 in a field nobody reads.
+    body = body.replace('"NUL-PLACEHOLDER"', '"nul\\u0000inside"')
+    body = body.replace('"timestamp":111', '"timestamp":1790000000000.5')
+    body = body.replace('"timestamp":222', '"timestamp":1e300')
+    body = body.replace('{"destination"', '{"unrelated":123456789012345678901234567890,'
+                                          '"destination"', 1)
+    before = conn.metric("omnichat_webhook_events_total", outcome="invalid")
+    status, resp = conn.webhook(line.account_id, body.encode(), secret=line.secret)
+    assert status == 200, resp
+    rows = _inbound(line)
+    assert sorted(r["idempotency_key"] for r in rows) == sorted(
+        [good["message"]["id"], nul["message"]["id"]]), rows
+    texts = {r["idempotency_key"]: r["content_text"] for r in rows}
+    assert texts[nul["message"]["id"]] == "nul\ufffdinside"
+    assert conn.metric("omnichat_webhook_events_total", outcome="invalid") == before + 3
+    log = conn.log_text()
+    assert "webhook events skipped as invalid" in log
+    for marker in ("SENTINEL-real-timestamp", "SENTINEL-huge-timestamp", "SENTINEL-year-10000"):
+        assert marker not in log, "an invalid event's content reached the log"
+    # The same body again is a redelivery: 200, nothing new.
+    status, _ = conn.webhook(line.account_id, body.encode(), secret=line.secret)
+    assert status == 200 and len(_inbound(line)) == 2
+
+
+def test_signed_body_that_is_not_json_is_still_400(line):
+    for body in (b"not json", b'{"destination":"x"}', b'{"events":{}}', b"[]"):
+        status, _ = line.conn.webhook(line.account_id, body, secret=line.secret)
+        assert status == 400, (body, status)

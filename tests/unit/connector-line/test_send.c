@@ -71,8 +71,8 @@ static void test_window_cutoff(void)
 static void test_window_verdict(void)
 {
     int64_t created = 1700000000000LL;
-    line_attempt_t a = {ST(UNKNOWN), CAT(TIMEOUT), 3, created, created + policy.window_ms, 1.0,
-                        false};
+    line_attempt_t a = {ST(UNKNOWN), CAT(TIMEOUT), 3, created, created + policy.window_ms,
+                        1.0,         false};
     line_verdict_t v;
 
     CU_ASSERT_TRUE(line_window_verdict(&policy, &a, &v));
