@@ -109,3 +109,59 @@ def test_log_lines_are_json(service):
         except ValueError:
             bad.append(ln)
     assert not bad, f"{len(bad)} stderr lines are not JSON log events, e.g. {bad[:3]}"
+
+
+def test_migrate_refuses_edited_history(service, db):
+    """A checksum that no longer matches the embedded migration stops migrate before it
+    touches anything; putting the checksum back makes it work again."""
+    good = db.scalar("SELECT checksum FROM omnichat.schema_migrations WHERE version = 1")
+    db.run("UPDATE omnichat.schema_migrations SET checksum = 'edited' WHERE version = 1")
+    try:
+        with pytest.raises(RuntimeError) as e:
+            service.migrate()
+        assert "0001_schema.sql was edited after it was applied" in str(e.value)
+    finally:
+        db.run(f"UPDATE omnichat.schema_migrations SET checksum = '{good}' WHERE version = 1")
+    service.migrate()
+
+
+def test_migrate_refuses_a_newer_schema(service, db):
+    """An older binary never runs over a schema with migrations it does not know."""
+    db.run("INSERT INTO omnichat.schema_migrations (version, name, checksum) "
+           "VALUES (9999, '9999_future.sql', 'x')")
+    try:
+        with pytest.raises(RuntimeError) as e:
+            service.migrate()
+        assert "migration 9999" in str(e.value) and "does not know" in str(e.value)
+    finally:
+        db.run("DELETE FROM omnichat.schema_migrations WHERE version = 9999")
+
+
+def test_concurrent_migrations_wait_for_each_other(service, db):
+    """Several pods starting at once: the advisory lock serialises them and all succeed."""
+    import threading
+    errors = []
+
+    def run():
+        try:
+            service.migrate()
+        except Exception as e:  # noqa: BLE001 - any failure is the finding
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert db.scalar("SELECT count(*) FROM omnichat.schema_migrations") == "2"
+
+
+def test_runtime_role_cannot_rewrite_migration_history(service):
+    """The service's login role must not be able to touch schema_migrations."""
+    import subprocess
+    from harness import PSQL
+    r = subprocess.run([PSQL, service.cluster.dsn("app"), "-X", "-c",
+                        "UPDATE omnichat.schema_migrations SET checksum = 'x'"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "permission denied" in r.stderr
