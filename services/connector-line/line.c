@@ -181,21 +181,9 @@ const PB(SealedCredential) *
 
 static void on_rpc_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
 {
-    line_t *l = user;
-    const char *method = strrchr(ctx->method, '/');
-    const char *code = oc_grpc_status_name(status);
+    const line_t *l = user;
 
-    method = method != NULL ? method + 1 : ctx->method;
-    oc_metric_inc(l->m_rpc_total, (const char *const[]){method, code}, 1);
-    oc_metric_observe(l->m_rpc_latency, (const char *const[]){method}, (double)latency_us / 1e6);
-    if (status == 2 || status == 13 || status == 14)
-        OC_WARN("rpc failed", OC_LS("method", method), OC_LS("code", code),
-                OC_LS("request_id", ctx->request_id), OC_LS("tenant_id", ctx->tenant_id),
-                OC_LS("detail", ctx->err.msg), OC_LI("latency_us", latency_us));
-    else
-        OC_DEBUG("rpc", OC_LS("method", method), OC_LS("code", code),
-                 OC_LS("request_id", ctx->request_id), OC_LS("tenant_id", ctx->tenant_id),
-                 OC_LI("latency_us", latency_us));
+    oc_svc_rpc_record(&l->rpc_metrics, ctx, status, latency_us);
 }
 
 static void on_http_complete(void *user, const oc_http_request_t *req, int status,
@@ -212,35 +200,13 @@ static void on_http_complete(void *user, const oc_http_request_t *req, int statu
            OC_LS("path", req->path), OC_LI("status", status), OC_LI("latency_us", latency_us));
 }
 
-static void http_healthz(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
-{
-    (void)user;
-    (void)req;
-    oc_buf_appends(&resp->body, "{\"status\":\"ok\"}");
-}
-
-static void http_metrics(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
-{
-    line_t *l = user;
-
-    (void)req;
-    resp->content_type = OC_METRICS_CONTENT_TYPE;
-    if (oc_metrics_render(l->metrics, &resp->body) != OC_OK)
-        oc_http_response_error(resp, 500, "metrics could not be rendered");
-}
-
 static bool register_metrics(line_t *l)
 {
     static const double provider_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                               0.25,  0.5,    1,     2.5,  5,     10};
     l->metrics = oc_metrics_create();
     if (l->metrics == NULL) return false;
-    l->m_rpc_total = oc_metrics_counter(l->metrics, "omnichat_rpc_requests_total",
-                                        "gRPC calls handled, by method and status code",
-                                        (const char *const[]){"method", "code"}, 2);
-    l->m_rpc_latency = oc_metrics_histogram(l->metrics, "omnichat_rpc_latency_seconds",
-                                            "gRPC call latency from arrival to status, by method",
-                                            (const char *const[]){"method"}, 1, NULL, 0);
+    if (oc_svc_rpc_metrics_init(&l->rpc_metrics, l->metrics) != OC_OK) return false;
     l->m_webhook_events =
         oc_metrics_counter(l->metrics, "omnichat_webhook_events_total",
                            "webhook events, by outcome", (const char *const[]){"outcome"}, 1);
@@ -257,9 +223,8 @@ static bool register_metrics(line_t *l)
     l->m_retry_claimed =
         oc_metrics_counter(l->metrics, "omnichat_retry_claimed_total",
                            "outbound messages claimed by the retry worker", NULL, 0);
-    return l->m_rpc_total != NULL && l->m_rpc_latency != NULL && l->m_webhook_events != NULL &&
-           l->m_webhook_requests != NULL && l->m_sends != NULL && l->m_provider_latency != NULL &&
-           l->m_retry_claimed != NULL;
+    return l->m_webhook_events != NULL && l->m_webhook_requests != NULL && l->m_sends != NULL &&
+           l->m_provider_latency != NULL && l->m_retry_claimed != NULL;
 }
 
 line_service_t *line_service_create(const line_config_t *cfg, oc_error_t *err)
@@ -316,8 +281,8 @@ oc_err_t line_service_start(line_service_t *s, int *grpc_port, int *http_port, o
     *grpc_port = oc_rpc_server_port(s->rpc);
 
     s->routes[0] = (oc_http_route_t){"POST", "/webhooks/line/", true, line_webhook_handle, l};
-    s->routes[1] = (oc_http_route_t){"GET", "/healthz", false, http_healthz, l};
-    s->routes[2] = (oc_http_route_t){"GET", "/metrics", false, http_metrics, l};
+    s->routes[1] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz, NULL};
+    s->routes[2] = (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, l->metrics};
     oc_http_server_opts_t hopts = {
         .listen = l->cfg.http_listen,
         .threads = (int)l->cfg.http_threads,

@@ -12,6 +12,7 @@
 #include "omnichat/metrics.h"
 #include "omnichat/persistence/v1/persistence.pb-c.h"
 #include "omnichat/rpc.h"
+#include "omnichat/svc.h"
 #include "omnichat/vault.h"
 
 /* protobuf-c's names carry the whole package; these keep handler code readable. */
@@ -77,8 +78,7 @@ typedef struct line {
     line_cache_t *conversations; /* tenant/conversation -> channel type (immutable) */
     line_cache_t *profiles;      /* account/user -> display name and picture URL */
     oc_metrics_t *metrics;
-    oc_metric_t *m_rpc_total;
-    oc_metric_t *m_rpc_latency;
+    oc_svc_rpc_metrics_t rpc_metrics;
     oc_metric_t *m_webhook_events;
     oc_metric_t *m_webhook_requests;
     oc_metric_t *m_sends;

@@ -1,7 +1,5 @@
 /* omnichat-connector-line: the LINE connector (SendText, ConnectChannel, webhook, retries). */
 #include <openssl/rand.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +9,7 @@
 #include "line.h"
 #include "omnichat/config.h"
 #include "omnichat/log.h"
+#include "omnichat/svc.h"
 #include "omnichat/util.h"
 
 #define VERSION "0.1.0"
@@ -124,13 +123,26 @@ static const oc_config_option_t options[] = {
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
-static const char *const passthrough[] = {"check-config", "help", "version", NULL};
-
-static bool has_flag(int argc, char **argv, const char *flag)
+/* Rules across options that the table cannot express. */
+static bool check_rules(const void *cfgp, oc_buf_t *problems)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0) return true;
-    return false;
+    const line_config_t *cfg = cfgp;
+    bool ok = true;
+
+    if (cfg->backoff_base_ms > cfg->backoff_max_ms) {
+        oc_buf_appends(problems, "--backoff-base-ms: must not exceed --backoff-max-ms\n");
+        ok = false;
+    }
+    if (cfg->lease_seconds * 1000 <= cfg->line_timeout_ms + 2 * cfg->persistence_timeout_ms) {
+        /* An attempt holds its lease through an account look-up, the push and CompleteOutbound:
+         * a lease that ran out meanwhile would let a second worker send concurrently. */
+        oc_buf_appendf(problems,
+                       "--lease-seconds: %lld s must be longer than --line-timeout-ms + 2 x "
+                       "--persistence-timeout-ms (%lld ms)\n",
+                       cfg->lease_seconds, cfg->line_timeout_ms + 2 * cfg->persistence_timeout_ms);
+        ok = false;
+    }
+    return ok;
 }
 
 /* hostname-pid-random: unique per process, readable in the database's lease_owner column. */
@@ -154,8 +166,7 @@ static int serve(line_config_t *cfg)
 {
     oc_error_t err;
     line_service_t *svc;
-    sigset_t set;
-    int sig = 0, grpc_port = 0, http_port = 0;
+    int grpc_port = 0, http_port = 0;
 
     oc_error_clear(&err);
     svc = line_service_create(cfg, &err);
@@ -169,11 +180,7 @@ static int serve(line_config_t *cfg)
             OC_LS("version", VERSION), OC_LS("instance_id", cfg->instance_id),
             OC_LS("line_api_base", cfg->line_api_base));
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigwait(&set, &sig);
-    OC_INFO("shutting down", OC_LS("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    OC_INFO("shutting down", OC_LS("signal", oc_svc_wait_for_signal()));
     line_service_stop(svc);
     line_service_destroy(svc);
     OC_INFO("stopped");
@@ -183,61 +190,15 @@ static int serve(line_config_t *cfg)
 int main(int argc, char **argv)
 {
     line_config_t cfg;
-    oc_buf_t problems;
-    sigset_t set;
     char *generated_id = NULL;
-    int rc;
+    int rc = 0;
 
     /* Before any thread exists (gRPC's included): signals are taken by sigwait in serve(). */
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    if (has_flag(argc, argv, "--help")) {
-        printf("usage: omnichat-connector-line [--flags]\n\n");
-        oc_config_usage(options, NOPTIONS, "omnichat-connector-line");
-        return 0;
-    }
-    if (has_flag(argc, argv, "--version")) {
-        printf("omnichat-connector-line %s\n", VERSION);
-        return 0;
-    }
-
+    oc_svc_block_signals();
     memset(&cfg, 0, sizeof cfg);
-    oc_buf_init(&problems, 16384);
-    rc = oc_config_load(options, NOPTIONS, &cfg, argc, argv, passthrough, &problems) == OC_OK;
-    if (rc && cfg.backoff_base_ms > cfg.backoff_max_ms) {
-        oc_buf_appends(&problems, "--backoff-base-ms: must not exceed --backoff-max-ms\n");
-        rc = 0;
-    }
-    if (rc && cfg.lease_seconds * 1000 <= cfg.line_timeout_ms + 2 * cfg.persistence_timeout_ms) {
-        /* An attempt holds its lease through an account look-up, the push and CompleteOutbound:
-         * a lease that ran out meanwhile would let a second worker send concurrently. */
-        oc_buf_appendf(&problems,
-                       "--lease-seconds: %lld s must be longer than --line-timeout-ms + 2 x "
-                       "--persistence-timeout-ms (%lld ms)\n",
-                       cfg.lease_seconds, cfg.line_timeout_ms + 2 * cfg.persistence_timeout_ms);
-        rc = 0;
-    }
-    if (has_flag(argc, argv, "--check-config")) {
-        if (!rc)
-            fprintf(stderr, "%s", problems.data != NULL ? problems.data : "");
-        else
-            fprintf(stderr, "configuration ok\n");
-        oc_buf_dispose(&problems);
-        oc_config_free(options, NOPTIONS, &cfg);
-        return rc ? 0 : 1;
-    }
-    if (!rc) {
-        fprintf(stderr, "omnichat-connector-line: invalid configuration:\n%s",
-                problems.data != NULL ? problems.data : "");
-        oc_buf_dispose(&problems);
-        oc_config_free(options, NOPTIONS, &cfg);
-        return 2;
-    }
-    oc_buf_dispose(&problems);
+    if (!oc_svc_configure("omnichat-connector-line", VERSION, "omnichat-connector-line [--flags]",
+                          options, NOPTIONS, &cfg, argc, argv, check_rules, &rc))
+        return rc;
     oc_log_init("connector-line", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
     oc_rpc_route_core_logs();
 

@@ -1,7 +1,5 @@
 /* omnichat-persistence: serve the Persistence gRPC API, or apply the schema migrations. */
 #include <openssl/crypto.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +9,7 @@
 #include "omnichat/config.h"
 #include "omnichat/log.h"
 #include "omnichat/rpc.h"
+#include "omnichat/svc.h"
 #include "service.h"
 
 #define VERSION "0.1.0"
@@ -66,21 +65,25 @@ static const oc_config_option_t options[] = {
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
-static const char *const passthrough[] = {"check-config", "help", "version", NULL};
-
-static bool has_flag(int argc, char **argv, const char *flag)
+/* Serving needs a database; the table cannot say "one of two options" by itself. */
+static bool check_database(const void *cfg, oc_buf_t *problems)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], flag) == 0) return true;
-    return false;
+    const pst_config_t *c = cfg;
+
+    if ((c->database_url == NULL || c->database_url[0] == '\0') &&
+        (c->database_url_file == NULL || c->database_url_file[0] == '\0')) {
+        oc_buf_appends(problems, "--database-url: one of --database-url and "
+                                 "--database-url-file is required\n");
+        return false;
+    }
+    return true;
 }
 
 static int serve(pst_config_t *cfg)
 {
     oc_error_t err;
     pst_service_t *svc;
-    sigset_t set;
-    int sig = 0, grpc_port = 0, admin_port = 0;
+    int grpc_port = 0, admin_port = 0;
 
     oc_error_clear(&err);
     svc = pst_service_create(cfg, &err);
@@ -92,11 +95,7 @@ static int serve(pst_config_t *cfg)
     OC_INFO("listening", OC_LI("grpc_port", grpc_port), OC_LI("admin_port", admin_port),
             OC_LS("version", VERSION), OC_LI("workers", cfg->workers));
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigwait(&set, &sig);
-    OC_INFO("shutting down", OC_LS("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    OC_INFO("shutting down", OC_LS("signal", oc_svc_wait_for_signal()));
     pst_service_stop(svc);
     pst_service_destroy(svc);
     OC_INFO("stopped");
@@ -129,18 +128,11 @@ static int migrate(pst_config_t *cfg)
 int main(int argc, char **argv)
 {
     pst_config_t cfg;
-    oc_buf_t problems;
-    sigset_t set;
     const char *cmd = "serve";
-    int rc;
+    int rc = 0;
 
     /* Before any thread exists (gRPC's included): signals are taken by sigwait in serve(). */
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    oc_svc_block_signals();
     if (argc > 1 && argv[1][0] != '-') {
         cmd = argv[1];
         if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
@@ -149,42 +141,11 @@ int main(int argc, char **argv)
         }
         argv[1] = (char *)"serve"; /* positional words are left alone by the config loader */
     }
-    if (has_flag(argc, argv, "--help")) {
-        printf("usage: omnichat-persistence [serve|migrate] [--flags]\n\n");
-        oc_config_usage(options, NOPTIONS, "omnichat-persistence");
-        return 0;
-    }
-    if (has_flag(argc, argv, "--version")) {
-        printf("omnichat-persistence %s\n", VERSION);
-        return 0;
-    }
-
     memset(&cfg, 0, sizeof cfg);
-    oc_buf_init(&problems, 16384);
-    rc = oc_config_load(options, NOPTIONS, &cfg, argc, argv, passthrough, &problems) == OC_OK;
-    if (rc && (cfg.database_url == NULL || cfg.database_url[0] == '\0') &&
-        (cfg.database_url_file == NULL || cfg.database_url_file[0] == '\0')) {
-        oc_buf_appends(&problems, "--database-url: one of --database-url and "
-                                  "--database-url-file is required\n");
-        rc = 0;
-    }
-    if (has_flag(argc, argv, "--check-config")) {
-        if (!rc)
-            fprintf(stderr, "%s", problems.data != NULL ? problems.data : "");
-        else
-            fprintf(stderr, "configuration ok\n");
-        oc_buf_dispose(&problems);
-        oc_config_free(options, NOPTIONS, &cfg);
-        return rc ? 0 : 1;
-    }
-    if (!rc) {
-        fprintf(stderr, "omnichat-persistence: invalid configuration:\n%s",
-                problems.data != NULL ? problems.data : "");
-        oc_buf_dispose(&problems);
-        oc_config_free(options, NOPTIONS, &cfg);
-        return 2;
-    }
-    oc_buf_dispose(&problems);
+    if (!oc_svc_configure("omnichat-persistence", VERSION,
+                          "omnichat-persistence [serve|migrate] [--flags]", options, NOPTIONS, &cfg,
+                          argc, argv, check_database, &rc))
+        return rc;
     oc_log_init("persistence", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
     oc_rpc_route_core_logs();
 

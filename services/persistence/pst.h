@@ -9,6 +9,7 @@
 #include "omnichat/metrics.h"
 #include "omnichat/pg.h"
 #include "omnichat/rpc.h"
+#include "omnichat/svc.h"
 #include "omnichat/persistence/v1/persistence.pb-c.h"
 
 /* protobuf-c's names carry the whole package; these keep handler code readable. */
@@ -58,8 +59,7 @@ typedef struct pst {
     oc_pg_pool_t *pool;
     uint8_t cursor_key[PST_CURSOR_KEY_LEN];
     oc_metrics_t *metrics;
-    oc_metric_t *m_rpc_total;
-    oc_metric_t *m_rpc_latency;
+    oc_svc_rpc_metrics_t rpc_metrics;
     oc_metric_t *m_dedupe;
     oc_metric_t *m_pool_in_use;
     oc_metric_t *m_pool_size;

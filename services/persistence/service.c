@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "omnichat/http.h"
+#include "omnichat/svc.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
 
@@ -47,45 +48,11 @@ static void pool_gauges(void *arg)
     oc_metric_set(pst->m_pool_size, NULL, (double)size);
 }
 
-/* After every call: metrics, and one access-log line (debug; warn for server faults). */
 static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
 {
-    pst_t *pst = user;
-    const char *method = strrchr(ctx->method, '/');
-    const char *code = oc_grpc_status_name(status);
+    const pst_t *pst = user;
 
-    method = method != NULL ? method + 1 : ctx->method;
-    /* Unknown methods come from the client's path: one label for all of them keeps a
-     * scanner from minting unbounded label values. */
-    if (status == 12) method = "unknown";
-    oc_metric_inc(pst->m_rpc_total, (const char *const[]){method, code}, 1);
-    oc_metric_observe(pst->m_rpc_latency, (const char *const[]){method}, (double)latency_us / 1e6);
-    /* INTERNAL and UNKNOWN are ours to look at; the rest are the caller's business. */
-    if (status == 2 || status == 13 || status == 14)
-        OC_WARN("rpc failed", OC_LS("method", method), OC_LS("code", code),
-                OC_LS("request_id", ctx->request_id), OC_LS("tenant_id", ctx->tenant_id),
-                OC_LS("detail", ctx->err.msg), OC_LI("latency_us", latency_us));
-    else
-        OC_DEBUG("rpc", OC_LS("method", method), OC_LS("code", code),
-                 OC_LS("request_id", ctx->request_id), OC_LS("tenant_id", ctx->tenant_id),
-                 OC_LI("latency_us", latency_us));
-}
-
-static void admin_healthz(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
-{
-    (void)user;
-    (void)req;
-    oc_buf_appends(&resp->body, "{\"status\":\"ok\"}");
-}
-
-static void admin_metrics(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
-{
-    pst_t *pst = user;
-
-    (void)req;
-    resp->content_type = "text/plain; version=0.0.4";
-    if (oc_metrics_render(pst->metrics, &resp->body) != OC_OK)
-        oc_http_response_error(resp, 500, "metrics could not be rendered");
+    oc_svc_rpc_record(&pst->rpc_metrics, ctx, status, latency_us);
 }
 
 static void pg_log(const char *sqlstate, const char *message)
@@ -177,13 +144,7 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
 
     s->pst.metrics = oc_metrics_create();
     if (s->pst.metrics == NULL) goto oom;
-    s->pst.m_rpc_total = oc_metrics_counter(s->pst.metrics, "omnichat_rpc_requests_total",
-                                            "gRPC calls handled, by method and status code",
-                                            (const char *const[]){"method", "code"}, 2);
-    s->pst.m_rpc_latency =
-        oc_metrics_histogram(s->pst.metrics, "omnichat_rpc_latency_seconds",
-                             "gRPC call latency from arrival to status, by method",
-                             (const char *const[]){"method"}, 1, NULL, 0);
+    if (oc_svc_rpc_metrics_init(&s->pst.rpc_metrics, s->pst.metrics) != OC_OK) goto oom;
     s->pst.m_dedupe =
         oc_metrics_counter(s->pst.metrics, "omnichat_dedupe_hits_total",
                            "messages whose idempotency key already existed (nothing written)",
@@ -192,8 +153,7 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
                                             "database connections in use", NULL, 0);
     s->pst.m_pool_size = oc_metrics_gauge(s->pst.metrics, "omnichat_db_pool_size",
                                           "database connection slots", NULL, 0);
-    if (s->pst.m_rpc_total == NULL || s->pst.m_rpc_latency == NULL || s->pst.m_dedupe == NULL ||
-        s->pst.m_pool_in_use == NULL || s->pst.m_pool_size == NULL)
+    if (s->pst.m_dedupe == NULL || s->pst.m_pool_in_use == NULL || s->pst.m_pool_size == NULL)
         goto oom;
     oc_metrics_on_render(s->pst.metrics, pool_gauges, &s->pst);
 
@@ -229,8 +189,9 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
     *grpc_port = oc_rpc_server_port(s->rpc);
     *admin_port = 0;
     if (s->pst.cfg.admin_listen != NULL && s->pst.cfg.admin_listen[0] != '\0') {
-        s->routes[0] = (oc_http_route_t){"GET", "/healthz", false, admin_healthz, &s->pst};
-        s->routes[1] = (oc_http_route_t){"GET", "/metrics", false, admin_metrics, &s->pst};
+        s->routes[0] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz, NULL};
+        s->routes[1] =
+            (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, s->pst.metrics};
         oc_http_server_opts_t hopts = {
             .listen = s->pst.cfg.admin_listen,
             .threads = 2,

@@ -1,0 +1,130 @@
+/* Unit tests of the shared service runtime (common/src/svc.c). */
+#include <CUnit/Basic.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "omnichat/svc.h"
+
+typedef struct cfg {
+    long long workers;
+    long long floor;
+} cfg_t;
+
+static const oc_config_option_t opts[] = {
+    {"workers", OC_CFG_INT, "4", 1, 64, 0, offsetof(cfg_t, workers), "threads", NULL},
+    {"floor", OC_CFG_INT, "1", 1, 64, 0, offsetof(cfg_t, floor), "lower bound", NULL},
+};
+
+static int checks;
+
+static bool floor_below_workers(const void *p, oc_buf_t *problems)
+{
+    const cfg_t *c = p;
+    checks++;
+    if (c->floor > c->workers) {
+        oc_buf_appends(problems, "--floor: must not exceed --workers\n");
+        return false;
+    }
+    return true;
+}
+
+static int configure(int argc, char **argv, bool *run)
+{
+    cfg_t c;
+    int code = -1;
+
+    memset(&c, 0, sizeof c);
+    *run = oc_svc_configure("test", "1.0", "test [--flags]", opts, 2, &c, argc, argv,
+                            floor_below_workers, &code);
+    if (*run) oc_config_free(opts, 2, &c);
+    return code;
+}
+
+static void test_valid_configuration_runs(void)
+{
+    char *argv[] = {"test", "--workers", "8", NULL};
+    bool run;
+
+    checks = 0;
+    configure(3, argv, &run);
+    CU_ASSERT_TRUE(run);
+    CU_ASSERT_EQUAL(checks, 1);
+}
+
+static void test_cross_option_rule_refuses_with_exit_2(void)
+{
+    char *argv[] = {"test", "--workers", "2", "--floor", "3", NULL};
+    bool run;
+
+    CU_ASSERT_EQUAL(configure(5, argv, &run), 2);
+    CU_ASSERT_FALSE(run);
+}
+
+static void test_check_config_exits_0_or_1(void)
+{
+    char *good[] = {"test", "--check-config", NULL};
+    char *bad[] = {"test", "--check-config", "--workers", "0", NULL};
+    bool run;
+
+    CU_ASSERT_EQUAL(configure(2, good, &run), 0);
+    CU_ASSERT_FALSE(run);
+    CU_ASSERT_EQUAL(configure(4, bad, &run), 1);
+    CU_ASSERT_FALSE(run);
+}
+
+static void test_help_and_version_stop_with_0(void)
+{
+    char *help[] = {"test", "--help", NULL};
+    char *version[] = {"test", "--version", NULL};
+    bool run;
+
+    CU_ASSERT_EQUAL(configure(2, help, &run), 0);
+    CU_ASSERT_FALSE(run);
+    CU_ASSERT_EQUAL(configure(2, version, &run), 0);
+    CU_ASSERT_FALSE(run);
+}
+
+static void test_unknown_methods_share_one_label(void)
+{
+    oc_metrics_t *m = oc_metrics_create();
+    oc_svc_rpc_metrics_t rm;
+    oc_rpc_ctx_t ctx;
+    oc_buf_t out;
+
+    CU_ASSERT_EQUAL_FATAL(oc_svc_rpc_metrics_init(&rm, m), OC_OK);
+    memset(&ctx, 0, sizeof ctx);
+    ctx.method = "/pkg.Service/Known";
+    oc_svc_rpc_record(&rm, &ctx, 5, 1000);
+    ctx.method = "/scanner/whatever-1";
+    oc_svc_rpc_record(&rm, &ctx, 12, 10);
+    ctx.method = "/scanner/whatever-2";
+    oc_svc_rpc_record(&rm, &ctx, 12, 10);
+    oc_buf_init(&out, 1 << 20);
+    CU_ASSERT_EQUAL(oc_metrics_render(m, &out), OC_OK);
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(out.data, "omnichat_rpc_requests_total{method=\"Known\",code=\"NOT_FOUND\"} 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(
+        out.data, "omnichat_rpc_requests_total{method=\"unknown\",code=\"UNIMPLEMENTED\"} 2"));
+    CU_ASSERT_PTR_NULL(strstr(out.data, "whatever"));
+    oc_buf_dispose(&out);
+    oc_metrics_destroy(m);
+}
+
+int main(void)
+{
+    CU_pSuite s;
+
+    if (CU_initialize_registry() != CUE_SUCCESS) return 1;
+    s = CU_add_suite("svc", NULL, NULL);
+    CU_add_test(s, "valid configuration runs", test_valid_configuration_runs);
+    CU_add_test(s, "cross-option rule refuses with exit 2",
+                test_cross_option_rule_refuses_with_exit_2);
+    CU_add_test(s, "--check-config exits 0 or 1", test_check_config_exits_0_or_1);
+    CU_add_test(s, "--help and --version stop with 0", test_help_and_version_stop_with_0);
+    CU_add_test(s, "unknown methods share one label", test_unknown_methods_share_one_label);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures();
+    CU_cleanup_registry();
+    return failed == 0 ? 0 : 1;
+}
