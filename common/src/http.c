@@ -477,11 +477,18 @@ oc_http_server_t *oc_http_server_start(const oc_http_server_opts_t *opts, oc_err
      * connections and runs their handlers itself, so a blocking handler holds one thread. */
     unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (la.v6) flags |= MHD_USE_IPv6;
-    s->daemon =
-        MHD_start_daemon(flags, la.port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER,
-                         on_mhd_log, s, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&la.ss,
-                         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT,
-                         timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    if (opts->thread_per_connection)
+        s->daemon =
+            MHD_start_daemon(flags | MHD_USE_THREAD_PER_CONNECTION, la.port, NULL, NULL, on_access,
+                             s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_SOCK_ADDR,
+                             (const struct sockaddr *)&la.ss, MHD_OPTION_CONNECTION_TIMEOUT,
+                             timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    else
+        s->daemon =
+            MHD_start_daemon(flags, la.port, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER,
+                             on_mhd_log, s, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&la.ss,
+                             MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT,
+                             timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->daemon) {
         oc_error_set(err, OC_E_IO, "could not start http server on %s: %s", opts->listen,
                      s->start_err[0] ? s->start_err : "libmicrohttpd refused to start");

@@ -616,6 +616,9 @@ lsim_t *lsim_create(const lsim_opts_t *opts, oc_error_t *err)
         .timeout_s = 60,
         .routes = s->routes,
         .nroutes = 2,
+        /* Injected delays sleep in the handler: with a pool, a retry arriving on a keep-alive
+         * connection of that thread would wait behind it and meet the wrong fault. */
+        .thread_per_connection = true,
     };
     s->server = oc_http_server_start(&so, err);
     if (!s->server) goto fail;

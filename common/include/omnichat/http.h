@@ -60,6 +60,10 @@ typedef struct oc_http_server_opts {
     int threads;        /* thread pool size; default 8 */
     size_t max_body;    /* larger bodies get 413 before any handler runs; default 1 MiB */
     int timeout_s;      /* idle connection timeout; default 30 */
+    /* One thread per connection instead of a pool (threads is then ignored): a handler that
+     * sleeps on purpose (a simulator's injected delay) then never holds up requests arriving on
+     * other keep-alive connections. Services keep the pool. */
+    bool thread_per_connection;
     const oc_http_route_t *routes; /* first match wins; must outlive the server */
     size_t nroutes;
     /* Optional, after each response (metrics, access log); never sees the body (req->body is

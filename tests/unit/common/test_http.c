@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_BODY 64
 
@@ -531,12 +532,95 @@ static void test_response_header_limits(void)
     oc_buf_dispose(&resp.body);
 }
 
+/* Thread per connection: a handler that waits for another request to arrive is only ever
+ * released if that other request runs on another thread. With a single pool thread this would
+ * hang until curl's timeout; here the waiting request must finish 200 after the releaser. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+static atomic_int order_seen; /* 1: the releaser ran */
+static atomic_int waiter_in;  /* 1: the waiting handler is running */
+
+static void h_wait(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
+{
+    struct timespec until;
+    (void)user;
+    (void)req;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    atomic_store(&waiter_in, 1);
+    pthread_mutex_lock(&gate_mu);
+    while (!gate_open && pthread_cond_timedwait(&gate_cv, &gate_mu, &until) == 0)
+        ;
+    resp->status = gate_open ? 200 : 504;
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static void h_release(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
+{
+    (void)user;
+    (void)req;
+    (void)resp;
+    pthread_mutex_lock(&gate_mu);
+    gate_open = 1;
+    atomic_store(&order_seen, 1);
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+typedef struct waiter {
+    oc_http_server_t *s;
+    reply_t r;
+} waiter_t;
+
+static void *waiter_main(void *arg)
+{
+    waiter_t *w = arg;
+    request(w->s, "GET", "/wait", NULL, 0, NULL, &w->r);
+    return NULL;
+}
+
+static void test_thread_per_connection(void)
+{
+    static const oc_http_route_t gate_routes[] = {
+        {.method = "GET", .path = "/wait", .handler = h_wait},
+        {.method = "GET", .path = "/release", .handler = h_release},
+    };
+    oc_error_t err;
+    oc_error_clear(&err);
+    oc_http_server_opts_t o = {.listen = "127.0.0.1:0",
+                               .threads = 1,
+                               .routes = gate_routes,
+                               .nroutes = 2,
+                               .thread_per_connection = true};
+    oc_http_server_t *s = oc_http_server_start(&o, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    static waiter_t waiting;
+    reply_t released;
+    memset(&waiting, 0, sizeof waiting);
+    waiting.s = s;
+    pthread_t th;
+    pthread_create(&th, NULL, waiter_main, &waiting);
+    /* Release only once the waiter's handler holds its thread: that is the case a pool of one
+     * thread could never serve. */
+    for (int i = 0; i < 500 && !atomic_load(&waiter_in); i++)
+        usleep(10000);
+    CU_ASSERT_EQUAL_FATAL(atomic_load(&waiter_in), 1);
+    CU_ASSERT_EQUAL(request(s, "GET", "/release", NULL, 0, NULL, &released), CURLE_OK);
+    CU_ASSERT_EQUAL(released.status, 200);
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(waiting.r.status, 200);
+    CU_ASSERT_EQUAL(atomic_load(&order_seen), 1);
+    oc_http_server_stop(s);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("http", suite_init, suite_clean);
     CU_add_test(s, "GET route, headers, on_complete", test_get_route);
+    CU_add_test(s, "thread per connection", test_thread_per_connection);
     CU_add_test(s, "POST route and body", test_post_route_and_body);
     CU_add_test(s, "prefix route, any method", test_prefix_and_any_method);
     CU_add_test(s, "404 and 405 with Allow", test_404_405);
