@@ -15,12 +15,36 @@
 /* Year 9999: past any real schedule, and inside what from_ms can represent. */
 #define TS_MAX_MS INT64_C(253402300799000)
 
+/* The columns of omnichat.v_messages, computed from a message row M that the function returned
+ * (no read-back through the view). Keep in step with v_messages in 0001_schema.sql. */
+#define MSG_COLS(M) \
+    " " M ".tenant_id, " M ".id, " M ".channel_account_id, " M ".conversation_id, " M \
+    ".contact_id, " M ".direction, " M ".idempotency_key, " M ".external_message_id, " M \
+    ".sender_type, " M ".sender_id, " M ".sender_display_name, " M ".content_type, " M \
+    ".content_text, " M ".content_struct::text AS content_struct, " M ".status, " M \
+    ".error_category, " M ".error_detail, " M ".attempts," \
+    " omnichat.us(" M ".next_attempt_at) AS next_attempt_at_us, " M ".channel_timestamp," \
+    " omnichat.us(" M ".channel_timestamp) AS channel_timestamp_us," \
+    " omnichat.us(" M ".created_at) AS created_at_us," \
+    " omnichat.us(" M ".updated_at) AS updated_at_us, " M ".provider_retry_key," \
+    " CASE WHEN " M ".attachment_count > 0 THEN" \
+    " (SELECT json_agg(json_build_object(" \
+    "'id', a.id, 'ordinal', a.ordinal, 'kind', a.kind, 'url', a.url," \
+    " 'mime_type', a.mime_type, 'size_bytes', a.size_bytes, 'name', a.name," \
+    " 'metadata', a.metadata, 'created_at_us', omnichat.us(a.created_at)) ORDER BY a.ordinal)" \
+    " FROM omnichat.attachments a" \
+    " WHERE a.tenant_id = " M ".tenant_id AND a.message_id = " M ".id)::text" \
+    " END AS attachments, " M ".lease_owner, omnichat.us(" M ".lease_until) AS lease_until_us"
+
+#define MSG_COLS_CREATE MSG_COLS("(r.msg)")
+#define MSG_COLS_COMPLETE MSG_COLS("m")
+
 const oc_pg_stmt_t pst_stmts_outbound[] = {
-    {"ob_create", "SELECT * FROM omnichat.create_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                  "$10, $11, $12, $13, $14)"},
-    {"ob_get_result", "SELECT * FROM omnichat.v_outbound WHERE tenant_id = $1"
-                      " AND id = current_setting('omnichat.result_id')::uuid"},
-    {"ob_complete", "SELECT omnichat.complete_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9)"},
+    {"ob_create", "SELECT r.created, r.lease_acquired, r.thread_key," MSG_COLS_CREATE
+                  " FROM omnichat.create_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                  " $12, $13, $14) r"},
+    {"ob_complete", "SELECT" MSG_COLS_COMPLETE
+                    " FROM omnichat.complete_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9) m"},
     {"ob_get", "SELECT * FROM omnichat.v_messages"
                " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound'"},
     {"ob_claim", "SELECT * FROM omnichat.claim_due_outbound($1, $2, $3, $4)"},
@@ -124,13 +148,12 @@ static oc_err_t create_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                         pst_opt(req->lease_owner),
                         pst_i64(ctx, lease_seconds),
                         pst_new_id(ctx)};
-    const char *p2[] = {req->tenant_id};
-    oc_pg_query_t q[] = {{"ob_create", 14, p1, NULL}, {"ob_get_result", 1, p2, NULL}};
+    oc_pg_query_t q[] = {{"ob_create", 14, p1, NULL}};
 
     if (p1[12] == NULL || p1[13] == NULL)
         return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
-    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
-    if (oc_pg_ntuples(q[0].res) != 1 || oc_pg_ntuples(q[1].res) != 1)
+    if (pst_exec(ctx, req->tenant_id, q, 1) != OC_OK) return ctx->err.code;
+    if (oc_pg_ntuples(q[0].res) != 1)
         return oc_error_set(&ctx->err, OC_E_INTERNAL, "message: not stored");
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
     if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
@@ -139,8 +162,8 @@ static oc_err_t create_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     resp->lease_acquired =
         oc_pg_value(q[0].res, 0, oc_pg_fnumber(q[0].res, "lease_acquired"))[0] == 't';
     resp->thread_key = oc_arena_strdup(
-        ctx->arena, oc_pg_value(q[1].res, 0, oc_pg_fnumber(q[1].res, "thread_key")));
-    resp->message = pst_row_message(ctx, q[1].res, 0);
+        ctx->arena, oc_pg_value(q[0].res, 0, oc_pg_fnumber(q[0].res, "thread_key")));
+    resp->message = pst_row_message(ctx, q[0].res, 0);
     if (resp->message == NULL || resp->thread_key == NULL)
         return ctx->err.code != OC_OK ? ctx->err.code
                                       : oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
@@ -211,16 +234,17 @@ static oc_err_t complete_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                         req->error_detail,
                         scheduled ? pst_i64(ctx, req->next_attempt_at_ms) : NULL,
                         req->no_provider_call ? "false" : "true"};
-    oc_pg_query_t q[] = {{"ob_complete", 9, p1, NULL}, {"ob_get", 2, p1, NULL}};
+    oc_pg_query_t q[] = {{"ob_complete", 9, p1, NULL}};
 
     if (scheduled && p1[7] == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
-    if (pst_exec(ctx, req->tenant_id, q, 2) != OC_OK) return ctx->err.code;
-    if (oc_pg_ntuples(q[1].res) != 1)
+    if (pst_exec(ctx, req->tenant_id, q, 1) != OC_OK) return ctx->err.code;
+    /* The function raises "not found"; a row of NULLs would mean it returned none. */
+    if (oc_pg_ntuples(q[0].res) != 1 || oc_pg_isnull(q[0].res, 0, oc_pg_fnumber(q[0].res, "id")))
         return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "message_id: not found");
     resp = oc_arena_alloc(ctx->arena, sizeof *resp);
     if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
-    resp->message = pst_row_message(ctx, q[1].res, 0);
+    resp->message = pst_row_message(ctx, q[0].res, 0);
     if (resp->message == NULL)
         return ctx->err.code != OC_OK ? ctx->err.code
                                       : oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");

@@ -23,27 +23,33 @@ CREATE FUNCTION omnichat.current_tenant() RETURNS uuid
     AS $$ SELECT NULLIF(current_setting('omnichat.tenant_id', true), '')::uuid $$;
 
 -- Timestamps leave the database as integer microseconds since the epoch: exact, and free of
--- DateStyle/TimeZone formatting.
+-- DateStyle/TimeZone formatting. The bodies use only immutable operators (timestamptz minus
+-- timestamptz, timestamp plus interval, AT TIME ZONE 'UTC'; not extract() of a timestamptz nor
+-- timestamptz plus interval, which are stable), so the planner inlines these functions instead
+-- of running a SQL function, with its parse and plan, for every call site of every statement.
 CREATE FUNCTION omnichat.us(ts timestamptz) RETURNS bigint
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT (extract(epoch FROM ts) * 1000000)::bigint $$;
+    AS $$ SELECT (extract(epoch FROM ts - 'epoch'::timestamptz) * 1000000)::bigint $$;
 
 CREATE FUNCTION omnichat.from_ms(ms bigint) RETURNS timestamptz
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT 'epoch'::timestamptz + ms * interval '1 millisecond' $$;
+    AS $$ SELECT ('epoch'::timestamp + ms * interval '1 millisecond') AT TIME ZONE 'UTC' $$;
 
 CREATE FUNCTION omnichat.from_us(us bigint) RETURNS timestamptz
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT 'epoch'::timestamptz + us * interval '1 microsecond' $$;
+    AS $$ SELECT ('epoch'::timestamp + us * interval '1 microsecond') AT TIME ZONE 'UTC' $$;
 
+-- Lists of allowed values are written as one array constant (= ANY ('{...}'::text[])), not
+-- IN (...): every INSERT and UPDATE deserialises and prepares each CHECK of its table, and an
+-- IN list is stored as one node per element. Same rule, same constraint names.
 CREATE TABLE omnichat.channel_accounts (
     tenant_id           uuid        NOT NULL,
     id                  uuid        NOT NULL,
-    channel_type        text        NOT NULL CHECK (channel_type IN ('line', 'facebook', 'instagram')),
+    channel_type        text        NOT NULL CHECK (channel_type = ANY ('{line,facebook,instagram}'::text[])),
     external_account_id text        NOT NULL CHECK (length(external_account_id) BETWEEN 1 AND 256),
     display_name        text        NOT NULL DEFAULT '',
     status              text        NOT NULL DEFAULT 'active'
-                                    CHECK (status IN ('active', 'auth_failed', 'disabled')),
+                                    CHECK (status = ANY ('{active,auth_failed,disabled}'::text[])),
     last_error_category text,
     last_error_at       timestamptz,
     last_success_at     timestamptz,
@@ -121,22 +127,21 @@ CREATE TABLE omnichat.messages (
     channel_account_id  uuid        NOT NULL,
     conversation_id     uuid        NOT NULL,
     contact_id          uuid,
-    direction           text        NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+    direction           text        NOT NULL CHECK (direction = ANY ('{inbound,outbound}'::text[])),
     idempotency_key     text        NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 256),
     external_message_id text,
-    sender_type         text        NOT NULL CHECK (sender_type IN ('contact', 'agent', 'bot', 'system')),
+    sender_type         text        NOT NULL CHECK (sender_type = ANY ('{contact,agent,bot,system}'::text[])),
     sender_id           text        NOT NULL DEFAULT '',
     sender_display_name text        NOT NULL DEFAULT '',
-    content_type        text        NOT NULL CHECK (content_type IN
-                          ('text', 'image', 'video', 'audio', 'file', 'sticker', 'location', 'unsupported')),
+    content_type        text        NOT NULL CHECK (content_type = ANY
+                          ('{text,image,video,audio,file,sticker,location,unsupported}'::text[])),
     content_text        text        NOT NULL DEFAULT '',
     content_struct      jsonb,
-    status              text        NOT NULL CHECK (status IN
-                          ('received', 'pending', 'sent', 'failed', 'unknown')),
-    error_category      text        CHECK (error_category IN
-                          ('auth_error', 'rate_limit_error', 'quota_exceeded', 'invalid_request_error',
-                           'recipient_error', 'window_closed', 'network_error', 'timeout',
-                           'provider_error', 'internal_error')),
+    status              text        NOT NULL CHECK (status = ANY
+                          ('{received,pending,sent,failed,unknown}'::text[])),
+    error_category      text        CHECK (error_category = ANY
+                          ('{auth_error,rate_limit_error,quota_exceeded,invalid_request_error,recipient_error,'
+                           'window_closed,network_error,timeout,provider_error,internal_error}'::text[])),
     error_detail        text        CHECK (length(error_detail) <= 512),
     attempts            integer     NOT NULL DEFAULT 0,
     next_attempt_at     timestamptz,
@@ -151,7 +156,7 @@ CREATE TABLE omnichat.messages (
     PRIMARY KEY (tenant_id, id),
     -- Whatever the retry worker may send again carries the provider retry key that keeps a
     -- second attempt from delivering twice.
-    CHECK (direction = 'inbound' OR status NOT IN ('pending', 'unknown')
+    CHECK (direction = 'inbound' OR status <> ALL ('{pending,unknown}'::text[])
            OR provider_retry_key IS NOT NULL),
     -- Idempotency: a webhook retry or a repeated send request finds the row it made before.
     UNIQUE (tenant_id, channel_account_id, direction, idempotency_key),

@@ -384,111 +384,145 @@ BEGIN
 END
 $$;
 
--- Create-or-get of an outbound message (Stripe's idempotency rules). Leaves the message id
--- in omnichat.result_id.
+-- Create-or-get of an outbound message (Stripe's idempotency rules). Returns the message row
+-- and the conversation's thread key, so the caller needs no read-back. The common case (a new
+-- key) is one index probe of the conversation, the insert and the conversation's counters.
 CREATE FUNCTION omnichat.create_outbound(
     p_tenant uuid, p_conversation uuid, p_key text, p_fingerprint text, p_sender_type text,
     p_sender_id text, p_sender_name text, p_content_type text, p_text text, p_struct jsonb,
     p_retry_key uuid, p_lease_owner text, p_lease_seconds integer, p_new_id uuid,
-    OUT message_id uuid, OUT created boolean, OUT lease_acquired boolean)
+    OUT msg omnichat.messages, OUT thread_key text, OUT created boolean,
+    OUT lease_acquired boolean)
     LANGUAGE plpgsql
 AS $$
 DECLARE
     v_account uuid;
     v_contact uuid;
-    r record;
+    v_leased boolean := COALESCE(p_lease_owner, '') <> '';
+    -- A lease needs an owner; a pending message without one is due at once.
+    v_lease timestamptz := CASE WHEN p_lease_seconds > 0 AND COALESCE(p_lease_owner, '') <> ''
+                                THEN now() + make_interval(secs => p_lease_seconds) END;
 BEGIN
-    SELECT c.channel_account_id, c.contact_id INTO v_account, v_contact
+    SELECT c.channel_account_id, c.contact_id, c.thread_key INTO v_account, v_contact, thread_key
       FROM omnichat.conversations c WHERE c.tenant_id = p_tenant AND c.id = p_conversation;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation_id: not found' USING ERRCODE = 'OCNF0';
     END IF;
     FOR i IN 1..2 LOOP
-        SELECT m.id, m.conversation_id, m.request_fingerprint, m.status, m.lease_until,
-               m.next_attempt_at INTO r
+        -- Insert first: a repeated key conflicts without writing anything and is read below.
+        INSERT INTO omnichat.messages AS m (tenant_id, id, channel_account_id, conversation_id,
+                              contact_id, direction, idempotency_key, sender_type, sender_id,
+                              sender_display_name, content_type, content_text, content_struct,
+                              status, channel_timestamp, attachment_count, provider_retry_key,
+                              request_fingerprint, lease_owner, lease_until, next_attempt_at)
+        VALUES (p_tenant, p_new_id, v_account, p_conversation, v_contact, 'outbound', p_key,
+                p_sender_type, COALESCE(p_sender_id, ''), COALESCE(p_sender_name, ''),
+                p_content_type, COALESCE(p_text, ''), p_struct, 'pending', now(), 0,
+                p_retry_key, p_fingerprint, NULLIF(p_lease_owner, ''), v_lease,
+                COALESCE(v_lease, now()))
+        ON CONFLICT ON CONSTRAINT messages_tenant_id_channel_account_id_direction_idempotency_key
+        DO NOTHING
+        RETURNING m.* INTO msg;
+        IF FOUND THEN
+            created := true;
+            lease_acquired := v_leased;
+            -- The same conversation update as insert_message_row, at channel time now().
+            UPDATE omnichat.conversations c
+               SET message_count = c.message_count + 1,
+                   last_message_preview = CASE
+                       WHEN c.last_message_at IS NULL OR now() >= c.last_message_at THEN
+                           CASE WHEN COALESCE(p_text, '') <> '' THEN left(p_text, 200)
+                                ELSE '[' || p_content_type || ']' END
+                       ELSE c.last_message_preview END,
+                   last_message_at = GREATEST(c.last_message_at, now()),
+                   last_activity_at = GREATEST(c.last_activity_at, now()),
+                   updated_at = now()
+             WHERE c.tenant_id = p_tenant AND c.id = p_conversation;
+            RETURN;
+        END IF;
+        SELECT m.* INTO msg
           FROM omnichat.messages m
          WHERE m.tenant_id = p_tenant AND m.channel_account_id = v_account
            AND m.direction = 'outbound' AND m.idempotency_key = p_key
            FOR UPDATE;
         IF FOUND THEN
-            IF r.request_fingerprint IS DISTINCT FROM p_fingerprint
-               OR r.conversation_id <> p_conversation THEN
+            IF msg.request_fingerprint IS DISTINCT FROM p_fingerprint
+               OR msg.conversation_id <> p_conversation THEN
                 RAISE EXCEPTION 'idempotency_key: already used with a different request'
                     USING ERRCODE = 'OCAE0';
             END IF;
-            message_id := r.id;
             created := false;
             lease_acquired := false;
             -- Take over a send whose previous holder is gone and which is due anyway. A
             -- message without a next attempt is settled (an unknown outcome for good).
-            IF r.status IN ('pending', 'unknown') AND COALESCE(p_lease_owner, '') <> ''
-               AND (r.lease_until IS NULL OR r.lease_until < now())
-               AND r.next_attempt_at IS NOT NULL AND r.next_attempt_at <= now() THEN
+            IF msg.status IN ('pending', 'unknown') AND v_leased
+               AND (msg.lease_until IS NULL OR msg.lease_until < now())
+               AND msg.next_attempt_at IS NOT NULL AND msg.next_attempt_at <= now() THEN
                 UPDATE omnichat.messages m
                    SET lease_owner = p_lease_owner,
                        lease_until = now() + make_interval(secs => p_lease_seconds),
                        next_attempt_at = now() + make_interval(secs => p_lease_seconds),
                        updated_at = now()
-                 WHERE m.tenant_id = p_tenant AND m.id = r.id;
+                 WHERE m.tenant_id = p_tenant AND m.id = msg.id
+                RETURNING m.* INTO msg;
                 lease_acquired := true;
             END IF;
-            PERFORM set_config('omnichat.result_id', message_id::text, true);
             RETURN;
         END IF;
-        SELECT x.message_id, x.created INTO message_id, created
-          FROM omnichat.insert_message_row(p_tenant, p_new_id, v_account, p_conversation, v_contact,
-                                  'outbound', p_key, NULL, p_sender_type, p_sender_id,
-                                  p_sender_name, p_content_type, p_text, p_struct, 'pending',
-                                  now(), NULL, p_retry_key, p_fingerprint, p_lease_owner,
-                                  p_lease_seconds) x;
-        IF created THEN
-            lease_acquired := COALESCE(p_lease_owner, '') <> '';
-            PERFORM set_config('omnichat.result_id', message_id::text, true);
-            RETURN;
-        END IF;
-        -- Lost a race with the same key: go round and treat it as existing.
+        -- The conflicting row went away between the two statements: go round.
     END LOOP;
     RAISE EXCEPTION 'idempotency_key: concurrent update, retry' USING ERRCODE = '40001';
 END
 $$;
 
+-- One UPDATE in the common case (our lease, not final yet); the row comes back as it is
+-- afterwards, so the caller needs no read-back.
 CREATE FUNCTION omnichat.complete_outbound(
     p_tenant uuid, p_id uuid, p_owner text, p_outcome text, p_external text,
     p_category text, p_detail text, p_next_ms bigint, p_provider_called boolean)
-    RETURNS void
+    RETURNS omnichat.messages
     LANGUAGE plpgsql
 AS $$
 DECLARE
-    r record;
+    r omnichat.messages;
 BEGIN
-    SELECT m.status, m.lease_owner INTO r
-      FROM omnichat.messages m
-     WHERE m.tenant_id = p_tenant AND m.id = p_id AND m.direction = 'outbound'
-       FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'message_id: not found' USING ERRCODE = 'OCNF0';
-    END IF;
-    IF r.status IN ('sent', 'failed') THEN
-        RETURN; -- final already: the caller gets it back as it is
-    END IF;
-    -- An expired lease still counts while nobody else took it over.
-    IF r.lease_owner IS DISTINCT FROM p_owner THEN
-        RAISE EXCEPTION 'lease_owner: the lease is held by another worker'
-            USING ERRCODE = 'OCFP0';
-    END IF;
-    UPDATE omnichat.messages m
-       SET attempts = m.attempts + CASE WHEN p_provider_called THEN 1 ELSE 0 END,
-           status = CASE p_outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed'
-                                   WHEN 'retry' THEN 'pending' ELSE 'unknown' END,
-           external_message_id = COALESCE(NULLIF(p_external, ''), m.external_message_id),
-           error_category = CASE WHEN p_outcome = 'sent' THEN NULL ELSE p_category END,
-           error_detail = CASE WHEN p_outcome = 'sent' THEN NULL ELSE NULLIF(p_detail, '') END,
-           next_attempt_at = CASE WHEN p_outcome IN ('retry', 'unknown')
-                                  THEN omnichat.from_ms(p_next_ms) END,
-           lease_owner = NULL,
-           lease_until = NULL,
-           updated_at = now()
-     WHERE m.tenant_id = p_tenant AND m.id = p_id;
+    FOR i IN 1..2 LOOP
+        -- An expired lease still counts while nobody else took it over.
+        UPDATE omnichat.messages m
+           SET attempts = m.attempts + CASE WHEN p_provider_called THEN 1 ELSE 0 END,
+               status = CASE p_outcome WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed'
+                                       WHEN 'retry' THEN 'pending' ELSE 'unknown' END,
+               external_message_id = COALESCE(NULLIF(p_external, ''), m.external_message_id),
+               error_category = CASE WHEN p_outcome = 'sent' THEN NULL ELSE p_category END,
+               error_detail = CASE WHEN p_outcome = 'sent' THEN NULL ELSE NULLIF(p_detail, '') END,
+               next_attempt_at = CASE WHEN p_outcome IN ('retry', 'unknown')
+                                      THEN omnichat.from_ms(p_next_ms) END,
+               lease_owner = NULL,
+               lease_until = NULL,
+               updated_at = now()
+         WHERE m.tenant_id = p_tenant AND m.id = p_id AND m.direction = 'outbound'
+           AND m.status NOT IN ('sent', 'failed') AND m.lease_owner IS NOT DISTINCT FROM p_owner
+        RETURNING m.* INTO r;
+        IF FOUND THEN
+            RETURN r;
+        END IF;
+        SELECT m.* INTO r
+          FROM omnichat.messages m
+         WHERE m.tenant_id = p_tenant AND m.id = p_id AND m.direction = 'outbound'
+           FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'message_id: not found' USING ERRCODE = 'OCNF0';
+        END IF;
+        IF r.status IN ('sent', 'failed') THEN
+            RETURN r; -- final already: the caller gets it back as it is
+        END IF;
+        IF r.lease_owner IS DISTINCT FROM p_owner THEN
+            RAISE EXCEPTION 'lease_owner: the lease is held by another worker'
+                USING ERRCODE = 'OCFP0';
+        END IF;
+        -- The lease became ours between the two statements: go round (the row is locked now).
+    END LOOP;
+    RAISE EXCEPTION 'message_id: concurrent update, retry' USING ERRCODE = '40001';
 END
 $$;
 
