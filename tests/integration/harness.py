@@ -319,18 +319,20 @@ class Api:
     A prepared request message may be passed positionally instead of keyword fields.
     """
 
-    def __init__(self, channel, timeout=RPC_TIMEOUT):
+    def __init__(self, channel, timeout=RPC_TIMEOUT, module=None, service=SERVICE):
         self._channel = channel
         self._timeout = timeout
+        self._module = module or pb  # the generated *_pb2 module of the service's messages
+        self._service = service
         self._calls = {}
         self._lock = threading.Lock()
 
     def _callable(self, method):
         with self._lock:
             if method not in self._calls:
-                req = getattr(pb, method + "Request")
-                resp = getattr(pb, method + "Response")
-                mc = self._channel.unary_unary(f"/{SERVICE}/{method}",
+                req = getattr(self._module, method + "Request")
+                resp = getattr(self._module, method + "Response")
+                mc = self._channel.unary_unary(f"/{self._service}/{method}",
                                                request_serializer=req.SerializeToString,
                                                response_deserializer=resp.FromString)
                 self._calls[method] = (req, mc)

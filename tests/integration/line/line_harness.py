@@ -384,38 +384,11 @@ class Sim(_Proc):
 # Connector
 
 
-class ConnectorApi:
+class ConnectorApi(harness.Api):
     """`api.SendText(tenant_id=..., ...)` → SendTextResponse (raises grpc.RpcError)."""
 
     def __init__(self, channel, timeout=RPC_TIMEOUT):
-        self._channel = channel
-        self._timeout = timeout
-        self._calls = {}
-        self._lock = threading.Lock()
-
-    def _callable(self, method):
-        with self._lock:
-            if method not in self._calls:
-                req = getattr(cpb, method + "Request")
-                resp = getattr(cpb, method + "Response")
-                mc = self._channel.unary_unary(f"/{CONNECTOR_SERVICE}/{method}",
-                                               request_serializer=req.SerializeToString,
-                                               response_deserializer=resp.FromString)
-                self._calls[method] = (req, mc)
-            return self._calls[method]
-
-    def __getattr__(self, method):
-        if not method[:1].isupper():
-            raise AttributeError(method)
-        req_cls, mc = self._callable(method)
-
-        def call(request=None, *, timeout=None, **fields):
-            if request is None:
-                request = req_cls(**fields)
-            return mc(request, timeout=timeout or self._timeout)
-
-        call.__name__ = method
-        return call
+        super().__init__(channel, timeout, module=cpb, service=CONNECTOR_SERVICE)
 
     def raw(self, method, payload, response_cls, timeout=None):
         """Send pre-serialized request bytes (e.g. a string field with invalid UTF-8)."""
@@ -423,13 +396,6 @@ class ConnectorApi:
                                        request_serializer=lambda b: b,
                                        response_deserializer=response_cls.FromString)
         return mc(payload, timeout=timeout or self._timeout)
-
-    def health(self, timeout=None):
-        mc = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=harness.health_pb.HealthCheckRequest.SerializeToString,
-            response_deserializer=harness.health_pb.HealthCheckResponse.FromString)
-        return mc(harness.health_pb.HealthCheckRequest(service=""), timeout=timeout or self._timeout)
 
 
 def write_vault_key_file(path, key_id="it-line-1"):
