@@ -46,13 +46,8 @@ USERS=256
 K=10
 CMDLINE="${BENCH_BUILD_DIR:+BENCH_BUILD_DIR=$BENCH_BUILD_DIR }scripts/bench-line.sh${*:+ $*}"
 
-die() {
-    echo "$PROG: error: $*" >&2
-    exit 1
-}
-step() {
-    printf '\n==> %s\n' "$*"
-}
+# shellcheck source=scripts/bench-common.sh
+source "$ROOT/scripts/bench-common.sh"
 
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -158,39 +153,8 @@ fi
 
 step "database (fresh cluster in $PG)"
 mkdir -p "$OUT"
-"${PGC[@]}" stop "$PG" >/dev/null 2>&1 || true
-if [[ -L $PG ]]; then rm -rf "$(readlink -f "$PG")"; fi
-rm -rf "$PG"
-# As root, the cluster runs as the OS user postgres, which must be able to walk into var/.
-if [[ $(id -u) -eq 0 ]] && ! (cd / && runuser -u postgres -- test -x "$OUT"); then
-    alt=/var/lib/omnichat/bench-line-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
-    rm -rf "$alt"
-    mkdir -p "$alt"
-    chmod 0755 /var/lib/omnichat
-    ln -s "$alt" "$PG"
-    echo "$PROG: the postgres user cannot enter $OUT; the cluster lives in $alt"
-fi
-"${PGC[@]}" init "$PG"
-SUPER_DSN=$("${PGC[@]}" dsn "$PG" super)
-OWNER_DSN=$("${PGC[@]}" dsn "$PG" owner)
-APP_DSN=$("${PGC[@]}" dsn "$PG" app)
+bench_fresh_cluster "$PG" "$BIN/omnichat-persistence"
 psql_super() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$SUPER_DSN" "$@"; }
-
-# Durable commits (pg-cluster.sh sets them too; this keeps the benchmark independent of that).
-# The bench program forces a checkpoint before each write phase; a large max_wal_size keeps
-# another from landing inside a phase.
-psql_super >/dev/null <<'SQL'
-ALTER SYSTEM SET fsync = on;
-ALTER SYSTEM SET synchronous_commit = on;
-ALTER SYSTEM SET full_page_writes = on;
-ALTER SYSTEM SET max_wal_size = '4GB';
-ALTER SYSTEM SET checkpoint_timeout = '30min';
-SELECT pg_reload_conf();
-SQL
-sleep 0.5
-"$BIN/omnichat-persistence" migrate --database-url "$OWNER_DSN" --log-level warn ||
-    die "migrations failed"
-"${PGC[@]}" grant "$PG"
 
 step "secrets"
 (

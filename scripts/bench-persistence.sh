@@ -33,13 +33,8 @@ DURATION=10
 KEEP=0
 CMDLINE="${BENCH_BUILD_DIR:+BENCH_BUILD_DIR=$BENCH_BUILD_DIR }scripts/bench-persistence.sh${*:+ $*}"
 
-die() {
-    echo "$PROG: error: $*" >&2
-    exit 1
-}
-step() {
-    printf '\n==> %s\n' "$*"
-}
+# shellcheck source=scripts/bench-common.sh
+source "$ROOT/scripts/bench-common.sh"
 
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -126,39 +121,9 @@ fi
 
 step "database (fresh cluster in $PG)"
 mkdir -p "$BENCH"
-"${PGC[@]}" stop "$PG" >/dev/null 2>&1 || true
-rm -rf "$PG"
-# As root, the cluster runs as the OS user postgres, which must be able to walk into var/bench.
-if [[ $(id -u) -eq 0 ]] && ! (cd / && runuser -u postgres -- test -x "$BENCH"); then
-    alt=/var/lib/omnichat/bench-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
-    rm -rf "$alt"
-    mkdir -p "$alt"
-    chmod 0755 /var/lib/omnichat
-    ln -s "$alt" "$PG"
-    echo "$PROG: the postgres user cannot enter $BENCH; the cluster lives in $alt"
-fi
-"${PGC[@]}" init "$PG"
-SUPER_DSN=$("${PGC[@]}" dsn "$PG" super)
-OWNER_DSN=$("${PGC[@]}" dsn "$PG" owner)
-APP_DSN=$("${PGC[@]}" dsn "$PG" app)
+bench_fresh_cluster "$PG" "$SVC"
 psql_super() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$SUPER_DSN" "$@"; }
 psql_owner() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$OWNER_DSN" "$@"; }
-
-# Durable commits for both the service and pgbench (pg-cluster.sh sets them too; this makes the
-# benchmark independent of that). Checkpoints: the bench program forces one before each write
-# phase, and a larger max_wal_size/checkpoint_timeout keeps another from landing inside a phase.
-psql_super >/dev/null <<'SQL'
-ALTER SYSTEM SET fsync = on;
-ALTER SYSTEM SET synchronous_commit = on;
-ALTER SYSTEM SET full_page_writes = on;
-ALTER SYSTEM SET max_wal_size = '4GB';
-ALTER SYSTEM SET checkpoint_timeout = '30min';
-SELECT pg_reload_conf();
-SQL
-sleep 0.5
-
-"$SVC" migrate --database-url "$OWNER_DSN" --log-level warn || die "migrations failed"
-"${PGC[@]}" grant "$PG"
 
 step "seed"
 seed_start=$SECONDS

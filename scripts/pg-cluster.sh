@@ -10,6 +10,11 @@
 #   pg-cluster.sh status DIR         prints the state; exit 0 running, 3 stopped, 4 no cluster
 #   pg-cluster.sh dsn    DIR owner|app|super   prints a libpq conninfo for database omnichat
 #   pg-cluster.sh grant  DIR         GRANT omnichat_runtime TO omnichat_app (after migrations)
+#   pg-cluster.sh place  DIR         before init: as root, when the postgres OS user cannot walk
+#                                    into DIR's parent (a checkout under /root, mode 0700), make
+#                                    DIR a symlink to a directory under /var/lib/omnichat instead;
+#                                    no permission of the checkout changes (no-op otherwise)
+#   pg-cluster.sh destroy DIR        stop and delete the cluster (and a placed directory)
 #
 # Layout: DIR/data (PGDATA), DIR/run (socket directory), DIR/postgres.log, DIR/port.
 # As root, the server runs as the `postgres` OS user (initdb and postgres refuse root); otherwise
@@ -32,7 +37,7 @@ note() {
     echo "$PROG: $*" >&2
 }
 usage() {
-    sed -n '3,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -317,9 +322,38 @@ GRANT omnichat_runtime TO omnichat_app;
 SQL
 }
 
+# place: DIR as the caller named it (not resolved: DIR may become the symlink itself).
+cmd_place() {
+    local link=$1 parent alt
+    [[ $link == /* ]] || link=$PWD/$link
+    [[ $(id -u) -eq 0 ]] || return 0
+    [[ -L $link || -d $link/data ]] && return 0
+    parent=$(dirname "$link")
+    mkdir -p "$parent"
+    if (cd / && runuser -u postgres -- test -x "$parent"); then
+        return 0
+    fi
+    # An empty directory left by an earlier failed attempt.
+    if [[ -d $link ]]; then rmdir "$link" 2>/dev/null || true; fi
+    [[ -e $link ]] && die "$link exists and the postgres user cannot reach it; remove it or chmod o+x the directories above it"
+    alt=/var/lib/omnichat/$(basename "$link")-$(printf '%s' "$(realpath -m -- "$link")" | md5sum | cut -c1-12)
+    mkdir -p "$alt"
+    chmod 0755 /var/lib/omnichat
+    ln -s "$alt" "$link"
+    note "the postgres user cannot enter $parent; the cluster lives in $alt ($link links there)"
+}
+
+cmd_destroy() {
+    local link=$1 dir=$2
+    [[ $link == /* ]] || link=$PWD/$link
+    cmd_stop "$dir" >/dev/null 2>&1 || true
+    if [[ -L $link ]]; then rm -rf "$(readlink -f "$link")"; fi
+    rm -rf "$link"
+}
+
 main() {
     [[ $# -ge 2 ]] || usage
-    local cmd=$1 dir
+    local cmd=$1 dir given=$2
     [[ -n $2 ]] || die "DIR must not be empty"
     dir=$(abspath "$2")
     shift 2
@@ -352,6 +386,15 @@ main() {
         [[ $# -eq 0 ]] || usage
         check_install
         cmd_grant "$dir"
+        ;;
+    place)
+        [[ $# -eq 0 ]] || usage
+        cmd_place "$given"
+        ;;
+    destroy)
+        [[ $# -eq 0 ]] || usage
+        check_install
+        cmd_destroy "$given" "$dir"
         ;;
     *) usage ;;
     esac

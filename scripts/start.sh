@@ -66,27 +66,6 @@ json_field() {
     sed -nE "s/.*\"$key\"[[:space:]]*:[[:space:]]*\"?([^\",}]*)\"?.*/\1/p" <<<"$line" | head -n 1
 }
 
-# As root, the cluster runs as the OS user postgres, which must be able to walk into var/pg.
-# A checkout under /root (mode 0700) does not allow that: the cluster then lives under
-# /var/lib/omnichat and var/pg is a symlink to it. Nothing in the checkout's permissions changes.
-ensure_pg_location() {
-    mkdir -p "$VAR"
-    [[ $(id -u) -eq 0 ]] || return 0
-    [[ -L $PG || -d $PG/data ]] && return 0
-    if (cd / && runuser -u postgres -- test -x "$VAR"); then
-        return 0
-    fi
-    local alt
-    alt=/var/lib/omnichat/pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)
-    mkdir -p "$alt"
-    chmod 0755 /var/lib/omnichat
-    # An empty var/pg left by an earlier failed attempt.
-    if [[ -d $PG ]]; then rmdir "$PG" 2>/dev/null || true; fi
-    [[ -e $PG ]] && die "$PG exists and the postgres user cannot reach it; remove it or run: chmod o+x on the directories above $ROOT"
-    ln -s "$alt" "$PG"
-    echo "start.sh: the postgres user cannot enter $ROOT; the cluster lives in $alt (var/pg links there)"
-}
-
 # ensure_secret FILE BYTES: BYTES random bytes, base64, mode 0600, made once and never printed.
 ensure_secret() {
     local file=$SECRETS/$1 bytes=$2
@@ -217,7 +196,9 @@ bash "$ROOT/scripts/build.sh" release
 SANDBOX=$(sandbox_mode)
 
 step "database"
-ensure_pg_location
+mkdir -p "$VAR"
+# A checkout under /root (mode 0700) gets its cluster under /var/lib/omnichat, var/pg linking there.
+"${PGC[@]}" place "$PG"
 "${PGC[@]}" init "$PG"
 "$BIN/omnichat-persistence" migrate --database-url "$("${PGC[@]}" dsn "$PG" owner)" ||
     die "migrations failed"
