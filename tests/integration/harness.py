@@ -187,8 +187,11 @@ class Db:
 
 
 class Service:
-    def __init__(self, cluster, name="persistence", extra_args=()):
+    def __init__(self, cluster, name="persistence", extra_args=(), grpc_port=0):
         self.cluster = cluster
+        # 0: any free port (tests); a fixed port lets a restarted service keep its address for
+        # clients that were given it (the chaos run kills and restarts persistence under load).
+        self.fixed_grpc_port = grpc_port
         self.bin = os.path.join(BIN_DIR, "omnichat-persistence")
         self.work = tempfile.mkdtemp(prefix=f"omnichat-it-{name}-")
         self.log_path = os.path.join(self.work, "stderr.log")
@@ -228,7 +231,7 @@ class Service:
             f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
         os.chmod(self.key_path, 0o600)
         cmd = [self.bin, "--database-url", self.cluster.dsn("app"),
-               "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+               "--grpc-listen", f"127.0.0.1:{self.fixed_grpc_port}", "--admin-listen", "127.0.0.1:0",
                "--cursor-key-file", self.key_path, *self.extra_args]
         self._err = open(self.log_path, "ab")
         self._out = open(self.out_path, "ab")
