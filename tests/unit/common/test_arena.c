@@ -1,5 +1,6 @@
 /* Unit tests for the per-request arena (common/src/arena.c). */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -133,9 +134,6 @@ int main(void)
     CU_add_test(s, "defer runs last-registered first", test_defer_order);
     CU_add_test(s, "reset runs cleanups and reuses the first block", test_reset);
     CU_add_test(s, "protobuf allocator", test_protobuf_allocator);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed ? 1 : 0;
 }

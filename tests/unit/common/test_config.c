@@ -1,5 +1,6 @@
 /* Unit tests for common/src/config.c: precedence, validation with every problem listed, secrets. */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -434,9 +435,6 @@ int main(void)
     CU_add_test(s, "secret file", test_secret_file);
     CU_add_test(s, "usage", test_usage);
     CU_add_test(s, "NULL problems buffer", test_problems_may_be_null);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

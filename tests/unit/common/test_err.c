@@ -1,5 +1,6 @@
 /* Unit tests for common/src/err.c: the error table and oc_error_t's first-wins message rules. */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <string.h>
 
 #include "omnichat/err.h"
@@ -124,9 +125,6 @@ int main(void)
     CU_add_test(s, "newlines replaced", test_error_newlines);
     CU_add_test(s, "truncation", test_error_truncation);
     CU_add_test(s, "grpc status names", test_grpc_status_name);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

@@ -2,6 +2,7 @@
 #include "omnichat/http.h"
 
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -636,10 +637,7 @@ int main(void)
     CU_add_test(s, "listen errors", test_listen_errors);
     CU_add_test(s, "IPv6 loopback", test_ipv6_loopback);
     CU_add_test(s, "response header limits", test_response_header_limits);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     curl_global_cleanup();
     return failed ? 1 : 0;
 }

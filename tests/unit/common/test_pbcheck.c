@@ -1,5 +1,6 @@
 /* Unit tests of the wire-level string check (common/src/pbcheck.c). */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <string.h>
 
 #include "omnichat/pbcheck.h"
@@ -85,9 +86,6 @@ int main(void)
     CU_add_test(s, "bytes and unknown fields ignored", test_bytes_and_unknown_fields_ignored);
     CU_add_test(s, "truncated framing left to the unpacker",
                 test_truncated_framing_left_to_unpacker);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

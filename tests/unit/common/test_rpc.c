@@ -1,5 +1,6 @@
 /* Unit tests for the gRPC server and client layer (common/src/rpc.c) over loopback. */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -624,9 +625,6 @@ int main(void)
     CU_add_test(s, "graceful shutdown with calls in flight", test_shutdown_graceful);
     CU_add_test(s, "shutdown cancels after grace", test_shutdown_cancels);
     CU_add_test(s, "server callbacks saw what they expected", test_callbacks_clean);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed ? 1 : 0;
 }

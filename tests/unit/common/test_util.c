@@ -1,5 +1,6 @@
 /* Unit tests for common/src/util.c: UUIDs, base64, UTF-8 rules, JSON validity, clocks, files. */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -534,9 +535,6 @@ int main(void)
     CU_add_test(s, "ct equal", test_ct_equal);
     CU_add_test(s, "clocks", test_clocks);
     CU_add_test(s, "read file", test_read_file);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

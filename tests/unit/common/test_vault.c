@@ -2,6 +2,7 @@
 #include "omnichat/vault.h"
 
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <CUnit/CUnit.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -672,10 +673,7 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
         if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed ? 1 : 0;
 fail:
     CU_cleanup_registry();

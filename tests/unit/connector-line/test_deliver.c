@@ -1,5 +1,6 @@
 /* line_deliver against a fake persistence and a fake LINE: what CompleteOutbound records. */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 
 #include "fake_servers.h"
 #include "send.h"
@@ -230,10 +231,7 @@ int main(void)
     CU_add_test(s, "give up after clean retries: failed", test_give_up_after_retry_fails);
     CU_add_test(s, "no retry key: no push", test_no_retry_key_no_push);
     CU_add_test(s, "account without credentials: fail fast", test_account_without_credentials);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    failed = oc_test_run();
     fake_stop();
     return failed == 0 ? 0 : 1;
 }

@@ -1,5 +1,6 @@
 /* SendText helpers: retry backoff and window, request fingerprints, the LRU cache. */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <stdio.h>
 #include <time.h>
 #include <string.h>
@@ -289,9 +290,6 @@ int main(void)
     CU_add_test(s, "lease owner per attempt", test_lease_owner);
     CU_add_test(s, "fingerprint stability and difference", test_fingerprint);
     CU_add_test(s, "LRU cache", test_cache_lru);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

@@ -1,5 +1,6 @@
 /* LINE webhook: the official signature vector, and normalization cases from tests/data/line. */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -172,9 +173,6 @@ int main(void)
     CU_add_test(s, "official signature vector", test_signature_vector);
     CU_add_test(s, "tampered body, secret or header", test_signature_tampered);
     CU_add_test(s, "normalization cases (tests/data/line/webhooks)", test_normalization_cases);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

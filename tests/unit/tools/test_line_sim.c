@@ -1,5 +1,6 @@
 /* Tests of the LINE simulator over real HTTP (libcurl): API semantics, faults, control API. */
 #include <CUnit/Basic.h>
+#include "test_main.h"
 #include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -945,9 +946,6 @@ int main(void)
     CU_add_test(s, "load", test_load);
     CU_add_test(s, "bounded logs", test_bounded_logs);
     CU_add_test(s, "cli", test_cli);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed ? 1 : 0;
 }
