@@ -98,10 +98,17 @@ def test_401_marks_auth_failed_then_fails_fast_until_reconnected(line, line_sim)
     n_push = len(line.push_requests("*"))
     assert n_push == 1
 
-    # The next send fails fast, without calling LINE.
+    # The next send fails fast, without calling LINE, through the account's AUTH_FAILED status
+    # alone: the 401 fault is used up and the stored token is still one the simulator accepts,
+    # so a push would have succeeded.
+    assert line.sim.pending_faults() == [], line.sim.pending_faults()
     m2 = line.send(conv, "while auth failed")
     assert m2.status == pb.MESSAGE_STATUS_FAILED, m2
     assert m2.error_category == pb.ERROR_CATEGORY_AUTH_ERROR, m2
+    assert m2.error_detail == "channel account needs new credentials", m2
+    assert m2.attempts == 0, m2
+    # The interval proves that neither message goes out through the retry worker either: five
+    # worker passes (WORKER_INTERVAL_MS each, stretched by SLOW).
     time.sleep(WORKER_INTERVAL_MS * 5 / 1000 * SLOW)
     assert len(line.push_requests("*")) == n_push, "a send to an AUTH_FAILED account called LINE"
     # The first message is not retried either (permanent failure).
