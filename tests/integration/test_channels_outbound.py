@@ -70,7 +70,10 @@ def test_update_credentials_replaces_all_and_sets_active(b, service):
     got = b.api.GetChannelAccount(tenant_id=b.tenant, channel_account_id=a.channel_account_id).channel_account
     assert [(c.field, c.key_id, c.ciphertext) for c in got.credentials] == [("access_token", "kek-2", marker)]
     assert got.status == pb.CHANNEL_STATUS_ACTIVE
-    assert "SEALED-" not in service.log_text(), "credential bytes reached the log"
+    log = service.log_text()
+    # The log scanned is the one this test's calls went to: it holds this tenant's calls.
+    assert b.tenant in log, "positive control: the service log holds this test's calls"
+    assert "SEALED-" not in log, "credential bytes reached the log"
 
 
 def test_record_channel_status_auth_failed_then_active(b):
