@@ -362,6 +362,26 @@ class Api:
         return mc(health_pb.HealthCheckRequest(service=service), timeout=timeout or self._timeout)
 
 
+def wait_until(pred, timeout, what, interval=0.05):
+    """Polls pred() until it is truthy and returns its value; fails after timeout seconds."""
+    deadline = time.time() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_leases_expired(db, tenant, ids, timeout=30):
+    """Waits until the database's clock is past the lease of every message in ids."""
+    idl = ", ".join(sql_lit(i) for i in ids)
+    q = (f"SELECT bool_and(lease_until IS NULL OR lease_until < now()) FROM omnichat.messages "
+         f"WHERE tenant_id = {sql_lit(tenant)} AND id IN ({idl})")
+    wait_until(lambda: db.scalar(q) == "t", timeout, f"the leases of {ids} to expire")
+
+
 def rpc_error(fn, *args, **kwargs):
     """Call fn and return the grpc.RpcError it raises; fail if it succeeds."""
     try:

@@ -159,6 +159,7 @@ def test_monthly_quota_429_fails_without_retry(line):
     m = line.send(conv, "over the monthly limit")
     assert m.status == pb.MESSAGE_STATUS_FAILED, m
     assert m.error_category == pb.ERROR_CATEGORY_QUOTA_EXCEEDED, m
+    # The interval proves no retry: ten worker passes (at least 1 s), stretched by SLOW.
     time.sleep(max(WORKER_INTERVAL_MS * 10 / 1000, 1.0) * SLOW)
     assert len(line.push_requests()) == 1, line.push_requests()
     assert line.deliveries() == []
