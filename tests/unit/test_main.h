@@ -45,8 +45,7 @@ static inline int oc_test_run(void)
         rc = 1;
     }
     if (sum->nTestsFailed > 0 || sum->nAssertsFailed > 0 || CU_get_number_of_failures() > 0) {
-        fprintf(stderr, "unit test: FAILED: %u tests with failed assertions\n",
-                sum->nTestsFailed);
+        fprintf(stderr, "unit test: FAILED: %u tests with failed assertions\n", sum->nTestsFailed);
         rc = 1;
     }
     CU_cleanup_registry();
