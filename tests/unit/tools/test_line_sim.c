@@ -685,7 +685,7 @@ static void test_concurrent_same_key(void)
      * later. Waiting for that, not for a fixed time, keeps the order right on a slow machine. */
     for (int i = 0; i < 500 && log_size("/__sim/faults") > 0; i++)
         usleep(10 * 1000);
-    usleep(50 * 1000);
+    usleep(50 * 1000); /* 50 ms: far past those microseconds, even under ASan */
     http_res_t second;
     push_text(TOKEN, key, "first", &second);
     int64_t waited = mono_ms() - t0;
