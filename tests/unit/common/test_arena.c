@@ -1,12 +1,13 @@
 /* Unit tests for the per-request arena (common/src/arena.c). */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "omnichat/arena.h"
+
+#include "test_main.h"
 
 static void test_alloc_alignment_and_zero(void)
 {

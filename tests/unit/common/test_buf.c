@@ -1,11 +1,12 @@
 /* Unit tests for common/src/buf.c: growth, the maximum, sticky failure, JSON escaping, detach. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <stdlib.h>
 #include <string.h>
 
 #include "omnichat/buf.h"
 #include "omnichat/util.h"
+
+#include "test_main.h"
 
 static void test_append_basic(void)
 {

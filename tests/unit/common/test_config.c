@@ -1,6 +1,5 @@
 /* Unit tests for common/src/config.c: precedence, validation with every problem listed, secrets. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -10,6 +9,8 @@
 
 #include "omnichat/config.h"
 #include "omnichat/util.h"
+
+#include "test_main.h"
 
 typedef struct test_cfg {
     char *listen;

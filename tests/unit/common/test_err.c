@@ -1,10 +1,11 @@
 /* Unit tests for common/src/err.c: the error table and oc_error_t's first-wins message rules. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <string.h>
 
 #include "omnichat/err.h"
 #include "omnichat/util.h"
+
+#include "test_main.h"
 
 static void test_table_rows(void)
 {

@@ -2,7 +2,6 @@
 #include "omnichat/http.h"
 
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "test_main.h"
 
 #define MAX_BODY 64
 

@@ -1,6 +1,5 @@
 /* Unit tests for common/src/log.c: one valid JSON line per call, escaping, gating, the cap. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -12,6 +11,8 @@
 
 #include "omnichat/log.h"
 #include "omnichat/util.h"
+
+#include "test_main.h"
 
 static char cap_path[64];
 static int cap_saved = -1;

@@ -2,12 +2,13 @@
 #include "omnichat/metrics.h"
 
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "test_main.h"
 
 static char *render(oc_metrics_t *m)
 {

@@ -1,10 +1,11 @@
 /* Unit tests of the wire-level string check (common/src/pbcheck.c). */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <string.h>
 
 #include "omnichat/pbcheck.h"
 #include "omnichat/persistence/v1/persistence.pb-c.h"
+
+#include "test_main.h"
 
 /* Appends a length-delimited field (tag, bytes) to buf; returns the new length. */
 static size_t put_ld(uint8_t *buf, size_t at, unsigned field, const void *data, size_t n)

@@ -1,6 +1,5 @@
 /* Unit tests for the gRPC server and client layer (common/src/rpc.c) over loopback. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +18,8 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "omnichat/rpc.h"
 #include "omnichat/util.h"
+
+#include "test_main.h"
 
 typedef Grpc__Health__V1__HealthCheckRequest Req;
 typedef Grpc__Health__V1__HealthCheckResponse Resp;

@@ -1,10 +1,11 @@
 /* Unit tests of the shared service runtime (common/src/svc.c). */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <stddef.h>
 #include <string.h>
 
 #include "omnichat/svc.h"
+
+#include "test_main.h"
 
 typedef struct cfg {
     long long workers;

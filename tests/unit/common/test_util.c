@@ -1,6 +1,5 @@
 /* Unit tests for common/src/util.c: UUIDs, base64, UTF-8 rules, JSON validity, clocks, files. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,8 @@
 #include <unistd.h>
 
 #include "omnichat/util.h"
+
+#include "test_main.h"
 
 /* ---- UUIDs ---- */
 

@@ -2,7 +2,6 @@
 #include "omnichat/vault.h"
 
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <CUnit/CUnit.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -12,6 +11,8 @@
 #include <unistd.h>
 
 #include "omnichat/util.h"
+
+#include "test_main.h"
 
 #define TENANT "3f1c2a9e-7b41-4c55-9d1e-0a2b3c4d5e6f"
 #define ACCOUNT "7a8b9c0d-1e2f-4a3b-8c4d-5e6f708192a3"

@@ -1,6 +1,5 @@
 /* Classification of LINE push answers: one case per file in tests/data/line/responses. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -9,6 +8,8 @@
 
 #include "line.h"
 #include "line_api.h"
+
+#include "test_main.h"
 
 static line_transport_t transport_of(const char *s)
 {

@@ -1,8 +1,9 @@
 /* Connector/ConnectChannel against fakes: final account state, plaintext credentials wiped. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 
 #include "fake_servers.h"
+
+#include "test_main.h"
 
 #define LONG_NAME_LEN 600
 

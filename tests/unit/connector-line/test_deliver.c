@@ -1,9 +1,10 @@
 /* line_deliver against a fake persistence and a fake LINE: what CompleteOutbound records. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 
 #include "fake_servers.h"
 #include "send.h"
+
+#include "test_main.h"
 
 #define ST(name) PBE(MESSAGE_STATUS__MESSAGE_STATUS_##name)
 #define CAT(name) PBE(ERROR_CATEGORY__ERROR_CATEGORY_##name)

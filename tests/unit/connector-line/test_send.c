@@ -1,6 +1,5 @@
 /* SendText helpers: retry backoff and window, request fingerprints, the LRU cache. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <stdio.h>
 #include <time.h>
 #include <string.h>
@@ -8,6 +7,8 @@
 #include "cache.h"
 #include "omnichat/util.h"
 #include "send.h"
+
+#include "test_main.h"
 
 static const line_retry_policy_t policy = {8, 1000, 300000, 82800LL * 1000};
 

@@ -1,6 +1,5 @@
 /* LINE webhook: the official signature vector, and normalization cases from tests/data/line. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -8,6 +7,8 @@
 #include <string.h>
 
 #include "webhook.h"
+
+#include "test_main.h"
 
 #define VECTOR_BODY "{\"destination\":\"U8e742f61d673b39c7fff3cecb7536ef0\",\"events\":[]}"
 #define VECTOR_SECRET "8c570fa6dd201bb328f1c1eac23a96d8"

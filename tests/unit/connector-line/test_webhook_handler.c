@@ -1,11 +1,12 @@
 /* The webhook handler over real HTTP against a fake persistence: statuses and the deadline. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include "fake_servers.h"
 #include "webhook.h"
+
+#include "test_main.h"
 
 #define PATH "/webhooks/line/" FAKE_ACCOUNT
 #define ONE_EVENT \

@@ -1,6 +1,5 @@
 /* Tests of the LINE simulator over real HTTP (libcurl): API semantics, faults, control API. */
 #include <CUnit/Basic.h>
-#include "test_main.h"
 #include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -18,6 +17,8 @@
 #include "../../../tools/line-sim/line_sim.c"
 #include "../../../tools/line-sim/line_sim_api.c"
 #include "../../../tools/line-sim/line_sim_control.c"
+
+#include "test_main.h"
 
 #define TOKEN "sim-test-token-0123456789"
 #define BOT_ID "U0bb0000000000000000000000000000b"
