@@ -2,7 +2,8 @@
 # Builds the libFuzzer harnesses (tools/fuzz) and runs each one on a copy of its seed corpus.
 #
 #   scripts/fuzz.sh [SECONDS]     fuzz every harness for SECONDS (default 60), then summarize
-#   scripts/fuzz.sh --regress     only replay the seed corpora, tests/data/fuzz/<harness>/ (CI)
+#   scripts/fuzz.sh --regress     only replay the seed corpora, tests/data/fuzz/<harness>/ (CI;
+#                                 a harness without seeds fails)
 #   scripts/fuzz.sh [--regress|SECONDS] HARNESS...   the same, for some harnesses only
 #
 # Environment: BUILD_DIR (default build-fuzz), FUZZ_JOBS (build parallelism), FUZZ_FLAGS (extra
@@ -16,7 +17,7 @@ SEEDS=$ROOT/tests/data/fuzz
 MAX_LEN=65536
 
 usage() {
-    sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
     exit 2
 }
 
@@ -134,7 +135,12 @@ for h in "${harnesses[@]}"; do
 
     if [[ $mode == regress ]]; then
         start=$SECONDS
-        if out=$(replay "$h" "$dir" "${seeds[@]}" "${crashes[@]}"); then
+        if ((${#seeds[@]} + ${#crashes[@]} == 0)); then
+            # Replaying nothing proves nothing: every harness keeps seeds in the tree.
+            failed=1
+            summary+=("$(printf '%-20s %5d inputs  %3ds  FAILED: no seeds in %s' "$h" 0 0 \
+                "tests/data/fuzz/$h/")")
+        elif out=$(replay "$h" "$dir" "${seeds[@]}" "${crashes[@]}"); then
             summary+=("$(printf '%-20s %5d inputs  %3ds  ok' "$h" $((${#seeds[@]} + ${#crashes[@]})) $((SECONDS - start)))")
         else
             failed=1

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # test.sh: runs every Omnichat test; what CI runs (.ci/run).
 #
-# Usage: scripts/test.sh [all|unit|integration|format]     (default all)
-#   all          deps, format check, release + asan builds, ctest and pytest in both builds
+# Usage: scripts/test.sh [all|unit|integration|format|fuzz]     (default all)
+#   all          deps, format check, release + asan builds, ctest and pytest in both builds,
+#                the libFuzzer seed corpora replayed (scripts/fuzz.sh --regress, build-fuzz/)
 #   unit         deps, builds, ctest in both builds
 #   integration  deps, builds, tests/integration (pytest) in both builds
 #   format       deps, scripts/format.sh --check
+#   fuzz         deps, scripts/fuzz.sh --regress
 # Environment:
 #   OMNICHAT_SKIP_ASAN=1          skip the sanitizer build and its tests (local use)
 #   OMNICHAT_PYTEST_TIMEOUT=secs  limit of one pytest run (default 1800)
@@ -13,6 +15,9 @@
 # Logs of every stage go to var/test-logs/. The last line is always "N passed, M failed": the
 # ctest and pytest counts of both builds, plus one failure for each stage that failed without
 # counting tests itself (format check, a build, a test run that crashed before reporting).
+# A test stage that ran nothing fails: ctest without tests, pytest without collected tests or
+# without a passed test, a fuzz replay without seeds. A skipped pytest test fails its run unless
+# tests/integration/skips-allowed.txt lists it with its reason (tests/integration/conftest.py).
 # Exit status: 0 when everything passed, 1 otherwise.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -21,14 +26,14 @@ cd "$ROOT"
 PY=/usr/bin/python3
 WHAT=${1:-all}
 case $WHAT in
-all | unit | integration | format) ;;
+all | unit | integration | format | fuzz) ;;
 *)
-    echo "usage: scripts/test.sh [all|unit|integration|format]" >&2
+    echo "usage: scripts/test.sh [all|unit|integration|format|fuzz]" >&2
     exit 2
     ;;
 esac
 [[ $# -le 1 ]] || {
-    echo "usage: scripts/test.sh [all|unit|integration|format]" >&2
+    echo "usage: scripts/test.sh [all|unit|integration|format|fuzz]" >&2
     exit 2
 }
 
@@ -94,21 +99,23 @@ run_ctest() {
     log=$LOGDIR/$name.log
     banner "$name"
     t=$SECONDS
-    env "$@" ctest --test-dir "$dir" --output-on-failure -j "$JOBS" 2>&1 | tee "$log" ||
+    env "$@" ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$JOBS" 2>&1 |
+        tee "$log" ||
         rc=${PIPESTATUS[0]}
     line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 ||
         true)
     if [[ -n $line ]]; then
         total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
         failed=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
-        if ((rc == 0 && failed == 0)); then
+        if ((rc == 0 && failed == 0 && total > 0)); then
             record "$name" PASS $((total - failed)) "$failed" $((SECONDS - t))
         else
             ((failed > 0)) || failed=1
             record "$name" FAIL $((total - failed)) "$failed" $((SECONDS - t)) "log $log"
         fi
     elif grep -q 'No tests were found' "$log"; then
-        record "$name" PASS 0 0 $((SECONDS - t)) "no unit tests"
+        # Nothing ran is not a pass: a build without CUnit, or a broken glob, would look green.
+        record "$name" FAIL 0 1 $((SECONDS - t)) "no unit tests were found, log $log"
     else
         record "$name" FAIL 0 1 $((SECONDS - t)) "ctest exit $rc without a result, log $log"
     fi
@@ -121,13 +128,13 @@ count_of() {
 }
 
 run_pytest() {
-    local name=$1 bindir=$2 log t rc=0 line passed failed errors
+    local name=$1 bindir=$2 log t rc=0 line passed failed errors skipped note
     shift 2
     log=$LOGDIR/$name.log
     banner "$name"
     t=$SECONDS
     if [[ ! -d tests/integration ]]; then
-        record "$name" SKIP 0 0 0 "no tests/integration"
+        record "$name" FAIL 0 1 0 "no tests/integration"
         return 0
     fi
     local extra=()
@@ -142,17 +149,45 @@ run_pytest() {
     passed=$(count_of passed "$line")
     failed=$(count_of failed "$line")
     errors=$(count_of 'errors?' "$line")
+    skipped=$(count_of skipped "$line")
     failed=$((failed + errors))
-    if ((rc == 0)); then
-        record "$name" PASS "$passed" "$failed" $((SECONDS - t))
+    note=""
+    ((skipped == 0)) || note="$skipped skipped (listed in tests/integration/skips-allowed.txt)"
+    if ((rc == 0 && passed > 0)); then
+        record "$name" PASS "$passed" "$failed" $((SECONDS - t)) "$note"
+    elif ((rc == 0)); then
+        record "$name" FAIL 0 1 $((SECONDS - t)) "no test passed, log $log"
     elif ((rc == 5)); then
-        record "$name" PASS 0 0 $((SECONDS - t)) "no tests collected"
+        record "$name" FAIL 0 1 $((SECONDS - t)) "no tests collected, log $log"
+    elif ((rc == 1 && failed == 0)) && grep -q '^SKIPPED-UNLISTED ' "$log"; then
+        record "$name" FAIL "$passed" "$(grep -c '^SKIPPED-UNLISTED ' "$log")" $((SECONDS - t)) \
+            "skipped tests not in tests/integration/skips-allowed.txt, log $log"
     elif ((rc == 124 || rc == 137)); then
         record "$name" FAIL "$passed" $((failed + 1)) $((SECONDS - t)) \
             "timed out after ${PYTEST_TIMEOUT}s, log $log"
     else
         ((failed > 0)) || failed=1
         record "$name" FAIL "$passed" "$failed" $((SECONDS - t)) "pytest exit $rc, log $log"
+    fi
+}
+
+# The libFuzzer seed corpora, crash seeds included, replayed by the fuzz build (clang, ASan,
+# UBSan; build-fuzz/). Passed and failed count harnesses; a harness without seeds fails.
+run_fuzz_regress() {
+    local name=fuzz-regress log t rc=0 ok bad inputs
+    log=$LOGDIR/$name.log
+    banner "$name"
+    t=$SECONDS
+    NO_INSTALL=1 bash scripts/fuzz.sh --regress 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    ok=$(grep -cE '^ +fuzz_[A-Za-z0-9_]+ +[0-9]+ inputs .* ok$' "$log" || true)
+    bad=$(grep -cE '^ +fuzz_[A-Za-z0-9_]+ +[0-9]+ inputs .* FAILED' "$log" || true)
+    inputs=$(sed -nE 's/^ +fuzz_[A-Za-z0-9_]+ +([0-9]+) inputs .*/\1/p' "$log" |
+        awk '{ s += $1 } END { print s + 0 }')
+    if ((rc == 0 && bad == 0 && ok > 0)); then
+        record "$name" PASS "$ok" 0 $((SECONDS - t)) "$inputs seeds replayed"
+    else
+        ((bad > 0)) || bad=1
+        record "$name" FAIL "$ok" "$bad" $((SECONDS - t)) "fuzz.sh exit $rc, log $log"
     fi
 }
 
@@ -171,7 +206,7 @@ if [[ $WHAT == all || $WHAT == format ]]; then
     run_step format bash scripts/format.sh --check || true
 fi
 
-if [[ $WHAT != format ]]; then
+if [[ $WHAT != format && $WHAT != fuzz ]]; then
     BUILDS=(release)
     [[ ${OMNICHAT_SKIP_ASAN:-0} == 1 ]] || BUILDS+=(asan)
     for b in "${BUILDS[@]}"; do
@@ -198,6 +233,10 @@ if [[ $WHAT != format ]]; then
         echo "test.sh: OMNICHAT_SKIP_ASAN=1: the sanitizer build and its tests were skipped"
         record "build-asan" SKIP 0 0 0 "OMNICHAT_SKIP_ASAN=1"
     fi
+fi
+
+if [[ $WHAT == all || $WHAT == fuzz ]]; then
+    run_fuzz_regress
 fi
 
 ((FAILED_ANY == 0 && TOTAL_FAILED == 0))

@@ -1,4 +1,5 @@
 """Session fixtures: one PostgreSQL cluster + one migrated omnichat-persistence for the suite.
+A skipped test fails the run unless skips-allowed.txt lists it with its reason.
 
 Run:  /usr/bin/python3 -m pytest tests/integration -q
 Env:  OMNICHAT_BIN_DIR (default build/bin) — where omnichat-persistence lives.
@@ -6,6 +7,7 @@ Env:  OMNICHAT_BIN_DIR (default build/bin) — where omnichat-persistence lives.
 Each test gets a fresh random tenant (uuid4), so tests do not depend on each other. The
 database-down test (test_resilience.py) brings up its own cluster and service.
 """
+import fnmatch
 import os
 import sys
 
@@ -130,3 +132,57 @@ def pytest_runtest_makereport(item, call):
                 svc = None
         if svc is not None:
             item.add_report_section("call", "service log tail", log_tail(svc.log_path, 30))
+
+
+# ---------------------------------------------------------------------------------------------
+# Skips fail the run unless skips-allowed.txt lists them with a reason.
+
+SKIPS_ALLOWED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "skips-allowed.txt")
+_skips = {"allowed": [], "rootdir": None, "unlisted": []}
+
+
+def _allowed_skip_patterns():
+    patterns = []
+    with open(SKIPS_ALLOWED) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            pattern, sep, reason = line.partition("|")
+            if not sep or not pattern.strip() or not reason.strip():
+                raise pytest.UsageError(f"{SKIPS_ALLOWED}:{n}: expected '<node id> | <reason>'")
+            patterns.append(pattern.strip())
+    return patterns
+
+
+def pytest_configure(config):
+    _skips["allowed"] = _allowed_skip_patterns()
+    _skips["rootdir"] = str(config.rootpath)
+
+
+def pytest_runtest_logreport(report):
+    if not report.skipped:
+        return
+    # Node ids are relative to pytest's rootdir, which depends on how pytest was called; the
+    # list names them from the repository root.
+    path, sep, rest = report.nodeid.partition("::")
+    path = os.path.relpath(os.path.join(_skips["rootdir"], path), harness.REPO)
+    nodeid = path + sep + rest
+    if any(fnmatch.fnmatchcase(nodeid, p) for p in _skips["allowed"]):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    _skips["unlisted"].append((nodeid, reason))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _skips["unlisted"] and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _skips["unlisted"]:
+        return
+    terminalreporter.section("skipped tests not in skips-allowed.txt (they fail the run)",
+                             red=True)
+    for nodeid, reason in _skips["unlisted"]:
+        terminalreporter.line(f"SKIPPED-UNLISTED {nodeid}: {reason}")

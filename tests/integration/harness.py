@@ -233,6 +233,10 @@ class Service:
         cmd = [self.bin, "--database-url", self.cluster.dsn("app"),
                "--grpc-listen", f"127.0.0.1:{self.fixed_grpc_port}", "--admin-listen", "127.0.0.1:0",
                "--cursor-key-file", self.key_path, *self.extra_args]
+        # Debug: one line per call with its tenant, which lets the leak tests show that the log
+        # they scanned holds their own activity.
+        if not any(a.startswith("--log-level") for a in self.extra_args):
+            cmd += ["--log-level", "debug"]
         self._err = open(self.log_path, "ab")
         self._out = open(self.out_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=self.env())
@@ -359,6 +363,26 @@ class Api:
                                        request_serializer=health_pb.HealthCheckRequest.SerializeToString,
                                        response_deserializer=health_pb.HealthCheckResponse.FromString)
         return mc(health_pb.HealthCheckRequest(service=service), timeout=timeout or self._timeout)
+
+
+def wait_until(pred, timeout, what, interval=0.05):
+    """Polls pred() until it is truthy and returns its value; fails after timeout seconds."""
+    deadline = time.time() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_leases_expired(db, tenant, ids, timeout=30):
+    """Waits until the database's clock is past the lease of every message in ids."""
+    idl = ", ".join(sql_lit(i) for i in ids)
+    q = (f"SELECT bool_and(lease_until IS NULL OR lease_until < now()) FROM omnichat.messages "
+         f"WHERE tenant_id = {sql_lit(tenant)} AND id IN ({idl})")
+    wait_until(lambda: db.scalar(q) == "t", timeout, f"the leases of {ids} to expire")
 
 
 def rpc_error(fn, *args, **kwargs):

@@ -6,7 +6,8 @@ import time
 import grpc
 import pytest
 
-from harness import Builder, assert_code, new_id, now_ms, pb, rpc_error, run_concurrently, sql_lit
+from harness import (Builder, assert_code, new_id, now_ms, pb, rpc_error, run_concurrently, sql_lit,
+                     wait_leases_expired)
 
 IG = pb.CHANNEL_TYPE_INSTAGRAM  # only the claim tests create due Instagram messages
 
@@ -70,7 +71,10 @@ def test_update_credentials_replaces_all_and_sets_active(b, service):
     got = b.api.GetChannelAccount(tenant_id=b.tenant, channel_account_id=a.channel_account_id).channel_account
     assert [(c.field, c.key_id, c.ciphertext) for c in got.credentials] == [("access_token", "kek-2", marker)]
     assert got.status == pb.CHANNEL_STATUS_ACTIVE
-    assert "SEALED-" not in service.log_text(), "credential bytes reached the log"
+    log = service.log_text()
+    # The log scanned is the one this test's calls went to: it holds this tenant's calls.
+    assert b.tenant in log, "positive control: the service log holds this test's calls"
+    assert "SEALED-" not in log, "credential bytes reached the log"
 
 
 def test_record_channel_status_auth_failed_then_active(b):
@@ -182,11 +186,11 @@ def test_create_outbound_concurrent_same_key_one_message_one_lease(b, db):
     assert db.count(f"SELECT count(*) FROM omnichat.messages WHERE tenant_id = {sql_lit(b.tenant)}") == 1
 
 
-def test_create_outbound_takes_over_an_expired_lease(b):
+def test_create_outbound_takes_over_an_expired_lease(b, db):
     conv = b.conversation(b.account())
     r1 = create(b, conv, owner="w1", lease=1)
     assert r1.lease_acquired
-    time.sleep(1.3)
+    wait_leases_expired(db, b.tenant, [r1.message.message_id])
     r2 = create(b, conv, owner="w2", lease=60)
     assert not r2.created and r2.lease_acquired, "pending + expired lease: the caller takes it over"
     # w1's lease is gone: it may not complete any more.
@@ -212,7 +216,7 @@ def test_complete_outbound_sent(b):
     m0 = create(b, conv).message
     # Outbound messages take their timeline position when requested and keep it.
     assert t0 - 5000 <= m0.channel_timestamp_ms <= now_ms() + 5000
-    time.sleep(0.01)
+    time.sleep(0.01)  # 10 ms: a timestamp taken again at completion would differ
     m = complete(b, m0, external_message_id="prov-sent")
     assert m.status == pb.MESSAGE_STATUS_SENT
     assert m.external_message_id == "prov-sent"
@@ -367,14 +371,14 @@ def test_claim_due_outbound_respects_limit(b):
     assert sorted(c.message.message_id for c in first + rest) == sorted(ids)
 
 
-def test_claim_due_outbound_lease_expiry_makes_message_due_again(b):
+def test_claim_due_outbound_lease_expiry_makes_message_due_again(b, db):
     drain(b.api)
     conv = b.conversation(b.account(IG), "IGSID-3")
     ids = make_due(b, conv, 2)
     got = claim(b.api, "w-crash", lease=1, tenant=b.tenant)
     assert sorted(c.message.message_id for c in got) == sorted(ids)
     assert claim(b.api, "w-next", tenant=b.tenant) == []
-    time.sleep(1.3)
+    wait_leases_expired(db, b.tenant, ids)
     again = claim(b.api, "w-next", tenant=b.tenant)
     assert sorted(c.message.message_id for c in again) == sorted(ids), "expired lease not honoured"
     assert_code(rpc_error(complete, b, again[0].message, owner="w-crash", external_message_id="x"),
@@ -432,7 +436,9 @@ def test_final_unknown_is_never_claimed_or_taken_over(b):
     done = complete(b, m, owner="creator", outcome=pb.OUTBOUND_OUTCOME_UNKNOWN,
                     error_category=pb.ERROR_CATEGORY_TIMEOUT, error_detail="retry window closed")
     assert done.status == pb.MESSAGE_STATUS_UNKNOWN and done.next_attempt_at_ms == 0
-    time.sleep(1.2)  # past the creator's lease
+    # 1.2 s: past the creator's 1 s lease, so that lease cannot be what keeps it from a claim
+    # or a takeover below.
+    time.sleep(1.2)
     assert claim(b.api, "w1", tenant=b.tenant) == []
     again = create(b, conv, key="final-unk", fp="fu", owner="retrier", lease=30)
     assert not again.created and not again.lease_acquired

@@ -23,6 +23,15 @@ def ok_or_invalid(fn, field, **kw):
         return None
 
 
+def stored_message(b, conv, message_id):
+    """The message as a later read sees it (not the write's own reply)."""
+    msgs = b.api.ListMessages(tenant_id=b.tenant, conversation_id=conv.conversation_id,
+                              page_size=200).messages
+    found = [m for m in msgs if m.message_id == message_id]
+    assert len(found) == 1, f"accepted message {message_id} is not in its conversation"
+    return found[0]
+
+
 @pytest.fixture
 def conv(b, db):
     c = b.conversation(b.account(), "T-edge")
@@ -49,7 +58,9 @@ def test_nul_character_in_strings(b, conv, db, field, value):
     if r is None:
         assert db.tenant_counts(b.tenant) == before
     else:
-        assert getattr(r.message, field) == value, "stored value differs from the one given"
+        assert getattr(r.message, field) == value, "the reply differs from the value given"
+        assert getattr(stored_message(b, conv, r.message.message_id), field) == value, \
+            "stored value differs from the one given"
 
 
 def test_json_with_escaped_nul_in_content_struct(b, conv, db):
@@ -60,6 +71,8 @@ def test_json_with_escaped_nul_in_content_struct(b, conv, db):
         assert db.tenant_counts(b.tenant) == before
     else:
         assert json.loads(r.message.content_struct_json) == json.loads(doc)
+        stored = stored_message(b, conv, r.message.message_id)
+        assert json.loads(stored.content_struct_json) == json.loads(doc)
 
 
 def test_json_with_escaped_nul_in_profile(b, db):
@@ -70,6 +83,12 @@ def test_json_with_escaped_nul_in_profile(b, db):
                       profile_json='{"x": "\\u0000"}')
     if r is None:
         assert db.tenant_counts(b.tenant) == before
+    else:
+        assert json.loads(r.contact.profile_json) == {"x": "\x00"}
+        again = b.api.UpsertContact(tenant_id=b.tenant, channel_account_id=acct.channel_account_id,
+                                    external_user_id="U").contact
+        assert again.contact_id == r.contact.contact_id
+        assert json.loads(again.profile_json) == {"x": "\x00"}, "stored profile differs"
 
 
 def _raw_call(service, method, payload):
@@ -114,6 +133,7 @@ def test_timestamp_beyond_postgres_range(b, conv, db, ts):
         assert db.tenant_counts(b.tenant) == before
     else:
         assert r.message.channel_timestamp_ms == ts
+        assert stored_message(b, conv, r.message.message_id).channel_timestamp_ms == ts
 
 
 def test_fallback_conversation_with_huge_timestamp(b, db):
@@ -124,6 +144,10 @@ def test_fallback_conversation_with_huge_timestamp(b, db):
                       channel_timestamp_ms=2**63 - 1)
     if r is None:
         assert db.tenant_counts(b.tenant) == before
+    else:
+        got = b.api.GetConversation(tenant_id=b.tenant,
+                                    conversation_id=r.conversation.conversation_id).conversation
+        assert got.last_activity_at_ms == 2**63 - 1, "stored timestamp differs from the one given"
 
 
 def test_retry_with_huge_next_attempt_at(b, conv):
@@ -135,6 +159,9 @@ def test_retry_with_huge_next_attempt_at(b, conv):
                       error_category=pb.ERROR_CATEGORY_NETWORK_ERROR, next_attempt_at_ms=2**63 - 1)
     if r is not None:
         assert r.message.status == pb.MESSAGE_STATUS_PENDING
+        assert r.message.next_attempt_at_ms == 2**63 - 1
+        stored = stored_message(b, conv, m.message_id)
+        assert (stored.status, stored.next_attempt_at_ms) == (pb.MESSAGE_STATUS_PENDING, 2**63 - 1)
 
 
 @pytest.mark.parametrize("field", ["sender_type", "content_type", "status"])
@@ -221,6 +248,7 @@ def test_idempotency_keys_differing_after_a_nul_are_two_messages(b, conv, db):
                        **msg_fields(b, conv, idempotency_key="k\x00a", content_text="first"))
     r2 = ok_or_invalid(b.api.InsertMessage, "idempotency_key",
                        **msg_fields(b, conv, idempotency_key="k\x00b", content_text="second"))
-    if r1 is not None and r2 is not None:
+    assert (r1 is None) == (r2 is None), "one key with a NUL was accepted, the other refused"
+    if r1 is not None:
         assert r2.created, "a different key was treated as a duplicate: the second message is lost"
         assert r1.message.message_id != r2.message.message_id

@@ -409,6 +409,11 @@ def connector(service, sim):
     _final_check(c, "connector")
 
 
+def _read(path):
+    with open(path, "r", errors="replace") as f:
+        return f.read()
+
+
 class World:
     """A fresh tenant with a fresh bot at the simulator, connected with `omnichatctl connect`."""
 
@@ -452,8 +457,13 @@ class World:
 def world(tmp_path, service, sim, connector):
     w = World(tmp_path, service, sim, connector)
     yield w
-    # Neither secret may reach the connector's log either.
+    # Neither secret may reach the connector's log either. The log scanned holds this test's
+    # calls (its tenant), so a log written elsewhere could not pass the scan vacuously; a call
+    # writes its line after its reply, hence the wait.
+    log = lh.wait_for(lambda: (lambda t: t if w.tenant in t else None)(_read(connector.log_path)),
+                      10, what="this tenant's calls in the connector log")
     w.assert_no_secret(connector.new_log_since_last_check())
+    w.assert_no_secret(log)
     assert connector.alive(), log_tail(connector.log_path)
 
 

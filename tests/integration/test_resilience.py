@@ -37,7 +37,7 @@ def test_database_down_then_back(own_stack):
             assert_code(err, grpc.StatusCode.UNAVAILABLE)
             assert time.time() - t0 < 15, "UNAVAILABLE should come quickly, not after a long hang"
             assert svc.alive(), f"service died with the database down:\n{log_tail(svc.log_path)}"
-        # Still alive and answering after a few seconds of outage.
+        # Still alive after the outage lasted one more second with nothing calling it.
         time.sleep(1)
         assert svc.alive()
     finally:

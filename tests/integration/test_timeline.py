@@ -299,6 +299,7 @@ def test_list_conversations_by_tenant_and_filters(convs):
 
 def test_list_conversations_newest_activity_first(b):
     acct = b.account()
+    # 10 ms apart: distinct activity times, so the order is by time and not by the id tie-break.
     old = b.conversation(acct, "T-old")
     time.sleep(0.01)
     mid = b.conversation(acct, "T-mid")

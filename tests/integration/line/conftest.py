@@ -46,7 +46,8 @@ def line_sim():
 @pytest.fixture(scope="session")
 def connector(service, line_sim):
     if not Connector.binary_present():
-        pytest.skip("omnichat-connector-line not built yet (set OMNICHAT_BIN_DIR)")
+        # An error, as for persistence: a suite that skips itself would pass having tested nothing.
+        pytest.exit("omnichat-connector-line not found (set OMNICHAT_BIN_DIR)", returncode=3)
     conn = Connector(service.grpc_port, line_sim.port).start()
     yield conn
     _final_log_check(conn, "connector", conn.stop())

@@ -17,7 +17,7 @@ def key_file():
 
 def check(key_file, **settings):
     if not Connector.binary_present():
-        pytest.skip("omnichat-connector-line not built yet")
+        pytest.exit("omnichat-connector-line not found (set OMNICHAT_BIN_DIR)", returncode=3)
     cmd = [CONNECTOR_BIN, "--check-config", "--vault-key-file", key_file]
     for k, v in settings.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]

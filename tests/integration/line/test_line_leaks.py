@@ -9,13 +9,12 @@ import base64
 import os
 import subprocess
 import tempfile
-import time
 import uuid
 
 import grpc
 
 from harness import pb, rpc_error
-from line_harness import LINE_TIMEOUT_MS, PUSH_PATH, sign, text_event
+from line_harness import LINE_TIMEOUT_MS, PUSH_PATH, sign, text_event, wait_for
 
 PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
 
@@ -95,9 +94,17 @@ def test_no_secret_in_logs_database_or_errors(line_factory, line_sim, service, c
     assert ch.conn.webhook(ch.account_id, body)[0] == 401
     status, resp = ch.conn.webhook(ch.account_id, body, signature="x" + secret)
     errors.append(resp.decode("utf-8", "replace"))
-    time.sleep(0.3)
+    sent = [m.message_id for m in ch.messages(conv) if m.direction == pb.DIRECTION_OUTBOUND]
+    assert sent
 
     # --- positive controls: the search finds what is there --------------------------------
+    # The logs scanned below are the ones this test's activity went to: each holds this
+    # tenant's calls (a log sent elsewhere would pass the scan vacuously). Awaited, because a
+    # service writes a call's line after its reply.
+    wait_for(lambda: ch.tenant in _read(service.log_path), 10,
+             what="this tenant's calls in the persistence log")
+    wait_for(lambda: ch.tenant in _read(conn.log_path) and sent[-1] in _read(conn.log_path), 10,
+             what="this tenant's sends in the connector log")
     reqs = line_sim.requests(PUSH_PATH)
     assert any(r["headers"].get("authorization") == f"Bearer {token}" for r in reqs), \
         "positive control: the sentinel token should be in the simulator's request log"

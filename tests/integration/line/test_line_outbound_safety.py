@@ -38,6 +38,8 @@ def _cross_the_window(line, mid):
 
 
 def _quiet_period():
+    """Before a "nothing was sent" check: proves ten worker passes (at least 1 s), stretched
+    by SLOW, without a push."""
     time.sleep(max(WORKER_INTERVAL_MS * 10 / 1000, 1.0) * SLOW)
 
 

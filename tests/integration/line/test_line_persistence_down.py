@@ -15,7 +15,7 @@ from line_harness import SLOW, Connector, LineChannel, new_user_id, text_event
 @pytest.fixture(scope="module")
 def isolated(line_sim):
     if not Connector.binary_present():
-        pytest.skip("omnichat-connector-line not built yet")
+        pytest.exit("omnichat-connector-line not found (set OMNICHAT_BIN_DIR)", returncode=3)
     cluster, svc = start_stack("line-pdown")
     conn = None
     try:

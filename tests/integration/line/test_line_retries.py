@@ -98,10 +98,17 @@ def test_401_marks_auth_failed_then_fails_fast_until_reconnected(line, line_sim)
     n_push = len(line.push_requests("*"))
     assert n_push == 1
 
-    # The next send fails fast, without calling LINE.
+    # The next send fails fast, without calling LINE, through the account's AUTH_FAILED status
+    # alone: the 401 fault is used up and the stored token is still one the simulator accepts,
+    # so a push would have succeeded.
+    assert line.sim.pending_faults() == [], line.sim.pending_faults()
     m2 = line.send(conv, "while auth failed")
     assert m2.status == pb.MESSAGE_STATUS_FAILED, m2
     assert m2.error_category == pb.ERROR_CATEGORY_AUTH_ERROR, m2
+    assert m2.error_detail == "channel account needs new credentials", m2
+    assert m2.attempts == 0, m2
+    # The interval proves that neither message goes out through the retry worker either: five
+    # worker passes (WORKER_INTERVAL_MS each, stretched by SLOW).
     time.sleep(WORKER_INTERVAL_MS * 5 / 1000 * SLOW)
     assert len(line.push_requests("*")) == n_push, "a send to an AUTH_FAILED account called LINE"
     # The first message is not retried either (permanent failure).
@@ -152,6 +159,7 @@ def test_monthly_quota_429_fails_without_retry(line):
     m = line.send(conv, "over the monthly limit")
     assert m.status == pb.MESSAGE_STATUS_FAILED, m
     assert m.error_category == pb.ERROR_CATEGORY_QUOTA_EXCEEDED, m
+    # The interval proves no retry: ten worker passes (at least 1 s), stretched by SLOW.
     time.sleep(max(WORKER_INTERVAL_MS * 10 / 1000, 1.0) * SLOW)
     assert len(line.push_requests()) == 1, line.push_requests()
     assert line.deliveries() == []
@@ -165,8 +173,11 @@ def test_400_recipient_error_is_permanent(line):
     line.sim.fault({"status": 400})  # "Failed to send messages"
     m = line.send(conv, "to nobody")
     assert m.status == pb.MESSAGE_STATUS_FAILED, m
-    assert m.error_category in (pb.ERROR_CATEGORY_RECIPIENT_ERROR,
-                                pb.ERROR_CATEGORY_INVALID_REQUEST_ERROR), m
+    # The simulator's 400 carries LINE's "Failed to send messages": a recipient problem (any
+    # other 400 would be INVALID_REQUEST_ERROR; line_api.c tells them apart by that text).
+    assert m.error_category == pb.ERROR_CATEGORY_RECIPIENT_ERROR, m
+    assert m.error_detail == "LINE could not send to the recipient (400)", m
+    # The interval proves no retry: five worker passes (at least 0.5 s), stretched by SLOW.
     time.sleep(max(WORKER_INTERVAL_MS * 5 / 1000, 0.5) * SLOW)
     assert len(line.push_requests()) == 1
 
@@ -229,26 +240,32 @@ def _kill_during_push(line, conn, fault):
         if not conn.alive():
             conn.start()
     final = line.wait_status(conv, mid, pb.MESSAGE_STATUS_SENT, SETTLE + LEASE_SECONDS)
-    return conv, final
+    return conv, final, req
 
 
 def test_sigkill_before_provider_executes(line, conn):
     # The push is held and then refused (not executed): after the kill nothing was delivered.
-    conv, final = _kill_during_push(line, conn, {"delay_ms": 5000, "status": 500})
+    conv, final, req = _kill_during_push(line, conn, {"delay_ms": 5000, "status": 500})
     _assert_single_delivery(line, final, first=500, retries=200)
-    # The caller's idempotent retry returns the same, sent message.
+    # The caller, whose SendText died with the connector, retries it with the same key: it gets
+    # the same message, already sent, and LINE is not called again.
+    pushes = len(line.push_requests())
+    again = conn.api.SendText(req).message
+    assert again.message_id == final.message_id, again
+    assert again.status == pb.MESSAGE_STATUS_SENT, again
+    assert len(line.push_requests()) == pushes
     rows = line.db_messages()
     assert len(rows) == 1 and rows[0]["status"] == "sent"
 
 
 def test_sigkill_after_provider_executed_gets_409(line, conn):
-    conv, final = _kill_during_push(line, conn, {"delay_ms": 5000, "execute": True})
+    conv, final, _ = _kill_during_push(line, conn, {"delay_ms": 5000, "execute": True})
     _assert_single_delivery(line, final, retries=409)
     assert len(line.db_messages()) == 1
 
 
 def test_sigkill_while_push_is_held_in_flight(line, conn):
     # hold_ms: the sim holds the retry key in flight, then executes although the client died.
-    conv, final = _kill_during_push(line, conn, {"hold_ms": 3000})
+    conv, final, _ = _kill_during_push(line, conn, {"hold_ms": 3000})
     reqs = _assert_single_delivery(line, final, retries=409)
     assert len(reqs) >= 2, reqs

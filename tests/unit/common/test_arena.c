@@ -7,6 +7,8 @@
 
 #include "omnichat/arena.h"
 
+#include "test_main.h"
+
 static void test_alloc_alignment_and_zero(void)
 {
     oc_arena_t *a = oc_arena_create(256);
@@ -133,9 +135,6 @@ int main(void)
     CU_add_test(s, "defer runs last-registered first", test_defer_order);
     CU_add_test(s, "reset runs cleanups and reuses the first block", test_reset);
     CU_add_test(s, "protobuf allocator", test_protobuf_allocator);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed ? 1 : 0;
 }

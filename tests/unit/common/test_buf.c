@@ -6,6 +6,8 @@
 #include "omnichat/buf.h"
 #include "omnichat/util.h"
 
+#include "test_main.h"
+
 static void test_append_basic(void)
 {
     oc_buf_t b;
@@ -242,9 +244,6 @@ int main(void)
     CU_add_test(s, "json string long and limit", test_json_str_long_and_limit);
     CU_add_test(s, "detach", test_detach);
     CU_add_test(s, "secret", test_secret);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

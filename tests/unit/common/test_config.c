@@ -10,6 +10,8 @@
 #include "omnichat/config.h"
 #include "omnichat/util.h"
 
+#include "test_main.h"
+
 typedef struct test_cfg {
     char *listen;
     long long workers;
@@ -434,9 +436,6 @@ int main(void)
     CU_add_test(s, "secret file", test_secret_file);
     CU_add_test(s, "usage", test_usage);
     CU_add_test(s, "NULL problems buffer", test_problems_may_be_null);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

@@ -5,6 +5,8 @@
 #include "omnichat/err.h"
 #include "omnichat/util.h"
 
+#include "test_main.h"
+
 static void test_table_rows(void)
 {
     CU_ASSERT_EQUAL(OC_OK, 0);
@@ -124,9 +126,6 @@ int main(void)
     CU_add_test(s, "newlines replaced", test_error_newlines);
     CU_add_test(s, "truncation", test_error_truncation);
     CU_add_test(s, "grpc status names", test_grpc_status_name);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

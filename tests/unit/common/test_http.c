@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_main.h"
+
 #define MAX_BODY 64
 
 static atomic_int handler_calls;
@@ -480,6 +482,20 @@ static void test_listen_errors(void)
     if (s) oc_http_server_stop(s);
 }
 
+/* Whether the host has ::1 at all, asked of the kernel rather than of the code under test. */
+static bool host_has_ipv6_loopback(void)
+{
+    char line[256];
+    bool found = false;
+    FILE *f = fopen("/proc/net/if_inet6", "r");
+
+    if (f == NULL) return false;
+    while (!found && fgets(line, sizeof line, f) != NULL)
+        found = strncmp(line, "00000000000000000000000000000001 ", 33) == 0;
+    fclose(f);
+    return found;
+}
+
 static void test_ipv6_loopback(void)
 {
     oc_error_t err;
@@ -490,8 +506,10 @@ static void test_ipv6_loopback(void)
                                .nroutes = sizeof routes / sizeof routes[0]};
     oc_http_server_t *s = oc_http_server_start(&o, &err);
     if (!s) {
-        /* Containers without IPv6 cannot bind ::1; that is the host, not the code. */
-        fprintf(stderr, "\n  (skipped: %s)\n", err.msg);
+        /* Containers without IPv6 cannot bind ::1; that is the host, not the code. Where the
+         * host has ::1, failing to listen on it is a failure, not a skip. */
+        CU_ASSERT_FALSE_FATAL(host_has_ipv6_loopback());
+        fprintf(stderr, "\n  (no ::1 on this host, IPv6 not tested: %s)\n", err.msg);
         return;
     }
     CURL *c = curl_easy_init();
@@ -636,10 +654,7 @@ int main(void)
     CU_add_test(s, "listen errors", test_listen_errors);
     CU_add_test(s, "IPv6 loopback", test_ipv6_loopback);
     CU_add_test(s, "response header limits", test_response_header_limits);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     curl_global_cleanup();
     return failed ? 1 : 0;
 }

@@ -12,6 +12,8 @@
 #include "omnichat/log.h"
 #include "omnichat/util.h"
 
+#include "test_main.h"
+
 static char cap_path[64];
 static int cap_saved = -1;
 
@@ -271,9 +273,6 @@ int main(void)
     CU_add_test(s, "level parse", test_level_parse);
     CU_add_test(s, "8 KiB cap", test_cap);
     CU_add_test(s, "threads", test_threads);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

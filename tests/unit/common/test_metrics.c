@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_main.h"
+
 static char *render(oc_metrics_t *m)
 {
     oc_buf_t b;
@@ -290,9 +292,6 @@ int main(void)
     CU_add_test(s, "on_render hook", test_on_render_hook);
     CU_add_test(s, "render into a small buffer", test_render_too_large);
     CU_add_test(s, "threads", test_threads);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed ? 1 : 0;
 }

@@ -5,6 +5,8 @@
 #include "omnichat/pbcheck.h"
 #include "omnichat/persistence/v1/persistence.pb-c.h"
 
+#include "test_main.h"
+
 /* Appends a length-delimited field (tag, bytes) to buf; returns the new length. */
 static size_t put_ld(uint8_t *buf, size_t at, unsigned field, const void *data, size_t n)
 {
@@ -85,9 +87,6 @@ int main(void)
     CU_add_test(s, "bytes and unknown fields ignored", test_bytes_and_unknown_fields_ignored);
     CU_add_test(s, "truncated framing left to the unpacker",
                 test_truncated_framing_left_to_unpacker);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

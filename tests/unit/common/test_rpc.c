@@ -19,6 +19,8 @@
 #include "omnichat/rpc.h"
 #include "omnichat/util.h"
 
+#include "test_main.h"
+
 typedef Grpc__Health__V1__HealthCheckRequest Req;
 typedef Grpc__Health__V1__HealthCheckResponse Resp;
 #define REQ_DESC (&grpc__health__v1__health_check_request__descriptor)
@@ -32,6 +34,7 @@ static atomic_int g_worker_inits, g_worker_finis, g_completions;
 static atomic_int g_deadline_statuses; /* completions sent as DEADLINE_EXCEEDED */
 /* Callbacks run on server threads, where CUnit's asserts are not safe: they count here. */
 static atomic_int g_callback_errors;
+static atomic_int g_sleeps_started; /* "sleep:" handlers that have begun */
 
 static int64_t mono_ms(void)
 {
@@ -53,7 +56,10 @@ static oc_err_t echo(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMe
         return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "contact 42 not found");
     if (strcmp(in, "fail:nomsg") == 0) return OC_E_FAILED_PRECONDITION;
     if (strcmp(in, "fail:noresp") == 0) return OC_OK;
-    if (strncmp(in, "sleep:", 6) == 0) usleep((useconds_t)atoi(in + 6) * 1000);
+    if (strncmp(in, "sleep:", 6) == 0) {
+        atomic_fetch_add(&g_sleeps_started, 1);
+        usleep((useconds_t)atoi(in + 6) * 1000);
+    }
     if (strcmp(in, "count") == 0) atomic_fetch_add(&g_count_runs, 1);
     if (strcmp(in, "rid") == 0) out = ctx->request_id;
     if (strcmp(in, "worker") == 0) out = ctx->worker ? (const char *)ctx->worker : "none";
@@ -68,6 +74,14 @@ static oc_err_t echo(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMe
     r->service = oc_arena_strdup(ctx->arena, out);
     *resp = &r->base;
     return OC_OK;
+}
+
+/* Waits (up to 10 s) until n more "sleep:" handlers than `before` have begun. */
+static bool wait_sleeps_started(int before, int n)
+{
+    for (int i = 0; i < 2000 && atomic_load(&g_sleeps_started) < before + n; i++)
+        usleep(5000);
+    return atomic_load(&g_sleeps_started) >= before + n;
 }
 
 static oc_err_t check(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
@@ -517,8 +531,10 @@ static void test_server_side_deadline_and_limit(void)
     pthread_t th;
     load_arg_t busy = {
         .id = 0, .calls = 1, .payload = "sleep:400", .timeout_ms = 5000, .client = c};
+    int sleeps = atomic_load(&g_sleeps_started);
     pthread_create(&th, NULL, load_thread, &busy);
-    usleep(100 * 1000);
+    /* The single worker is busy once the sleeping handler has begun. */
+    CU_ASSERT_TRUE_FATAL(wait_sleeps_started(sleeps, 1));
     oc_arena_t *a = oc_arena_create(0);
     int status;
     atomic_store(&g_count_runs, 0);
@@ -563,6 +579,8 @@ static void run_shutdown(int grace_ms, const char *payload, bool expect_ok)
             (load_arg_t){.id = i, .calls = 1, .payload = payload, .timeout_ms = 10000, .client = c};
         pthread_create(&th[i], NULL, load_thread, &la[i]);
     }
+    /* 150 ms for the eight calls to reach the server (four running, four queued) before the
+     * shutdown starts: a call arriving after it would be refused, which is another test. */
     usleep(150 * 1000);
     int64_t t0 = mono_ms();
     oc_rpc_server_shutdown(s, grace_ms);
@@ -624,9 +642,6 @@ int main(void)
     CU_add_test(s, "graceful shutdown with calls in flight", test_shutdown_graceful);
     CU_add_test(s, "shutdown cancels after grace", test_shutdown_cancels);
     CU_add_test(s, "server callbacks saw what they expected", test_callbacks_clean);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed ? 1 : 0;
 }

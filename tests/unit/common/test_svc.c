@@ -5,6 +5,8 @@
 
 #include "omnichat/svc.h"
 
+#include "test_main.h"
+
 typedef struct cfg {
     long long workers;
     long long floor;
@@ -122,9 +124,6 @@ int main(void)
     CU_add_test(s, "--check-config exits 0 or 1", test_check_config_exits_0_or_1);
     CU_add_test(s, "--help and --version stop with 0", test_help_and_version_stop_with_0);
     CU_add_test(s, "unknown methods share one label", test_unknown_methods_share_one_label);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

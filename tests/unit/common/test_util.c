@@ -9,6 +9,8 @@
 
 #include "omnichat/util.h"
 
+#include "test_main.h"
+
 /* ---- UUIDs ---- */
 
 static void test_uuid_v4(void)
@@ -534,9 +536,6 @@ int main(void)
     CU_add_test(s, "ct equal", test_ct_equal);
     CU_add_test(s, "clocks", test_clocks);
     CU_add_test(s, "read file", test_read_file);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

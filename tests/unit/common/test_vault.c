@@ -12,6 +12,8 @@
 
 #include "omnichat/util.h"
 
+#include "test_main.h"
+
 #define TENANT "3f1c2a9e-7b41-4c55-9d1e-0a2b3c4d5e6f"
 #define ACCOUNT "7a8b9c0d-1e2f-4a3b-8c4d-5e6f708192a3"
 #define FIELD "access_token"
@@ -672,10 +674,7 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
         if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed ? 1 : 0;
 fail:
     CU_cleanup_registry();

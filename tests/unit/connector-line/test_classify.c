@@ -9,6 +9,8 @@
 #include "line.h"
 #include "line_api.h"
 
+#include "test_main.h"
+
 static line_transport_t transport_of(const char *s)
 {
     if (strcmp(s, "timeout") == 0) return LINE_TX_TIMEOUT;
@@ -102,9 +104,6 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     s = CU_add_suite("line_classify", NULL, NULL);
     CU_add_test(s, "response cases (tests/data/line/responses)", test_response_cases);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

@@ -3,6 +3,8 @@
 
 #include "fake_servers.h"
 
+#include "test_main.h"
+
 #define LONG_NAME_LEN 600
 
 /* A decoded request as the gRPC layer hands it over: every string in the call's arena. */
@@ -111,10 +113,7 @@ int main(void)
     CU_add_test(s, "account read back after UpdateChannelCredentials",
                 test_reply_read_back_after_update);
     CU_add_test(s, "failures wipe the credentials too", test_failures_wipe_too);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    failed = oc_test_run();
     fake_stop();
     return failed == 0 ? 0 : 1;
 }

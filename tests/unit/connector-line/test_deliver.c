@@ -4,6 +4,8 @@
 #include "fake_servers.h"
 #include "send.h"
 
+#include "test_main.h"
+
 #define ST(name) PBE(MESSAGE_STATUS__MESSAGE_STATUS_##name)
 #define CAT(name) PBE(ERROR_CATEGORY__ERROR_CATEGORY_##name)
 #define OUTCOME(name) PBE(OUTBOUND_OUTCOME__OUTBOUND_OUTCOME_##name)
@@ -230,10 +232,7 @@ int main(void)
     CU_add_test(s, "give up after clean retries: failed", test_give_up_after_retry_fails);
     CU_add_test(s, "no retry key: no push", test_no_retry_key_no_push);
     CU_add_test(s, "account without credentials: fail fast", test_account_without_credentials);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    failed = oc_test_run();
     fake_stop();
     return failed == 0 ? 0 : 1;
 }

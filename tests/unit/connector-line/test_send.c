@@ -8,6 +8,8 @@
 #include "omnichat/util.h"
 #include "send.h"
 
+#include "test_main.h"
+
 static const line_retry_policy_t policy = {8, 1000, 300000, 82800LL * 1000};
 
 static void test_backoff_bounds(void)
@@ -289,9 +291,6 @@ int main(void)
     CU_add_test(s, "lease owner per attempt", test_lease_owner);
     CU_add_test(s, "fingerprint stability and difference", test_fingerprint);
     CU_add_test(s, "LRU cache", test_cache_lru);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

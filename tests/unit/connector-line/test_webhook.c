@@ -8,6 +8,8 @@
 
 #include "webhook.h"
 
+#include "test_main.h"
+
 #define VECTOR_BODY "{\"destination\":\"U8e742f61d673b39c7fff3cecb7536ef0\",\"events\":[]}"
 #define VECTOR_SECRET "8c570fa6dd201bb328f1c1eac23a96d8"
 #define VECTOR_SIG "GhRKmvmHys4Pi8DxkF4+EayaH0OqtJtaZxgTD9fMDLs="
@@ -172,9 +174,6 @@ int main(void)
     CU_add_test(s, "official signature vector", test_signature_vector);
     CU_add_test(s, "tampered body, secret or header", test_signature_tampered);
     CU_add_test(s, "normalization cases (tests/data/line/webhooks)", test_normalization_cases);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

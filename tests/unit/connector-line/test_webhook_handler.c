@@ -6,6 +6,8 @@
 #include "fake_servers.h"
 #include "webhook.h"
 
+#include "test_main.h"
+
 #define PATH "/webhooks/line/" FAKE_ACCOUNT
 #define ONE_EVENT \
     "{\"destination\":\"" FAKE_BOT "\",\"events\":[{\"type\":\"message\",\"timestamp\":" \
@@ -124,10 +126,7 @@ int main(void)
     CU_add_test(s, "content problems are not 4xx", test_content_problems_are_not_4xx);
     CU_add_test(s, "one deadline per request", test_one_deadline_per_request);
     CU_add_test(s, "account without credentials is 401", test_account_without_credentials_is_401);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = (int)CU_get_number_of_failures();
-    CU_cleanup_registry();
+    failed = oc_test_run();
     oc_http_server_stop(hook);
     fake_stop();
     return failed == 0 ? 0 : 1;

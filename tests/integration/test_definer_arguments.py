@@ -1,0 +1,116 @@
+"""The SECURITY DEFINER functions, called directly as the runtime role (as any code holding the
+service's database connection could): every bad argument raises INVALID_ARGUMENT (OCIA0) and
+changes nothing. Migration 0003 added these checks; before it,
+claim_due_outbound('facebook', NULL, 'evil', 2147483647) leased every due Facebook message of
+every tenant until 2094."""
+import subprocess
+
+import pytest
+
+from harness import PSQL, now_ms, pb
+
+FB = pb.CHANNEL_TYPE_FACEBOOK  # nothing else in the suite makes Facebook messages due
+
+# The definer functions this file covers. A new one must get its argument checks and its cases
+# here: test_every_definer_function_is_covered fails until it does.
+COVERED = {"claim_due_outbound", "resolve_channel_account"}
+
+BAD_CLAIMS = {
+    "type NULL": "NULL, 10, 'w', 60",
+    "type unknown": "'twitter', 10, 'w', 60",
+    "type empty": "'', 10, 'w', 60",
+    "type upper case": "'FACEBOOK', 10, 'w', 60",
+    "limit NULL (no limit)": "'facebook', NULL, 'w', 60",
+    "limit 0": "'facebook', 0, 'w', 60",
+    "limit negative": "'facebook', -1, 'w', 60",
+    "limit above 100": "'facebook', 101, 'w', 60",
+    "limit int max": "'facebook', 2147483647, 'w', 60",
+    "owner NULL": "'facebook', 10, NULL, 60",
+    "owner empty": "'facebook', 10, '', 60",
+    "owner 129 bytes": f"'facebook', 10, '{'o' * 129}', 60",
+    "owner 65 two-byte chars": f"'facebook', 10, '{'é' * 65}', 60",
+    "lease NULL": "'facebook', 10, 'w', NULL",
+    "lease 0": "'facebook', 10, 'w', 0",
+    "lease negative": "'facebook', 10, 'w', -60",
+    "lease above 3600": "'facebook', 10, 'w', 3601",
+    "the issue's call": "'facebook', NULL, 'evil', 2147483647",
+}
+
+BAD_RESOLVES = {
+    "all NULL": "NULL, NULL, NULL",
+    "type NULL": "NULL, NULL, 'ext'",
+    "type unknown": "NULL, 'twitter', 'ext'",
+    "external NULL": "NULL, 'facebook', NULL",
+    "external empty": "NULL, 'facebook', ''",
+    "external 257 bytes": f"NULL, 'facebook', '{'e' * 257}'",
+    "id with type": "'00000000-0000-4000-8000-000000000000', 'facebook', NULL",
+    "id with external": "'00000000-0000-4000-8000-000000000000', NULL, 'ext'",
+}
+
+
+def psql_app(cluster, sql):
+    """Runs sql as the runtime login role; returns (ok, stdout, stderr), stderr with SQLSTATE."""
+    r = subprocess.run([PSQL, cluster.dsn("app"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+                        "-v", "VERBOSITY=verbose", "-c", sql],
+                       capture_output=True, text=True, timeout=60)
+    return r.returncode == 0, r.stdout, r.stderr
+
+
+def outbound_state(db):
+    """Lease and status of every outbound message, every tenant: what a claim could change."""
+    return db.rows("SELECT tenant_id, id, status, lease_owner, lease_until, updated_at "
+                   "FROM omnichat.messages WHERE direction = 'outbound' ORDER BY tenant_id, id")
+
+
+@pytest.fixture
+def due_fb(b):
+    """A Facebook account of this test's tenant with one outbound message that is due now."""
+    acct = b.account(FB)
+    conv = b.conversation(acct, "PAGE:PSID-definer")
+    m = b.api.CreateOutbound(tenant_id=b.tenant, conversation_id=conv.conversation_id,
+                             idempotency_key=b.uniq("definer"), request_fingerprint="fp",
+                             content_text="reply", lease_owner="creator", lease_seconds=60).message
+    b.api.CompleteOutbound(tenant_id=b.tenant, message_id=m.message_id, lease_owner="creator",
+                           outcome=pb.OUTBOUND_OUTCOME_RETRY,
+                           error_category=pb.ERROR_CATEGORY_NETWORK_ERROR,
+                           next_attempt_at_ms=now_ms() - 1000)
+    return acct, m
+
+
+def test_every_definer_function_is_covered(db):
+    names = {r[0] for r in db.rows("SELECT p.proname FROM pg_proc p JOIN pg_namespace n "
+                                   "ON n.oid = p.pronamespace WHERE n.nspname = 'omnichat' "
+                                   "AND p.prosecdef")}
+    assert names == COVERED, f"SECURITY DEFINER functions: {sorted(names)}"
+
+
+def test_claim_due_outbound_refuses_every_bad_argument_and_changes_nothing(cluster, db, due_fb, b):
+    _, msg = due_fb
+    before = outbound_state(db)
+    for what, args in BAD_CLAIMS.items():
+        ok, out, err = psql_app(cluster, f"SELECT id FROM omnichat.claim_due_outbound({args})")
+        assert not ok, f"{what}: claim_due_outbound({args}) was accepted and returned {out!r}"
+        assert "OCIA0" in err, f"{what}: expected INVALID_ARGUMENT (OCIA0), got {err!r}"
+        assert outbound_state(db) == before, f"{what}: a refused claim changed outbound rows"
+    # Positive control: the same role with good arguments leases this test's due message, so
+    # the refusals above were the checks, not a missing grant or nothing being due.
+    ok, out, err = psql_app(cluster, "SELECT id FROM omnichat.claim_due_outbound("
+                                     "'facebook', 100, 'definer-control', 60)")
+    assert ok, err
+    assert msg.message_id in out.split()
+    assert outbound_state(db) != before
+
+
+def test_resolve_channel_account_refuses_every_bad_argument(cluster, due_fb):
+    acct, _ = due_fb
+    for what, args in BAD_RESOLVES.items():
+        ok, out, err = psql_app(cluster, f"SELECT id FROM omnichat.resolve_channel_account({args})")
+        assert not ok, f"{what}: resolve_channel_account({args}) was accepted and returned {out!r}"
+        assert "OCIA0" in err, f"{what}: expected INVALID_ARGUMENT (OCIA0), got {err!r}"
+    # Positive control: both good shapes find the account as the runtime role.
+    ok, out, err = psql_app(cluster, "SELECT id FROM omnichat.resolve_channel_account("
+                                     f"'{acct.channel_account_id}', NULL, NULL)")
+    assert ok and out.split() == [acct.channel_account_id], err
+    ok, out, err = psql_app(cluster, "SELECT id FROM omnichat.resolve_channel_account("
+                                     f"NULL, 'facebook', '{acct.external_account_id}')")
+    assert ok and out.split() == [acct.channel_account_id], err
