@@ -18,6 +18,8 @@ PACKAGES=(
     # integration tests and tooling (always run with /usr/bin/python3)
     python3 python3-grpcio python3-protobuf python3-pytest
     clang-format ca-certificates procps curl util-linux coreutils
+    # certificates of the sandbox and of the TLS tests (scripts/certs.sh)
+    openssl
 )
 
 die() {
