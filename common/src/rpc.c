@@ -54,7 +54,6 @@ typedef struct method {
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
     oc_rpc_handler_fn handler;
-    unsigned roles;
     void *registered; /* grpc_server_register_method handle */
 } method_t;
 
@@ -118,6 +117,10 @@ struct oc_rpc_server {
     /* TLS: set when opts.tls is; the credentials call back into tls_watch. */
     rpc_tls_server_t *tls_watch;
     rpc_roles_t roles;
+    /* The caller's method table (it outlives the server): its rows carry the roles. Methods
+     * past its end are ours (health) and open to every authenticated peer. */
+    const oc_rpc_method_t *table;
+    size_t ntable;
 };
 
 static _Thread_local void *tls_worker;
@@ -325,12 +328,14 @@ static void finish_call(srv_call_t *c, oc_err_t rc, const ProtobufCMessage *resp
 }
 
 /* Over TLS, the method's roles must include one of the peer's (see OC_RPC_ROLE_*). */
-static bool authorized(srv_call_t *c, const method_t *m)
+static bool authorized(srv_call_t *c)
 {
     const oc_rpc_server_t *s = c->s;
     if (!s->opts.tls) return true;
+    unsigned allowed =
+        (size_t)c->midx < s->ntable ? s->table[c->midx].roles : (unsigned)OC_RPC_ROLE_ANY;
     unsigned roles = rpc_roles_of_call(&s->roles, c->call, c->ctx.peer, sizeof c->ctx.peer);
-    return (roles & m->roles) != 0;
+    return (roles & allowed) != 0;
 }
 
 static void serve_call(srv_call_t *c)
@@ -366,7 +371,7 @@ static void serve_call(srv_call_t *c)
         rc = oc_error_set(&ctx->err, OC_E_NOMEM, "server: out of memory");
     } else if (!m) {
         rc = oc_error_set(&ctx->err, OC_E_UNIMPLEMENTED, "unknown method %s", ctx->method);
-    } else if (!authorized(c, m)) {
+    } else if (!authorized(c)) {
         /* Before the payload is even unpacked: a refused caller costs no decoding. */
         ctx->denied = true;
         rc = oc_error_set(&ctx->err, OC_E_PERMISSION, "permission denied");
@@ -578,18 +583,17 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
         goto fail;
     }
     for (size_t i = 0; i < nmethods; i++) {
-        s->methods[i] = (method_t){methods[i].path,    methods[i].input, methods[i].output,
-                                   methods[i].handler, methods[i].roles, NULL};
+        s->methods[i] = (method_t){methods[i].path, methods[i].input, methods[i].output,
+                                   methods[i].handler, NULL};
         if (add_service_name(s, methods[i].path, err) != OC_OK) goto fail;
     }
     s->nmethods = nmethods;
+    s->table = methods;
+    s->ntable = nmethods;
     if (own_health)
-        s->methods[s->nmethods++] = (method_t){HEALTH_CHECK_PATH,
-                                               &grpc__health__v1__health_check_request__descriptor,
-                                               &grpc__health__v1__health_check_response__descriptor,
-                                               health_check,
-                                               OC_RPC_ROLE_ANY,
-                                               NULL};
+        s->methods[s->nmethods++] =
+            (method_t){HEALTH_CHECK_PATH, &grpc__health__v1__health_check_request__descriptor,
+                       &grpc__health__v1__health_check_response__descriptor, health_check, NULL};
 
     grpc_arg args[2] = {
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
