@@ -31,6 +31,11 @@ PG_CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")
 CERTS_SH = os.path.join(REPO, "scripts", "certs.sh")
 # The identities of the sandbox and of the TLS tests (scripts/certs.sh names) and their roles.
 CLIENT_ROLES = "connector-line=connector,inbox=inbox,omnichatctl=operator"
+# OMNICHAT_TEST_TLS=1 runs every service the suite starts with mutual TLS (its clients present
+# the operator's certificate); by default they run plaintext. test_tls.py runs its own mutual-TLS
+# stack either way.
+TEST_TLS = os.environ.get("OMNICHAT_TEST_TLS", "0") == "1"
+SUITE = object()  # "as the suite runs": the default of the `tls` arguments below
 PSQL = "/usr/bin/psql"
 BIN_DIR = os.environ.get("OMNICHAT_BIN_DIR", os.path.join(REPO, "build", "bin"))
 SERVICE = "omnichat.persistence.v1.Persistence"
@@ -233,17 +238,38 @@ class Certs:
         return grpc.secure_channel(f"127.0.0.1:{port}", self.credentials(name, ca))
 
 
+_suite_certs = None
+
+
+def suite_certs():
+    """The suite's certificates when OMNICHAT_TEST_TLS=1 (made once), else None."""
+    global _suite_certs
+    if TEST_TLS and _suite_certs is None:
+        _suite_certs = Certs().make("persistence", "connector-line", "omnichatctl", "inbox")
+    return _suite_certs
+
+
+def ctl_tls_env():
+    """OMNICHAT_TLS_* for omnichatctl as the operator, when the suite runs mutual TLS."""
+    c = suite_certs()
+    if c is None:
+        return {}
+    return {"OMNICHAT_TLS_CERT_FILE": c.crt("omnichatctl"),
+            "OMNICHAT_TLS_KEY_FILE": c.key("omnichatctl"), "OMNICHAT_TLS_CA_FILE": c.ca}
+
+
 # ---------------------------------------------------------------------------------------------
 # The service process
 
 
 class Service:
-    def __init__(self, cluster, name="persistence", extra_args=(), tls=None, tls_client=None,
+    def __init__(self, cluster, name="persistence", extra_args=(), tls=SUITE, tls_client=None,
                  client_roles=CLIENT_ROLES):
         """tls: a Certs with a "persistence" certificate → mutual TLS with client_roles, and
-        self.channel presents tls_client's certificate (default "omnichatctl", the operator)."""
+        self.channel presents tls_client's certificate (default "omnichatctl", the operator);
+        None → plaintext; SUITE (default) → as OMNICHAT_TEST_TLS says."""
         self.cluster = cluster
-        self.tls = tls
+        self.tls = suite_certs() if tls is SUITE else tls
         self.tls_client = tls_client or "omnichatctl"
         self.client_roles = client_roles
         self.bin = os.path.join(BIN_DIR, "omnichat-persistence")

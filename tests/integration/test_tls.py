@@ -139,11 +139,17 @@ def tls_stack():
 # Who may connect
 
 
-def test_plaintext_warning_only_without_tls(tls_stack, service):
+def test_plaintext_warning_only_without_tls(tls_stack):
     warning = "gRPC without TLS"
     assert warning not in tls_stack.pst.log_text()
     assert warning not in tls_stack.conn.log_text()
-    assert warning in service.log_text()  # the suite's plaintext persistence
+    plain = Service(tls_stack.cluster, name="persistence-plain", tls=None).start()
+    try:
+        assert [ev["listen"] for ev in log_events(plain.log_text(), warning + ": any process "
+                "that reaches the port may call every method; set --tls-cert-file, "
+                "--tls-key-file and --tls-ca-file outside a sandbox")] == ["127.0.0.1:0"]
+    finally:
+        assert plain.stop() in (0, -15)
 
 
 def test_client_without_certificate_is_refused(tls_stack):

@@ -408,12 +408,13 @@ def write_vault_key_file(path, key_id="it-line-1"):
 
 
 class Connector(_Proc):
-    def __init__(self, persistence_port, sim_port, name="connector-line", tls=None,
+    def __init__(self, persistence_port, sim_port, name="connector-line", tls=harness.SUITE,
                  client_roles=harness.CLIENT_ROLES, **overrides):
         """tls: a harness.Certs with a "connector-line" certificate → mutual TLS on the gRPC
-        server and to persistence; self.channel then presents "omnichatctl" (the operator)."""
+        server and to persistence; self.channel then presents "omnichatctl" (the operator).
+        None → plaintext; SUITE (default) → as OMNICHAT_TEST_TLS says."""
         super().__init__(name)
-        self.tls = tls
+        self.tls = harness.suite_certs() if tls is harness.SUITE else tls
         self.client_roles = client_roles
         self.persistence_port = persistence_port
         self.sim_port = sim_port
