@@ -20,6 +20,8 @@ PACKAGES=(
     clang-format ca-certificates procps curl util-linux coreutils
     # libFuzzer seed replay in CI (scripts/fuzz.sh --regress): clang and its fuzzer runtime
     clang libclang-rt-14-dev
+    # certificates of the sandbox and of the TLS tests (scripts/certs.sh)
+    openssl
 )
 
 die() {

@@ -5,7 +5,8 @@
 #
 # Steps: Debian packages (scripts/deps.sh) -> release build (build/) -> private PostgreSQL
 # cluster in var/pg (scripts/pg-cluster.sh) -> migrations -> runtime grant -> secrets in
-# var/secrets (generated once) -> services in the background (logs in var/log, pids in var/run)
+# var/secrets (generated once) -> a private CA and per-service certificates in var/certs
+# (scripts/certs.sh; mutual TLS on every gRPC port) -> services in the background (logs in var/log, pids in var/run)
 # -> sandbox mode: the LINE API simulator, the LINE connector, a connected demo channel with one
 # conversation, and the omnichatctl commands to try (docs/omnichatctl.md).
 # Stop everything with scripts/stop.sh.
@@ -20,6 +21,8 @@
 #   CONNECTOR_LINE_HTTP_LISTEN  default 127.0.0.1:8081    (sandbox mode; LINE webhooks)
 #   LINE_SIM_LISTEN             default 127.0.0.1:8091    (sandbox mode; never expose it)
 #   SANDBOX_TENANT              default de000000-0000-4000-8000-000000000001 (the demo tenant)
+#   OMNICHAT_TLS                1 = mutual TLS between all processes (default), 0 = plaintext
+#                               gRPC (the services then warn at start)
 set -euo pipefail
 umask 022
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -30,6 +33,7 @@ PG=$VAR/pg
 RUN=$VAR/run
 LOGS=$VAR/log
 SECRETS=$VAR/secrets
+CERTS=$VAR/certs
 BIN=$ROOT/build/bin
 PGC=(bash "$ROOT/scripts/pg-cluster.sh")
 START_TIMEOUT=${OMNICHAT_START_TIMEOUT:-60}
@@ -41,6 +45,14 @@ LINE_SIM_LISTEN=${LINE_SIM_LISTEN:-127.0.0.1:8091}
 SANDBOX_TENANT=${SANDBOX_TENANT:-de000000-0000-4000-8000-000000000001}
 # The demo LINE user who writes to the sandbox bot (U + 32 hex digits, like a real user id).
 SANDBOX_USER=Ude00000000000000000000000000c0de
+
+# Who may call what (docs/operations.md): the certificates' names and their roles.
+CLIENT_ROLES=connector-line=connector,inbox=inbox,omnichatctl=operator
+TLS=${OMNICHAT_TLS:-1}
+[[ $TLS == 0 || $TLS == 1 ]] || {
+    echo "start.sh: error: OMNICHAT_TLS must be 0 or 1, not '$TLS'" >&2
+    exit 1
+}
 
 SUMMARY=()
 
@@ -207,12 +219,31 @@ mkdir -p "$VAR"
 step "secrets"
 ensure_secret cursor.key 32
 
+# tls_flags NAME: the TLS flags of a process presenting NAME's certificate (none in plaintext).
+tls_flags() {
+    [[ $TLS == 1 ]] || return 0
+    printf '%s\n' --tls-cert-file "$CERTS/$1.crt" --tls-key-file "$CERTS/$1.key" \
+        --tls-ca-file "$CERTS/ca.crt"
+}
+PST_TLS=() CONN_TLS=() CTL_TLS=()
+if [[ $TLS == 1 ]]; then
+    step "certificates (private CA in $CERTS; OMNICHAT_TLS=0 turns mutual TLS off)"
+    # inbox: a certificate to try the inbox role with (reads and SendText only).
+    bash "$ROOT/scripts/certs.sh" "$CERTS" persistence connector-line omnichatctl inbox
+    mapfile -t PST_TLS < <(tls_flags persistence)
+    PST_TLS+=(--tls-client-roles "$CLIENT_ROLES")
+    mapfile -t CONN_TLS < <(tls_flags connector-line)
+    CONN_TLS+=(--tls-client-roles "$CLIENT_ROLES")
+    mapfile -t CTL_TLS < <(tls_flags omnichatctl)
+fi
+
 step "services"
 start_service persistence "$BIN/omnichat-persistence" \
     --database-url "$("${PGC[@]}" dsn "$PG" app)" \
     --cursor-key-file "$SECRETS/cursor.key" \
     --grpc-listen "$PERSISTENCE_GRPC_LISTEN" \
-    --admin-listen "$PERSISTENCE_ADMIN_LISTEN"
+    --admin-listen "$PERSISTENCE_ADMIN_LISTEN" \
+    ${PST_TLS[@]+"${PST_TLS[@]}"}
 grpc_port=$(json_field "$LISTEN_LINE" grpc_port)
 admin_port=$(json_field "$LISTEN_LINE" admin_port)
 SUMMARY+=(
@@ -247,7 +278,8 @@ if [[ $SANDBOX == 1 ]]; then
         --http-listen "$CONNECTOR_LINE_HTTP_LISTEN" \
         --persistence-target "$PERSISTENCE_ADDR" \
         --line-api-base "$SIM_URL" \
-        --vault-key-file "$SECRETS/vault.key"
+        --vault-key-file "$SECRETS/vault.key" \
+        ${CONN_TLS[@]+"${CONN_TLS[@]}"}
     conn_grpc_port=$(json_field "$LISTEN_LINE" grpc_port)
     conn_http_port=$(json_field "$LISTEN_LINE" http_port)
     CONNECTOR_ADDR=$(dial_addr "$CONNECTOR_LINE_GRPC_LISTEN" "${conn_grpc_port:-50052}")
@@ -260,7 +292,7 @@ if [[ $SANDBOX == 1 ]]; then
 
     # The demo channel: connecting again is idempotent (same account, credentials re-sealed).
     CTL=("$BIN/omnichatctl" --persistence "$PERSISTENCE_ADDR" --connector "$CONNECTOR_ADDR"
-        --tenant "$SANDBOX_TENANT")
+        --tenant "$SANDBOX_TENANT" ${CTL_TLS[@]+"${CTL_TLS[@]}"})
     out=$("${CTL[@]}" --json connect line --name "Omnichat Sandbox" \
         --token-file "$SECRETS/line-sandbox.token" \
         --secret-file "$SECRETS/line-sandbox.secret") ||
@@ -292,10 +324,13 @@ if [[ $SANDBOX == 1 ]]; then
     [[ $PERSISTENCE_ADDR == 127.0.0.1:50051 ]] ||
         env_line+=" OMNICHAT_PERSISTENCE=$PERSISTENCE_ADDR"
     [[ $CONNECTOR_ADDR == 127.0.0.1:50052 ]] || env_line+=" OMNICHAT_CONNECTOR=$CONNECTOR_ADDR"
+    tls_line="export OMNICHAT_TLS_CERT_FILE=$CERTS/omnichatctl.crt"
+    tls_line+=" OMNICHAT_TLS_KEY_FILE=$CERTS/omnichatctl.key OMNICHAT_TLS_CA_FILE=$CERTS/ca.crt"
     url_opt=""
     [[ $WEBHOOK_URL == http://127.0.0.1:8081 ]] || url_opt=" --url $WEBHOOK_URL"
-    TRY=(
-        "$env_line"
+    TRY=("$env_line")
+    [[ $TLS == 1 ]] && TRY+=("$tls_line   # the operator's certificate")
+    TRY+=(
         "$ctl_cmd conversations"
         "$ctl_cmd timeline $conv"
         "$ctl_cmd send $conv --text 'Your order left the warehouse today.' --agent-name 'Agent Demo'"
@@ -315,6 +350,12 @@ printf '  %s\n' \
     "postgresql    $("${PGC[@]}" dsn "$PG" owner)" \
     "              log $PG/postgres.log; psql \"\$(scripts/pg-cluster.sh dsn var/pg owner)\"" \
     "secrets       $SECRETS (mode 0600, never printed)"
+if [[ $TLS == 1 ]]; then
+    printf '  %s\n' \
+        "certificates  $CERTS (private CA; mutual TLS on every gRPC port; roles $CLIENT_ROLES)"
+else
+    printf '  %s\n' "certificates  none: gRPC is plaintext (OMNICHAT_TLS=0)"
+fi
 if [[ ${#TRY[@]} -gt 0 ]]; then
     printf '\n  Try it (a simulated LINE Official Account; nothing leaves this machine):\n\n'
     printf '    %s\n' "${TRY[@]}"

@@ -24,6 +24,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
+#include "rpc_tls.h"
 
 #define DEFAULT_WORKERS 16
 #define DEFAULT_MAX_MESSAGE (4u * 1024 * 1024)
@@ -113,6 +114,13 @@ struct oc_rpc_server {
     pthread_cond_t cv;
     bool shutdown_tag_seen;
     tag_t shutdown_tag;
+    /* TLS: set when opts.tls is; the credentials call back into tls_watch. */
+    rpc_tls_server_t *tls_watch;
+    rpc_roles_t roles;
+    /* The caller's method table (it outlives the server): its rows carry the roles. Methods
+     * past its end are ours (health) and open to every authenticated peer. */
+    const oc_rpc_method_t *table;
+    size_t ntable;
 };
 
 static _Thread_local void *tls_worker;
@@ -319,6 +327,17 @@ static void finish_call(srv_call_t *c, oc_err_t rc, const ProtobufCMessage *resp
     }
 }
 
+/* Over TLS, the method's roles must include one of the peer's (see OC_RPC_ROLE_*). */
+static bool authorized(srv_call_t *c)
+{
+    const oc_rpc_server_t *s = c->s;
+    if (!s->opts.tls) return true;
+    unsigned allowed =
+        (size_t)c->midx < s->ntable ? s->table[c->midx].roles : (unsigned)OC_RPC_ROLE_ANY;
+    unsigned roles = rpc_roles_of_call(&s->roles, c->call, c->ctx.peer, sizeof c->ctx.peer);
+    return (roles & allowed) != 0;
+}
+
 static void serve_call(srv_call_t *c)
 {
     oc_rpc_server_t *s = c->s;
@@ -352,6 +371,10 @@ static void serve_call(srv_call_t *c)
         rc = oc_error_set(&ctx->err, OC_E_NOMEM, "server: out of memory");
     } else if (!m) {
         rc = oc_error_set(&ctx->err, OC_E_UNIMPLEMENTED, "unknown method %s", ctx->method);
+    } else if (!authorized(c)) {
+        /* Before the payload is even unpacked: a refused caller costs no decoding. */
+        ctx->denied = true;
+        rc = oc_error_set(&ctx->err, OC_E_PERMISSION, "permission denied");
     } else if (ctx->deadline_us != INT64_MAX && ctx->deadline_us <= oc_now_us()) {
         /* The client has given up already (typically the call queued behind busy workers):
          * running the handler would only spend a database connection on nothing. */
@@ -495,6 +518,9 @@ static void free_server(oc_rpc_server_t *s)
     free(s->methods);
     free(s->cqs);
     free(s->workers);
+    /* After grpc_server_destroy: the credentials no longer call back into it. */
+    rpc_tls_server_free(s->tls_watch);
+    rpc_roles_free(&s->roles);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -562,6 +588,8 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
         if (add_service_name(s, methods[i].path, err) != OC_OK) goto fail;
     }
     s->nmethods = nmethods;
+    s->table = methods;
+    s->ntable = nmethods;
     if (own_health)
         s->methods[s->nmethods++] =
             (method_t){HEALTH_CHECK_PATH, &grpc__health__v1__health_check_request__descriptor,
@@ -592,7 +620,13 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
             goto fail;
         }
     }
-    creds = grpc_insecure_server_credentials_create();
+    if (opts->tls) {
+        if (rpc_roles_parse(opts->client_roles, &s->roles, err) != OC_OK) goto fail;
+        creds = rpc_tls_server_creds(opts->tls, &s->tls_watch, err);
+        if (!creds) goto fail;
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
     s->port = grpc_server_add_http2_port(s->server, opts->listen, creds);
     grpc_server_credentials_release(creds);
     if (s->port == 0) {
@@ -756,11 +790,53 @@ void oc_rpc_route_core_logs(void)
 
 /* ---- client ---- */
 
+/* Clients re-check their TLS files at most this often (a stat of three files per check). */
+#define CLIENT_TLS_CHECK_US 1000000
+
 struct oc_rpc_client {
+    const char *target;
+    const oc_rpc_tls_t *tls; /* NULL: plaintext */
+    /* Held for reading while a call is created on the channel (the call then holds its own
+     * reference), for writing only to swap in a channel with reloaded certificates. */
+    pthread_rwlock_t lock;
     grpc_channel *channel;
+    /* The channel replaced by the last reload: calls started on it may still run, so it is
+     * destroyed at the next reload (certificates rotate in days) or with the client. */
+    grpc_channel *retired;
+    pthread_mutex_t reload_mu;
+    rpc_tls_stamps_t stamps;
+    _Atomic int64_t next_check_us;
 };
 
-oc_rpc_client_t *oc_rpc_client_create(const char *target, oc_error_t *err)
+static grpc_channel *new_channel(const char *target, const oc_rpc_tls_t *tls,
+                                 rpc_tls_stamps_t *stamps, oc_error_t *err)
+{
+    grpc_arg args[2] = {
+        {.type = GRPC_ARG_STRING,
+         .key = GRPC_ARG_SERVICE_CONFIG,
+         .value.string = "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}"},
+        {.type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG},
+    };
+    grpc_channel_args cargs = {.num_args = 1, .args = args};
+    grpc_channel_credentials *creds;
+    if (tls) {
+        creds = rpc_tls_client_creds(tls, stamps, err);
+        if (!creds) return NULL;
+        if (tls->server_name && tls->server_name[0]) {
+            args[1].value.string = (char *)tls->server_name;
+            cargs.num_args = 2;
+        }
+    } else {
+        creds = grpc_insecure_credentials_create();
+    }
+    grpc_channel *ch = grpc_channel_create(target, creds, &cargs);
+    grpc_channel_credentials_release(creds);
+    if (!ch) oc_error_set(err, OC_E_INVALID, "rpc client: could not create channel to %s", target);
+    return ch;
+}
+
+oc_rpc_client_t *oc_rpc_client_create_tls(const char *target, const oc_rpc_tls_t *tls,
+                                          oc_error_t *err)
 {
     if (!target || !target[0]) {
         oc_error_set(err, OC_E_INVALID, "rpc client: empty target");
@@ -772,30 +848,74 @@ oc_rpc_client_t *oc_rpc_client_create(const char *target, oc_error_t *err)
         return NULL;
     }
     grpc_init();
-    grpc_arg args[1] = {
-        {.type = GRPC_ARG_STRING,
-         .key = GRPC_ARG_SERVICE_CONFIG,
-         .value.string = "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}"},
-    };
-    grpc_channel_args cargs = {.num_args = 1, .args = args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    c->channel = grpc_channel_create(target, creds, &cargs);
-    grpc_channel_credentials_release(creds);
+    c->target = target;
+    c->tls = tls;
+    c->channel = new_channel(target, tls, &c->stamps, err);
     if (!c->channel) {
         free(c);
         grpc_shutdown();
-        oc_error_set(err, OC_E_INVALID, "rpc client: could not create channel to %s", target);
         return NULL;
     }
+    pthread_rwlock_init(&c->lock, NULL);
+    pthread_mutex_init(&c->reload_mu, NULL);
+    atomic_init(&c->next_check_us, oc_mono_us() + CLIENT_TLS_CHECK_US);
     return c;
+}
+
+oc_rpc_client_t *oc_rpc_client_create(const char *target, oc_error_t *err)
+{
+    return oc_rpc_client_create_tls(target, NULL, err);
 }
 
 void oc_rpc_client_destroy(oc_rpc_client_t *c)
 {
     if (!c) return;
     grpc_channel_destroy(c->channel);
+    if (c->retired) grpc_channel_destroy(c->retired);
+    pthread_rwlock_destroy(&c->lock);
+    pthread_mutex_destroy(&c->reload_mu);
     free(c);
     grpc_shutdown();
+}
+
+/* Rotation: when the files changed, later calls go through a new channel with the new
+ * certificates. One caller checks at a time, at most once per CLIENT_TLS_CHECK_US; a broken or
+ * half-replaced set keeps the current channel and is tried again at the next check. */
+static void client_maybe_reload(oc_rpc_client_t *c)
+{
+    int64_t now = oc_mono_us(),
+            next = atomic_load_explicit(&c->next_check_us, memory_order_relaxed);
+    if (!c->tls || now < next ||
+        !atomic_compare_exchange_strong(&c->next_check_us, &next, now + CLIENT_TLS_CHECK_US))
+        return;
+    if (pthread_mutex_trylock(&c->reload_mu) != 0) return;
+    if (rpc_tls_changed(c->tls, &c->stamps)) {
+        oc_error_t err;
+        rpc_tls_stamps_t stamps;
+        oc_error_clear(&err);
+        grpc_channel *ch = new_channel(c->target, c->tls, &stamps, &err);
+        if (ch) {
+            pthread_rwlock_wrlock(&c->lock);
+            grpc_channel *old = c->retired;
+            c->retired = c->channel;
+            c->channel = ch;
+            pthread_rwlock_unlock(&c->lock);
+            c->stamps = stamps;
+            if (old) grpc_channel_destroy(old);
+        }
+    }
+    pthread_mutex_unlock(&c->reload_mu);
+}
+
+static grpc_call *client_new_call(oc_rpc_client_t *c, grpc_completion_queue *cq, grpc_slice path,
+                                  gpr_timespec deadline)
+{
+    client_maybe_reload(c);
+    pthread_rwlock_rdlock(&c->lock);
+    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, path,
+                                               NULL, deadline, NULL);
+    pthread_rwlock_unlock(&c->lock);
+    return call;
 }
 
 oc_err_t oc_rpc_client_call(oc_rpc_client_t *c, const char *method, const ProtobufCMessage *req,
@@ -846,8 +966,7 @@ oc_err_t oc_rpc_client_call(oc_rpc_client_t *c, const char *method, const Protob
                                 : gpr_inf_future(GPR_CLOCK_REALTIME);
     /* The static slice borrows `method`, which outlives the call (unref'd before return). */
     grpc_slice path = grpc_slice_from_static_string(method);
-    call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, path, NULL,
-                                    deadline, NULL);
+    call = client_new_call(c, cq, path, deadline);
     if (!call) {
         rc = oc_error_set(err, OC_E_INTERNAL, "rpc call: could not create call");
         goto out;

@@ -84,7 +84,11 @@ oc_err_t oc_svc_rpc_metrics_init(oc_svc_rpc_metrics_t *m, oc_metrics_t *registry
     m->latency = oc_metrics_histogram(registry, "omnichat_rpc_latency_seconds",
                                       "gRPC call latency from arrival to status, by method",
                                       (const char *const[]){"method"}, 1, NULL, 0);
-    return m->total != NULL && m->latency != NULL ? OC_OK : OC_E_NOMEM;
+    m->denied = oc_metrics_counter(registry, "omnichat_rpc_denied_total",
+                                   "gRPC calls refused because the client's role may not call "
+                                   "the method, by method and client identity",
+                                   (const char *const[]){"method", "peer"}, 2);
+    return m->total != NULL && m->latency != NULL && m->denied != NULL ? OC_OK : OC_E_NOMEM;
 }
 
 void oc_svc_rpc_record(const oc_svc_rpc_metrics_t *m, const oc_rpc_ctx_t *ctx, int status,
@@ -99,8 +103,13 @@ void oc_svc_rpc_record(const oc_svc_rpc_metrics_t *m, const oc_rpc_ctx_t *ctx, i
     if (status == 12) method = "unknown";
     oc_metric_inc(m->total, (const char *const[]){method, code}, 1);
     oc_metric_observe(m->latency, (const char *const[]){method}, (double)latency_us / 1e6);
-    /* UNKNOWN, INTERNAL and UNAVAILABLE are ours to look at; the rest are the caller's. */
-    if (status == 2 || status == 13 || status == 14)
+    /* UNKNOWN, INTERNAL and UNAVAILABLE are ours to look at; the rest are the caller's, except
+     * a refusal by role: a misconfigured client or someone probing, to be seen either way. */
+    if (ctx->denied) {
+        oc_metric_inc(m->denied, (const char *const[]){method, ctx->peer}, 1);
+        OC_WARN("rpc permission denied", OC_LS("method", method), OC_LS("peer", ctx->peer),
+                OC_LS("request_id", ctx->request_id));
+    } else if (status == 2 || status == 13 || status == 14)
         OC_WARN("rpc failed", OC_LS("method", method), OC_LS("code", code),
                 OC_LS("request_id", ctx->request_id), OC_LS("tenant_id", ctx->tenant_id),
                 OC_LS("detail", ctx->err.msg), OC_LI("latency_us", latency_us));
@@ -108,6 +117,42 @@ void oc_svc_rpc_record(const oc_svc_rpc_metrics_t *m, const oc_rpc_ctx_t *ctx, i
         OC_DEBUG("rpc", OC_LS("method", method), OC_LS("code", code),
                  OC_LS("request_id", ctx->request_id), OC_LS("tenant_id", ctx->tenant_id),
                  OC_LI("latency_us", latency_us));
+}
+
+static bool given(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+const oc_rpc_tls_t *oc_svc_tls(const oc_svc_tls_config_t *c, oc_rpc_tls_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!given(c->cert_file) && !given(c->key_file) && !given(c->ca_file)) return NULL;
+    out->cert_file = c->cert_file;
+    out->key_file = c->key_file;
+    out->ca_file = c->ca_file;
+    return out;
+}
+
+bool oc_svc_tls_check(const oc_svc_tls_config_t *c, oc_buf_t *problems)
+{
+    int set = given(c->cert_file) + given(c->key_file) + given(c->ca_file);
+    oc_rpc_tls_t tls;
+    oc_error_t err;
+
+    if (set == 0) return true;
+    if (set != 3) {
+        /* Half a TLS setting must not quietly mean plaintext. */
+        oc_buf_appends(problems, "--tls-cert-file: --tls-cert-file, --tls-key-file and "
+                                 "--tls-ca-file go together (none of them: plaintext)\n");
+        return false;
+    }
+    oc_error_clear(&err);
+    if (oc_rpc_tls_check(oc_svc_tls(c, &tls), &err) != OC_OK) {
+        oc_buf_appendf(problems, "--tls-cert-file: %s\n", err.msg);
+        return false;
+    }
+    return true;
 }
 
 void oc_svc_http_healthz(void *user, const oc_http_request_t *req, oc_http_response_t *resp)

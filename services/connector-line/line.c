@@ -29,10 +29,14 @@ struct line_service {
 };
 
 static const oc_rpc_method_t methods[] = {
+    /* Who may call what over TLS: an inbox sends replies; only the operator connects channels
+     * (it stores credentials). */
     {LINE_SERVICE "SendText", &omnichat__connector__v1__send_text_request__descriptor,
-     &omnichat__connector__v1__send_text_response__descriptor, line_send_text},
+     &omnichat__connector__v1__send_text_response__descriptor, line_send_text,
+     OC_RPC_ROLE_INBOX | OC_RPC_ROLE_OPERATOR},
     {LINE_SERVICE "ConnectChannel", &omnichat__connector__v1__connect_channel_request__descriptor,
-     &omnichat__connector__v1__connect_channel_response__descriptor, line_connect_channel},
+     &omnichat__connector__v1__connect_channel_response__descriptor, line_connect_channel,
+     OC_RPC_ROLE_OPERATOR},
 };
 
 const char *line_category_name(int category)
@@ -244,7 +248,8 @@ line_service_t *line_service_create(const line_config_t *cfg, oc_error_t *err)
         OC_WARN("vault key file is readable by group or others",
                 OC_LS("path", cfg->vault_key_file));
     if (!register_metrics(l)) goto oom;
-    l->pst = oc_rpc_client_create(cfg->persistence_target, err);
+    l->tls_on = oc_svc_tls(&l->cfg.tls, &l->tls) != NULL;
+    l->pst = oc_rpc_client_create_tls(l->cfg.persistence_target, l->tls_on ? &l->tls : NULL, err);
     if (l->pst == NULL) goto fail;
     l->api = line_api_create(cfg->line_api_base, l->m_provider_latency, err);
     if (l->api == NULL) goto fail;
@@ -274,7 +279,15 @@ oc_err_t line_service_start(line_service_t *s, int *grpc_port, int *http_port, o
         .max_message_bytes = 1u << 20,
         .user = l,
         .on_complete = on_rpc_complete,
+        .tls = l->tls_on ? &l->tls : NULL,
+        .client_roles = l->cfg.tls.client_roles,
     };
+
+    if (opts.tls == NULL)
+        OC_WARN("gRPC without TLS: any process that reaches the port may send and connect "
+                "channels, and persistence is called in plaintext; set --tls-cert-file, "
+                "--tls-key-file and --tls-ca-file outside a sandbox",
+                OC_LS("listen", l->cfg.grpc_listen));
 
     s->rpc = oc_rpc_server_create(&opts, methods, sizeof methods / sizeof methods[0], err);
     if (s->rpc == NULL || oc_rpc_server_start(s->rpc, err) != OC_OK) return err->code;

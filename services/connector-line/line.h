@@ -63,6 +63,7 @@ typedef struct line_config {
     char *instance_id; /* at most LINE_INSTANCE_ID_MAX bytes; each attempt adds a UUID */
     long long shutdown_grace_ms;
     char *log_level;
+    oc_svc_tls_config_t tls; /* for the gRPC server and the persistence client alike */
 } line_config_t;
 
 typedef struct line_cache line_cache_t;
@@ -71,6 +72,8 @@ typedef struct line_worker line_worker_t;
 
 typedef struct line {
     line_config_t cfg;
+    oc_rpc_tls_t tls; /* what cfg.tls names; NULL-ish (plaintext) when tls_on is false */
+    bool tls_on;
     oc_vault_t *vault;
     oc_rpc_client_t *pst;
     line_api_t *api;

@@ -120,6 +120,7 @@ static const oc_config_option_t options[] = {
         "how long in-flight calls may finish after SIGTERM", NULL),
     OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level, "debug, info, warn, error or off",
         valid_level),
+    OC_SVC_TLS_OPTIONS(line_config_t, tls),
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -127,7 +128,7 @@ static const oc_config_option_t options[] = {
 static bool check_rules(const void *cfgp, oc_buf_t *problems)
 {
     const line_config_t *cfg = cfgp;
-    bool ok = true;
+    bool ok = oc_svc_tls_check(&cfg->tls, problems);
 
     if (cfg->backoff_base_ms > cfg->backoff_max_ms) {
         oc_buf_appends(problems, "--backoff-base-ms: must not exceed --backoff-max-ms\n");

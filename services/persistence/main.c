@@ -62,14 +62,17 @@ static const oc_config_option_t options[] = {
         "how long in-flight calls may finish after SIGTERM", NULL),
     OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level, "debug, info, warn, error or off",
         valid_level),
+    OC_SVC_TLS_OPTIONS(pst_config_t, tls),
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
-/* Serving needs a database; the table cannot say "one of two options" by itself. */
+/* Serving needs a database; the table cannot say "one of two options" by itself. The TLS
+ * files go together and must be usable as start-up will use them. */
 static bool check_database(const void *cfg, oc_buf_t *problems)
 {
     const pst_config_t *c = cfg;
 
+    if (!oc_svc_tls_check(&c->tls, problems)) return false;
     if ((c->database_url == NULL || c->database_url[0] == '\0') &&
         (c->database_url_file == NULL || c->database_url_file[0] == '\0')) {
         oc_buf_appends(problems, "--database-url: one of --database-url and "

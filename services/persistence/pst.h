@@ -19,11 +19,21 @@
 
 #define PST_SERVICE "omnichat.persistence.v1.Persistence"
 
-/* One row of a method table: PST_METHOD("UpsertContact", fn, upsert_contact_request, …). */
-#define PST_METHOD(name, fn, in, out) \
+/*
+ * Who may call what (over TLS; see oc_rpc_method_t.roles). The connector writes what arrives,
+ * routes, claims and completes outbound messages and stores credentials; an inbox reads; the
+ * operator may do everything. Each table row names its roles, so the policy reads as data.
+ */
+#define PST_CONNECTOR (OC_RPC_ROLE_CONNECTOR | OC_RPC_ROLE_OPERATOR)
+#define PST_READ (OC_RPC_ROLE_CONNECTOR | OC_RPC_ROLE_INBOX | OC_RPC_ROLE_OPERATOR)
+#define PST_INBOX_READ (OC_RPC_ROLE_INBOX | OC_RPC_ROLE_OPERATOR)
+
+/* One row of a method table:
+ * PST_METHOD("UpsertContact", fn, upsert_contact_request, upsert_contact_response, roles). */
+#define PST_METHOD(name, fn, in, out, roles) \
     { \
         "/" PST_SERVICE "/" name, &omnichat__persistence__v1__##in##__descriptor, \
-            &omnichat__persistence__v1__##out##__descriptor, fn \
+            &omnichat__persistence__v1__##out##__descriptor, fn, roles \
     }
 
 /* Limits of the API (documented in persistence.proto). */
@@ -52,10 +62,12 @@ typedef struct pst_config {
     long long connect_timeout_s;
     long long shutdown_grace_ms;
     char *log_level;
+    oc_svc_tls_config_t tls;
 } pst_config_t;
 
 typedef struct pst {
     pst_config_t cfg;
+    oc_rpc_tls_t tls; /* what cfg.tls names, for the gRPC server */
     oc_pg_pool_t *pool;
     uint8_t cursor_key[PST_CURSOR_KEY_LEN];
     oc_metrics_t *metrics;

@@ -373,16 +373,17 @@ static oc_err_t record_channel_status(oc_rpc_ctx_t *ctx, const ProtobufCMessage 
 
 const oc_rpc_method_t pst_methods_channels[] = {
     PST_METHOD("RegisterChannelAccount", register_channel_account, register_channel_account_request,
-               register_channel_account_response),
+               register_channel_account_response, PST_CONNECTOR),
     PST_METHOD("UpdateChannelCredentials", update_channel_credentials,
-               update_channel_credentials_request, update_channel_credentials_response),
+               update_channel_credentials_request, update_channel_credentials_response,
+               PST_CONNECTOR),
     PST_METHOD("GetChannelAccount", get_channel_account, get_channel_account_request,
-               get_channel_account_response),
+               get_channel_account_response, PST_READ),
     PST_METHOD("ListChannelAccounts", list_channel_accounts, list_channel_accounts_request,
-               list_channel_accounts_response),
+               list_channel_accounts_response, PST_INBOX_READ),
     PST_METHOD("ResolveChannelAccount", resolve_channel_account, resolve_channel_account_request,
-               resolve_channel_account_response),
+               resolve_channel_account_response, PST_CONNECTOR),
     PST_METHOD("RecordChannelStatus", record_channel_status, record_channel_status_request,
-               record_channel_status_response),
+               record_channel_status_response, PST_CONNECTOR),
 };
 const size_t pst_nmethods_channels = sizeof pst_methods_channels / sizeof pst_methods_channels[0];

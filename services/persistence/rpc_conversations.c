@@ -230,13 +230,14 @@ static oc_err_t list_conversations(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in
 }
 
 const oc_rpc_method_t pst_methods_conversations[] = {
-    PST_METHOD("UpsertContact", upsert_contact, upsert_contact_request, upsert_contact_response),
+    PST_METHOD("UpsertContact", upsert_contact, upsert_contact_request, upsert_contact_response,
+               PST_CONNECTOR),
     PST_METHOD("UpsertConversation", upsert_conversation, upsert_conversation_request,
-               upsert_conversation_response),
+               upsert_conversation_response, PST_CONNECTOR),
     PST_METHOD("GetConversation", get_conversation, get_conversation_request,
-               get_conversation_response),
+               get_conversation_response, PST_READ),
     PST_METHOD("ListConversations", list_conversations, list_conversations_request,
-               list_conversations_response),
+               list_conversations_response, PST_INBOX_READ),
 };
 const size_t pst_nmethods_conversations =
     sizeof pst_methods_conversations / sizeof pst_methods_conversations[0];

@@ -420,11 +420,13 @@ static oc_err_t list_messages(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Pro
 }
 
 const oc_rpc_method_t pst_methods_messages[] = {
-    PST_METHOD("InsertMessage", insert_message, insert_message_request, insert_message_response),
-    PST_METHOD("PersistInbound", persist_inbound, persist_inbound_request,
-               persist_inbound_response),
-    PST_METHOD("AddAttachments", add_attachments, add_attachments_request,
-               add_attachments_response),
-    PST_METHOD("ListMessages", list_messages, list_messages_request, list_messages_response),
+    PST_METHOD("InsertMessage", insert_message, insert_message_request, insert_message_response,
+               PST_CONNECTOR),
+    PST_METHOD("PersistInbound", persist_inbound, persist_inbound_request, persist_inbound_response,
+               PST_CONNECTOR),
+    PST_METHOD("AddAttachments", add_attachments, add_attachments_request, add_attachments_response,
+               PST_CONNECTOR),
+    PST_METHOD("ListMessages", list_messages, list_messages_request, list_messages_response,
+               PST_INBOX_READ),
 };
 const size_t pst_nmethods_messages = sizeof pst_methods_messages / sizeof pst_methods_messages[0];

@@ -334,13 +334,13 @@ static oc_err_t reconcile_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in
 }
 
 const oc_rpc_method_t pst_methods_outbound[] = {
-    PST_METHOD("CreateOutbound", create_outbound, create_outbound_request,
-               create_outbound_response),
+    PST_METHOD("CreateOutbound", create_outbound, create_outbound_request, create_outbound_response,
+               PST_CONNECTOR),
     PST_METHOD("CompleteOutbound", complete_outbound, complete_outbound_request,
-               complete_outbound_response),
+               complete_outbound_response, PST_CONNECTOR),
     PST_METHOD("ClaimDueOutbound", claim_due_outbound, claim_due_outbound_request,
-               claim_due_outbound_response),
+               claim_due_outbound_response, PST_CONNECTOR),
     PST_METHOD("ReconcileOutbound", reconcile_outbound, reconcile_outbound_request,
-               reconcile_outbound_response),
+               reconcile_outbound_response, PST_CONNECTOR),
 };
 const size_t pst_nmethods_outbound = sizeof pst_methods_outbound / sizeof pst_methods_outbound[0];

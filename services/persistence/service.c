@@ -181,7 +181,14 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
         .max_message_bytes = 8u << 20,
         .user = &s->pst,
         .on_complete = on_complete,
+        .tls = oc_svc_tls(&s->pst.cfg.tls, &s->pst.tls),
+        .client_roles = s->pst.cfg.tls.client_roles,
     };
+
+    if (opts.tls == NULL)
+        OC_WARN("gRPC without TLS: any process that reaches the port may call every method; "
+                "set --tls-cert-file, --tls-key-file and --tls-ca-file outside a sandbox",
+                OC_LS("listen", s->pst.cfg.grpc_listen));
 
     s->rpc = oc_rpc_server_create(&opts, s->methods, s->nmethods, err);
     if (s->rpc == NULL) return err->code;

@@ -3,6 +3,7 @@ A skipped test fails the run unless skips-allowed.txt lists it with its reason.
 
 Run:  /usr/bin/python3 -m pytest tests/integration -q
 Env:  OMNICHAT_BIN_DIR (default build/bin) — where omnichat-persistence lives.
+      OMNICHAT_TEST_TLS=1 — every service runs with mutual TLS (harness.TEST_TLS).
 
 Each test gets a fresh random tenant (uuid4), so tests do not depend on each other. The
 database-down test (test_resilience.py) brings up its own cluster and service.

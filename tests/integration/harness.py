@@ -28,6 +28,14 @@ PROTO_DIR = os.path.join(REPO, "proto")
 PERSISTENCE_PROTO = "omnichat/persistence/v1/persistence.proto"
 HEALTH_PROTO_DIR = "/usr/share/grpc-proto/grpc/health/v1"
 PG_CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")
+CERTS_SH = os.path.join(REPO, "scripts", "certs.sh")
+# The identities of the sandbox and of the TLS tests (scripts/certs.sh names) and their roles.
+CLIENT_ROLES = "connector-line=connector,inbox=inbox,omnichatctl=operator"
+# OMNICHAT_TEST_TLS=1 runs every service the suite starts with mutual TLS (its clients present
+# the operator's certificate); by default they run plaintext. test_tls.py runs its own mutual-TLS
+# stack either way.
+TEST_TLS = os.environ.get("OMNICHAT_TEST_TLS", "0") == "1"
+SUITE = object()  # "as the suite runs": the default of the `tls` arguments below
 PSQL = "/usr/bin/psql"
 BIN_DIR = os.environ.get("OMNICHAT_BIN_DIR", os.path.join(REPO, "build", "bin"))
 SERVICE = "omnichat.persistence.v1.Persistence"
@@ -183,15 +191,90 @@ class Db:
 
 
 # ---------------------------------------------------------------------------------------------
+# Certificates (mutual TLS)
+
+
+class Certs:
+    """A private CA and certificates made by scripts/certs.sh, the sandbox's own tool. Each
+    certificate NAME has the SANs DNS:NAME (its identity), DNS:localhost and IP:127.0.0.1."""
+
+    def __init__(self, directory=None):
+        self.dir = directory or tempfile.mkdtemp(prefix="omnichat-it-certs-")
+
+    def make(self, *names):
+        r = subprocess.run(["bash", CERTS_SH, self.dir, *names], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, f"certs.sh failed:\n{r.stdout}\n{r.stderr}"
+        return self
+
+    @property
+    def ca(self):
+        return os.path.join(self.dir, "ca.crt")
+
+    def crt(self, name):
+        return os.path.join(self.dir, f"{name}.crt")
+
+    def key(self, name):
+        return os.path.join(self.dir, f"{name}.key")
+
+    def flags(self, name, roles=None):
+        """The service flags presenting NAME's certificate and trusting this CA."""
+        f = ["--tls-cert-file", self.crt(name), "--tls-key-file", self.key(name),
+             "--tls-ca-file", self.ca]
+        return f + (["--tls-client-roles", roles] if roles is not None else [])
+
+    def credentials(self, name=None, ca=None):
+        """Client credentials: NAME's certificate (None: no client certificate), trusting `ca`
+        (default: this CA)."""
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(ca or self.ca),
+            private_key=read(self.key(name)) if name else None,
+            certificate_chain=read(self.crt(name)) if name else None)
+
+    def channel(self, port, name=None, ca=None):
+        return grpc.secure_channel(f"127.0.0.1:{port}", self.credentials(name, ca))
+
+
+_suite_certs = None
+
+
+def suite_certs():
+    """The suite's certificates when OMNICHAT_TEST_TLS=1 (made once), else None."""
+    global _suite_certs
+    if TEST_TLS and _suite_certs is None:
+        _suite_certs = Certs().make("persistence", "connector-line", "omnichatctl", "inbox")
+    return _suite_certs
+
+
+def ctl_tls_env():
+    """OMNICHAT_TLS_* for omnichatctl as the operator, when the suite runs mutual TLS."""
+    c = suite_certs()
+    if c is None:
+        return {}
+    return {"OMNICHAT_TLS_CERT_FILE": c.crt("omnichatctl"),
+            "OMNICHAT_TLS_KEY_FILE": c.key("omnichatctl"), "OMNICHAT_TLS_CA_FILE": c.ca}
+
+
+# ---------------------------------------------------------------------------------------------
 # The service process
 
 
 class Service:
-    def __init__(self, cluster, name="persistence", extra_args=(), grpc_port=0):
+    def __init__(self, cluster, name="persistence", extra_args=(), tls=SUITE, tls_client=None,
+                 client_roles=CLIENT_ROLES, grpc_port=0):
+        """tls: a Certs with a "persistence" certificate → mutual TLS with client_roles, and
+        self.channel presents tls_client's certificate (default "omnichatctl", the operator);
+        None → plaintext; SUITE (default) → as OMNICHAT_TEST_TLS says. grpc_port: 0 → any free
+        port (tests); a fixed port lets a restarted service keep its address for clients that
+        were given it (the chaos run kills and restarts persistence under load)."""
         self.cluster = cluster
-        # 0: any free port (tests); a fixed port lets a restarted service keep its address for
-        # clients that were given it (the chaos run kills and restarts persistence under load).
         self.fixed_grpc_port = grpc_port
+        self.tls = suite_certs() if tls is SUITE else tls
+        self.tls_client = tls_client or "omnichatctl"
+        self.client_roles = client_roles
         self.bin = os.path.join(BIN_DIR, "omnichat-persistence")
         self.work = tempfile.mkdtemp(prefix=f"omnichat-it-{name}-")
         self.log_path = os.path.join(self.work, "stderr.log")
@@ -237,6 +320,8 @@ class Service:
         # they scanned holds their own activity.
         if not any(a.startswith("--log-level") for a in self.extra_args):
             cmd += ["--log-level", "debug"]
+        if self.tls is not None:
+            cmd += self.tls.flags("persistence", self.client_roles)
         self._err = open(self.log_path, "ab")
         self._out = open(self.out_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=self.env())
@@ -254,9 +339,15 @@ class Service:
         else:
             raise RuntimeError(f"service did not log 'listening' within {timeout}s:\n"
                                f"{log_tail(self.log_path)}")
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.channel = self.new_channel()
         grpc.channel_ready_future(self.channel).result(timeout=30)
         return self
+
+    def new_channel(self, identity=None):
+        """A channel to the service: plaintext, or over TLS as `identity` (default tls_client)."""
+        if self.tls is None:
+            return grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        return self.tls.channel(self.grpc_port, identity or self.tls_client)
 
     def _find_listening(self):
         with open(self.log_path, "r", errors="replace") as f:

@@ -64,6 +64,7 @@ def ctl(*args, tenant=None, env=None, timeout=60, stdin=None):
     e.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     e["LC_ALL"] = "C.UTF-8"
     e["TZ"] = "UTC"
+    e.update(harness.ctl_tls_env())
     e.update(env or {})
     p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout * lh.SLOW, env=e,
                        input=stdin)

@@ -16,6 +16,7 @@
 
 typedef struct opts {
     const char *connector, *persistence, *webhook_base, *sim_base, *super_dsn, *out_dir, *flags;
+    oc_rpc_tls_t tls; /* client certificate (operator) for both services; none: plaintext */
     pid_t connector_pid, persistence_pid, sim_pid, postgres_pid;
     int duration, ref_duration, threads, tenants, channels, users, k;
     bool sends, ingest, ordered;
@@ -40,6 +41,9 @@ static void usage(FILE *f)
             "targets say.\n"
             "  --connector        the connector's gRPC address\n"
             "  --persistence      the persistence service's gRPC address\n"
+            "  --tls-cert-file, --tls-key-file, --tls-ca-file\n"
+            "                     client certificate, key and CA for mutual TLS to both "
+            "(default: plaintext)\n"
             "  --webhook-base     the connector's HTTP base URL (http://127.0.0.1:PORT)\n"
             "  --sim-base         the LINE simulator's base URL\n"
             "  --super-dsn        libpq conninfo of a superuser (CHECKPOINT, exactly-once counts)\n"
@@ -109,7 +113,10 @@ static int parse(int argc, char **argv, opts_t *o)
         O_PHASES,
         O_FLAGS,
         O_ORDERED,
-        O_HELP
+        O_HELP,
+        O_TLS_CERT,
+        O_TLS_KEY,
+        O_TLS_CA
     };
     static const struct option longopts[] = {
         {"connector", required_argument, NULL, O_CONN},
@@ -133,6 +140,9 @@ static int parse(int argc, char **argv, opts_t *o)
         {"flags", required_argument, NULL, O_FLAGS},
         {"ordered-batches", no_argument, NULL, O_ORDERED},
         {"help", no_argument, NULL, O_HELP},
+        {"tls-cert-file", required_argument, NULL, O_TLS_CERT},
+        {"tls-key-file", required_argument, NULL, O_TLS_KEY},
+        {"tls-ca-file", required_argument, NULL, O_TLS_CA},
         {NULL, 0, NULL, 0},
     };
     int c, v;
@@ -155,6 +165,15 @@ static int parse(int argc, char **argv, opts_t *o)
             break;
         case O_PST:
             o->persistence = optarg;
+            break;
+        case O_TLS_CERT:
+            o->tls.cert_file = optarg;
+            break;
+        case O_TLS_KEY:
+            o->tls.key_file = optarg;
+            break;
+        case O_TLS_CA:
+            o->tls.ca_file = optarg;
             break;
         case O_WH:
             o->webhook_base = optarg;
@@ -499,8 +518,9 @@ int main(int argc, char **argv)
     ctx.threads = o.threads;
     ctx.ordered_batches = o.ordered;
     oc_error_clear(&e);
-    ctx.conn = oc_rpc_client_create(o.connector, &e);
-    if (ctx.conn != NULL) ctx.pst = oc_rpc_client_create(o.persistence, &e);
+    const oc_rpc_tls_t *tls = o.tls.cert_file ? &o.tls : NULL;
+    ctx.conn = oc_rpc_client_create_tls(o.connector, tls, &e);
+    if (ctx.conn != NULL) ctx.pst = oc_rpc_client_create_tls(o.persistence, tls, &e);
     if (ctx.conn == NULL || ctx.pst == NULL) {
         fprintf(stderr, "omnichat-bench-line: %s\n", e.msg);
         goto out;

@@ -16,6 +16,7 @@
 
 typedef struct opts {
     const char *target;
+    oc_rpc_tls_t tls; /* client certificate: all three files, or none for plaintext */
     pid_t service_pid, postgres_pid;
     const char *owner_dsn, *app_dsn, *super_dsn;
     const char *pgbench;
@@ -41,6 +42,9 @@ static void usage(FILE *f)
             "DIR/results.md. Figures are results, not tests: the exit status is 0 when the run\n"
             "completed, whatever the targets say.\n"
             "  --target         the omnichat-persistence gRPC address\n"
+            "  --tls-cert-file, --tls-key-file, --tls-ca-file\n"
+            "                   client certificate, key and CA for mutual TLS (default: "
+            "plaintext)\n"
             "  --owner-dsn      libpq conninfo of the schema owner (reads the seed)\n"
             "  --app-dsn        conninfo of the runtime role (reference SQL)\n"
             "  --super-dsn      conninfo allowed to CHECKPOINT before each write phase\n"
@@ -91,6 +95,9 @@ static int parse_args(int argc, char **argv, opts_t *o)
 {
     static const struct option longopts[] = {
         {"target", required_argument, NULL, 't'},
+        {"tls-cert-file", required_argument, NULL, 'C'},
+        {"tls-key-file", required_argument, NULL, 'K'},
+        {"tls-ca-file", required_argument, NULL, 'A'},
         {"service-pid", required_argument, NULL, 'p'},
         {"postgres-pid", required_argument, NULL, 'P'},
         {"owner-dsn", required_argument, NULL, 'o'},
@@ -119,6 +126,15 @@ static int parse_args(int argc, char **argv, opts_t *o)
         switch (c) {
         case 't':
             o->target = optarg;
+            break;
+        case 'C':
+            o->tls.cert_file = optarg;
+            break;
+        case 'K':
+            o->tls.key_file = optarg;
+            break;
+        case 'A':
+            o->tls.ca_file = optarg;
             break;
         case 'p':
             o->service_pid = (pid_t)atol(optarg);
@@ -463,7 +479,7 @@ int main(int argc, char **argv)
     progress("loading the seed's ids and samples");
     if (bench_ctx_load(&ctx, o.owner_dsn, err, sizeof err) != 0) goto fail;
     oc_error_clear(&e);
-    ctx.rpc = oc_rpc_client_create(o.target, &e);
+    ctx.rpc = oc_rpc_client_create_tls(o.target, o.tls.cert_file ? &o.tls : NULL, &e);
     if (ctx.rpc == NULL) {
         snprintf(err, sizeof err, "%s", e.msg);
         goto fail;

@@ -224,7 +224,7 @@ int ctl_call(ctl_t *ctl, const char *target, const char *method, const ProtobufC
             if (status_out) *status_out = 13;
             return ctl_fail(ctl, "too many addresses in one command");
         }
-        client = oc_rpc_client_create(target, &err);
+        client = oc_rpc_client_create_tls(target, ctl->tls.cert_file ? &ctl->tls : NULL, &err);
         if (client == NULL) {
             if (status_out) *status_out = 3;
             if (ctl->quiet) return CTL_EXIT_FAIL;

@@ -36,12 +36,15 @@ typedef struct ctl {
     const char *persistence; /* --persistence, OMNICHAT_PERSISTENCE, default above */
     const char *connector;   /* --connector, OMNICHAT_CONNECTOR, default above */
     const char *tenant;      /* --tenant, OMNICHAT_TENANT; NULL when neither is given */
-    bool json;               /* --json: one JSON document on stdout instead of text */
-    int timeout_ms;          /* --timeout-ms: deadline of each call */
-    const char *command;     /* "timeline", "connect line", ... (for messages) */
-    bool quiet;              /* ctl_call prints nothing on failure (best-effort look-ups) */
-    char request_id[48];     /* sent as x-request-id with every call; printed on failures */
-    oc_arena_t *arena;       /* responses and scratch memory; freed at exit */
+    /* --tls-cert-file/--tls-key-file/--tls-ca-file (OMNICHAT_TLS_*_FILE): mutual TLS to both
+     * services when all three are set, plaintext when none is. */
+    oc_rpc_tls_t tls;
+    bool json;           /* --json: one JSON document on stdout instead of text */
+    int timeout_ms;      /* --timeout-ms: deadline of each call */
+    const char *command; /* "timeline", "connect line", ... (for messages) */
+    bool quiet;          /* ctl_call prints nothing on failure (best-effort look-ups) */
+    char request_id[48]; /* sent as x-request-id with every call; printed on failures */
+    oc_arena_t *arena;   /* responses and scratch memory; freed at exit */
     /* One channel per target, reused by every call of the command (ctl_dispose frees them). */
     struct {
         const char *target;

@@ -19,6 +19,8 @@ typedef struct oc_rpc_ctx {
     int64_t deadline_us; /* absolute, oc_now_us() clock; INT64_MAX when the client set none */
     char request_id[64]; /* "x-request-id" metadata when sent (truncated), else a new UUIDv4 */
     char tenant_id[40];  /* set by the handler (for access logs); "" when none */
+    char peer[64];       /* the client certificate's identity (a SAN, truncated); "" in plaintext */
+    bool denied;         /* refused by the method's roles (PERMISSION_DENIED, nothing ran) */
     oc_error_t err;      /* a failing handler records its code and message here */
 } oc_rpc_ctx_t;
 
@@ -32,12 +34,47 @@ typedef struct oc_rpc_ctx {
 typedef oc_err_t (*oc_rpc_handler_fn)(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req,
                                       ProtobufCMessage **resp);
 
+/*
+ * Client roles. Over TLS a client's certificate SANs are mapped to roles by the server's
+ * `client_roles` ("connector-line=connector,inbox-web=inbox,omnichatctl=operator"), and a call
+ * runs only when the method's `roles` share a bit with the client's: the tables are the policy.
+ * OC_RPC_ROLE_ANY admits every authenticated peer, mapped or not (health checks). Without TLS
+ * there is no identity and nothing is checked: plaintext is for the laptop sandbox only.
+ */
+#define OC_RPC_ROLE_CONNECTOR 0x1u
+#define OC_RPC_ROLE_INBOX 0x2u
+#define OC_RPC_ROLE_OPERATOR 0x4u
+#define OC_RPC_ROLE_ANY 0x80000000u
+
 typedef struct oc_rpc_method {
     const char *path; /* "/omnichat.persistence.v1.Persistence/UpsertContact" */
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
     oc_rpc_handler_fn handler;
+    unsigned roles; /* OC_RPC_ROLE_* allowed to call it over TLS; 0: nobody */
 } oc_rpc_method_t;
+
+/*
+ * TLS files (PEM). Servers and clients alike present cert_file/key_file and trust ca_file,
+ * and both sides require the other's certificate (mutual TLS). The files are read again when
+ * they change (checked on each new connection by servers, at most once a second by clients),
+ * so certificates rotate without a restart; a half-written pair (key not matching the
+ * certificate) is ignored until it is complete.
+ */
+typedef struct oc_rpc_tls {
+    const char *cert_file;   /* certificate chain, leaf first */
+    const char *key_file;    /* its private key */
+    const char *ca_file;     /* the CA(s) the peer's certificate must chain to */
+    const char *server_name; /* client only, optional: the name checked in the server's
+                                certificate instead of the target's host */
+} oc_rpc_tls_t;
+
+/* Reads and checks the files as a server or client would (for --check-config). */
+oc_err_t oc_rpc_tls_check(const oc_rpc_tls_t *tls, oc_error_t *err);
+
+/* Checks a client_roles spec ("name=role,..."; roles connector, inbox, operator). Suitable as
+ * a config validator: false with a reason in `why`. */
+bool oc_rpc_roles_valid(const char *spec, char *why, size_t why_len);
 
 typedef struct oc_rpc_server_opts {
     const char *listen;       /* "127.0.0.1:50051"; port 0 picks a free port */
@@ -51,6 +88,11 @@ typedef struct oc_rpc_server_opts {
     /* Optional: called after each call finished, from the worker thread (metrics, access log).
      * grpc_status is the status sent; latency is from arrival to the status being queued. */
     void (*on_complete)(void *user, const oc_rpc_ctx_t *ctx, int grpc_status, int64_t latency_us);
+    /* NULL: plaintext, no authorization. Otherwise mutual TLS, and client_roles maps the
+     * client certificates' SANs to roles (NULL or "": every call but ANY ones is denied).
+     * Both must outlive the server. */
+    const oc_rpc_tls_t *tls;
+    const char *client_roles;
 } oc_rpc_server_opts_t;
 
 typedef struct oc_rpc_server oc_rpc_server_t;
@@ -87,6 +129,10 @@ typedef struct oc_rpc_client oc_rpc_client_t;
 /* A client of one target ("127.0.0.1:50051", "dns:///persistence:50051"), insecure
  * credentials, round_robin load balancing. Thread-safe. NULL with err on failure. */
 oc_rpc_client_t *oc_rpc_client_create(const char *target, oc_error_t *err);
+/* The same over mutual TLS when tls is not NULL (the files are read now; a missing or unusable
+ * file is an error), plaintext otherwise. `tls` and its strings must outlive the client. */
+oc_rpc_client_t *oc_rpc_client_create_tls(const char *target, const oc_rpc_tls_t *tls,
+                                          oc_error_t *err);
 void oc_rpc_client_destroy(oc_rpc_client_t *c);
 
 /*

@@ -33,11 +33,12 @@ bool oc_svc_configure(const char *program, const char *version, const char *usag
                       const oc_config_option_t *opts, size_t nopts, void *cfg, int argc,
                       char **argv, oc_svc_check_fn check, int *exit_code);
 
-/* The RPC families of /metrics: omnichat_rpc_requests_total{method,code} and
- * omnichat_rpc_latency_seconds{method}. */
+/* The RPC families of /metrics: omnichat_rpc_requests_total{method,code},
+ * omnichat_rpc_latency_seconds{method} and omnichat_rpc_denied_total{method,peer}. */
 typedef struct oc_svc_rpc_metrics {
     oc_metric_t *total;
     oc_metric_t *latency;
+    oc_metric_t *denied; /* omnichat_rpc_denied_total{method,peer} */
 } oc_svc_rpc_metrics_t;
 
 /* Registers both families in `registry`. OC_E_NOMEM on failure. */
@@ -47,10 +48,50 @@ oc_err_t oc_svc_rpc_metrics_init(oc_svc_rpc_metrics_t *m, oc_metrics_t *registry
  * Records one finished call: metrics by method (unknown methods share one "unknown" label, so
  * clients cannot mint label values) and an access-log line with request id, tenant, code and
  * latency: debug level, warn with the error detail for UNKNOWN, INTERNAL and UNAVAILABLE (ours
- * to look at). Thread-safe; use it from an oc_rpc_server_opts_t.on_complete hook.
+ * to look at). A call refused by its method's roles is a warning with the peer's identity, and
+ * counted in omnichat_rpc_denied_total. Thread-safe; use it from an
+ * oc_rpc_server_opts_t.on_complete hook.
  */
 void oc_svc_rpc_record(const oc_svc_rpc_metrics_t *m, const oc_rpc_ctx_t *ctx, int status,
                        int64_t latency_us);
+
+/*
+ * The TLS options every service shares. Embed the struct in the config and add
+ * OC_SVC_TLS_OPTIONS(config_type, member) to the option table. All three files set: mutual TLS
+ * on the service's gRPC server and on its gRPC clients; none: plaintext (the sandbox).
+ */
+typedef struct oc_svc_tls_config {
+    char *cert_file;
+    char *key_file;
+    char *ca_file;
+    char *client_roles;
+} oc_svc_tls_config_t;
+
+#define OC_SVC__STR_OPT(name, def, type, field, help, validate) \
+    { \
+        name, OC_CFG_STR, def, 0, 0, 0, offsetof(type, field), help, validate \
+    }
+#define OC_SVC_TLS_OPTIONS(type, member) \
+    OC_SVC__STR_OPT("tls-cert-file", NULL, type, member.cert_file, \
+                    "PEM certificate this process presents to gRPC peers (with --tls-key-file " \
+                    "and --tls-ca-file: mutual TLS; none of the three: plaintext)", \
+                    NULL), \
+        OC_SVC__STR_OPT("tls-key-file", NULL, type, member.key_file, \
+                        "PEM private key of --tls-cert-file (files are re-read when they change)", \
+                        NULL), \
+        OC_SVC__STR_OPT("tls-ca-file", NULL, type, member.ca_file, \
+                        "PEM CA certificate(s) that gRPC peers' certificates must chain to", \
+                        NULL), \
+        OC_SVC__STR_OPT("tls-client-roles", "", type, member.client_roles, \
+                        "client certificate SAN to role: name=role,... (connector, inbox, " \
+                        "operator)", \
+                        oc_rpc_roles_valid)
+
+/* The rpc TLS settings in *out, or NULL for plaintext. */
+const oc_rpc_tls_t *oc_svc_tls(const oc_svc_tls_config_t *c, oc_rpc_tls_t *out);
+/* All three files or none, and the files usable as start-up will use them (for the config
+ * check). Appends one line per problem and returns false. */
+bool oc_svc_tls_check(const oc_svc_tls_config_t *c, oc_buf_t *problems);
 
 /* HTTP handlers: GET /healthz answers {"status":"ok"} (user unused); GET /metrics renders the
  * registry passed as user (an oc_metrics_t *). */

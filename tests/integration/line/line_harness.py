@@ -408,8 +408,14 @@ def write_vault_key_file(path, key_id="it-line-1"):
 
 
 class Connector(_Proc):
-    def __init__(self, persistence_port, sim_port, name="connector-line", **overrides):
+    def __init__(self, persistence_port, sim_port, name="connector-line", tls=harness.SUITE,
+                 client_roles=harness.CLIENT_ROLES, **overrides):
+        """tls: a harness.Certs with a "connector-line" certificate → mutual TLS on the gRPC
+        server and to persistence; self.channel then presents "omnichatctl" (the operator).
+        None → plaintext; SUITE (default) → as OMNICHAT_TEST_TLS says."""
         super().__init__(name)
+        self.tls = harness.suite_certs() if tls is harness.SUITE else tls
+        self.client_roles = client_roles
         self.persistence_port = persistence_port
         self.sim_port = sim_port
         self.key_path = write_vault_key_file(os.path.join(self.work, "vault.keys"))
@@ -440,6 +446,8 @@ class Connector(_Proc):
                "--vault-key-file", self.key_path]
         for k, v in self.settings.items():
             cmd += [f"--{k}", str(v)]
+        if self.tls is not None:
+            cmd += self.tls.flags("connector-line", self.client_roles)
         return cmd
 
     def start(self, timeout=60):
@@ -447,10 +455,15 @@ class Connector(_Proc):
         ev = self._wait_listening("grpc_port", timeout)
         self.grpc_port = int(ev["grpc_port"])
         self.http_port = int(ev["http_port"])
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.channel = self.new_channel()
         grpc.channel_ready_future(self.channel).result(timeout=30 * SLOW)
         self.api = ConnectorApi(self.channel)
         return self
+
+    def new_channel(self, identity="omnichatctl"):
+        if self.tls is None:
+            return grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        return self.tls.channel(self.grpc_port, identity)
 
     def _close_channel(self):
         if self.channel is not None:
