@@ -180,7 +180,9 @@ static int serve(line_config_t *cfg)
             OC_LS("version", VERSION), OC_LS("instance_id", cfg->instance_id),
             OC_LS("line_api_base", cfg->line_api_base));
 
-    OC_INFO("shutting down", OC_LS("signal", oc_svc_wait_for_signal()));
+    /* Outside the log call: its arguments are not evaluated when info is off. */
+    const char *sig = oc_svc_wait_for_signal();
+    OC_INFO("shutting down", OC_LS("signal", sig));
     line_service_stop(svc);
     line_service_destroy(svc);
     OC_INFO("stopped");

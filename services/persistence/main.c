@@ -95,7 +95,9 @@ static int serve(pst_config_t *cfg)
     OC_INFO("listening", OC_LI("grpc_port", grpc_port), OC_LI("admin_port", admin_port),
             OC_LS("version", VERSION), OC_LI("workers", cfg->workers));
 
-    OC_INFO("shutting down", OC_LS("signal", oc_svc_wait_for_signal()));
+    /* Outside the log call: its arguments are not evaluated when info is off. */
+    const char *sig = oc_svc_wait_for_signal();
+    OC_INFO("shutting down", OC_LS("signal", sig));
     pst_service_stop(svc);
     pst_service_destroy(svc);
     OC_INFO("stopped");
