@@ -11,6 +11,7 @@
 #include "omnichat/log.h"
 #include "omnichat/svc.h"
 #include "omnichat/util.h"
+#include "omnichat/vault.h"
 
 #define VERSION "0.1.0"
 
@@ -141,6 +142,18 @@ static bool check_rules(const void *cfgp, oc_buf_t *problems)
                        "--persistence-timeout-ms (%lld ms)\n",
                        cfg->lease_seconds, cfg->line_timeout_ms + 2 * cfg->persistence_timeout_ms);
         ok = false;
+    }
+    /* The key file as start-up loads it (same code), so that --check-config says ok only for
+     * a file the service will accept; the keys are wiped right away. */
+    if (cfg->vault_key_file != NULL && cfg->vault_key_file[0] != '\0') {
+        oc_error_t err;
+        oc_error_clear(&err);
+        oc_vault_t *v = oc_vault_create_from_file(cfg->vault_key_file, 0, &err);
+        if (v == NULL) {
+            oc_buf_appendf(problems, "--vault-key-file: %s\n", err.msg);
+            ok = false;
+        }
+        oc_vault_destroy(v);
     }
     return ok;
 }

@@ -34,6 +34,20 @@ static bool no_password(const char *v, char *why, size_t len)
     return true;
 }
 
+/* The contents of the cursor key file, decoded by the code start-up uses (a validator of a
+ * secret file sees its contents; only the reason is printed). */
+static bool valid_cursor_key(const char *v, char *why, size_t len)
+{
+    uint8_t key[PST_CURSOR_KEY_LEN];
+    oc_error_t err;
+
+    oc_error_clear(&err);
+    bool ok = pst_cursor_key_decode(v, key, &err) == OC_OK;
+    OPENSSL_cleanse(key, sizeof key);
+    if (!ok) snprintf(why, len, "%s", err.msg);
+    return ok;
+}
+
 #define OPT(name, type, def, min, max, flags, field, help, validate) \
     { \
         name, type, def, min, max, flags, offsetof(pst_config_t, field), help, validate \
@@ -51,7 +65,7 @@ static const oc_config_option_t options[] = {
     OPT("workers", OC_CFG_INT, "32", 1, 512, 0, workers,
         "handler threads, each with its own database connection", NULL),
     OPT("cursor-key-file", OC_CFG_SECRET_FILE, NULL, 0, 0, 0, cursor_key_file,
-        "file holding base64 of >= 32 random bytes that sign page tokens", NULL),
+        "file holding base64 of >= 32 random bytes that sign page tokens", valid_cursor_key),
     OPT("fallback-bucket-seconds", OC_CFG_INT, "86400", 60, 31536000, 0, fallback_bucket_seconds,
         "time bucket of the fallback thread rule", NULL),
     OPT("statement-timeout-ms", OC_CFG_INT, "5000", 100, 600000, 0, statement_timeout_ms,

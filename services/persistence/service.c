@@ -60,10 +60,30 @@ static void pg_log(const char *sqlstate, const char *message)
     OC_WARN("database error", OC_LS("sqlstate", sqlstate), OC_LS("detail", message));
 }
 
-static oc_err_t load_cursor_key(pst_t *pst, oc_error_t *err)
+oc_err_t pst_cursor_key_decode(const char *text, uint8_t key[PST_CURSOR_KEY_LEN], oc_error_t *err)
 {
     uint8_t raw[256];
-    long n;
+    long n = oc_base64_decode(text, strlen(text), raw, sizeof raw);
+    oc_err_t rc = OC_OK;
+
+    if (n < PST_CURSOR_KEY_LEN) {
+        OPENSSL_cleanse(key, PST_CURSOR_KEY_LEN);
+        rc = oc_error_set(err, OC_E_CONFIG,
+                          n < 0 ? "must hold base64 of at least %d random bytes (not base64, or "
+                                  "longer than 256 bytes)"
+                                : "must hold base64 of at least %d random bytes (too short)",
+                          PST_CURSOR_KEY_LEN);
+        goto out;
+    }
+    memcpy(key, raw, PST_CURSOR_KEY_LEN);
+out:
+    OPENSSL_cleanse(raw, sizeof raw);
+    return rc;
+}
+
+static oc_err_t load_cursor_key(pst_t *pst, oc_error_t *err)
+{
+    oc_error_t local;
 
     if (pst->cfg.cursor_key_file == NULL || pst->cfg.cursor_key_file[0] == '\0') {
         /* Cursors then die with the process and differ between replicas: fine on a laptop,
@@ -74,16 +94,9 @@ static oc_err_t load_cursor_key(pst_t *pst, oc_error_t *err)
             return oc_error_set(err, OC_E_INTERNAL, "cursor key: no randomness");
         return OC_OK;
     }
-    n = oc_base64_decode(pst->cfg.cursor_key_file, strlen(pst->cfg.cursor_key_file), raw,
-                         sizeof raw);
-    if (n < PST_CURSOR_KEY_LEN) {
-        OPENSSL_cleanse(raw, sizeof raw);
-        return oc_error_set(err, OC_E_CONFIG,
-                            "cursor-key-file: must hold base64 of at least %d random bytes",
-                            PST_CURSOR_KEY_LEN);
-    }
-    memcpy(pst->cursor_key, raw, PST_CURSOR_KEY_LEN);
-    OPENSSL_cleanse(raw, sizeof raw);
+    oc_error_clear(&local);
+    if (pst_cursor_key_decode(pst->cfg.cursor_key_file, pst->cursor_key, &local) != OC_OK)
+        return oc_error_set(err, local.code, "cursor-key-file: %s", local.msg);
     return OC_OK;
 }
 
