@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "omnichat/util.h"
+
 #define SET_TENANT_STMT "oc__set_tenant"
 #define MAX_TRIES 3
 
@@ -53,7 +55,8 @@ oc_pg_pool_t *oc_pg_pool_create(const char *conninfo, size_t size, const oc_pg_s
     }
     p = calloc(1, sizeof *p);
     if (p == NULL) goto oom;
-    p->conninfo = strdup(conninfo);
+    /* The conninfo may hold a password read from a secret file: keep it out of core dumps. */
+    p->conninfo = oc_secret_strndup(conninfo, strlen(conninfo));
     p->slots = calloc(size, sizeof *p->slots);
     if (p->conninfo == NULL || p->slots == NULL) goto oom;
     p->stmts = stmts;
@@ -66,7 +69,7 @@ oc_pg_pool_t *oc_pg_pool_create(const char *conninfo, size_t size, const oc_pg_s
     return p;
 oom:
     if (p != NULL) {
-        free(p->conninfo);
+        oc_secret_free(p->conninfo);
         free(p->slots);
         free(p);
     }
@@ -81,11 +84,7 @@ void oc_pg_pool_destroy(oc_pg_pool_t *p)
         if (p->slots[i].conn != NULL) PQfinish(p->slots[i].conn);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
-    /* The conninfo may hold a password read from a secret file. */
-    if (p->conninfo != NULL) {
-        memset(p->conninfo, 0, strlen(p->conninfo));
-        free(p->conninfo);
-    }
+    oc_secret_free(p->conninfo); /* wipes: it may hold a password */
     free(p->slots);
     free(p);
 }

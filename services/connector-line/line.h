@@ -63,6 +63,7 @@ typedef struct line_config {
     char *instance_id; /* at most LINE_INSTANCE_ID_MAX bytes; each attempt adds a UUID */
     long long shutdown_grace_ms;
     char *log_level;
+    bool allow_core_dumps;
 } line_config_t;
 
 typedef struct line_cache line_cache_t;

@@ -76,6 +76,10 @@ static const oc_config_option_t options[] = {
         "how long in-flight calls may finish after SIGTERM", NULL),
     OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level, "debug, info, warn, error or off",
         valid_level),
+    OPT("allow-core-dumps", OC_CFG_BOOL, "false", 0, 0, 0, allow_core_dumps,
+        "let the process dump core, for debugging only: key pages stay out of the dump, but "
+        "requests and other memory go in (docs/operations.md)",
+        NULL),
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -164,6 +168,15 @@ int main(int argc, char **argv)
         return rc;
     oc_log_init("persistence", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
     oc_rpc_route_core_logs();
+    if (cfg.allow_core_dumps) {
+        oc_error_t err;
+        oc_error_clear(&err);
+        if (oc_svc_allow_core_dumps(&err) != OC_OK)
+            OC_WARN("core dumps stay off", OC_LS("detail", err.msg));
+        else
+            OC_WARN("core dumps allowed (--allow-core-dumps): a dump holds request data; key "
+                    "material stays out of it");
+    }
 
     rc = strcmp(cmd, "migrate") == 0 ? migrate(&cfg) : serve(&cfg);
     oc_config_free(options, NOPTIONS, &cfg);

@@ -153,6 +153,8 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
         memcpy(s->stmts + k, parts[i].stmts, *parts[i].nstmts * sizeof *s->stmts);
         k += *parts[i].nstmts;
     }
+    s->pst.cursor_key = oc_secret_alloc(PST_CURSOR_KEY_LEN); /* left out of core dumps */
+    if (s->pst.cursor_key == NULL) goto oom;
     if (load_cursor_key(&s->pst, err) != OC_OK) goto fail;
 
     s->pst.metrics = oc_metrics_create();
@@ -238,7 +240,7 @@ void pst_service_destroy(pst_service_t *s)
     oc_http_server_stop(s->admin);
     oc_pg_pool_destroy(s->pst.pool);
     oc_metrics_destroy(s->pst.metrics);
-    OPENSSL_cleanse(s->pst.cursor_key, sizeof s->pst.cursor_key);
+    oc_secret_free(s->pst.cursor_key); /* wipes */
     free(s->methods);
     free(s->stmts);
     free(s);

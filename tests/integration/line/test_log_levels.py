@@ -25,17 +25,18 @@ LEVELS = ("debug", "info", "warn", "error", "off")
 HOW = ("flag", "env")
 
 
-def _spawn(cmd, level, how, work):
+def _spawn(cmd, level, how, work, preexec=None, env_extra=None):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("OMNICHAT_") or k == "OMNICHAT_BIN_DIR"}
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+    env.update(env_extra or {})
     if how == "flag":
         cmd = cmd + ["--log-level", level]
     else:
         env["OMNICHAT_LOG_LEVEL"] = level
     log = open(os.path.join(work, "stderr.log"), "ab")
     try:
-        return subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        return subprocess.Popen(cmd, stdout=log, stderr=log, env=env, preexec_fn=preexec)
     finally:
         log.close()
 
