@@ -55,9 +55,10 @@ static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t
     oc_svc_rpc_record(&pst->rpc_metrics, ctx, status, latency_us);
 }
 
-static void pg_log(const char *sqlstate, const char *message)
+static void pg_log(const char *sqlstate, const char *cause, const char *detail)
 {
-    OC_WARN("database error", OC_LS("sqlstate", sqlstate), OC_LS("detail", message));
+    OC_WARN("database error", OC_LS("sqlstate", sqlstate), OC_LS("cause", cause),
+            OC_LS("detail", detail));
 }
 
 oc_err_t pst_cursor_key_decode(const char *text, uint8_t key[PST_CURSOR_KEY_LEN], oc_error_t *err)
