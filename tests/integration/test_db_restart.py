@@ -159,3 +159,22 @@ def test_database_errors_during_an_outage_name_their_cause(own_stack):
     assert "connect_failed" in causes, lines
     api.GetConversation(tenant_id=b.tenant, conversation_id=conv.conversation_id)
     assert svc.alive(), log_tail(svc.log_path)
+
+
+def test_calls_succeed_after_an_administrator_ends_every_session(own_stack):
+    """pg_terminate_backend on every pooled session (a failover tool, a DBA): the server says
+    FATAL 57P01 and closes them while they sit idle; the next calls still succeed."""
+    cluster, svc = own_stack
+    api = Api(svc.channel, timeout=20)
+    db = Db(cluster.dsn("super"))
+    b = Builder(api)
+    acct = b.account()
+    conv = b.conversation(acct, "T-terminate")
+    _warm(api, b, conv, db)
+    ended = db.count("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
+                     "pg_stat_activity WHERE application_name = 'omnichat-persistence') t")
+    assert ended >= 4
+    for i in range(WORKERS * 2):
+        b.message(conv, TS + i, key=f"after-terminate-{i}")
+    assert len(api.ListMessages(tenant_id=b.tenant,
+                                conversation_id=conv.conversation_id).messages) == WORKERS * 2
