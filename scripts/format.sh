@@ -4,7 +4,8 @@
 # Usage: scripts/format.sh [--check|--fix]   (default --check)
 # Files: every *.c and *.h under common/ services/ tools/ tests/ that git tracks (every such file
 # when git or .git is absent, as in a tarball), minus build directories. --check exits 1 and
-# lists the files that differ; --fix rewrites them in place.
+# lists the files that differ; --fix rewrites them in place. --check also runs
+# scripts/check-log-args.py (no side effects in log macro arguments), which --fix cannot fix.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -51,6 +52,11 @@ if [[ $mode == --fix ]]; then
     exit 0
 fi
 
+log_args_ok=1
+if command -v python3 >/dev/null; then
+    python3 scripts/check-log-args.py || log_args_ok=0
+fi
+
 bad=()
 for f in "${present[@]}"; do
     if ! out=$(clang-format --dry-run --Werror --style=file -- "$f" 2>&1); then
@@ -65,3 +71,4 @@ if [[ ${#bad[@]} -gt 0 ]]; then
     exit 1
 fi
 echo "format.sh: ${#present[@]} files formatted correctly"
+((log_args_ok)) || exit 1

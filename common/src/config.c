@@ -114,13 +114,6 @@ static void label_of(const oc_config_option_t *o, const pick_t *pk, char *out, s
     snprintf(out, cap, "--%s", o->name);
 }
 
-static void wipe_free_str(char *s)
-{
-    if (s == NULL) return;
-    OPENSSL_cleanse(s, strlen(s));
-    free(s);
-}
-
 /* Applies one value to its field; returns false after recording a problem. */
 static bool apply(const oc_config_option_t *o, const pick_t *pk, void *cfg, oc_buf_t *problems)
 {
@@ -219,7 +212,15 @@ static bool apply(const oc_config_option_t *o, const pick_t *pk, void *cfg, oc_b
             problem(problems, who, msg);
             return false;
         }
-        *(char **)field_at(cfg, o) = secret;
+        /* Kept for the process lifetime: move it to pages left out of core dumps. */
+        char *kept = oc_secret_strndup(secret, len);
+        OPENSSL_cleanse(secret, len);
+        free(secret);
+        if (kept == NULL) {
+            problem(problems, who, "out of memory");
+            return false;
+        }
+        *(char **)field_at(cfg, o) = kept;
         return true;
     }
     }
@@ -350,7 +351,7 @@ void oc_config_free(const oc_config_option_t *opts, size_t nopts, void *cfg)
         if (!is_string_type(opts[i].type)) continue;
         char **p = (char **)field_at(cfg, &opts[i]);
         if (opts[i].type == OC_CFG_SECRET_FILE)
-            wipe_free_str(*p);
+            oc_secret_free(*p); /* wipes */
         else
             free(*p);
         *p = NULL;

@@ -1,11 +1,16 @@
 /* PostgreSQL pool over libpq: lazy (re)connection, prepared statements, pipelined transactions. */
 #include "omnichat/pg.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "omnichat/util.h"
 
 #define SET_TENANT_STMT "oc__set_tenant"
 #define MAX_TRIES 3
@@ -15,6 +20,9 @@ struct oc_pg_conn {
     oc_pg_pool_t *pool; /* NULL for standalone connections */
     bool busy;
     bool broken; /* remake before the next use */
+    bool fatal;  /* the server sent FATAL or PANIC outside a query: it is closing the session */
+    char fatal_state[6];
+    char fatal_msg[160];
 };
 
 struct oc_pg_pool {
@@ -28,18 +36,64 @@ struct oc_pg_pool {
     pthread_cond_t cv;
 };
 
-static void (*log_hook)(const char *sqlstate, const char *message);
+static oc_pg_log_hook_fn log_hook;
 
-void oc_pg_set_log_hook(void (*hook)(const char *sqlstate, const char *message))
+void oc_pg_set_log_hook(oc_pg_log_hook_fn hook)
 {
     log_hook = hook;
 }
 
-/* libpq prints notices (e.g. from RAISE NOTICE) on stderr by default; ours are JSON only. */
-static void quiet_notice(void *arg, const char *message)
+/*
+ * Reports one database error to the hook with a cause that is never empty. Errors that libpq
+ * makes up itself (the server went away, a send failed) carry no SQLSTATE and no primary
+ * message field, so the text comes from the result or the connection, and the connection's
+ * state says which of "connection_lost" and "client_error" it was.
+ */
+static void report(PGconn *conn, const PGresult *res, const char *sqlstate, const char *cause)
 {
-    (void)arg;
-    (void)message;
+    char detail[512];
+    const char *msg = NULL;
+    size_t n = 0;
+
+    if (log_hook == NULL) return;
+    if (res != NULL) msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if ((msg == NULL || msg[0] == '\0') && res != NULL) msg = PQresultErrorMessage(res);
+    if ((msg == NULL || msg[0] == '\0') && conn != NULL) msg = PQerrorMessage(conn);
+    if (msg == NULL || msg[0] == '\0')
+        msg = conn == NULL || PQstatus(conn) == CONNECTION_BAD
+                  ? "connection lost, libpq gave no reason"
+                  : "no result from the server, libpq gave no reason";
+    /* libpq's texts span lines ("server closed the connection unexpectedly\n\tThis probably
+     * means..."): one line, single spaces, no trailing newline. */
+    for (const char *p = msg; *p != '\0' && n < sizeof detail - 1; p++) {
+        char ch = (*p == '\n' || *p == '\t' || *p == '\r') ? ' ' : *p;
+        if (ch == ' ' && (n == 0 || detail[n - 1] == ' ')) continue;
+        detail[n++] = ch;
+    }
+    while (n > 0 && detail[n - 1] == ' ')
+        n--;
+    detail[n] = '\0';
+    if (sqlstate == NULL || sqlstate[0] == '\0') sqlstate = cause;
+    log_hook(sqlstate, cause, detail);
+}
+
+/*
+ * libpq prints notices (e.g. from RAISE NOTICE) on stderr by default; ours are JSON only, so
+ * they are dropped. An error that arrives while no query runs comes here too: a server that
+ * shuts down sends FATAL 57P01 to every idle session before closing it.
+ */
+static void on_notice(void *arg, const PGresult *res)
+{
+    oc_pg_conn_t *c = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+
+    if (sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)) {
+        const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        c->fatal = true;
+        snprintf(c->fatal_state, sizeof c->fatal_state, "%s", st != NULL ? st : "");
+        snprintf(c->fatal_msg, sizeof c->fatal_msg, "%s", msg != NULL ? msg : "");
+    }
 }
 
 oc_pg_pool_t *oc_pg_pool_create(const char *conninfo, size_t size, const oc_pg_stmt_t *stmts,
@@ -53,7 +107,8 @@ oc_pg_pool_t *oc_pg_pool_create(const char *conninfo, size_t size, const oc_pg_s
     }
     p = calloc(1, sizeof *p);
     if (p == NULL) goto oom;
-    p->conninfo = strdup(conninfo);
+    /* The conninfo may hold a password read from a secret file: keep it out of core dumps. */
+    p->conninfo = oc_secret_strndup(conninfo, strlen(conninfo));
     p->slots = calloc(size, sizeof *p->slots);
     if (p->conninfo == NULL || p->slots == NULL) goto oom;
     p->stmts = stmts;
@@ -66,7 +121,7 @@ oc_pg_pool_t *oc_pg_pool_create(const char *conninfo, size_t size, const oc_pg_s
     return p;
 oom:
     if (p != NULL) {
-        free(p->conninfo);
+        oc_secret_free(p->conninfo);
         free(p->slots);
         free(p);
     }
@@ -81,11 +136,7 @@ void oc_pg_pool_destroy(oc_pg_pool_t *p)
         if (p->slots[i].conn != NULL) PQfinish(p->slots[i].conn);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
-    /* The conninfo may hold a password read from a secret file. */
-    if (p->conninfo != NULL) {
-        memset(p->conninfo, 0, strlen(p->conninfo));
-        free(p->conninfo);
-    }
+    oc_secret_free(p->conninfo); /* wipes: it may hold a password */
     free(p->slots);
     free(p);
 }
@@ -124,12 +175,14 @@ static oc_err_t classify_sqlstate(const char *st)
 static oc_err_t result_error(PGconn *conn, const PGresult *res, oc_error_t *err)
 {
     const char *st = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *msg =
-        res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(conn);
+    const char *msg = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     oc_err_t code = classify_sqlstate(st);
 
-    if (log_hook != NULL && (st == NULL || strncmp(st, "OC", 2) != 0))
-        log_hook(st != NULL ? st : "", msg != NULL ? msg : "");
+    if (st == NULL || strncmp(st, "OC", 2) != 0)
+        report(conn, res, st,
+               PQstatus(conn) == CONNECTION_BAD ? "connection_lost"
+               : st != NULL                     ? "server_error"
+                                                : "client_error");
     if (st != NULL && strncmp(st, "OC", 2) == 0 && msg != NULL)
         return oc_error_set(err, code, "%s", msg);
     switch (code) {
@@ -197,13 +250,14 @@ static oc_err_t connect_slot(oc_pg_conn_t *c, const char *conninfo, oc_error_t *
     c->conn = PQconnectdb(conninfo);
     if (c->conn == NULL) return oc_error_set(err, OC_E_NOMEM, "database: out of memory");
     if (PQstatus(c->conn) != CONNECTION_OK) {
-        if (log_hook != NULL) log_hook("08000", PQerrorMessage(c->conn));
+        report(c->conn, NULL, "08000", "connect_failed");
         PQfinish(c->conn);
         c->conn = NULL;
         return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
     }
-    PQsetNoticeProcessor(c->conn, quiet_notice, NULL);
+    PQsetNoticeReceiver(c->conn, on_notice, c);
     c->broken = false;
+    c->fatal = false;
     oc_err_t rc = prepare_all(c, err);
     if (rc != OC_OK) {
         PQfinish(c->conn);
@@ -232,6 +286,40 @@ void oc_pg_disconnect(oc_pg_conn_t *c)
     if (c == NULL) return;
     if (c->conn != NULL) PQfinish(c->conn);
     free(c);
+}
+
+/*
+ * Whether an idle pooled connection can still carry a statement. A server that shut down or
+ * restarted while the connection sat in the pool has sent a FATAL (57P01 on a fast shutdown)
+ * and closed its end; libpq only notices when it next reads, which used to be the next call,
+ * and that call failed. An idle connection has nothing to read, so anything readable is
+ * consumed now: EOF or a reset turns the status to CONNECTION_BAD. Costs one poll(2) per
+ * acquire. A connection that dies after this check is the retry's business (exec_pooled).
+ */
+static bool idle_conn_alive(oc_pg_conn_t *c)
+{
+    struct pollfd pfd = {.fd = PQsocket(c->conn), .events = POLLIN};
+
+    if (PQstatus(c->conn) != CONNECTION_OK || pfd.fd < 0) return false;
+    /* The goodbye (FATAL) and the EOF may arrive in separate reads: read until nothing is left
+     * (bounded: a live idle session has nothing to say beyond the odd notice). */
+    for (int i = 0; i < 4; i++) {
+        int r = poll(&pfd, 1, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0) break;
+        if (r < 0 || PQconsumeInput(c->conn) != 1 || PQstatus(c->conn) != CONNECTION_OK) {
+            report(c->conn, NULL, NULL, "connection_lost");
+            return false;
+        }
+    }
+    if (c->fatal) {
+        if (log_hook != NULL)
+            log_hook(c->fatal_state[0] != '\0' ? c->fatal_state : "connection_lost",
+                     "connection_lost",
+                     c->fatal_msg[0] != '\0' ? c->fatal_msg : "the server ended the session");
+        return false;
+    }
+    return true;
 }
 
 oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err)
@@ -266,7 +354,7 @@ oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err)
     pthread_mutex_unlock(&p->mu);
 
     /* Connecting happens outside the lock: it blocks for up to connect_timeout. */
-    if (c->conn == NULL || c->broken || PQstatus(c->conn) != CONNECTION_OK) {
+    if (c->conn == NULL || c->broken || !idle_conn_alive(c)) {
         if (connect_slot(c, p->conninfo, err) != OC_OK) {
             oc_pg_release(p, c);
             return NULL;
@@ -293,15 +381,23 @@ static void clear_results(oc_pg_query_t *q, size_t n)
     }
 }
 
-/* One attempt: send everything, one sync, read everything. */
+/*
+ * One attempt: send everything, one sync, read everything.
+ *
+ * *maybe_committed tells a failed attempt's caller whether the transaction may have committed:
+ * the statements form one implicit transaction that commits when the server processes the
+ * Sync, so it may have committed only if the Sync went out and no command failed. A
+ * connection lost after that, before the Sync's answer, leaves it unknown.
+ */
 static oc_err_t run_pipeline(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q, size_t n,
-                             oc_error_t *err)
+                             bool *maybe_committed, oc_error_t *err)
 {
     PGconn *conn = c->conn;
     oc_err_t rc = OC_OK;
     size_t ncmd = n + (tenant_id != NULL ? 1 : 0);
     PGresult *res;
 
+    *maybe_committed = false;
     if (PQenterPipelineMode(conn) != 1) goto lost;
     if (tenant_id != NULL &&
         PQsendQueryPrepared(conn, SET_TENANT_STMT, 1, &tenant_id, NULL, NULL, 0) != 1)
@@ -310,6 +406,7 @@ static oc_err_t run_pipeline(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query
         if (PQsendQueryPrepared(conn, q[i].stmt, q[i].nparams, q[i].values, NULL, NULL, 0) != 1)
             goto lost;
     if (PQpipelineSync(conn) != 1) goto lost;
+    *maybe_committed = true;
 
     for (size_t k = 0; k < ncmd; k++) {
         size_t qi = tenant_id != NULL ? k - 1 : k; /* index into q when k is a query */
@@ -329,6 +426,8 @@ static oc_err_t run_pipeline(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query
             PQclear(res);
             break;
         default:
+            /* A failed command aborts the implicit transaction: nothing commits. */
+            *maybe_committed = false;
             if (rc == OC_OK) rc = result_error(conn, res, err);
             PQclear(res);
             break;
@@ -354,18 +453,20 @@ static oc_err_t run_pipeline(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query
 lost:
     clear_results(q, n);
     c->broken = true;
-    if (log_hook != NULL) log_hook("08006", PQerrorMessage(conn));
+    report(conn, NULL, NULL, "connection_lost");
     err->code = OC_OK; /* a lost connection overrides any earlier classification */
     err->msg[0] = '\0';
     return oc_error_set(err, OC_E_UNAVAILABLE, "database unavailable");
 }
 
-oc_err_t oc_pg_exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q, size_t n,
-                       oc_error_t *err)
+/* oc_pg_exec_tx, telling whether a failed transaction may have committed. */
+static oc_err_t exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q, size_t n,
+                        bool *maybe_committed, oc_error_t *err)
 {
     oc_error_t local;
     oc_err_t rc = OC_E_INTERNAL;
 
+    *maybe_committed = false;
     for (size_t i = 0; i < n; i++)
         q[i].res = NULL;
     if (c->conn == NULL || c->broken)
@@ -373,8 +474,70 @@ oc_err_t oc_pg_exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q,
     /* Serialization failures and deadlocks are the database asking us to try again. */
     for (int attempt = 0; attempt < MAX_TRIES; attempt++) {
         oc_error_clear(&local);
-        rc = run_pipeline(c, tenant_id, q, n, &local);
+        rc = run_pipeline(c, tenant_id, q, n, maybe_committed, &local);
         if (rc != OC_E_CONFLICT) break;
+    }
+    if (rc != OC_OK) oc_error_set(err, rc, "%s", local.msg);
+    return rc;
+}
+
+oc_err_t oc_pg_exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q, size_t n,
+                       oc_error_t *err)
+{
+    bool maybe_committed;
+
+    return exec_tx(c, tenant_id, q, n, &maybe_committed, err);
+}
+
+/* Whether every statement of q is marked OC_PG_IDEMPOTENT in the pool's table. */
+static bool all_idempotent(const oc_pg_pool_t *p, const oc_pg_query_t *q, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (size_t k = 0; k < p->nstmts && !found; k++)
+            if (strcmp(p->stmts[k].name, q[i].stmt) == 0) {
+                if ((p->stmts[k].flags & OC_PG_IDEMPOTENT) == 0) return false;
+                found = true;
+            }
+        if (!found) return false;
+    }
+    return true;
+}
+
+oc_err_t oc_pg_pool_exec_tx(oc_pg_pool_t *p, int timeout_ms, const char *tenant_id,
+                            oc_pg_query_t *q, size_t n, oc_error_t *err)
+{
+    oc_error_t local;
+    oc_err_t rc = OC_E_INTERNAL;
+
+    /*
+     * At most one retry, on a fresh connection, and only when the connection failed
+     * (OC_E_UNAVAILABLE from the transaction itself, not from acquiring): the connection died
+     * under a statement, or the server ended it (57P01 on shutdown). Then either
+     *   - the transaction certainly did not commit (the Sync never went out, or a command
+     *     failed, which aborts the implicit transaction), and running it again is running it
+     *     once; or
+     *   - the connection was lost during the commit, and nobody can tell whether it committed.
+     *     The retry is then allowed only when every statement is marked OC_PG_IDEMPOTENT by
+     *     the service: running it twice leaves the rows as running it once, and the second
+     *     answer is the one a client retrying with the same key would get.
+     * A database that is really down fails the fresh connect quickly (connect_timeout), so
+     * the retry costs little when it cannot help.
+     */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool maybe_committed = false;
+        oc_pg_conn_t *c;
+
+        oc_error_clear(&local);
+        c = oc_pg_acquire(p, timeout_ms, &local);
+        if (c == NULL) {
+            rc = local.code;
+            break;
+        }
+        rc = exec_tx(c, tenant_id, q, n, &maybe_committed, &local);
+        oc_pg_release(p, c);
+        if (rc != OC_E_UNAVAILABLE) break;
+        if (maybe_committed && !all_idempotent(p, q, n)) break;
     }
     if (rc != OC_OK) oc_error_set(err, rc, "%s", local.msg);
     return rc;

@@ -1,10 +1,13 @@
 /* The start-up, signal, health/metrics and RPC bookkeeping every Omnichat service shares. */
 #include "omnichat/svc.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "omnichat/log.h"
 
@@ -31,6 +34,44 @@ const char *oc_svc_wait_for_signal(void)
     return sig == SIGTERM ? "SIGTERM" : "SIGINT";
 }
 
+/* RLIMIT_CORE as the process found it, for oc_svc_allow_core_dumps. */
+static struct rlimit start_core_limit;
+static bool start_core_limit_saved;
+
+oc_err_t oc_svc_forbid_core_dumps(oc_error_t *err)
+{
+    struct rlimit lim;
+
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        return oc_error_set(err, OC_E_INTERNAL, "could not make the process non-dumpable: %s",
+                            strerror(errno));
+    /* The soft limit only: the hard one stays where it was so that the opt-in can restore
+     * the soft one without privileges. Non-dumpable already stops dumps through a pipe
+     * (core_pattern |...), which ignores RLIMIT_CORE. */
+    if (getrlimit(RLIMIT_CORE, &lim) != 0)
+        return oc_error_set(err, OC_E_INTERNAL, "could not read RLIMIT_CORE: %s", strerror(errno));
+    if (!start_core_limit_saved) {
+        start_core_limit = lim;
+        start_core_limit_saved = true;
+    }
+    lim.rlim_cur = 0;
+    if (setrlimit(RLIMIT_CORE, &lim) != 0)
+        return oc_error_set(err, OC_E_INTERNAL, "could not set RLIMIT_CORE to 0: %s",
+                            strerror(errno));
+    return OC_OK;
+}
+
+oc_err_t oc_svc_allow_core_dumps(oc_error_t *err)
+{
+    if (start_core_limit_saved && setrlimit(RLIMIT_CORE, &start_core_limit) != 0)
+        return oc_error_set(err, OC_E_INTERNAL, "could not restore RLIMIT_CORE: %s",
+                            strerror(errno));
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+        return oc_error_set(err, OC_E_INTERNAL, "could not make the process dumpable: %s",
+                            strerror(errno));
+    return OC_OK;
+}
+
 static bool has_flag(int argc, char **argv, const char *flag)
 {
     for (int i = 1; i < argc; i++)
@@ -44,8 +85,16 @@ bool oc_svc_configure(const char *program, const char *version, const char *usag
 {
     static const char *const passthrough[] = {"check-config", "help", "version", NULL};
     oc_buf_t problems;
+    oc_error_t err;
     bool ok;
 
+    /* Before the option table reads any secret file. */
+    oc_error_clear(&err);
+    if (oc_svc_forbid_core_dumps(&err) != OC_OK) {
+        fprintf(stderr, "%s: %s\n", program, err.msg);
+        *exit_code = 1;
+        return false;
+    }
     if (has_flag(argc, argv, "--help")) {
         printf("usage: %s\n\n", usage);
         oc_config_usage(opts, nopts, program);

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -512,4 +513,51 @@ out:
     wipe_free(buf, cap);
     if (fd >= 0) close(fd);
     return rc;
+}
+
+/* The mapping's size sits in front of the caller's bytes, so free needs only the pointer. The
+ * header is 16 bytes to keep the returned pointer aligned for any type. */
+#define SECRET_HDR 16
+
+void *oc_secret_alloc(size_t n)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size_t psz = page > 0 ? (size_t)page : 4096;
+    size_t total;
+    uint8_t *p;
+
+    if (n > SIZE_MAX - SECRET_HDR - psz) return NULL;
+    total = (n + SECRET_HDR + psz - 1) / psz * psz;
+    p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    /* Best effort: an old kernel without these flags still gets a process that is not
+     * dumpable (oc_svc_configure), which is the main protection. */
+    (void)madvise(p, total, MADV_DONTDUMP);
+#ifdef MADV_WIPEONFORK
+    (void)madvise(p, total, MADV_WIPEONFORK);
+#endif
+    memcpy(p, &total, sizeof total);
+    return p + SECRET_HDR;
+}
+
+void oc_secret_free(void *ptr)
+{
+    uint8_t *p;
+    size_t total;
+
+    if (ptr == NULL) return;
+    p = (uint8_t *)ptr - SECRET_HDR;
+    memcpy(&total, p, sizeof total);
+    OPENSSL_cleanse(p, total);
+    munmap(p, total);
+}
+
+char *oc_secret_strndup(const char *s, size_t n)
+{
+    char *out = oc_secret_alloc(n + 1);
+
+    if (out == NULL) return NULL;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return out;
 }

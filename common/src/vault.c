@@ -90,7 +90,8 @@ static oc_vault_t *parse_keys(const char *text, size_t len, const char *label, o
         oc_error_set(err, OC_E_INVALID, "%s: no text", label);
         goto out;
     }
-    v = calloc(1, sizeof(*v));
+    /* The keys live inline: the whole vault goes on pages left out of core dumps. */
+    v = oc_secret_alloc(sizeof(*v));
     if (v == NULL) {
         oc_error_set(err, OC_E_NOMEM, "%s: out of memory", label);
         goto out;
@@ -297,8 +298,7 @@ void oc_vault_destroy(oc_vault_t *v)
 {
     if (v == NULL) return;
     EVP_CIPHER_free(v->cipher);
-    OPENSSL_cleanse(v, sizeof(*v));
-    free(v);
+    oc_secret_free(v); /* wipes */
 }
 
 const char *oc_vault_active_key_id(const oc_vault_t *v)
@@ -477,7 +477,7 @@ oc_err_t oc_vault_open(const oc_vault_t *v, const char *tenant_id, const char *c
     /* A copy because EVP_CTRL_AEAD_SET_TAG takes a non-const pointer. */
     memcpy(tag, body + plen, OC_VAULT_TAG_LEN);
 
-    plain = malloc(plen + 1);
+    plain = oc_secret_alloc(plen + 1);
     ctx = EVP_CIPHER_CTX_new();
     if (plain == NULL || ctx == NULL) {
         rc = oc_error_set(err, OC_E_NOMEM, "credential: out of memory");
@@ -503,20 +503,14 @@ out:
     if (rc != OC_OK) ERR_clear_error();
     EVP_CIPHER_CTX_free(ctx);
     /* Unauthenticated plaintext must not outlive this call, even in freed memory. */
-    if (plain != NULL) {
-        OPENSSL_cleanse(plain, plen + 1);
-        free(plain);
-    }
+    oc_secret_free(plain); /* wipes */
     return rc;
 }
 
 void oc_vault_secret_dispose(oc_vault_secret_t *s)
 {
     if (s == NULL) return;
-    if (s->data != NULL) {
-        OPENSSL_cleanse(s->data, s->len + 1);
-        free(s->data);
-    }
+    oc_secret_free(s->data); /* wipes */
     s->data = NULL;
     s->len = 0;
 }

@@ -64,6 +64,7 @@ typedef struct line_config {
     long long shutdown_grace_ms;
     char *log_level;
     oc_svc_tls_config_t tls; /* for the gRPC server and the persistence client alike */
+    bool allow_core_dumps;
 } line_config_t;
 
 typedef struct line_cache line_cache_t;

@@ -11,6 +11,7 @@
 #include "omnichat/log.h"
 #include "omnichat/svc.h"
 #include "omnichat/util.h"
+#include "omnichat/vault.h"
 
 #define VERSION "0.1.0"
 
@@ -121,6 +122,10 @@ static const oc_config_option_t options[] = {
     OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level, "debug, info, warn, error or off",
         valid_level),
     OC_SVC_TLS_OPTIONS(line_config_t, tls),
+    OPT("allow-core-dumps", OC_CFG_BOOL, "false", 0, 0, 0, allow_core_dumps,
+        "let the process dump core, for debugging only: key pages stay out of the dump, but "
+        "requests and other memory go in (docs/operations.md)",
+        NULL),
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -142,6 +147,18 @@ static bool check_rules(const void *cfgp, oc_buf_t *problems)
                        "--persistence-timeout-ms (%lld ms)\n",
                        cfg->lease_seconds, cfg->line_timeout_ms + 2 * cfg->persistence_timeout_ms);
         ok = false;
+    }
+    /* The key file as start-up loads it (same code), so that --check-config says ok only for
+     * a file the service will accept; the keys are wiped right away. */
+    if (cfg->vault_key_file != NULL && cfg->vault_key_file[0] != '\0') {
+        oc_error_t err;
+        oc_error_clear(&err);
+        oc_vault_t *v = oc_vault_create_from_file(cfg->vault_key_file, 0, &err);
+        if (v == NULL) {
+            oc_buf_appendf(problems, "--vault-key-file: %s\n", err.msg);
+            ok = false;
+        }
+        oc_vault_destroy(v);
     }
     return ok;
 }
@@ -181,7 +198,9 @@ static int serve(line_config_t *cfg)
             OC_LS("version", VERSION), OC_LS("instance_id", cfg->instance_id),
             OC_LS("line_api_base", cfg->line_api_base));
 
-    OC_INFO("shutting down", OC_LS("signal", oc_svc_wait_for_signal()));
+    /* Outside the log call: its arguments are not evaluated when info is off. */
+    const char *sig = oc_svc_wait_for_signal();
+    OC_INFO("shutting down", OC_LS("signal", sig));
     line_service_stop(svc);
     line_service_destroy(svc);
     OC_INFO("stopped");
@@ -202,6 +221,15 @@ int main(int argc, char **argv)
         return rc;
     oc_log_init("connector-line", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
     oc_rpc_route_core_logs();
+    if (cfg.allow_core_dumps) {
+        oc_error_t err;
+        oc_error_clear(&err);
+        if (oc_svc_allow_core_dumps(&err) != OC_OK)
+            OC_WARN("core dumps stay off", OC_LS("detail", err.msg));
+        else
+            OC_WARN("core dumps allowed (--allow-core-dumps): a dump holds request data; key "
+                    "material stays out of it");
+    }
 
     char *configured_id = cfg.instance_id;
     if (cfg.instance_id == NULL || cfg.instance_id[0] == '\0') {

@@ -17,13 +17,12 @@
 oc_err_t pst_exec(oc_rpc_ctx_t *ctx, const char *tenant_id, oc_pg_query_t *q, size_t n)
 {
     pst_t *pst = ctx->user;
-    oc_pg_conn_t *c = oc_pg_acquire(pst->pool, 2000, &ctx->err);
     oc_err_t rc;
 
     if (tenant_id != NULL) snprintf(ctx->tenant_id, sizeof ctx->tenant_id, "%s", tenant_id);
-    if (c == NULL) return ctx->err.code;
-    rc = oc_pg_exec_tx(c, tenant_id, q, n, &ctx->err);
-    oc_pg_release(pst->pool, c);
+    /* Retried once on a fresh connection when the connection failed; which statements may be
+     * replayed after a loss during COMMIT is said in each statement table (OC_PG_IDEMPOTENT). */
+    rc = oc_pg_pool_exec_tx(pst->pool, 2000, tenant_id, q, n, &ctx->err);
     if (rc != OC_OK) return rc;
     for (size_t i = 0; i < n; i++)
         if (q[i].res != NULL &&

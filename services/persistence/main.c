@@ -34,6 +34,20 @@ static bool no_password(const char *v, char *why, size_t len)
     return true;
 }
 
+/* The contents of the cursor key file, decoded by the code start-up uses (a validator of a
+ * secret file sees its contents; only the reason is printed). */
+static bool valid_cursor_key(const char *v, char *why, size_t len)
+{
+    uint8_t key[PST_CURSOR_KEY_LEN];
+    oc_error_t err;
+
+    oc_error_clear(&err);
+    bool ok = pst_cursor_key_decode(v, key, &err) == OC_OK;
+    OPENSSL_cleanse(key, sizeof key);
+    if (!ok) snprintf(why, len, "%s", err.msg);
+    return ok;
+}
+
 #define OPT(name, type, def, min, max, flags, field, help, validate) \
     { \
         name, type, def, min, max, flags, offsetof(pst_config_t, field), help, validate \
@@ -51,7 +65,7 @@ static const oc_config_option_t options[] = {
     OPT("workers", OC_CFG_INT, "32", 1, 512, 0, workers,
         "handler threads, each with its own database connection", NULL),
     OPT("cursor-key-file", OC_CFG_SECRET_FILE, NULL, 0, 0, 0, cursor_key_file,
-        "file holding base64 of >= 32 random bytes that sign page tokens", NULL),
+        "file holding base64 of >= 32 random bytes that sign page tokens", valid_cursor_key),
     OPT("fallback-bucket-seconds", OC_CFG_INT, "86400", 60, 31536000, 0, fallback_bucket_seconds,
         "time bucket of the fallback thread rule", NULL),
     OPT("statement-timeout-ms", OC_CFG_INT, "5000", 100, 600000, 0, statement_timeout_ms,
@@ -63,6 +77,10 @@ static const oc_config_option_t options[] = {
     OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level, "debug, info, warn, error or off",
         valid_level),
     OC_SVC_TLS_OPTIONS(pst_config_t, tls),
+    OPT("allow-core-dumps", OC_CFG_BOOL, "false", 0, 0, 0, allow_core_dumps,
+        "let the process dump core, for debugging only: key pages stay out of the dump, but "
+        "requests and other memory go in (docs/operations.md)",
+        NULL),
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -98,7 +116,9 @@ static int serve(pst_config_t *cfg)
     OC_INFO("listening", OC_LI("grpc_port", grpc_port), OC_LI("admin_port", admin_port),
             OC_LS("version", VERSION), OC_LI("workers", cfg->workers));
 
-    OC_INFO("shutting down", OC_LS("signal", oc_svc_wait_for_signal()));
+    /* Outside the log call: its arguments are not evaluated when info is off. */
+    const char *sig = oc_svc_wait_for_signal();
+    OC_INFO("shutting down", OC_LS("signal", sig));
     pst_service_stop(svc);
     pst_service_destroy(svc);
     OC_INFO("stopped");
@@ -151,6 +171,15 @@ int main(int argc, char **argv)
         return rc;
     oc_log_init("persistence", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
     oc_rpc_route_core_logs();
+    if (cfg.allow_core_dumps) {
+        oc_error_t err;
+        oc_error_clear(&err);
+        if (oc_svc_allow_core_dumps(&err) != OC_OK)
+            OC_WARN("core dumps stay off", OC_LS("detail", err.msg));
+        else
+            OC_WARN("core dumps allowed (--allow-core-dumps): a dump holds request data; key "
+                    "material stays out of it");
+    }
 
     rc = strcmp(cmd, "migrate") == 0 ? migrate(&cfg) : serve(&cfg);
     oc_config_free(options, NOPTIONS, &cfg);

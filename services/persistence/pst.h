@@ -63,13 +63,14 @@ typedef struct pst_config {
     long long shutdown_grace_ms;
     char *log_level;
     oc_svc_tls_config_t tls;
+    bool allow_core_dumps;
 } pst_config_t;
 
 typedef struct pst {
     pst_config_t cfg;
     oc_rpc_tls_t tls; /* what cfg.tls names, for the gRPC server */
     oc_pg_pool_t *pool;
-    uint8_t cursor_key[PST_CURSOR_KEY_LEN];
+    uint8_t *cursor_key; /* PST_CURSOR_KEY_LEN bytes of oc_secret_alloc memory */
     oc_metrics_t *metrics;
     oc_svc_rpc_metrics_t rpc_metrics;
     oc_metric_t *m_dedupe;

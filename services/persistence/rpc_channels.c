@@ -17,18 +17,32 @@
  * once a minute, so the send hot path does not take a row lock on every message. */
 #define SUCCESS_REFRESH "60 seconds"
 
+/*
+ * Replay after a connection lost during COMMIT (OC_PG_IDEMPOTENT): reads; registration is keyed
+ * by (channel_type, external_account_id) and answers the same account again (created = false,
+ * as to a client retry); credentials and status updates write fixed values.
+ */
 const oc_pg_stmt_t pst_stmts_channels[] = {
-    {"ch_register", "SELECT * FROM omnichat.register_channel_account($1, $2, $3, $4, $5)"},
-    {"ch_get_by_key", "SELECT * FROM omnichat.v_channel_accounts"
-                      " WHERE tenant_id = $1 AND channel_type = $2 AND external_account_id = $3"
-                      " AND status <> 'disabled'"},
-    {"ch_get", "SELECT * FROM omnichat.v_channel_accounts WHERE tenant_id = $1 AND id = $2"},
-    {"ch_update_credentials", "SELECT omnichat.update_channel_credentials($1, $2, $3)"},
-    {"ch_list", "SELECT * FROM omnichat.v_channel_accounts WHERE tenant_id = $1"
-                " ORDER BY created_at_us, id"},
-    {"ch_list_type", "SELECT * FROM omnichat.v_channel_accounts"
-                     " WHERE tenant_id = $1 AND channel_type = $2 ORDER BY created_at_us, id"},
-    {"ch_resolve", "SELECT * FROM omnichat.resolve_channel_account($1, $2, $3)"},
+    {"ch_register", "SELECT * FROM omnichat.register_channel_account($1, $2, $3, $4, $5)",
+     OC_PG_IDEMPOTENT},
+    {"ch_get_by_key",
+     "SELECT * FROM omnichat.v_channel_accounts"
+     " WHERE tenant_id = $1 AND channel_type = $2 AND external_account_id = $3"
+     " AND status <> 'disabled'",
+     OC_PG_IDEMPOTENT},
+    {"ch_get", "SELECT * FROM omnichat.v_channel_accounts WHERE tenant_id = $1 AND id = $2",
+     OC_PG_IDEMPOTENT},
+    {"ch_update_credentials", "SELECT omnichat.update_channel_credentials($1, $2, $3)",
+     OC_PG_IDEMPOTENT},
+    {"ch_list",
+     "SELECT * FROM omnichat.v_channel_accounts WHERE tenant_id = $1"
+     " ORDER BY created_at_us, id",
+     OC_PG_IDEMPOTENT},
+    {"ch_list_type",
+     "SELECT * FROM omnichat.v_channel_accounts"
+     " WHERE tenant_id = $1 AND channel_type = $2 ORDER BY created_at_us, id",
+     OC_PG_IDEMPOTENT},
+    {"ch_resolve", "SELECT * FROM omnichat.resolve_channel_account($1, $2, $3)", OC_PG_IDEMPOTENT},
     /* A disabled account stays disabled whatever a provider call reports. */
     {"ch_status_auth_failed",
      "UPDATE omnichat.channel_accounts"
@@ -37,14 +51,16 @@ const oc_pg_stmt_t pst_stmts_channels[] = {
      " WHERE tenant_id = $1 AND id = $2"
      " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM omnichat.channel_credentials c"
      " WHERE c.tenant_id = $1 AND c.channel_account_id = $2 AND c.field = $4"
-     " AND c.ciphertext = decode($5, 'base64')))"},
+     " AND c.ciphertext = decode($5, 'base64')))",
+     OC_PG_IDEMPOTENT},
     {"ch_status_active",
      "UPDATE omnichat.channel_accounts"
      " SET status = CASE WHEN status = 'disabled' THEN status ELSE 'active' END,"
      " last_success_at = now(), updated_at = now()"
      " WHERE tenant_id = $1 AND id = $2"
      " AND (status = 'auth_failed' OR last_success_at IS NULL"
-     " OR last_success_at < now() - interval '" SUCCESS_REFRESH "')"},
+     " OR last_success_at < now() - interval '" SUCCESS_REFRESH "')",
+     OC_PG_IDEMPOTENT},
 };
 const size_t pst_nstmts_channels = sizeof pst_stmts_channels / sizeof pst_stmts_channels[0];
 

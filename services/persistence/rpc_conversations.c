@@ -17,22 +17,32 @@
     " AND (last_activity_at, id) < (omnichat.from_us($2), $3::uuid)" \
     " ORDER BY last_activity_at DESC, id DESC LIMIT $4"
 
+/*
+ * Replay after a connection lost during COMMIT (OC_PG_IDEMPOTENT): the upserts are keyed by
+ * (account, external user) and (account, thread key) and answer the same row again
+ * (created = false, as to a client retry); the rest are reads.
+ */
 const oc_pg_stmt_t pst_stmts_conversations[] = {
-    {"upsert_contact", "SELECT * FROM omnichat.upsert_contact($1, $2, $3, $4, $5, $6, $7)"},
+    {"upsert_contact", "SELECT * FROM omnichat.upsert_contact($1, $2, $3, $4, $5, $6, $7)",
+     OC_PG_IDEMPOTENT},
     {"get_contact_by_key",
      "SELECT " CONTACT_COLS " FROM omnichat.contacts"
-     " WHERE tenant_id = $1 AND channel_account_id = $2 AND external_user_id = $3"},
+     " WHERE tenant_id = $1 AND channel_account_id = $2 AND external_user_id = $3",
+     OC_PG_IDEMPOTENT},
     {"upsert_conversation",
-     "SELECT * FROM omnichat.upsert_conversation($1, $2, $3, $4, omnichat.from_ms($5), $6)"},
+     "SELECT * FROM omnichat.upsert_conversation($1, $2, $3, $4, omnichat.from_ms($5), $6)",
+     OC_PG_IDEMPOTENT},
     {"get_conversation_by_key",
      "SELECT * FROM omnichat.v_conversations"
-     " WHERE tenant_id = $1 AND channel_account_id = $2 AND thread_key = $3"},
-    {"get_conversation", "SELECT * FROM omnichat.v_conversations WHERE tenant_id = $1 AND id = $2"},
-    {"list_conversations", LIST_CONV("")},
-    {"list_conversations_type", LIST_CONV("AND channel_type = $5")},
-    {"list_conversations_account", LIST_CONV("AND channel_account_id = $5")},
+     " WHERE tenant_id = $1 AND channel_account_id = $2 AND thread_key = $3",
+     OC_PG_IDEMPOTENT},
+    {"get_conversation", "SELECT * FROM omnichat.v_conversations WHERE tenant_id = $1 AND id = $2",
+     OC_PG_IDEMPOTENT},
+    {"list_conversations", LIST_CONV(""), OC_PG_IDEMPOTENT},
+    {"list_conversations_type", LIST_CONV("AND channel_type = $5"), OC_PG_IDEMPOTENT},
+    {"list_conversations_account", LIST_CONV("AND channel_account_id = $5"), OC_PG_IDEMPOTENT},
     {"list_conversations_type_account",
-     LIST_CONV("AND channel_type = $5 AND channel_account_id = $6")},
+     LIST_CONV("AND channel_type = $5 AND channel_account_id = $6"), OC_PG_IDEMPOTENT},
 };
 const size_t pst_nstmts_conversations =
     sizeof pst_stmts_conversations / sizeof pst_stmts_conversations[0];

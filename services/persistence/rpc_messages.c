@@ -11,21 +11,32 @@
     " AND (channel_timestamp, id) " cmp " (omnichat.from_us($3), $4::uuid)" \
     " ORDER BY channel_timestamp " order ", id " order " LIMIT $5"
 
+/*
+ * Replay after a connection lost during COMMIT (OC_PG_IDEMPOTENT): messages are inserted keyed
+ * by their idempotency key and a replay finds the row (created = false, as to a client retry);
+ * attachments are keyed by ordinal (ON CONFLICT DO NOTHING); the rest are reads.
+ */
 const oc_pg_stmt_t pst_stmts_messages[] = {
-    {"insert_message", "SELECT * FROM omnichat.insert_message($1, $2, $3, $4, $5, $6, $7, $8, "
-                       "$9, $10, $11, $12, $13, $14, $15, $16, $17)"},
-    {"get_result_message", "SELECT * FROM omnichat.v_messages WHERE tenant_id = $1"
-                           " AND id = current_setting('omnichat.result_id')::uuid"},
+    {"insert_message",
+     "SELECT * FROM omnichat.insert_message($1, $2, $3, $4, $5, $6, $7, $8, "
+     "$9, $10, $11, $12, $13, $14, $15, $16, $17)",
+     OC_PG_IDEMPOTENT},
+    {"get_result_message",
+     "SELECT * FROM omnichat.v_messages WHERE tenant_id = $1"
+     " AND id = current_setting('omnichat.result_id')::uuid",
+     OC_PG_IDEMPOTENT},
     {"persist_inbound_one",
      "SELECT * FROM omnichat.persist_inbound_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-     "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"},
-    {"add_attachments", "SELECT omnichat.add_attachments($1, $2, $3)"},
+     "$12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+     OC_PG_IDEMPOTENT},
+    {"add_attachments", "SELECT omnichat.add_attachments($1, $2, $3)", OC_PG_IDEMPOTENT},
     {"get_message_attachments",
-     "SELECT id, attachments FROM omnichat.v_messages WHERE tenant_id = $1 AND id = $2"},
-    {"conversation_exists",
-     "SELECT 1 FROM omnichat.conversations WHERE tenant_id = $1 AND id = $2"},
-    {"timeline_before", TIMELINE("<", "DESC")},
-    {"timeline_after", TIMELINE(">", "ASC")},
+     "SELECT id, attachments FROM omnichat.v_messages WHERE tenant_id = $1 AND id = $2",
+     OC_PG_IDEMPOTENT},
+    {"conversation_exists", "SELECT 1 FROM omnichat.conversations WHERE tenant_id = $1 AND id = $2",
+     OC_PG_IDEMPOTENT},
+    {"timeline_before", TIMELINE("<", "DESC"), OC_PG_IDEMPOTENT},
+    {"timeline_after", TIMELINE(">", "ASC"), OC_PG_IDEMPOTENT},
 };
 const size_t pst_nstmts_messages = sizeof pst_stmts_messages / sizeof pst_stmts_messages[0];
 

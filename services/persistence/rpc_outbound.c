@@ -39,21 +39,36 @@
 #define MSG_COLS_CREATE MSG_COLS("(r.msg)")
 #define MSG_COLS_COMPLETE MSG_COLS("m")
 
+/*
+ * Replay after a connection lost during COMMIT (OC_PG_IDEMPOTENT): create_outbound is keyed by
+ * the idempotency key (a replay gets created = false and, if the first run took the lease,
+ * lease_acquired = false: exactly what the connector's own retry would get, and the retry
+ * worker sends once the lease runs out); complete_outbound on a final message returns it as
+ * it is; reconcile writes a fixed value. NOT ob_claim: it has no key, and a replay would lease
+ * a second batch while the first stays leased to a caller that never saw it.
+ */
 const oc_pg_stmt_t pst_stmts_outbound[] = {
-    {"ob_create", "SELECT r.created, r.lease_acquired, r.thread_key," MSG_COLS_CREATE
-                  " FROM omnichat.create_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-                  " $12, $13, $14) r"},
-    {"ob_complete", "SELECT" MSG_COLS_COMPLETE
-                    " FROM omnichat.complete_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9) m"},
-    {"ob_get", "SELECT * FROM omnichat.v_messages"
-               " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound'"},
-    {"ob_claim", "SELECT * FROM omnichat.claim_due_outbound($1, $2, $3, $4)"},
+    {"ob_create",
+     "SELECT r.created, r.lease_acquired, r.thread_key," MSG_COLS_CREATE
+     " FROM omnichat.create_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+     " $12, $13, $14) r",
+     OC_PG_IDEMPOTENT},
+    {"ob_complete",
+     "SELECT" MSG_COLS_COMPLETE
+     " FROM omnichat.complete_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9) m",
+     OC_PG_IDEMPOTENT},
+    {"ob_get",
+     "SELECT * FROM omnichat.v_messages"
+     " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound'",
+     OC_PG_IDEMPOTENT},
+    {"ob_claim", "SELECT * FROM omnichat.claim_due_outbound($1, $2, $3, $4)", 0},
     /* Already sent: keep the first provider id (a repeated echo changes nothing). */
     {"ob_reconcile",
      "UPDATE omnichat.messages SET status = 'sent', external_message_id = $3,"
      " error_category = NULL, error_detail = NULL, next_attempt_at = NULL, lease_owner = NULL,"
      " lease_until = NULL, updated_at = now()"
-     " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound' AND status <> 'sent'"},
+     " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound' AND status <> 'sent'",
+     OC_PG_IDEMPOTENT},
 };
 const size_t pst_nstmts_outbound = sizeof pst_stmts_outbound / sizeof pst_stmts_outbound[0];
 

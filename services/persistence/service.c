@@ -55,15 +55,36 @@ static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t
     oc_svc_rpc_record(&pst->rpc_metrics, ctx, status, latency_us);
 }
 
-static void pg_log(const char *sqlstate, const char *message)
+static void pg_log(const char *sqlstate, const char *cause, const char *detail)
 {
-    OC_WARN("database error", OC_LS("sqlstate", sqlstate), OC_LS("detail", message));
+    OC_WARN("database error", OC_LS("sqlstate", sqlstate), OC_LS("cause", cause),
+            OC_LS("detail", detail));
+}
+
+oc_err_t pst_cursor_key_decode(const char *text, uint8_t key[PST_CURSOR_KEY_LEN], oc_error_t *err)
+{
+    uint8_t raw[256];
+    long n = oc_base64_decode(text, strlen(text), raw, sizeof raw);
+    oc_err_t rc = OC_OK;
+
+    if (n < PST_CURSOR_KEY_LEN) {
+        OPENSSL_cleanse(key, PST_CURSOR_KEY_LEN);
+        rc = oc_error_set(err, OC_E_CONFIG,
+                          n < 0 ? "must hold base64 of at least %d random bytes (not base64, or "
+                                  "longer than 256 bytes)"
+                                : "must hold base64 of at least %d random bytes (too short)",
+                          PST_CURSOR_KEY_LEN);
+        goto out;
+    }
+    memcpy(key, raw, PST_CURSOR_KEY_LEN);
+out:
+    OPENSSL_cleanse(raw, sizeof raw);
+    return rc;
 }
 
 static oc_err_t load_cursor_key(pst_t *pst, oc_error_t *err)
 {
-    uint8_t raw[256];
-    long n;
+    oc_error_t local;
 
     if (pst->cfg.cursor_key_file == NULL || pst->cfg.cursor_key_file[0] == '\0') {
         /* Cursors then die with the process and differ between replicas: fine on a laptop,
@@ -74,16 +95,9 @@ static oc_err_t load_cursor_key(pst_t *pst, oc_error_t *err)
             return oc_error_set(err, OC_E_INTERNAL, "cursor key: no randomness");
         return OC_OK;
     }
-    n = oc_base64_decode(pst->cfg.cursor_key_file, strlen(pst->cfg.cursor_key_file), raw,
-                         sizeof raw);
-    if (n < PST_CURSOR_KEY_LEN) {
-        OPENSSL_cleanse(raw, sizeof raw);
-        return oc_error_set(err, OC_E_CONFIG,
-                            "cursor-key-file: must hold base64 of at least %d random bytes",
-                            PST_CURSOR_KEY_LEN);
-    }
-    memcpy(pst->cursor_key, raw, PST_CURSOR_KEY_LEN);
-    OPENSSL_cleanse(raw, sizeof raw);
+    oc_error_clear(&local);
+    if (pst_cursor_key_decode(pst->cfg.cursor_key_file, pst->cursor_key, &local) != OC_OK)
+        return oc_error_set(err, local.code, "cursor-key-file: %s", local.msg);
     return OC_OK;
 }
 
@@ -140,6 +154,8 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
         memcpy(s->stmts + k, parts[i].stmts, *parts[i].nstmts * sizeof *s->stmts);
         k += *parts[i].nstmts;
     }
+    s->pst.cursor_key = oc_secret_alloc(PST_CURSOR_KEY_LEN); /* left out of core dumps */
+    if (s->pst.cursor_key == NULL) goto oom;
     if (load_cursor_key(&s->pst, err) != OC_OK) goto fail;
 
     s->pst.metrics = oc_metrics_create();
@@ -232,7 +248,7 @@ void pst_service_destroy(pst_service_t *s)
     oc_http_server_stop(s->admin);
     oc_pg_pool_destroy(s->pst.pool);
     oc_metrics_destroy(s->pst.metrics);
-    OPENSSL_cleanse(s->pst.cursor_key, sizeof s->pst.cursor_key);
+    oc_secret_free(s->pst.cursor_key); /* wipes */
     free(s->methods);
     free(s->stmts);
     free(s);

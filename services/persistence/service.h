@@ -19,4 +19,11 @@ void pst_service_destroy(pst_service_t *s);
  * caller wipes and frees it. NULL on OOM. */
 char *pst_conninfo(const pst_config_t *cfg);
 
+/*
+ * Decodes the contents of a cursor key file (base64 of at least PST_CURSOR_KEY_LEN bytes) into
+ * key. Start-up and --check-config both call it, so the one accepts exactly what the other does.
+ * OC_E_CONFIG with the reason (never any part of the key) otherwise; key is then zeroed.
+ */
+oc_err_t pst_cursor_key_decode(const char *text, uint8_t key[PST_CURSOR_KEY_LEN], oc_error_t *err);
+
 #endif

@@ -139,6 +139,21 @@ class PgCluster:
     def grant(self):
         self._script("grant", self.dir)
 
+    def restart(self, mode):
+        """pg_ctl restart -m fast|immediate, waiting until the server accepts connections
+        again. Every backend ends: a fast shutdown sends each client FATAL 57P01, an
+        immediate one just drops them."""
+        pg_ctl = os.path.join(os.environ.get("OMNICHAT_PGBIN", "/usr/lib/postgresql/15/bin"),
+                              "pg_ctl")
+        cmd = [pg_ctl, "-D", os.path.join(self.dir, "data"), "-l",
+               os.path.join(self.dir, "postgres.log"), "-m", mode, "-w", "-t", "60", "restart"]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/")
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_ctl restart -m {mode} failed ({r.returncode}):\n"
+                               f"{r.stdout}\n{r.stderr}")
+
     def dsn(self, role):
         if role not in self._dsn:
             self._dsn[role] = self._script("dsn", self.dir, role).strip()

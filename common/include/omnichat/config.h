@@ -13,7 +13,8 @@ typedef enum oc_cfg_type {
     OC_CFG_INT,        /* long long, checked against [min, max] */
     OC_CFG_BOOL,       /* bool: true/false/1/0/yes/no/on/off */
     OC_CFG_SECRET_FILE /* char *: a path; the file's contents (trailing newline stripped) are
-                          read into the field, wiped on free. The value is never printed. */
+                          read into the field, in oc_secret_alloc memory (left out of core
+                          dumps), wiped on free. The value is never printed. */
 } oc_cfg_type_t;
 
 #define OC_CFG_REQUIRED 0x1u

@@ -57,7 +57,12 @@ bool oc_log_enabled(oc_log_level_t level);
  */
 void oc__log_write(oc_log_level_t level, const char *msg, ...);
 
-/* Usage: OC_LOG(OC_LOG_INFO, "rpc done", OC_LS("method", m), OC_LI("latency_us", us)); */
+/*
+ * Usage: OC_LOG(OC_LOG_INFO, "rpc done", OC_LS("method", m), OC_LI("latency_us", us));
+ * The arguments are not evaluated when the level is off, so they must have no side effect:
+ * compute anything that waits, allocates or changes state into a local first.
+ * scripts/check-log-args.py (format.sh --check, ctest log_args) rejects any other call.
+ */
 #define OC_LOG(level, ...) \
     do { \
         if (oc_log_enabled(level)) oc__log_write((level), __VA_ARGS__, OC_LF_END); \

@@ -15,7 +15,17 @@ typedef struct oc_pg_result oc_pg_result_t;
 typedef struct oc_pg_stmt {
     const char *name; /* prepared statement name */
     const char *sql;
+    unsigned flags; /* OC_PG_IDEMPOTENT or 0 */
 } oc_pg_stmt_t;
+
+/*
+ * The statement may run twice: the second run leaves the rows as the first left them and
+ * answers as a caller retrying the same request would be answered (an upsert or insert keyed
+ * by an idempotency key, a read, an update to a fixed value). Only then may
+ * oc_pg_pool_exec_tx replay a transaction whose connection was lost while it committed.
+ * Without the flag (the default), such a transaction fails with OC_E_UNAVAILABLE instead.
+ */
+#define OC_PG_IDEMPOTENT 0x1u
 
 /*
  * Creates a pool of `size` connection slots to `conninfo` (libpq keywords or URI). Connections
@@ -29,7 +39,9 @@ void oc_pg_pool_destroy(oc_pg_pool_t *p);
 
 /*
  * Takes a slot, waiting at most timeout_ms for one, and makes sure it is connected (connecting
- * and preparing statements if needed, bounded by the conninfo's connect_timeout). Returns NULL
+ * and preparing statements if needed, bounded by the conninfo's connect_timeout). An idle
+ * connection that the server closed meanwhile (a restart) is found by a non-blocking read and
+ * remade here, before any statement is sent on it. Returns NULL
  * with OC_E_UNAVAILABLE when the database cannot be reached or no slot frees up in time.
  * Thread-safe.
  */
@@ -66,6 +78,17 @@ typedef struct oc_pg_query {
 oc_err_t oc_pg_exec_tx(oc_pg_conn_t *c, const char *tenant_id, oc_pg_query_t *q, size_t n,
                        oc_error_t *err);
 
+/*
+ * oc_pg_acquire + oc_pg_exec_tx + oc_pg_release, and one retry on a fresh connection when the
+ * connection failed under the transaction: always when it certainly did not commit, and when
+ * the loss came during the commit only if every statement of q is OC_PG_IDEMPOTENT. This is
+ * what makes the first call after a database restart succeed even when a pooled connection
+ * died in a way the pre-use check (oc_pg_acquire) could not see. Errors as oc_pg_exec_tx, plus
+ * those of oc_pg_acquire. Blocks; thread-safe.
+ */
+oc_err_t oc_pg_pool_exec_tx(oc_pg_pool_t *p, int timeout_ms, const char *tenant_id,
+                            oc_pg_query_t *q, size_t n, oc_error_t *err);
+
 /* Simple statement (not prepared, no parameters, autocommit) for admin tasks like migrations.
  * *res (optional) receives the last result. */
 oc_err_t oc_pg_exec_simple(oc_pg_conn_t *c, const char *sql, oc_pg_result_t **res, oc_error_t *err);
@@ -84,8 +107,18 @@ int oc_pg_fnumber(const oc_pg_result_t *r, const char *name);
 oc_pg_conn_t *oc_pg_connect(const char *conninfo, oc_error_t *err);
 void oc_pg_disconnect(oc_pg_conn_t *c);
 
-/* Optional hook receiving server error details (SQLSTATE, message) for logging. Set once from
- * main before threads start. */
-void oc_pg_set_log_hook(void (*hook)(const char *sqlstate, const char *message));
+/*
+ * Optional hook receiving every database error for logging; no argument is ever NULL or empty:
+ *   sqlstate  the server's SQLSTATE, "08000" for a failed connect, or the cause when there is
+ *             no SQLSTATE (libpq's own errors);
+ *   cause     "server_error" (the server refused a statement), "connection_lost" (the
+ *             connection broke: EOF, reset, terminated by the server), "connect_failed", or
+ *             "client_error" (libpq failed locally, the connection is still up);
+ *   detail    the server's primary message, or libpq's, on one line.
+ * Errors raised by our own SQL functions (SQLSTATE OC...) are answers, not faults: not passed.
+ * Set once from main before threads start.
+ */
+typedef void (*oc_pg_log_hook_fn)(const char *sqlstate, const char *cause, const char *detail);
+void oc_pg_set_log_hook(oc_pg_log_hook_fn hook);
 
 #endif

@@ -18,11 +18,27 @@ void oc_svc_block_signals(void);
 /* Waits for SIGINT or SIGTERM and returns its name ("SIGTERM"). Blocks. */
 const char *oc_svc_wait_for_signal(void);
 
+/*
+ * Core dumps carry whatever memory holds: database passwords, keys, tokens. oc_svc_configure
+ * makes the process non-dumpable first thing (prctl PR_SET_DUMPABLE 0, which also keeps other
+ * processes of the same user from ptrace or /proc/<pid>/mem, and RLIMIT_CORE soft limit 0),
+ * before any secret file is read. Key material additionally lives in oc_secret_alloc pages
+ * (MADV_DONTDUMP). Call from main only.
+ *
+ * oc_svc_forbid_core_dumps does the first part (oc_svc_configure calls it; exposed for tools);
+ * oc_svc_allow_core_dumps undoes it for debugging (an explicit opt-in such as
+ * --allow-core-dumps): dumpable again, RLIMIT_CORE back to what it was at start. The
+ * MADV_DONTDUMP pages stay out of the dump. Both return OC_E_INTERNAL with the errno text.
+ */
+oc_err_t oc_svc_forbid_core_dumps(oc_error_t *err);
+oc_err_t oc_svc_allow_core_dumps(oc_error_t *err);
+
 /* Extra validation across options; appends one line per problem and returns false. */
 typedef bool (*oc_svc_check_fn)(const void *cfg, oc_buf_t *problems);
 
 /*
- * The start-up every service shares: --help and --version print and stop; the option table is
+ * The start-up every service shares: the process is made non-dumpable (above; a failure there
+ * stops with 1); --help and --version print and stop; the option table is
  * loaded from flags and environment (oc_config_load) and `check` (optional) adds its own
  * problems; --check-config prints "configuration ok" or every problem and stops with 0 or 1; an
  * invalid configuration prints every problem and stops with 2. Returns true when the service

@@ -44,7 +44,8 @@
 typedef struct oc_vault oc_vault_t;
 
 /*
- * A plaintext returned by oc_vault_open: `data` is malloc'ed, NUL-terminated after `len`
+ * A plaintext returned by oc_vault_open: `data` is in oc_secret_alloc memory (left out of core
+ * dumps; never free() it), NUL-terminated after `len`
  * bytes (so a token can be used as a C string; it may still contain NUL bytes inside), and
  * owned by the caller, who must release it with oc_vault_secret_dispose as soon as possible.
  */

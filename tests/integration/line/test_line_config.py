@@ -1,5 +1,6 @@
 """Start-up validation of the connector's configuration (--check-config): lease versus
 timeouts, the retry window under LINE's 24 h, the instance id within lease-owner limits."""
+import base64
 import os
 import subprocess
 import tempfile
@@ -58,3 +59,34 @@ def test_instance_id_leaves_room_for_a_uuid_in_the_lease_owner(key_file):
     assert "--instance-id" in err, err
     rc, err = check(key_file, instance_id="i" * 91)
     assert rc == 0, err
+
+
+BAD_VAULT_FILES = {
+    # name: (contents, mode, words of the problem)
+    "short_key": ("k1:" + base64.b64encode(b"x" * 16).decode() + "\n", 0o600,
+                  "key must be 32 bytes"),
+    "no_separator": ("just-some-text\n", 0o600, "expected key_id:base64_key"),
+    "not_base64": ("k1:!!!!not-base64!!!!\n", 0o600, "line 1"),
+    "comments_only": ("# no key here\n\n", 0o600, "no key"),
+    "duplicate_id": ("k1:" + base64.b64encode(b"a" * 32).decode() + "\n"
+                     "k1:" + base64.b64encode(b"b" * 32).decode() + "\n", 0o600, "line 2"),
+    "world_writable": ("k1:" + base64.b64encode(b"a" * 32).decode() + "\n", 0o602,
+                       "writable"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VAULT_FILES))
+def test_check_config_loads_the_vault_key_file_like_start_up(case):
+    contents, mode, words = BAD_VAULT_FILES[case]
+    d = tempfile.mkdtemp(prefix="omnichat-it-line-vault-")
+    path = os.path.join(d, "vault.keys")
+    with open(path, "w") as f:
+        f.write(contents)
+    os.chmod(path, mode)
+    rc, err = check(path)
+    assert rc == 1, err
+    assert "--vault-key-file" in err and words in err, err
+    # Nothing of the key material is echoed.
+    for line in contents.splitlines():
+        if ":" in line:
+            assert line.split(":", 1)[1] not in err, err

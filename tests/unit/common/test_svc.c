@@ -1,9 +1,14 @@
 /* Unit tests of the shared service runtime (common/src/svc.c). */
 #include <CUnit/Basic.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "omnichat/svc.h"
+#include "omnichat/util.h"
 
 #include "test_main.h"
 
@@ -112,10 +117,101 @@ static void test_unknown_methods_share_one_label(void)
     oc_metrics_destroy(m);
 }
 
+static rlim_t core_soft_limit(void)
+{
+    struct rlimit lim;
+
+    CU_ASSERT_EQUAL_FATAL(getrlimit(RLIMIT_CORE, &lim), 0);
+    return lim.rlim_cur;
+}
+
+static void test_configure_makes_the_process_non_dumpable(void)
+{
+    char *argv[] = {"test", NULL};
+    struct rlimit lim;
+    oc_error_t err;
+    bool run;
+
+    /* main() raised the soft limit to the hard one before the first oc_svc_configure, as a
+     * shell with `ulimit -c unlimited` would leave it; earlier tests may have lowered it. */
+    CU_ASSERT_EQUAL_FATAL(getrlimit(RLIMIT_CORE, &lim), 0);
+    CU_ASSERT_EQUAL_FATAL(prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), 0);
+
+    configure(1, argv, &run);
+    CU_ASSERT_TRUE(run);
+    CU_ASSERT_EQUAL(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+    CU_ASSERT_EQUAL(core_soft_limit(), 0);
+
+    /* The opt-in flips both back, to the limit found at start. */
+    oc_error_clear(&err);
+    CU_ASSERT_EQUAL(oc_svc_allow_core_dumps(&err), OC_OK);
+    CU_ASSERT_EQUAL(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 1);
+    CU_ASSERT_EQUAL(core_soft_limit(), lim.rlim_max);
+
+    /* --help stops early but is non-dumpable too: nothing runs before the protection. */
+    char *help[] = {"test", "--help", NULL};
+    FILE *saved = stdout;
+    stdout = fopen("/dev/null", "w");
+    configure(2, help, &run);
+    fclose(stdout);
+    stdout = saved;
+    CU_ASSERT_FALSE(run);
+    CU_ASSERT_EQUAL(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+    CU_ASSERT_EQUAL(core_soft_limit(), 0);
+}
+
+/* The VmFlags of the /proc/self/smaps mapping that holds p ("" when not found). */
+static void vmflags_of(const void *p, char *out, size_t cap)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    bool in = false;
+    uintptr_t a = (uintptr_t)p;
+
+    out[0] = '\0';
+    if (f == NULL) return;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned long lo, hi;
+        /* A mapping's header line starts "lo-hi "; field lines ("Size:", "VmFlags:") do not. */
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+            in = a >= lo && a < hi;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, cap, "%.200s", line + 8);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static void test_secret_memory_is_left_out_of_core_dumps(void)
+{
+    char flags[256];
+    char *s = oc_secret_strndup("hunter2", 7);
+    uint8_t *big = oc_secret_alloc(10000);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+    CU_ASSERT_STRING_EQUAL(s, "hunter2");
+    for (size_t i = 0; i < 10000; i++)
+        CU_ASSERT_EQUAL_FATAL(big[i], 0);
+    big[9999] = 1; /* the whole size is usable */
+    vmflags_of(s, flags, sizeof flags);
+    CU_ASSERT_PTR_NOT_NULL(strstr(flags, " dd"));
+    vmflags_of(big + 9999, flags, sizeof flags);
+    CU_ASSERT_PTR_NOT_NULL(strstr(flags, " dd"));
+    oc_secret_free(s);
+    oc_secret_free(big);
+    oc_secret_free(NULL);
+}
+
 int main(void)
 {
     CU_pSuite s;
 
+    struct rlimit core;
+    if (getrlimit(RLIMIT_CORE, &core) != 0) return 1;
+    core.rlim_cur = core.rlim_max;
+    if (setrlimit(RLIMIT_CORE, &core) != 0) return 1;
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     s = CU_add_suite("svc", NULL, NULL);
     CU_add_test(s, "valid configuration runs", test_valid_configuration_runs);
@@ -124,6 +220,10 @@ int main(void)
     CU_add_test(s, "--check-config exits 0 or 1", test_check_config_exits_0_or_1);
     CU_add_test(s, "--help and --version stop with 0", test_help_and_version_stop_with_0);
     CU_add_test(s, "unknown methods share one label", test_unknown_methods_share_one_label);
+    CU_add_test(s, "configure makes the process non-dumpable",
+                test_configure_makes_the_process_non_dumpable);
+    CU_add_test(s, "secret memory is left out of core dumps",
+                test_secret_memory_is_left_out_of_core_dumps);
     int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }
