@@ -11,6 +11,8 @@
 #include "omnichat/rpc.h"
 #include "omnichat/util.h"
 
+#include "test_main.h"
+
 typedef Grpc__Health__V1__HealthCheckRequest Req;
 #define REQ_DESC (&grpc__health__v1__health_check_request__descriptor)
 
@@ -259,11 +261,5 @@ int main(void)
     CU_add_test(s, "roles decide per method; denials reported", test_roles_decide);
     CU_add_test(s, "plaintext, foreign CA and mismatched key refused", test_refusals);
     CU_add_test(s, "client reloads replaced certificate files", test_client_reload);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    /* A suite whose set-up failed runs nothing: that is a failure, not a pass. */
-    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed() +
-                      (CU_get_number_of_tests_run() == 0);
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return oc_test_run();
 }
