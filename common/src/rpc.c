@@ -23,11 +23,13 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "omnichat/log.h"
+#include "omnichat/resources.h"
 #include "omnichat/util.h"
 
 #define DEFAULT_WORKERS 16
 #define DEFAULT_MAX_MESSAGE (4u * 1024 * 1024)
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
+#define HEALTH_MAX_REQUEST 1024 /* a service name */
 /* Worker threads per completion queue: in practice one CQ for all workers. Measured on 2 cores
  * (64 blocking client threads, separate processes): 1 CQ x 16 workers and 4 CQs x 4 workers
  * both gave ~20k calls/s with a trivial handler and ~11-13k/s with a 1 ms blocking one, within
@@ -40,6 +42,17 @@
 #define REQUESTS_UNREGISTERED 2
 #define REQUEST_ID_MAX ((int)sizeof(((oc_rpc_ctx_t *)0)->request_id) - 1)
 #define UNREGISTERED (-1)
+#define SERVER_ARGS 16
+#define DEFAULT_IDLE_MS (5 * 60 * 1000)
+#define DEFAULT_AGE_MS (30 * 60 * 1000)
+#define CONNECTION_AGE_GRACE_MS (30 * 1000)
+#define DEFAULT_HANDSHAKE_MS (10 * 1000)
+#define DEFAULT_QUOTA ((size_t)512 << 20)
+#define DEFAULT_HOUSEKEEPING_MS 1000
+/* Heap growth after which the housekeeping thread gives freed memory back. */
+#define TRIM_SLACK ((size_t)8 << 20)
+/* Decoding budget beyond the wire walk's estimate. */
+#define DECODE_SLACK (64u * 1024)
 
 #define CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -53,7 +66,8 @@ typedef struct method {
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
     oc_rpc_handler_fn handler;
-    void *registered; /* grpc_server_register_method handle */
+    oc_rpc_limits_t limits; /* the table's, with the server's defaults filled in */
+    void *registered;       /* grpc_server_register_method handle */
 } method_t;
 
 typedef struct worker {
@@ -113,6 +127,11 @@ struct oc_rpc_server {
     pthread_cond_t cv;
     bool shutdown_tag_seen;
     tag_t shutdown_tag;
+    grpc_resource_quota *quota;
+    /* Housekeeping thread (memory trim; listener watchdog and health probe). */
+    pthread_t keeper;
+    bool keeper_running;
+    bool keeper_stop; /* under mu */
 };
 
 static _Thread_local void *tls_worker;
@@ -174,32 +193,77 @@ static grpc_byte_buffer *pack_message(const ProtobufCMessage *m)
     return bb;
 }
 
-/* NULL when the buffer is not a valid `desc` message. */
-/* Unpacks a received buffer into the arena. With `check` set (server side), strings are first
- * checked on the wire: protobuf-c would cut them at an embedded NUL without telling anyone.
- * *bad_input is set when that check refused the input (err then names the field). */
+/* Client side: the response of a server we called. NULL when it is not a valid `desc`. */
 static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb,
-                                        const ProtobufCMessageDescriptor *desc, oc_arena_t *arena,
-                                        oc_error_t *check, bool *bad_input)
+                                        const ProtobufCMessageDescriptor *desc, oc_arena_t *arena)
 {
     grpc_byte_buffer_reader r;
     ProtobufCMessage *m = NULL;
 
-    if (bad_input) *bad_input = false;
     if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
     grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    if (check && oc_pb_check_strings(desc, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl),
-                                     check) != OC_OK) {
-        if (bad_input) *bad_input = true;
-        goto out;
-    }
     ProtobufCAllocator alloc;
     oc_arena_protobuf_allocator(arena, &alloc);
     m = protobuf_c_message_unpack(desc, &alloc, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
-out:
     grpc_slice_unref(sl);
     return m;
+}
+
+/*
+ * Server side: turns the received buffer into a request under the method's limits, taking
+ * *payload (destroyed here as early as possible: the contiguous copy and the buffer never both
+ * outlive the wire check). Strings are checked on the wire because protobuf-c would cut them at
+ * an embedded NUL without telling anyone; element counts, because protobuf-c spends hundreds of
+ * bytes on each 2-byte empty element. On failure returns NULL with ctx->err set.
+ */
+static ProtobufCMessage *decode_request(const method_t *m, grpc_byte_buffer **payload,
+                                        oc_rpc_ctx_t *ctx)
+{
+    grpc_byte_buffer_reader r;
+    ProtobufCMessage *req = NULL;
+    size_t len = grpc_byte_buffer_length(*payload);
+
+    if (len > m->limits.max_request_bytes) {
+        oc_error_set(&ctx->err, OC_E_TOO_LARGE, "request: %zu bytes, at most %zu for this method",
+                     len, m->limits.max_request_bytes);
+        return NULL;
+    }
+    if (!grpc_byte_buffer_reader_init(&r, *payload)) {
+        oc_error_set(&ctx->err, OC_E_INVALID, "request: unreadable message");
+        return NULL;
+    }
+    grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    grpc_byte_buffer_destroy(*payload);
+    *payload = NULL;
+    const uint8_t *p = GRPC_SLICE_START_PTR(sl);
+    len = GRPC_SLICE_LENGTH(sl);
+    size_t cost = 0;
+    if (oc_pb_check(m->input, p, len, &m->limits.wire, &cost, &ctx->err) != OC_OK) goto out;
+    /* The wire walk bounds what unpacking will allocate; the budget holds protobuf-c to that
+     * (with slack for what the model does not see, such as merged duplicate sub-messages),
+     * and the method's ceiling refuses expensive input before anything is spent. */
+    size_t budget = cost + cost / 2 + DECODE_SLACK;
+    if (budget > m->limits.max_decode_bytes) {
+        oc_error_set(&ctx->err, OC_E_TOO_LARGE,
+                     "request: decoding would need %zu bytes, at most %zu for this method", budget,
+                     m->limits.max_decode_bytes);
+        goto out;
+    }
+    oc_arena_budget_t b;
+    ProtobufCAllocator alloc;
+    oc_arena_protobuf_allocator_budget(ctx->arena, budget, &b, &alloc);
+    req = protobuf_c_message_unpack(m->input, &alloc, len, p);
+    if (req == NULL && b.exhausted)
+        oc_error_set(&ctx->err, OC_E_TOO_LARGE, "request: decoding needs more than %zu bytes",
+                     budget);
+    else if (req == NULL)
+        oc_error_set(&ctx->err, OC_E_INVALID, "request: malformed protobuf");
+    /* Unpacked messages own copies of their strings: the wire bytes can go now. */
+out:
+    grpc_slice_unref(sl);
+    return req;
 }
 
 /* ---- server: health ---- */
@@ -359,16 +423,9 @@ static void serve_call(srv_call_t *c)
     } else if (!c->payload) {
         rc = oc_error_set(&ctx->err, OC_E_INVALID, "request: missing message");
     } else {
-        bool bad_input = false;
-        ProtobufCMessage *req =
-            unpack_message(c->payload, m->input, ctx->arena, &ctx->err, &bad_input);
-        /* Unpacked messages own copies of their strings: the wire buffer can go now. */
-        grpc_byte_buffer_destroy(c->payload);
-        c->payload = NULL;
-        if (bad_input) {
+        ProtobufCMessage *req = decode_request(m, &c->payload, ctx);
+        if (!req) {
             rc = ctx->err.code;
-        } else if (!req) {
-            rc = oc_error_set(&ctx->err, OC_E_INVALID, "request: malformed protobuf");
         } else {
             rc = m->handler(ctx, req, &resp);
             if (rc == OC_OK && (!resp || resp->descriptor != m->output)) {
@@ -433,6 +490,45 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- server: housekeeping ---- */
+
+static void *keeper_main(void *arg)
+{
+    oc_rpc_server_t *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    while (!s->keeper_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += s->opts.housekeeping_ms / 1000;
+        until.tv_nsec += (long)(s->opts.housekeeping_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &until);
+        if (s->keeper_stop) break;
+        pthread_mutex_unlock(&s->mu);
+        /* Request buffers and connection state freed after a spike otherwise stay in malloc's
+         * free lists for good (issue 6, items 3 and 7: hundreds of MB kept). */
+        oc_resources_trim_if_grown(TRIM_SLACK);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void keeper_stop(oc_rpc_server_t *s)
+{
+    if (!s->keeper_running) return;
+    pthread_mutex_lock(&s->mu);
+    s->keeper_stop = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->keeper, NULL);
+    s->keeper_running = false;
+}
+
 /* ---- server: lifecycle ---- */
 
 static oc_err_t add_service_name(oc_rpc_server_t *s, const char *path, oc_error_t *err)
@@ -445,6 +541,43 @@ static oc_err_t add_service_name(oc_rpc_server_t *s, const char *path, oc_error_
     if (!name) return oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
     s->services[s->nservices++] = name;
     return OC_OK;
+}
+
+/* The server's channel arguments into args[SERVER_ARGS]; returns how many. */
+static size_t server_args(oc_rpc_server_t *s, grpc_arg *args)
+{
+    size_t n = 0;
+#define INT_ARG(k, v) \
+    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = (char *)(k), .value.integer = (v)}
+    INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)s->opts.max_message_bytes);
+    /* Connections do not live for ever: an idle one (no call for max_idle) and any one older
+     * than max_age get GOAWAY, a peer that never finishes its handshake is dropped, and one
+     * connection cannot open unbounded streams. gRPC 1.51 has no cap on the number of
+     * connections; its memory quota drops new connections under memory pressure. */
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->opts.max_connection_idle_ms);
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_MS, s->opts.max_connection_age_ms);
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, CONNECTION_AGE_GRACE_MS);
+    INT_ARG(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, s->opts.handshake_timeout_ms);
+    INT_ARG(GRPC_ARG_MAX_CONCURRENT_STREAMS, s->opts.max_streams_per_connection);
+#undef INT_ARG
+    s->quota = grpc_resource_quota_create("omnichat-rpc");
+    grpc_resource_quota_resize(s->quota, s->opts.memory_quota_bytes);
+    args[n++] = (grpc_arg){.type = GRPC_ARG_POINTER,
+                           .key = (char *)GRPC_ARG_RESOURCE_QUOTA,
+                           .value.pointer = {s->quota, grpc_resource_quota_arg_vtable()}};
+    return n;
+}
+
+/* A method's limits with the server's defaults in place of zeros. */
+static oc_rpc_limits_t method_limits(const oc_rpc_server_t *s, const oc_rpc_method_t *m)
+{
+    oc_rpc_limits_t l = m->limits ? *m->limits : (oc_rpc_limits_t){0};
+
+    if (l.max_request_bytes == 0 || l.max_request_bytes > s->opts.max_message_bytes)
+        l.max_request_bytes = s->opts.max_message_bytes;
+    if (l.max_decode_bytes == 0) l.max_decode_bytes = 4 * l.max_request_bytes + DECODE_SLACK;
+    return l;
 }
 
 static bool path_valid(const char *p)
@@ -487,6 +620,7 @@ static void pump_alone(oc_rpc_server_t *s)
 static void free_server(oc_rpc_server_t *s)
 {
     if (s->server) grpc_server_destroy(s->server);
+    if (s->quota) grpc_resource_quota_unref(s->quota);
     for (int i = 0; i < s->ncq; i++)
         if (s->cqs[i]) grpc_completion_queue_destroy(s->cqs[i]);
     for (size_t i = 0; i < s->nservices; i++)
@@ -541,6 +675,12 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
     if (s->opts.workers == 0) s->opts.workers = DEFAULT_WORKERS;
     if (s->opts.max_message_bytes == 0) s->opts.max_message_bytes = DEFAULT_MAX_MESSAGE;
     if (s->opts.max_message_bytes > INT_MAX) s->opts.max_message_bytes = INT_MAX;
+    if (s->opts.max_connection_idle_ms <= 0) s->opts.max_connection_idle_ms = DEFAULT_IDLE_MS;
+    if (s->opts.max_connection_age_ms <= 0) s->opts.max_connection_age_ms = DEFAULT_AGE_MS;
+    if (s->opts.handshake_timeout_ms <= 0) s->opts.handshake_timeout_ms = DEFAULT_HANDSHAKE_MS;
+    if (s->opts.max_streams_per_connection <= 0) s->opts.max_streams_per_connection = 256;
+    if (s->opts.memory_quota_bytes == 0) s->opts.memory_quota_bytes = DEFAULT_QUOTA;
+    if (s->opts.housekeeping_ms <= 0) s->opts.housekeeping_ms = DEFAULT_HOUSEKEEPING_MS;
     atomic_init(&s->serving, true);
     atomic_init(&s->stopping, false);
     atomic_init(&s->outstanding, 0);
@@ -557,23 +697,27 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
         goto fail;
     }
     for (size_t i = 0; i < nmethods; i++) {
-        s->methods[i] = (method_t){methods[i].path, methods[i].input, methods[i].output,
-                                   methods[i].handler, NULL};
+        s->methods[i] = (method_t){methods[i].path,
+                                   methods[i].input,
+                                   methods[i].output,
+                                   methods[i].handler,
+                                   method_limits(s, &methods[i]),
+                                   NULL};
         if (add_service_name(s, methods[i].path, err) != OC_OK) goto fail;
     }
     s->nmethods = nmethods;
     if (own_health)
         s->methods[s->nmethods++] =
-            (method_t){HEALTH_CHECK_PATH, &grpc__health__v1__health_check_request__descriptor,
-                       &grpc__health__v1__health_check_response__descriptor, health_check, NULL};
+            (method_t){HEALTH_CHECK_PATH,
+                       &grpc__health__v1__health_check_request__descriptor,
+                       &grpc__health__v1__health_check_response__descriptor,
+                       health_check,
+                       (oc_rpc_limits_t){.max_request_bytes = HEALTH_MAX_REQUEST,
+                                         .max_decode_bytes = HEALTH_MAX_REQUEST * 4 + DECODE_SLACK},
+                       NULL};
 
-    grpc_arg args[2] = {
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
-        {.type = GRPC_ARG_INTEGER,
-         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-         .value.integer = (int)s->opts.max_message_bytes},
-    };
-    grpc_channel_args cargs = {.num_args = 2, .args = args};
+    grpc_arg args[SERVER_ARGS];
+    grpc_channel_args cargs = {.num_args = server_args(s, args), .args = args};
     s->server = grpc_server_create(&cargs, NULL);
     if (!s->server) {
         oc_error_set(err, OC_E_INTERNAL, "rpc server: could not create server");
@@ -654,6 +798,10 @@ oc_err_t oc_rpc_server_start(oc_rpc_server_t *s, oc_error_t *err)
         if (rc != 0) break;
         w->running = true;
     }
+    if (rc == 0) {
+        rc = pthread_create(&s->keeper, NULL, keeper_main, s);
+        s->keeper_running = rc == 0;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0)
         return oc_error_set(err, OC_E_INTERNAL, "rpc server: could not start worker threads: %s",
@@ -674,6 +822,7 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
 {
     if (!s || s->shut_down) return;
     s->shut_down = true;
+    keeper_stop(s);
     atomic_store(&s->serving, false);
     atomic_store(&s->stopping, true);
     /* Refuses new calls; pending request tags complete with ok=0 and are released by the
@@ -895,7 +1044,7 @@ oc_err_t oc_rpc_client_call(oc_rpc_client_t *c, const char *method, const Protob
         rc = oc_error_set(err, OC_E_INTERNAL, "response: missing message");
         goto out;
     }
-    *resp = unpack_message(recv_bb, resp_desc, arena, NULL, NULL);
+    *resp = unpack_message(recv_bb, resp_desc, arena);
     if (!*resp) rc = oc_error_set(err, OC_E_INTERNAL, "response: malformed protobuf");
 
 out:

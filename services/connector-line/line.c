@@ -29,10 +29,14 @@ struct line_service {
 };
 
 static const oc_rpc_method_t methods[] = {
-    {LINE_SERVICE "SendText", &omnichat__connector__v1__send_text_request__descriptor,
-     &omnichat__connector__v1__send_text_response__descriptor, line_send_text},
-    {LINE_SERVICE "ConnectChannel", &omnichat__connector__v1__connect_channel_request__descriptor,
-     &omnichat__connector__v1__connect_channel_response__descriptor, line_connect_channel},
+    {.path = LINE_SERVICE "SendText",
+     .input = &omnichat__connector__v1__send_text_request__descriptor,
+     .output = &omnichat__connector__v1__send_text_response__descriptor,
+     .handler = line_send_text},
+    {.path = LINE_SERVICE "ConnectChannel",
+     .input = &omnichat__connector__v1__connect_channel_request__descriptor,
+     .output = &omnichat__connector__v1__connect_channel_response__descriptor,
+     .handler = line_connect_channel},
 };
 
 const char *line_category_name(int category)

@@ -116,6 +116,19 @@ char *pst_conninfo(const pst_config_t *cfg)
     return full_conninfo(cfg);
 }
 
+/* Every method decodes under its row of limits.c; a method without one is a bug. */
+static oc_err_t attach_limits(pst_service_t *s, oc_error_t *err)
+{
+    for (size_t i = 0; i < s->nmethods; i++) {
+        const char *name = strrchr(s->methods[i].path, '/') + 1;
+
+        s->methods[i].limits = pst_method_limits(name);
+        if (s->methods[i].limits == NULL)
+            return oc_error_set(err, OC_E_INTERNAL, "method %s has no decoding limits", name);
+    }
+    return OC_OK;
+}
+
 pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
 {
     pst_service_t *s = calloc(1, sizeof *s);
@@ -140,6 +153,7 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
         memcpy(s->stmts + k, parts[i].stmts, *parts[i].nstmts * sizeof *s->stmts);
         k += *parts[i].nstmts;
     }
+    if (attach_limits(s, err) != OC_OK) goto fail;
     if (load_cursor_key(&s->pst, err) != OC_OK) goto fail;
 
     s->pst.metrics = oc_metrics_create();

@@ -9,6 +9,7 @@
 
 #include "omnichat/arena.h"
 #include "omnichat/err.h"
+#include "omnichat/pbcheck.h"
 
 /* Per-call context handed to a handler. Everything in it lives until the response is sent. */
 typedef struct oc_rpc_ctx {
@@ -32,17 +33,45 @@ typedef struct oc_rpc_ctx {
 typedef oc_err_t (*oc_rpc_handler_fn)(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req,
                                       ProtobufCMessage **resp);
 
+/*
+ * How much work one request of a method may cause before its handler runs. A request over
+ * max_request_bytes gets RESOURCE_EXHAUSTED; one whose wire content breaks `wire` gets
+ * INVALID_ARGUMENT naming the field, before anything is unpacked; unpacking draws from the
+ * call's arena under a hard budget: what the wire walk says it will need (oc_pb_check) plus
+ * slack, and never more than max_decode_bytes (RESOURCE_EXHAUSTED past it, refused before
+ * unpacking).
+ */
+typedef struct oc_rpc_limits {
+    size_t max_request_bytes; /* 0: the server's max_message_bytes */
+    size_t max_decode_bytes;  /* 0: 4 x max_request_bytes + 64 KiB */
+    oc_pb_limits_t wire;
+} oc_rpc_limits_t;
+
 typedef struct oc_rpc_method {
     const char *path; /* "/omnichat.persistence.v1.Persistence/UpsertContact" */
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
     oc_rpc_handler_fn handler;
+    const oc_rpc_limits_t *limits; /* NULL: server defaults (copied at create) */
 } oc_rpc_method_t;
 
 typedef struct oc_rpc_server_opts {
     const char *listen;       /* "127.0.0.1:50051"; port 0 picks a free port */
     int workers;              /* threads running handlers (each may block); default 16 */
     size_t max_message_bytes; /* receive limit; default 4 MiB */
+    /* Connection limits (0: default). Idle connections (no call) get GOAWAY after
+     * max_connection_idle_ms (5 min), every connection after max_connection_age_ms (30 min,
+     * then 30 s to finish its calls); a handshake must finish within handshake_timeout_ms
+     * (10 s); one connection carries at most max_streams_per_connection calls at once (256). */
+    int max_connection_idle_ms;
+    int max_connection_age_ms;
+    int handshake_timeout_ms;
+    int max_streams_per_connection;
+    /* gRPC core's memory quota (0: 512 MiB): past it, buffers shrink and new connections are
+     * dropped. */
+    size_t memory_quota_bytes;
+    /* Period of the housekeeping thread (0: 1000 ms): gives memory back after spikes. */
+    int housekeeping_ms;
     /* Optional per-thread state (e.g. one database connection per worker). */
     void *(*worker_init)(void *worker_arg, int index);
     void (*worker_fini)(void *worker);
