@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,6 +50,7 @@
 #define DEFAULT_HANDSHAKE_MS (10 * 1000)
 #define DEFAULT_QUOTA ((size_t)512 << 20)
 #define DEFAULT_HOUSEKEEPING_MS 1000
+#define DEFAULT_PROBE_TIMEOUT_MS 2000
 /* Heap growth after which the housekeeping thread gives freed memory back. */
 #define TRIM_SLACK ((size_t)8 << 20)
 /* Decoding budget beyond the wire walk's estimate. */
@@ -128,15 +130,40 @@ struct oc_rpc_server {
     bool shutdown_tag_seen;
     tag_t shutdown_tag;
     grpc_resource_quota *quota;
+    /* Guards `server` and the methods' `registered` handles while a listener is replaced. */
+    pthread_mutex_t gen_mu;
+    /* Servers whose listener died, shutting down or shut down; destroyed with the server. */
+    struct retired *retired;
+    long accept_failures_seen;
+    char *probe_target; /* "127.0.0.1:port": where the health probe connects */
+    atomic_bool healthy;
+    char health_detail[OC_ERROR_MSG_MAX + 1]; /* under mu */
     /* Housekeeping thread (memory trim; listener watchdog and health probe). */
     pthread_t keeper;
     bool keeper_running;
     bool keeper_stop; /* under mu */
 };
 
+struct oc_rpc_client {
+    grpc_channel *channel;
+};
+
+typedef struct retired {
+    tag_t tag; /* shutdown_and_notify tag */
+    oc_rpc_server_t *s;
+    grpc_server *server;
+    struct retired *next;
+} retired_t;
+
 static _Thread_local void *tls_worker;
+/* "Failed accept4" lines seen from gRPC core: in 1.51 the listening port is dead after one. */
+static atomic_long g_accept_failures;
 
 static void on_request(void *tag, bool ok);
+static bool replace_listener(oc_rpc_server_t *s);
+static grpc_server *build_server(oc_rpc_server_t *s, const char *addr, void **regs, int *port,
+                                 oc_error_t *err);
+static void probe_health(oc_rpc_server_t *s);
 static void on_call_done(void *tag, bool ok);
 
 /* ---- helpers ---- */
@@ -328,13 +355,22 @@ static bool post_request(oc_rpc_server_t *s, int midx, int cqi)
     grpc_completion_queue *cq = s->cqs[cqi];
     atomic_fetch_add(&s->outstanding, 1);
     grpc_call_error e;
-    if (midx == UNREGISTERED) {
-        grpc_call_details_init(&c->details);
+    if (midx == UNREGISTERED) grpc_call_details_init(&c->details);
+    /* The listener may be being replaced (replace_listener): requests go to the current
+     * server with its own method handles, or nowhere while there is none (the replacement
+     * posts a full set). */
+    pthread_mutex_lock(&s->gen_mu);
+    if (!s->server) {
+        pthread_mutex_unlock(&s->gen_mu);
+        release_call(c);
+        return true;
+    }
+    if (midx == UNREGISTERED)
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, cq, cq, c);
-    } else {
+    else
         e = grpc_server_request_registered_call(s->server, s->methods[midx].registered, &c->call,
                                                 &c->deadline, &c->md, &c->payload, cq, cq, c);
-    }
+    pthread_mutex_unlock(&s->gen_mu);
     if (e != GRPC_CALL_OK) {
         release_call(c);
         return false;
@@ -492,6 +528,163 @@ static void *worker_main(void *arg)
 
 /* ---- server: housekeeping ---- */
 
+static void on_retired_tag(void *tag, bool ok)
+{
+    (void)ok;
+    retired_t *r = CONTAINER_OF(tag, retired_t, tag);
+    oc_rpc_server_t *s = r->s;
+    if (atomic_fetch_sub(&s->outstanding, 1) == 1 && atomic_load(&s->stopping)) stop_signal(s);
+}
+
+/*
+ * Recreates the gRPC server after its listener died (gRPC 1.51 never accepts again on a port
+ * whose accept4 failed with EMFILE; see core_log). The old server stops accepting and drains:
+ * its calls finish normally, its connections get GOAWAY (which also gives their descriptors
+ * back). A new server with the same methods and queues binds the same port and gets a fresh
+ * set of posted requests. While it cannot bind (descriptors still exhausted) there is no
+ * server and the next tick tries again. Keeper thread only. True when a server is listening.
+ */
+static bool replace_listener(oc_rpc_server_t *s)
+{
+    oc_error_t err;
+    void **regs = calloc(s->nmethods, sizeof(*regs));
+    retired_t *r = calloc(1, sizeof(*r));
+    grpc_server *old;
+    bool ok = false;
+
+    if (!regs || !r) goto out;
+    pthread_mutex_lock(&s->gen_mu);
+    old = s->server;
+    s->server = NULL;
+    pthread_mutex_unlock(&s->gen_mu);
+    if (old) {
+        OC_LOG(OC_LOG_WARN, "rpc: listener stopped accepting, recreating it",
+               OC_LI("port", s->port));
+        r->tag.fn = on_retired_tag;
+        r->s = s;
+        r->server = old;
+        r->next = s->retired;
+        s->retired = r;
+        r = NULL;
+        atomic_fetch_add(&s->outstanding, 1);
+        grpc_server_shutdown_and_notify(old, s->cqs[0], &s->retired->tag);
+    }
+    /* The old listening socket closes asynchronously: the port may still be taken a moment. */
+    char addr[300];
+    const char *colon = strrchr(s->opts.listen, ':');
+    snprintf(addr, sizeof addr, "%.*s:%d", colon ? (int)(colon - s->opts.listen) : 0,
+             s->opts.listen, s->port);
+    grpc_server *srv = NULL;
+    int port = 0;
+    for (int attempt = 0; attempt < 10 && !srv; attempt++) {
+        oc_error_clear(&err);
+        srv = build_server(s, addr, regs, &port, &err);
+        if (!srv) nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL);
+    }
+    if (!srv) {
+        OC_LOG(OC_LOG_ERROR, "rpc: could not recreate the listener, retrying",
+               OC_LS("detail", err.msg));
+        goto out;
+    }
+    grpc_server_start(srv);
+    pthread_mutex_lock(&s->gen_mu);
+    s->server = srv;
+    for (size_t i = 0; i < s->nmethods; i++)
+        s->methods[i].registered = regs[i];
+    pthread_mutex_unlock(&s->gen_mu);
+    ok = true;
+    for (int q = 0; q < s->ncq; q++) {
+        for (size_t m = 0; m < s->nmethods; m++)
+            for (int k = 0; k < REQUESTS_PER_METHOD; k++)
+                ok &= post_request(s, (int)m, q);
+        for (int k = 0; k < REQUESTS_UNREGISTERED; k++)
+            ok &= post_request(s, UNREGISTERED, q);
+    }
+    if (ok) OC_LOG(OC_LOG_WARN, "rpc: listener recreated", OC_LI("port", s->port));
+out:
+    free(regs);
+    free(r);
+    return ok;
+}
+
+/* Where the probe connects: the listen address, with a wildcard host made loopback. */
+static oc_err_t probe_target(oc_rpc_server_t *s)
+{
+    const char *colon = strrchr(s->opts.listen, ':');
+    int hn = colon ? (int)(colon - s->opts.listen) : 0;
+    const char *host = s->opts.listen;
+    if (hn == 0 || (hn == 7 && strncmp(host, "0.0.0.0", 7) == 0)) {
+        host = "127.0.0.1";
+        hn = 9;
+    } else if ((hn == 4 && strncmp(host, "[::]", 4) == 0) ||
+               (hn == 2 && strncmp(host, "::", 2) == 0)) {
+        host = "[::1]";
+        hn = 5;
+    }
+    if (asprintf(&s->probe_target, "%.*s:%d", hn, host, s->port) < 0) {
+        s->probe_target = NULL;
+        return OC_E_NOMEM;
+    }
+    return OC_OK;
+}
+
+/*
+ * Calls our own Health/Check over a new connection, so the whole path is tested: accept,
+ * HTTP/2, a worker. Its outcome is what oc_rpc_server_healthy reports (/healthz).
+ */
+static void probe_health(oc_rpc_server_t *s)
+{
+    oc_error_t err;
+    oc_rpc_client_t c;
+    ProtobufCMessage *resp = NULL;
+    grpc_arg args[1] = {{.type = GRPC_ARG_INTEGER,
+                         .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+                         .value.integer = 1}};
+    grpc_channel_args cargs = {.num_args = 1, .args = args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    oc_arena_t *arena = oc_arena_create(0);
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    oc_err_t rc;
+
+    oc_error_clear(&err);
+    c.channel = grpc_channel_create(s->probe_target, creds, &cargs);
+    grpc_channel_credentials_release(creds);
+    if (!arena || !c.channel) {
+        rc = oc_error_set(&err, OC_E_NOMEM, "out of memory");
+    } else {
+        rc = oc_rpc_client_call(&c, HEALTH_CHECK_PATH, &req.base,
+                                &grpc__health__v1__health_check_response__descriptor,
+                                s->opts.probe_timeout_ms, "health-probe", arena, &resp, NULL, &err);
+        if (rc == OC_OK && ((Grpc__Health__V1__HealthCheckResponse *)(void *)resp)->status !=
+                               GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
+            rc = oc_error_set(&err, OC_E_UNAVAILABLE, "not serving");
+    }
+    if (c.channel) grpc_channel_destroy(c.channel);
+    oc_arena_destroy(arena);
+    pthread_mutex_lock(&s->mu);
+    if (rc != OC_OK)
+        snprintf(s->health_detail, sizeof s->health_detail, "grpc self-check failed: %.200s",
+                 err.msg[0] ? err.msg : oc_err_message(rc));
+    else
+        s->health_detail[0] = '\0';
+    pthread_mutex_unlock(&s->mu);
+    atomic_store(&s->healthy, rc == OC_OK);
+}
+
+bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n)
+{
+    bool ok = s && atomic_load(&s->healthy);
+    if (detail && n > 0) {
+        detail[0] = '\0';
+        if (s && !ok) {
+            pthread_mutex_lock(&s->mu);
+            snprintf(detail, n, "%s", s->health_detail);
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    return ok;
+}
+
 static void *keeper_main(void *arg)
 {
     oc_rpc_server_t *s = arg;
@@ -509,6 +702,11 @@ static void *keeper_main(void *arg)
         pthread_cond_timedwait(&s->cv, &s->mu, &until);
         if (s->keeper_stop) break;
         pthread_mutex_unlock(&s->mu);
+        long failures = atomic_load(&g_accept_failures);
+        if (failures != s->accept_failures_seen || !s->server) {
+            if (replace_listener(s)) s->accept_failures_seen = failures;
+        }
+        probe_health(s);
         /* Request buffers and connection state freed after a spike otherwise stay in malloc's
          * free lists for good (issue 6, items 3 and 7: hundreds of MB kept). */
         oc_resources_trim_if_grown(TRIM_SLACK);
@@ -561,8 +759,10 @@ static size_t server_args(oc_rpc_server_t *s, grpc_arg *args)
     INT_ARG(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, s->opts.handshake_timeout_ms);
     INT_ARG(GRPC_ARG_MAX_CONCURRENT_STREAMS, s->opts.max_streams_per_connection);
 #undef INT_ARG
-    s->quota = grpc_resource_quota_create("omnichat-rpc");
-    grpc_resource_quota_resize(s->quota, s->opts.memory_quota_bytes);
+    if (!s->quota) {
+        s->quota = grpc_resource_quota_create("omnichat-rpc");
+        grpc_resource_quota_resize(s->quota, s->opts.memory_quota_bytes);
+    }
     args[n++] = (grpc_arg){.type = GRPC_ARG_POINTER,
                            .key = (char *)GRPC_ARG_RESOURCE_QUOTA,
                            .value.pointer = {s->quota, grpc_resource_quota_arg_vtable()}};
@@ -620,7 +820,14 @@ static void pump_alone(oc_rpc_server_t *s)
 static void free_server(oc_rpc_server_t *s)
 {
     if (s->server) grpc_server_destroy(s->server);
+    while (s->retired) {
+        retired_t *r = s->retired;
+        s->retired = r->next;
+        grpc_server_destroy(r->server);
+        free(r);
+    }
     if (s->quota) grpc_resource_quota_unref(s->quota);
+    free(s->probe_target);
     for (int i = 0; i < s->ncq; i++)
         if (s->cqs[i]) grpc_completion_queue_destroy(s->cqs[i]);
     for (size_t i = 0; i < s->nservices; i++)
@@ -631,8 +838,48 @@ static void free_server(oc_rpc_server_t *s)
     free(s->workers);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->gen_mu);
     free(s);
     grpc_shutdown();
+}
+
+/*
+ * Creates a grpc_server with the server's arguments, completion queues and methods (handles in
+ * regs[s->nmethods]) and binds it to `addr`; not started. Used at creation and again when the
+ * listener has to be recreated (see replace_listener). NULL with err set on failure.
+ */
+static grpc_server *build_server(oc_rpc_server_t *s, const char *addr, void **regs, int *port,
+                                 oc_error_t *err)
+{
+    grpc_arg args[SERVER_ARGS];
+    grpc_channel_args cargs = {.num_args = server_args(s, args), .args = args};
+    grpc_server *srv = grpc_server_create(&cargs, NULL);
+    if (!srv) {
+        oc_error_set(err, OC_E_INTERNAL, "rpc server: could not create server");
+        return NULL;
+    }
+    for (int i = 0; i < s->ncq; i++)
+        grpc_server_register_completion_queue(srv, s->cqs[i], NULL);
+    for (size_t i = 0; i < s->nmethods; i++) {
+        regs[i] = grpc_server_register_method(srv, s->methods[i].path, NULL,
+                                              GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (!regs[i]) {
+            oc_error_set(err, OC_E_INVALID, "rpc server: could not register method %s",
+                         s->methods[i].path);
+            grpc_server_destroy(srv);
+            return NULL;
+        }
+    }
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    *port = grpc_server_add_http2_port(srv, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (*port == 0) {
+        oc_error_set(err, OC_E_IO, "could not listen on %s", addr);
+        /* Not started and nothing bound: it can go without a shutdown. */
+        grpc_server_destroy(srv);
+        return NULL;
+    }
+    return srv;
 }
 
 oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
@@ -640,7 +887,7 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                                       oc_error_t *err)
 {
     oc_rpc_server_t *s = NULL;
-    grpc_server_credentials *creds = NULL;
+    void **regs = NULL;
 
     if (!opts || !opts->listen || (nmethods && !methods) || opts->workers < 0 ||
         opts->workers > 1024) {
@@ -666,6 +913,7 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
         return NULL;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->gen_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -681,7 +929,10 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
     if (s->opts.max_streams_per_connection <= 0) s->opts.max_streams_per_connection = 256;
     if (s->opts.memory_quota_bytes == 0) s->opts.memory_quota_bytes = DEFAULT_QUOTA;
     if (s->opts.housekeeping_ms <= 0) s->opts.housekeeping_ms = DEFAULT_HOUSEKEEPING_MS;
+    if (s->opts.probe_timeout_ms <= 0) s->opts.probe_timeout_ms = DEFAULT_PROBE_TIMEOUT_MS;
     atomic_init(&s->serving, true);
+    atomic_init(&s->healthy, true);
+    s->accept_failures_seen = atomic_load(&g_accept_failures);
     atomic_init(&s->stopping, false);
     atomic_init(&s->outstanding, 0);
     s->shutdown_tag.fn = on_shutdown_tag;
@@ -716,36 +967,26 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                                          .max_decode_bytes = HEALTH_MAX_REQUEST * 4 + DECODE_SLACK},
                        NULL};
 
-    grpc_arg args[SERVER_ARGS];
-    grpc_channel_args cargs = {.num_args = server_args(s, args), .args = args};
-    s->server = grpc_server_create(&cargs, NULL);
-    if (!s->server) {
-        oc_error_set(err, OC_E_INTERNAL, "rpc server: could not create server");
+    for (int i = 0; i < s->ncq; i++)
+        s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+    regs = calloc(s->nmethods, sizeof(*regs));
+    if (!regs) {
+        oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
         goto fail;
     }
-    for (int i = 0; i < s->ncq; i++) {
-        s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
-        grpc_server_register_completion_queue(s->server, s->cqs[i], NULL);
-    }
-    for (size_t i = 0; i < s->nmethods; i++) {
-        s->methods[i].registered = grpc_server_register_method(
-            s->server, s->methods[i].path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-        if (!s->methods[i].registered) {
-            oc_error_set(err, OC_E_INVALID, "rpc server: could not register method %s",
-                         s->methods[i].path);
-            goto fail;
-        }
-    }
-    creds = grpc_insecure_server_credentials_create();
-    s->port = grpc_server_add_http2_port(s->server, opts->listen, creds);
-    grpc_server_credentials_release(creds);
-    if (s->port == 0) {
-        oc_error_set(err, OC_E_IO, "could not listen on %s", opts->listen);
+    s->server = build_server(s, opts->listen, regs, &s->port, err);
+    if (!s->server) goto fail;
+    for (size_t i = 0; i < s->nmethods; i++)
+        s->methods[i].registered = regs[i];
+    free(regs);
+    if (probe_target(s) != OC_OK) {
+        oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
         goto fail;
     }
     return s;
 
 fail:
+    free(regs);
     if (s->server) {
         /* Never started: nobody polls the queues, so the shutdown tag is drained here. */
         grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->shutdown_tag);
@@ -826,8 +1067,12 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
     atomic_store(&s->serving, false);
     atomic_store(&s->stopping, true);
     /* Refuses new calls; pending request tags complete with ok=0 and are released by the
-     * workers; the tag arrives once the listeners and connections are gone. */
-    grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->shutdown_tag);
+     * workers; the tag arrives once the listeners and connections are gone. Without a current
+     * server (its replacement could not bind yet) there is nothing to wait for. */
+    if (s->server)
+        grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->shutdown_tag);
+    else
+        s->shutdown_tag_seen = true;
 
     bool running = false;
     for (int i = 0; i < s->nworkers; i++)
@@ -863,7 +1108,9 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
          * work, and their final batches complete (unsuccessfully) right away. */
         OC_LOG(OC_LOG_WARN, "rpc: shutdown grace period over, cancelling calls",
                OC_LI("pending_tags", atomic_load(&s->outstanding)));
-        grpc_server_cancel_all_calls(s->server);
+        if (s->server) grpc_server_cancel_all_calls(s->server);
+        for (retired_t *r = s->retired; r; r = r->next)
+            grpc_server_cancel_all_calls(r->server);
         pthread_mutex_lock(&s->mu);
         while (!idle(s))
             pthread_cond_wait(&s->cv, &s->mu);
@@ -890,6 +1137,10 @@ void oc_rpc_server_destroy(oc_rpc_server_t *s)
 
 static void core_log(gpr_log_func_args *a)
 {
+    /* gRPC 1.51 gives up on a listening port when accept4 fails with anything but EAGAIN or
+     * ECONNABORTED (EMFILE, ENFILE, ENOBUFS...), and says so only in this line. */
+    if (a->message && strncmp(a->message, "Failed accept4", 14) == 0)
+        atomic_fetch_add(&g_accept_failures, 1);
     oc_log_level_t level = a->severity == GPR_LOG_SEVERITY_ERROR  ? OC_LOG_ERROR
                            : a->severity == GPR_LOG_SEVERITY_INFO ? OC_LOG_INFO
                                                                   : OC_LOG_DEBUG;
@@ -904,10 +1155,6 @@ void oc_rpc_route_core_logs(void)
 }
 
 /* ---- client ---- */
-
-struct oc_rpc_client {
-    grpc_channel *channel;
-};
 
 oc_rpc_client_t *oc_rpc_client_create(const char *target, oc_error_t *err)
 {

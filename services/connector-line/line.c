@@ -285,7 +285,7 @@ oc_err_t line_service_start(line_service_t *s, int *grpc_port, int *http_port, o
     *grpc_port = oc_rpc_server_port(s->rpc);
 
     s->routes[0] = (oc_http_route_t){"POST", "/webhooks/line/", true, line_webhook_handle, l};
-    s->routes[1] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz, NULL};
+    s->routes[1] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz_rpc, s->rpc};
     s->routes[2] = (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, l->metrics};
     oc_http_server_opts_t hopts = {
         .listen = l->cfg.http_listen,

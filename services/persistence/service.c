@@ -203,7 +203,7 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
     *grpc_port = oc_rpc_server_port(s->rpc);
     *admin_port = 0;
     if (s->pst.cfg.admin_listen != NULL && s->pst.cfg.admin_listen[0] != '\0') {
-        s->routes[0] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz, NULL};
+        s->routes[0] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz_rpc, s->rpc};
         s->routes[1] =
             (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, s->pst.metrics};
         oc_http_server_opts_t hopts = {

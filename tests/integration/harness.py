@@ -187,7 +187,7 @@ class Db:
 
 
 class Service:
-    def __init__(self, cluster, name="persistence", extra_args=()):
+    def __init__(self, cluster, name="persistence", extra_args=(), nofile=None):
         self.cluster = cluster
         self.bin = os.path.join(BIN_DIR, "omnichat-persistence")
         self.work = tempfile.mkdtemp(prefix=f"omnichat-it-{name}-")
@@ -195,6 +195,7 @@ class Service:
         self.out_path = os.path.join(self.work, "stdout.log")
         self.key_path = os.path.join(self.work, "cursor.key")
         self.extra_args = list(extra_args)
+        self.nofile = nofile  # RLIMIT_NOFILE of the process: n (soft = hard) or (soft, hard)
         self.proc = None
         self.grpc_port = None
         self.admin_port = None
@@ -232,7 +233,15 @@ class Service:
                "--cursor-key-file", self.key_path, *self.extra_args]
         self._err = open(self.log_path, "ab")
         self._out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=self.env())
+        preexec = None
+        if self.nofile is not None:
+            import resource
+            limit = self.nofile if isinstance(self.nofile, tuple) else (self.nofile,) * 2
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=self.env(),
+                                     preexec_fn=preexec)
         deadline = time.time() + timeout
         while time.time() < deadline:
             ev = self._find_listening()

@@ -70,8 +70,12 @@ typedef struct oc_rpc_server_opts {
     /* gRPC core's memory quota (0: 512 MiB): past it, buffers shrink and new connections are
      * dropped. */
     size_t memory_quota_bytes;
-    /* Period of the housekeeping thread (0: 1000 ms): gives memory back after spikes. */
+    /* Period of the housekeeping thread (0: 1000 ms). Each tick it recreates the listener if
+     * gRPC core stopped accepting (accept4 failed, e.g. EMFILE: 1.51 never retries), calls its
+     * own Health/Check over a new connection with probe_timeout_ms (0: 2000) for
+     * oc_rpc_server_healthy, and gives memory back after spikes. */
     int housekeeping_ms;
+    int probe_timeout_ms;
     /* Optional per-thread state (e.g. one database connection per worker). */
     void *(*worker_init)(void *worker_arg, int index);
     void (*worker_fini)(void *worker);
@@ -98,6 +102,13 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
 int oc_rpc_server_port(const oc_rpc_server_t *s);
 /* Starts the worker threads. */
 oc_err_t oc_rpc_server_start(oc_rpc_server_t *s, oc_error_t *err);
+/*
+ * Whether the last self-probe (Health/Check over a new connection to our own port, every
+ * housekeeping period) succeeded: false when the service cannot accept or serve a call, with
+ * the reason in detail (optional, n bytes). True until the first probe ran. Thread-safe.
+ * Accept failures are seen through gRPC core's log: call oc_rpc_route_core_logs first.
+ */
+bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n);
 /* Health status reported by Check. Thread-safe. */
 void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving);
 /*

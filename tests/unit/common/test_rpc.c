@@ -605,6 +605,57 @@ static void test_shutdown_cancels(void)
     run_shutdown(100, "sleep:800", false);
 }
 
+typedef struct sleeper {
+    oc_rpc_client_t *c;
+    oc_err_t rc;
+} sleeper_t;
+
+static void *sleep_call(void *p)
+{
+    sleeper_t *sl = p;
+    oc_arena_t *a = oc_arena_create(0);
+    oc_error_t err;
+    int status = 0;
+    sl->rc = call_echo(sl->c, "/test.Echo/Echo", "sleep:1500", 10000, NULL, a, NULL, &status, &err);
+    oc_arena_destroy(a);
+    return NULL;
+}
+
+/* Waits up to ms for oc_rpc_server_healthy to become `want`; returns whether it did. */
+static bool await_healthy(oc_rpc_server_t *s, bool want, int ms, char *detail, size_t n)
+{
+    int64_t until = mono_ms() + ms;
+    while (mono_ms() < until) {
+        if (oc_rpc_server_healthy(s, detail, n) == want) return true;
+        usleep(20 * 1000);
+    }
+    return false;
+}
+
+static void test_health_probe_follows_grpc_path(void)
+{
+    /* One worker, blocked by a slow call: the self-probe cannot be served, so the server
+     * reports unhealthy (with the reason) until the worker is free again. */
+    oc_error_t err;
+    oc_rpc_server_opts_t o = {
+        .listen = "127.0.0.1:0", .workers = 1, .housekeeping_ms = 100, .probe_timeout_ms = 300};
+    oc_rpc_server_t *s = oc_rpc_server_create(&o, g_methods, NMETHODS, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL_FATAL(oc_rpc_server_start(s, &err), OC_OK);
+    char detail[256];
+    CU_ASSERT_TRUE(await_healthy(s, true, 2000, detail, sizeof detail));
+    sleeper_t sl = {client_for(s), OC_E_INTERNAL};
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, sleep_call, &sl), 0);
+    CU_ASSERT_TRUE(await_healthy(s, false, 1400, detail, sizeof detail));
+    CU_ASSERT_PTR_NOT_NULL(strstr(detail, "grpc self-check failed"));
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(sl.rc, OC_OK);
+    CU_ASSERT_TRUE(await_healthy(s, true, 3000, NULL, 0));
+    oc_rpc_client_destroy(sl.c);
+    oc_rpc_server_destroy(s);
+}
+
 int main(void)
 {
     /* Core log lines (the busy-port bind error) come out as JSON lines from here on. */
@@ -623,6 +674,7 @@ int main(void)
     CU_add_test(s, "expired on arrival, size limit", test_server_side_deadline_and_limit);
     CU_add_test(s, "graceful shutdown with calls in flight", test_shutdown_graceful);
     CU_add_test(s, "shutdown cancels after grace", test_shutdown_cancels);
+    CU_add_test(s, "health probe follows the gRPC path", test_health_probe_follows_grpc_path);
     CU_add_test(s, "server callbacks saw what they expected", test_callbacks_clean);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
