@@ -127,10 +127,15 @@ def storms(args):
             f.write(b"\x00" + struct.pack(">I", 0))
         print(f"start: VmRSS {mib(status_kb(pid, 'VmRSS'))}")
         for rnd in range(1, args.rounds + 1):
-            subprocess.run([h2load, "-c", str(args.clients), "-n", str(args.requests), "-m", "1",
-                            "-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers",
-                            f"http://127.0.0.1:{svc.grpc_port}{HEALTH_CHECK}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            r = subprocess.run([h2load, "-c", str(args.clients), "-n", str(args.requests),
+                                "-m", "1", "-d", body, "-H", "content-type: application/grpc",
+                                "-H", "te: trailers",
+                                f"http://127.0.0.1:{svc.grpc_port}{HEALTH_CHECK}"],
+                               capture_output=True, text=True, check=False)
+            if rnd == 1:
+                print("round 1 h2load: " + " | ".join(
+                    ln.strip() for ln in r.stdout.splitlines()
+                    if ln.startswith(("requests:", "status codes:", "finished in"))))
             if rnd % 5 == 0 or rnd == args.rounds:
                 print(f"round {rnd}: VmRSS {mib(status_kb(pid, 'VmRSS'))}, "
                       f"VmHWM {mib(status_kb(pid, 'VmHWM'))}", flush=True)

@@ -264,32 +264,39 @@ static ProtobufCMessage *decode_request(const method_t *m, grpc_byte_buffer **pa
     grpc_byte_buffer_reader_destroy(&r);
     grpc_byte_buffer_destroy(*payload);
     *payload = NULL;
-    const uint8_t *p = GRPC_SLICE_START_PTR(sl);
-    len = GRPC_SLICE_LENGTH(sl);
-    size_t cost = 0;
-    if (oc_pb_check(m->input, p, len, &m->limits.wire, &cost, &ctx->err) != OC_OK) goto out;
+    req = oc_rpc_decode(m->input, &m->limits, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl),
+                        ctx->arena, &ctx->err);
+    /* Unpacked messages own copies of their strings: the wire bytes can go now. */
+    grpc_slice_unref(sl);
+    return req;
+}
+
+ProtobufCMessage *oc_rpc_decode(const ProtobufCMessageDescriptor *desc,
+                                const oc_rpc_limits_t *limits, const uint8_t *p, size_t len,
+                                oc_arena_t *arena, oc_error_t *err)
+{
+    size_t cost = 0, max = limits->max_decode_bytes;
+
+    if (max == 0) max = 4 * limits->max_request_bytes + DECODE_SLACK;
+    if (oc_pb_check(desc, p, len, &limits->wire, &cost, err) != OC_OK) return NULL;
     /* The wire walk bounds what unpacking will allocate; the budget holds protobuf-c to that
      * (with slack for what the model does not see, such as merged duplicate sub-messages),
      * and the method's ceiling refuses expensive input before anything is spent. */
     size_t budget = cost + cost / 2 + DECODE_SLACK;
-    if (budget > m->limits.max_decode_bytes) {
-        oc_error_set(&ctx->err, OC_E_TOO_LARGE,
+    if (budget > max) {
+        oc_error_set(err, OC_E_TOO_LARGE,
                      "request: decoding would need %zu bytes, at most %zu for this method", budget,
-                     m->limits.max_decode_bytes);
-        goto out;
+                     max);
+        return NULL;
     }
     oc_arena_budget_t b;
     ProtobufCAllocator alloc;
-    oc_arena_protobuf_allocator_budget(ctx->arena, budget, &b, &alloc);
-    req = protobuf_c_message_unpack(m->input, &alloc, len, p);
+    oc_arena_protobuf_allocator_budget(arena, budget, &b, &alloc);
+    ProtobufCMessage *req = protobuf_c_message_unpack(desc, &alloc, len, p);
     if (req == NULL && b.exhausted)
-        oc_error_set(&ctx->err, OC_E_TOO_LARGE, "request: decoding needs more than %zu bytes",
-                     budget);
+        oc_error_set(err, OC_E_TOO_LARGE, "request: decoding needs more than %zu bytes", budget);
     else if (req == NULL)
-        oc_error_set(&ctx->err, OC_E_INVALID, "request: malformed protobuf");
-    /* Unpacked messages own copies of their strings: the wire bytes can go now. */
-out:
-    grpc_slice_unref(sl);
+        oc_error_set(err, OC_E_INVALID, "request: malformed protobuf");
     return req;
 }
 

@@ -119,6 +119,17 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms);
 /* Frees the server (shutting it down first if needed) and calls grpc_shutdown. NULL is fine. */
 void oc_rpc_server_destroy(oc_rpc_server_t *s);
 
+/*
+ * The server's decoding step, exposed for tests and fuzzing: checks `p[0..len)` on the wire
+ * against limits->wire, then unpacks it as `desc` into `arena` under the budget described at
+ * oc_rpc_limits_t (max_decode_bytes 0: 4 x max_request_bytes + 64 KiB; max_request_bytes is
+ * checked by the caller). Returns the message, or NULL with err set: OC_E_INVALID naming the
+ * field or "request: malformed protobuf", OC_E_TOO_LARGE over the budget. Thread-safe.
+ */
+ProtobufCMessage *oc_rpc_decode(const ProtobufCMessageDescriptor *desc,
+                                const oc_rpc_limits_t *limits, const uint8_t *p, size_t len,
+                                oc_arena_t *arena, oc_error_t *err);
+
 /* Routes gRPC core's own log lines into oc_log (call before anything else touches grpc). */
 void oc_rpc_route_core_logs(void);
 
