@@ -3,7 +3,12 @@
 
 #include "omnichat/pbcheck.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -51,6 +56,9 @@
 #define DEFAULT_QUOTA ((size_t)512 << 20)
 #define DEFAULT_HOUSEKEEPING_MS 1000
 #define DEFAULT_PROBE_TIMEOUT_MS 2000
+#define DEFAULT_MAX_CONNECTIONS 4096
+/* Descriptors kept for database connections, the admin server, logs and gRPC's own. */
+#define FD_RESERVE 128
 /* Heap growth after which the housekeeping thread gives freed memory back. */
 #define TRIM_SLACK ((size_t)8 << 20)
 /* Decoding budget beyond the wire walk's estimate. */
@@ -692,6 +700,78 @@ bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n)
     return ok;
 }
 
+/* The local port of a connected (not listening) TCP socket, or -1. */
+static int accepted_port(int fd)
+{
+    struct stat st;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int listening = 0;
+    socklen_t ll = sizeof listening;
+
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) != 0 || listening) return -1;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) return -1;
+    if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
+/*
+ * gRPC 1.51 has no cap on connections, and its accept loop dies for good when descriptors run
+ * out. So the housekeeping thread counts the sockets accepted on our port (their local port is
+ * ours; a client socket's is ephemeral) and, past max_connections, shuts the newest ones down:
+ * shutdown(2), never close(2), so gRPC still owns the descriptor, sees the connection end and
+ * closes it itself. A descriptor closed and reused between the check and the shutdown would
+ * have to be another socket accepted on our port in those microseconds. Keeper thread only.
+ */
+static void shed_connections(oc_rpc_server_t *s)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int *fds = NULL;
+    size_t n = 0, cap = 0, entries = 0;
+    struct dirent *e;
+
+    if (!d) return;
+    /* Cheap first: fewer descriptors than the cap means nothing to count. */
+    while ((e = readdir(d)) != NULL)
+        entries++;
+    if (entries <= (size_t)s->opts.max_connections) goto out;
+    rewinddir(d);
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || fd < 0 || fd == dirfd(d)) continue;
+        if (accepted_port((int)fd) != s->port) continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            int *nf = realloc(fds, ncap * sizeof(*nf));
+            if (!nf) goto out;
+            fds = nf;
+            cap = ncap;
+        }
+        fds[n++] = (int)fd;
+    }
+    if (n <= (size_t)s->opts.max_connections) goto out;
+    /* Newest first: descriptors are handed out lowest-free, so high numbers are recent. */
+    size_t shed = n - (size_t)s->opts.max_connections;
+    for (size_t i = 0; i < shed; i++) {
+        size_t hi = i;
+        for (size_t k = i + 1; k < n; k++)
+            if (fds[k] > fds[hi]) hi = k;
+        int t = fds[i];
+        fds[i] = fds[hi];
+        fds[hi] = t;
+        if (accepted_port(fds[i]) == s->port) shutdown(fds[i], SHUT_RDWR);
+    }
+    OC_LOG(OC_LOG_WARN, "rpc: too many connections, closing the newest",
+           OC_LI("connections", (long long)n), OC_LI("max", s->opts.max_connections),
+           OC_LI("closed", (long long)shed));
+out:
+    free(fds);
+    closedir(d);
+}
+
 static void *keeper_main(void *arg)
 {
     oc_rpc_server_t *s = arg;
@@ -713,6 +793,7 @@ static void *keeper_main(void *arg)
         if (failures != s->accept_failures_seen || !s->server) {
             if (replace_listener(s)) s->accept_failures_seen = failures;
         }
+        shed_connections(s);
         probe_health(s);
         /* Request buffers and connection state freed after a spike otherwise stay in malloc's
          * free lists for good (issue 6, items 3 and 7: hundreds of MB kept). */
@@ -746,6 +827,19 @@ static oc_err_t add_service_name(oc_rpc_server_t *s, const char *path, oc_error_
     if (!name) return oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
     s->services[s->nservices++] = name;
     return OC_OK;
+}
+
+/* DEFAULT_MAX_CONNECTIONS, lowered to leave FD_RESERVE descriptors for everything else when
+ * RLIMIT_NOFILE is smaller. */
+static int default_max_connections(void)
+{
+    struct rlimit rl;
+    long max = DEFAULT_MAX_CONNECTIONS;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (long)rl.rlim_cur - FD_RESERVE < max)
+        max = (long)rl.rlim_cur - FD_RESERVE;
+    return max < 16 ? 16 : (int)max;
 }
 
 /* The server's channel arguments into args[SERVER_ARGS]; returns how many. */
@@ -937,6 +1031,7 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
     if (s->opts.memory_quota_bytes == 0) s->opts.memory_quota_bytes = DEFAULT_QUOTA;
     if (s->opts.housekeeping_ms <= 0) s->opts.housekeeping_ms = DEFAULT_HOUSEKEEPING_MS;
     if (s->opts.probe_timeout_ms <= 0) s->opts.probe_timeout_ms = DEFAULT_PROBE_TIMEOUT_MS;
+    if (s->opts.max_connections <= 0) s->opts.max_connections = default_max_connections();
     atomic_init(&s->serving, true);
     atomic_init(&s->healthy, true);
     s->accept_failures_seen = atomic_load(&g_accept_failures);

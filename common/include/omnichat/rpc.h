@@ -70,12 +70,16 @@ typedef struct oc_rpc_server_opts {
     /* gRPC core's memory quota (0: 512 MiB): past it, buffers shrink and new connections are
      * dropped. */
     size_t memory_quota_bytes;
-    /* Period of the housekeeping thread (0: 1000 ms). Each tick it recreates the listener if
+    /* Period of the housekeeping thread (0: 1000 ms). Each tick it sheds connections over
+     * max_connections, recreates the listener if
      * gRPC core stopped accepting (accept4 failed, e.g. EMFILE: 1.51 never retries), calls its
      * own Health/Check over a new connection with probe_timeout_ms (0: 2000) for
      * oc_rpc_server_healthy, and gives memory back after spikes. */
     int housekeeping_ms;
     int probe_timeout_ms;
+    /* Cap on concurrent gRPC connections (0: 4096, or RLIMIT_NOFILE - 128 when lower). gRPC
+     * 1.51 has none: each housekeeping period the newest connections past it are shut down. */
+    int max_connections;
     /* Optional per-thread state (e.g. one database connection per worker). */
     void *(*worker_init)(void *worker_arg, int index);
     void (*worker_fini)(void *worker);

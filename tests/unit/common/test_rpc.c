@@ -7,6 +7,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -656,6 +660,58 @@ static void test_health_probe_follows_grpc_path(void)
     oc_rpc_server_destroy(s);
 }
 
+static void test_connection_cap(void)
+{
+    /* 60 idle HTTP/2 connections against a cap of 20: the newest 40 are closed by the server
+     * within a few housekeeping periods, and calls on a new connection still work. */
+    enum { N = 60, CAP = 20 };
+    static const char hello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+    oc_error_t err;
+    oc_rpc_server_opts_t o = {
+        .listen = "127.0.0.1:0", .workers = 2, .housekeeping_ms = 100, .max_connections = CAP};
+    oc_rpc_server_t *s = oc_rpc_server_create(&o, g_methods, NMETHODS, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL_FATAL(oc_rpc_server_start(s, &err), OC_OK);
+    int fds[N];
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)oc_rpc_server_port(s)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0; i < N; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        CU_ASSERT_EQUAL_FATAL(connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
+        CU_ASSERT(write(fds[i], hello, sizeof hello - 1) == (ssize_t)(sizeof hello - 1));
+    }
+    /* Count connections the server ended (EOF or reset), reading whatever it sent first. */
+    int closed = 0;
+    bool done[N] = {false};
+    int64_t until = mono_ms() + 5000;
+    while (closed < N - CAP && mono_ms() < until) {
+        for (int i = 0; i < N; i++) {
+            if (done[i]) continue;
+            char buf[512];
+            ssize_t r = recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                done[i] = true;
+                closed++;
+            }
+        }
+        usleep(20 * 1000);
+    }
+    CU_ASSERT(closed >= N - CAP);
+    CU_ASSERT(closed <= N - CAP + 2); /* the probe's own connection may take a slot */
+    oc_rpc_client_t *c = client_for(s);
+    oc_arena_t *a = oc_arena_create(0);
+    int status = -1;
+    const char *out = NULL;
+    CU_ASSERT_EQUAL(call_echo(c, "/test.Echo/Echo", "hi", 5000, NULL, a, &out, &status, &err),
+                    OC_OK);
+    oc_arena_destroy(a);
+    oc_rpc_client_destroy(c);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    oc_rpc_server_destroy(s);
+}
+
 int main(void)
 {
     /* Core log lines (the busy-port bind error) come out as JSON lines from here on. */
@@ -675,6 +731,7 @@ int main(void)
     CU_add_test(s, "graceful shutdown with calls in flight", test_shutdown_graceful);
     CU_add_test(s, "shutdown cancels after grace", test_shutdown_cancels);
     CU_add_test(s, "health probe follows the gRPC path", test_health_probe_follows_grpc_path);
+    CU_add_test(s, "connections over the cap are shed", test_connection_cap);
     CU_add_test(s, "server callbacks saw what they expected", test_callbacks_clean);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
