@@ -9,7 +9,7 @@ import socket
 import struct
 import time
 
-from harness import BIN_DIR, PgCluster, Service
+from harness import BIN_DIR, PgCluster, Service, sanitizer_lines
 
 MEASURE_RSS = "asan" not in os.path.basename(os.path.normpath(os.path.dirname(BIN_DIR)))
 ROUNDS = 5
@@ -123,3 +123,4 @@ def test_memory_given_back_after_connection_storms():
     finally:
         svc.stop()
         cluster.destroy()
+    assert not sanitizer_lines(svc.log_text()), svc.log_text()[-4000:]

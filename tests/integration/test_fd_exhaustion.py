@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from harness import PgCluster, Service, health_pb
+from harness import PgCluster, Service, health_pb, sanitizer_lines
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # empty SETTINGS frame
@@ -29,6 +29,7 @@ def small_stack():
         if svc is not None:
             svc.stop()
         cluster.destroy()
+    assert not sanitizer_lines(svc.log_text()), svc.log_text()[-4000:]
 
 
 def _fresh_check(port, timeout):
@@ -113,3 +114,4 @@ def test_descriptor_limit_raised_to_the_hard_limit():
     finally:
         svc.stop()
         cluster.destroy()
+    assert not sanitizer_lines(svc.log_text()), svc.log_text()[-4000:]
