@@ -3,8 +3,8 @@
 
     scripts/grpc-memory.py bodies [--concurrent 16] [--mib 8] [--rounds 1]
         N concurrent PersistInbound bodies of M MiB each, made of empty `messages` entries,
-        unknown fields and empty attachments in turn; prints peak RSS (VmHWM) and the RSS a few
-        seconds after.
+        unknown fields, empty attachments and one huge string in turn (--kinds); prints peak
+        RSS (VmHWM) and the RSS a few seconds after.
     scripts/grpc-memory.py storms [--rounds 45] [--clients 1000] [--requests 20000]
         rounds of `h2load -c CLIENTS -n REQUESTS` against grpc.health.v1.Health/Check (Debian
         package nghttp2-client); prints RSS before, after each 5th round, and settled.
@@ -42,6 +42,10 @@ def hostile_body(kind, size):
         return b"\x78\x00" * (size // 2)
     if kind == "empty-attachments":  # one message with field 16 (attachments) repeated, empty
         inner = b"\x82\x01\x00" * ((size - 8) // 3)
+        return b"\x12" + _varint(len(inner)) + inner
+    if kind == "big-string":  # one message whose content_text (field 13) is the whole body
+        text = b"a" * (size - 16)
+        inner = b"\x6a" + _varint(len(text)) + text
         return b"\x12" + _varint(len(inner)) + inner
     raise ValueError(kind)
 
@@ -87,7 +91,7 @@ def bodies(args):
                     for _ in range(args.concurrent)]
         codes = {}
         for rnd in range(args.rounds):
-            for kind in ("empty-messages", "unknown-fields", "empty-attachments"):
+            for kind in args.kinds.split(","):
                 body = hostile_body(kind, args.mib << 20)
                 calls = [ch.unary_unary(PERSIST_INBOUND, request_serializer=lambda x: x,
                                         response_deserializer=lambda x: x).future(body, timeout=60)
@@ -157,6 +161,7 @@ def main():
     b.add_argument("--mib", type=int, default=8)
     b.add_argument("--rounds", type=int, default=1)
     b.add_argument("--settle", type=float, default=5)
+    b.add_argument("--kinds", default="empty-messages,unknown-fields,empty-attachments,big-string")
     s = sub.add_parser("storms")
     s.add_argument("--rounds", type=int, default=45)
     s.add_argument("--clients", type=int, default=1000)

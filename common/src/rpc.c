@@ -60,7 +60,7 @@
 /* Descriptors kept for database connections, the admin server, logs and gRPC's own. */
 #define FD_RESERVE 128
 /* Heap growth after which the housekeeping thread gives freed memory back. */
-#define TRIM_SLACK ((size_t)8 << 20)
+#define TRIM_SLACK ((size_t)2 << 20)
 /* Decoding budget beyond the wire walk's estimate. */
 #define DECODE_SLACK (64u * 1024)
 
