@@ -211,3 +211,33 @@ void oc_arena_protobuf_allocator(oc_arena_t *a, ProtobufCAllocator *out)
     out->free = pb_free;
     out->allocator_data = a;
 }
+
+static void *pb_alloc_budget(void *data, size_t size)
+{
+    oc_arena_budget_t *b = data;
+    /* Charge what the arena really spends (at least 1 byte, rounded to the alignment). */
+    size_t need = size == 0 ? ALIGN : size > SIZE_MAX - ALIGN ? SIZE_MAX : round_up(size);
+
+    if (need > b->left) {
+        b->exhausted = true;
+        return NULL;
+    }
+    void *p = oc_arena_alloc(b->arena, size);
+    if (p != NULL) {
+        b->left -= need;
+        b->used += need;
+    }
+    return p;
+}
+
+void oc_arena_protobuf_allocator_budget(oc_arena_t *a, size_t budget, oc_arena_budget_t *b,
+                                        ProtobufCAllocator *out)
+{
+    b->arena = a;
+    b->left = budget;
+    b->used = 0;
+    b->exhausted = false;
+    out->alloc = pb_alloc_budget;
+    out->free = pb_free;
+    out->allocator_data = b;
+}

@@ -3,11 +3,17 @@
 
 #include "omnichat/pbcheck.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,12 +29,14 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "omnichat/log.h"
+#include "omnichat/resources.h"
 #include "omnichat/util.h"
 #include "rpc_tls.h"
 
 #define DEFAULT_WORKERS 16
 #define DEFAULT_MAX_MESSAGE (4u * 1024 * 1024)
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
+#define HEALTH_MAX_REQUEST 1024 /* a service name */
 /* Worker threads per completion queue: in practice one CQ for all workers. Measured on 2 cores
  * (64 blocking client threads, separate processes): 1 CQ x 16 workers and 4 CQs x 4 workers
  * both gave ~20k calls/s with a trivial handler and ~11-13k/s with a 1 ms blocking one, within
@@ -41,6 +49,21 @@
 #define REQUESTS_UNREGISTERED 2
 #define REQUEST_ID_MAX ((int)sizeof(((oc_rpc_ctx_t *)0)->request_id) - 1)
 #define UNREGISTERED (-1)
+#define SERVER_ARGS 16
+#define DEFAULT_IDLE_MS (5 * 60 * 1000)
+#define DEFAULT_AGE_MS (30 * 60 * 1000)
+#define CONNECTION_AGE_GRACE_MS (30 * 1000)
+#define DEFAULT_HANDSHAKE_MS (10 * 1000)
+#define DEFAULT_QUOTA ((size_t)512 << 20)
+#define DEFAULT_HOUSEKEEPING_MS 1000
+#define DEFAULT_PROBE_TIMEOUT_MS 2000
+#define DEFAULT_MAX_CONNECTIONS 4096
+/* Descriptors kept for database connections, the admin server, logs and gRPC's own. */
+#define FD_RESERVE 128
+/* Heap growth after which the housekeeping thread gives freed memory back. */
+#define TRIM_SLACK ((size_t)2 << 20)
+/* Decoding budget beyond the wire walk's estimate. */
+#define DECODE_SLACK (64u * 1024)
 
 #define CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -54,7 +77,8 @@ typedef struct method {
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
     oc_rpc_handler_fn handler;
-    void *registered; /* grpc_server_register_method handle */
+    oc_rpc_limits_t limits; /* the table's, with the server's defaults filled in */
+    void *registered;       /* grpc_server_register_method handle */
 } method_t;
 
 typedef struct worker {
@@ -121,11 +145,40 @@ struct oc_rpc_server {
      * past its end are ours (health) and open to every authenticated peer. */
     const oc_rpc_method_t *table;
     size_t ntable;
+    grpc_resource_quota *quota;
+    /* Guards `server` and the methods' `registered` handles while a listener is replaced. */
+    pthread_mutex_t gen_mu;
+    /* Servers whose listener died, shutting down or shut down; destroyed with the server. */
+    struct retired *retired;
+    long accept_failures_seen;
+    char *probe_target;     /* "127.0.0.1:port": where the health probe connects */
+    oc_rpc_tls_t probe_tls; /* with TLS: our own certificate, checked as "localhost" */
+    atomic_bool healthy;
+    char health_detail[OC_ERROR_MSG_MAX + 1]; /* under mu */
+    /* Housekeeping thread (memory trim; listener watchdog and health probe). */
+    pthread_t keeper;
+    bool keeper_running;
+    bool keeper_stop; /* under mu */
 };
 
+typedef struct retired {
+    tag_t tag; /* shutdown_and_notify tag */
+    oc_rpc_server_t *s;
+    grpc_server *server;
+    struct retired *next;
+} retired_t;
+
 static _Thread_local void *tls_worker;
+/* "Failed accept4" lines seen from gRPC core: in 1.51 the listening port is dead after one. */
+static atomic_long g_accept_failures;
 
 static void on_request(void *tag, bool ok);
+static bool replace_listener(oc_rpc_server_t *s);
+static grpc_server *build_server(oc_rpc_server_t *s, const char *addr, void **regs, int *port,
+                                 oc_error_t *err);
+static void probe_health(oc_rpc_server_t *s);
+static oc_rpc_client_t *client_new(const char *target, const oc_rpc_tls_t *tls,
+                                   bool own_connections, oc_error_t *err);
 static void on_call_done(void *tag, bool ok);
 
 /* ---- helpers ---- */
@@ -182,32 +235,84 @@ static grpc_byte_buffer *pack_message(const ProtobufCMessage *m)
     return bb;
 }
 
-/* NULL when the buffer is not a valid `desc` message. */
-/* Unpacks a received buffer into the arena. With `check` set (server side), strings are first
- * checked on the wire: protobuf-c would cut them at an embedded NUL without telling anyone.
- * *bad_input is set when that check refused the input (err then names the field). */
+/* Client side: the response of a server we called. NULL when it is not a valid `desc`. */
 static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb,
-                                        const ProtobufCMessageDescriptor *desc, oc_arena_t *arena,
-                                        oc_error_t *check, bool *bad_input)
+                                        const ProtobufCMessageDescriptor *desc, oc_arena_t *arena)
 {
     grpc_byte_buffer_reader r;
     ProtobufCMessage *m = NULL;
 
-    if (bad_input) *bad_input = false;
     if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
     grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    if (check && oc_pb_check_strings(desc, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl),
-                                     check) != OC_OK) {
-        if (bad_input) *bad_input = true;
-        goto out;
-    }
     ProtobufCAllocator alloc;
     oc_arena_protobuf_allocator(arena, &alloc);
     m = protobuf_c_message_unpack(desc, &alloc, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
-out:
     grpc_slice_unref(sl);
     return m;
+}
+
+/*
+ * Server side: turns the received buffer into a request under the method's limits, taking
+ * *payload (destroyed here as early as possible: the contiguous copy and the buffer never both
+ * outlive the wire check). Strings are checked on the wire because protobuf-c would cut them at
+ * an embedded NUL without telling anyone; element counts, because protobuf-c spends hundreds of
+ * bytes on each 2-byte empty element. On failure returns NULL with ctx->err set.
+ */
+static ProtobufCMessage *decode_request(const method_t *m, grpc_byte_buffer **payload,
+                                        oc_rpc_ctx_t *ctx)
+{
+    grpc_byte_buffer_reader r;
+    ProtobufCMessage *req = NULL;
+    size_t len = grpc_byte_buffer_length(*payload);
+
+    if (len > m->limits.max_request_bytes) {
+        oc_error_set(&ctx->err, OC_E_TOO_LARGE, "request: %zu bytes, at most %zu for this method",
+                     len, m->limits.max_request_bytes);
+        return NULL;
+    }
+    if (!grpc_byte_buffer_reader_init(&r, *payload)) {
+        oc_error_set(&ctx->err, OC_E_INVALID, "request: unreadable message");
+        return NULL;
+    }
+    grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    grpc_byte_buffer_destroy(*payload);
+    *payload = NULL;
+    req = oc_rpc_decode(m->input, &m->limits, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl),
+                        ctx->arena, &ctx->err);
+    /* Unpacked messages own copies of their strings: the wire bytes can go now. */
+    grpc_slice_unref(sl);
+    return req;
+}
+
+ProtobufCMessage *oc_rpc_decode(const ProtobufCMessageDescriptor *desc,
+                                const oc_rpc_limits_t *limits, const uint8_t *p, size_t len,
+                                oc_arena_t *arena, oc_error_t *err)
+{
+    size_t cost = 0, max = limits->max_decode_bytes;
+
+    if (max == 0) max = 4 * limits->max_request_bytes + DECODE_SLACK;
+    if (oc_pb_check(desc, p, len, &limits->wire, &cost, err) != OC_OK) return NULL;
+    /* The wire walk bounds what unpacking will allocate; the budget holds protobuf-c to that
+     * (with slack for what the model does not see, such as merged duplicate sub-messages),
+     * and the method's ceiling refuses expensive input before anything is spent. */
+    size_t budget = cost + cost / 2 + DECODE_SLACK;
+    if (budget > max) {
+        oc_error_set(err, OC_E_TOO_LARGE,
+                     "request: decoding would need %zu bytes, at most %zu for this method", budget,
+                     max);
+        return NULL;
+    }
+    oc_arena_budget_t b;
+    ProtobufCAllocator alloc;
+    oc_arena_protobuf_allocator_budget(arena, budget, &b, &alloc);
+    ProtobufCMessage *req = protobuf_c_message_unpack(desc, &alloc, len, p);
+    if (req == NULL && b.exhausted)
+        oc_error_set(err, OC_E_TOO_LARGE, "request: decoding needs more than %zu bytes", budget);
+    else if (req == NULL)
+        oc_error_set(err, OC_E_INVALID, "request: malformed protobuf");
+    return req;
 }
 
 /* ---- server: health ---- */
@@ -272,13 +377,22 @@ static bool post_request(oc_rpc_server_t *s, int midx, int cqi)
     grpc_completion_queue *cq = s->cqs[cqi];
     atomic_fetch_add(&s->outstanding, 1);
     grpc_call_error e;
-    if (midx == UNREGISTERED) {
-        grpc_call_details_init(&c->details);
+    if (midx == UNREGISTERED) grpc_call_details_init(&c->details);
+    /* The listener may be being replaced (replace_listener): requests go to the current
+     * server with its own method handles, or nowhere while there is none (the replacement
+     * posts a full set). */
+    pthread_mutex_lock(&s->gen_mu);
+    if (!s->server) {
+        pthread_mutex_unlock(&s->gen_mu);
+        release_call(c);
+        return true;
+    }
+    if (midx == UNREGISTERED)
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, cq, cq, c);
-    } else {
+    else
         e = grpc_server_request_registered_call(s->server, s->methods[midx].registered, &c->call,
                                                 &c->deadline, &c->md, &c->payload, cq, cq, c);
-    }
+    pthread_mutex_unlock(&s->gen_mu);
     if (e != GRPC_CALL_OK) {
         release_call(c);
         return false;
@@ -382,16 +496,9 @@ static void serve_call(srv_call_t *c)
     } else if (!c->payload) {
         rc = oc_error_set(&ctx->err, OC_E_INVALID, "request: missing message");
     } else {
-        bool bad_input = false;
-        ProtobufCMessage *req =
-            unpack_message(c->payload, m->input, ctx->arena, &ctx->err, &bad_input);
-        /* Unpacked messages own copies of their strings: the wire buffer can go now. */
-        grpc_byte_buffer_destroy(c->payload);
-        c->payload = NULL;
-        if (bad_input) {
+        ProtobufCMessage *req = decode_request(m, &c->payload, ctx);
+        if (!req) {
             rc = ctx->err.code;
-        } else if (!req) {
-            rc = oc_error_set(&ctx->err, OC_E_INVALID, "request: malformed protobuf");
         } else {
             rc = m->handler(ctx, req, &resp);
             if (rc == OC_OK && (!resp || resp->descriptor != m->output)) {
@@ -456,6 +563,282 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- server: housekeeping ---- */
+
+static void on_retired_tag(void *tag, bool ok)
+{
+    (void)ok;
+    retired_t *r = CONTAINER_OF(tag, retired_t, tag);
+    oc_rpc_server_t *s = r->s;
+    if (atomic_fetch_sub(&s->outstanding, 1) == 1 && atomic_load(&s->stopping)) stop_signal(s);
+}
+
+/*
+ * Recreates the gRPC server after its listener died (gRPC 1.51 never accepts again on a port
+ * whose accept4 failed with EMFILE; see core_log). The old server stops accepting and drains:
+ * its calls finish normally, its connections get GOAWAY (which also gives their descriptors
+ * back). A new server with the same methods and queues binds the same port and gets a fresh
+ * set of posted requests. While it cannot bind (descriptors still exhausted) there is no
+ * server and the next tick tries again. Keeper thread only. True when a server is listening.
+ */
+static bool replace_listener(oc_rpc_server_t *s)
+{
+    oc_error_t err;
+    void **regs = calloc(s->nmethods, sizeof(*regs));
+    retired_t *r = calloc(1, sizeof(*r));
+    grpc_server *old;
+    bool ok = false;
+
+    if (!regs || !r) goto out;
+    pthread_mutex_lock(&s->gen_mu);
+    old = s->server;
+    s->server = NULL;
+    pthread_mutex_unlock(&s->gen_mu);
+    if (old) {
+        OC_LOG(OC_LOG_WARN, "rpc: listener stopped accepting, recreating it",
+               OC_LI("port", s->port));
+        r->tag.fn = on_retired_tag;
+        r->s = s;
+        r->server = old;
+        r->next = s->retired;
+        s->retired = r;
+        r = NULL;
+        atomic_fetch_add(&s->outstanding, 1);
+        grpc_server_shutdown_and_notify(old, s->cqs[0], &s->retired->tag);
+    }
+    /* The old listening socket closes asynchronously: the port may still be taken a moment. */
+    char addr[300];
+    const char *colon = strrchr(s->opts.listen, ':');
+    snprintf(addr, sizeof addr, "%.*s:%d", colon ? (int)(colon - s->opts.listen) : 0,
+             s->opts.listen, s->port);
+    grpc_server *srv = NULL;
+    int port = 0;
+    for (int attempt = 0; attempt < 10 && !srv; attempt++) {
+        oc_error_clear(&err);
+        srv = build_server(s, addr, regs, &port, &err);
+        if (!srv) nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL);
+    }
+    if (!srv) {
+        OC_LOG(OC_LOG_ERROR, "rpc: could not recreate the listener, retrying",
+               OC_LS("detail", err.msg));
+        goto out;
+    }
+    grpc_server_start(srv);
+    pthread_mutex_lock(&s->gen_mu);
+    s->server = srv;
+    for (size_t i = 0; i < s->nmethods; i++)
+        s->methods[i].registered = regs[i];
+    pthread_mutex_unlock(&s->gen_mu);
+    ok = true;
+    for (int q = 0; q < s->ncq; q++) {
+        for (size_t m = 0; m < s->nmethods; m++)
+            for (int k = 0; k < REQUESTS_PER_METHOD; k++)
+                ok &= post_request(s, (int)m, q);
+        for (int k = 0; k < REQUESTS_UNREGISTERED; k++)
+            ok &= post_request(s, UNREGISTERED, q);
+    }
+    if (ok) OC_LOG(OC_LOG_WARN, "rpc: listener recreated", OC_LI("port", s->port));
+out:
+    free(regs);
+    free(r);
+    return ok;
+}
+
+/* Where the probe connects: the listen address, with a wildcard host made loopback. */
+static oc_err_t probe_target(oc_rpc_server_t *s)
+{
+    const char *colon = strrchr(s->opts.listen, ':');
+    int hn = colon ? (int)(colon - s->opts.listen) : 0;
+    const char *host = s->opts.listen;
+    if (hn == 0 || (hn == 7 && strncmp(host, "0.0.0.0", 7) == 0)) {
+        host = "127.0.0.1";
+        hn = 9;
+    } else if ((hn == 4 && strncmp(host, "[::]", 4) == 0) ||
+               (hn == 2 && strncmp(host, "::", 2) == 0)) {
+        host = "[::1]";
+        hn = 5;
+    }
+    if (asprintf(&s->probe_target, "%.*s:%d", hn, host, s->port) < 0) {
+        s->probe_target = NULL;
+        return OC_E_NOMEM;
+    }
+    if (s->opts.tls) {
+        /* The probe dials an address, not a name: it checks our certificate as "localhost",
+         * which service certificates carry for exactly this (docs/operations.md). */
+        s->probe_tls = *s->opts.tls;
+        s->probe_tls.server_name = "localhost";
+    }
+    return OC_OK;
+}
+
+/*
+ * Calls our own Health/Check over a new connection, so the whole path is tested: accept,
+ * HTTP/2, a worker. Its outcome is what oc_rpc_server_healthy reports (/healthz).
+ */
+static void probe_health(oc_rpc_server_t *s)
+{
+    oc_error_t err;
+    ProtobufCMessage *resp = NULL;
+    oc_arena_t *arena = oc_arena_create(0);
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    oc_rpc_client_t *c = NULL;
+    oc_err_t rc;
+
+    oc_error_clear(&err);
+    /* A client of its own each time, with connections of its own: a new TCP connection (and,
+     * with TLS, a handshake with our own certificate) proves that the listener accepts. */
+    c = client_new(s->probe_target, s->opts.tls ? &s->probe_tls : NULL, true, &err);
+    if (!arena || !c) {
+        rc = arena ? err.code : oc_error_set(&err, OC_E_NOMEM, "out of memory");
+    } else {
+        rc = oc_rpc_client_call(c, HEALTH_CHECK_PATH, &req.base,
+                                &grpc__health__v1__health_check_response__descriptor,
+                                s->opts.probe_timeout_ms, "health-probe", arena, &resp, NULL, &err);
+        if (rc == OC_OK && ((Grpc__Health__V1__HealthCheckResponse *)(void *)resp)->status !=
+                               GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
+            rc = oc_error_set(&err, OC_E_UNAVAILABLE, "not serving");
+    }
+    oc_rpc_client_destroy(c);
+    oc_arena_destroy(arena);
+    pthread_mutex_lock(&s->mu);
+    if (rc != OC_OK)
+        snprintf(s->health_detail, sizeof s->health_detail, "grpc self-check failed: %.200s",
+                 err.msg[0] ? err.msg : oc_err_message(rc));
+    else
+        s->health_detail[0] = '\0';
+    pthread_mutex_unlock(&s->mu);
+    atomic_store(&s->healthy, rc == OC_OK);
+}
+
+bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n)
+{
+    bool ok = s && atomic_load(&s->healthy);
+    if (detail && n > 0) {
+        detail[0] = '\0';
+        if (s && !ok) {
+            pthread_mutex_lock(&s->mu);
+            snprintf(detail, n, "%s", s->health_detail);
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    return ok;
+}
+
+/* The local port of a connected (not listening) TCP socket, or -1. */
+static int accepted_port(int fd)
+{
+    struct stat st;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int listening = 0;
+    socklen_t ll = sizeof listening;
+
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) != 0 || listening) return -1;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) return -1;
+    if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
+/*
+ * gRPC 1.51 has no cap on connections, and its accept loop dies for good when descriptors run
+ * out. So the housekeeping thread counts the sockets accepted on our port (their local port is
+ * ours; a client socket's is ephemeral) and, past max_connections, shuts the newest ones down:
+ * shutdown(2), never close(2), so gRPC still owns the descriptor, sees the connection end and
+ * closes it itself. A descriptor closed and reused between the check and the shutdown would
+ * have to be another socket accepted on our port in those microseconds. Keeper thread only.
+ */
+static void shed_connections(oc_rpc_server_t *s)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int *fds = NULL;
+    size_t n = 0, cap = 0, entries = 0;
+    struct dirent *e;
+
+    if (!d) return;
+    /* Cheap first: fewer descriptors than the cap means nothing to count. */
+    while ((e = readdir(d)) != NULL)
+        entries++;
+    if (entries <= (size_t)s->opts.max_connections) goto out;
+    rewinddir(d);
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end != '\0' || fd < 0 || fd == dirfd(d)) continue;
+        if (accepted_port((int)fd) != s->port) continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            int *nf = realloc(fds, ncap * sizeof(*nf));
+            if (!nf) goto out;
+            fds = nf;
+            cap = ncap;
+        }
+        fds[n++] = (int)fd;
+    }
+    if (n <= (size_t)s->opts.max_connections) goto out;
+    /* Newest first: descriptors are handed out lowest-free, so high numbers are recent. */
+    size_t shed = n - (size_t)s->opts.max_connections;
+    for (size_t i = 0; i < shed; i++) {
+        size_t hi = i;
+        for (size_t k = i + 1; k < n; k++)
+            if (fds[k] > fds[hi]) hi = k;
+        int t = fds[i];
+        fds[i] = fds[hi];
+        fds[hi] = t;
+        if (accepted_port(fds[i]) == s->port) shutdown(fds[i], SHUT_RDWR);
+    }
+    OC_LOG(OC_LOG_WARN, "rpc: too many connections, closing the newest",
+           OC_LI("connections", (long long)n), OC_LI("max", s->opts.max_connections),
+           OC_LI("closed", (long long)shed));
+out:
+    free(fds);
+    closedir(d);
+}
+
+static void *keeper_main(void *arg)
+{
+    oc_rpc_server_t *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    while (!s->keeper_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += s->opts.housekeeping_ms / 1000;
+        until.tv_nsec += (long)(s->opts.housekeeping_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &until);
+        if (s->keeper_stop) break;
+        pthread_mutex_unlock(&s->mu);
+        long failures = atomic_load(&g_accept_failures);
+        if (failures != s->accept_failures_seen || !s->server) {
+            if (replace_listener(s)) s->accept_failures_seen = failures;
+        }
+        shed_connections(s);
+        probe_health(s);
+        /* Request buffers and connection state freed after a spike otherwise stay in malloc's
+         * free lists for good (issue 6, items 3 and 7: hundreds of MB kept). */
+        oc_resources_trim_if_grown(TRIM_SLACK);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void keeper_stop(oc_rpc_server_t *s)
+{
+    if (!s->keeper_running) return;
+    pthread_mutex_lock(&s->mu);
+    s->keeper_stop = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->keeper, NULL);
+    s->keeper_running = false;
+}
+
 /* ---- server: lifecycle ---- */
 
 static oc_err_t add_service_name(oc_rpc_server_t *s, const char *path, oc_error_t *err)
@@ -468,6 +851,58 @@ static oc_err_t add_service_name(oc_rpc_server_t *s, const char *path, oc_error_
     if (!name) return oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
     s->services[s->nservices++] = name;
     return OC_OK;
+}
+
+/* DEFAULT_MAX_CONNECTIONS, lowered to leave FD_RESERVE descriptors for everything else when
+ * RLIMIT_NOFILE is smaller. */
+static int default_max_connections(void)
+{
+    struct rlimit rl;
+    long max = DEFAULT_MAX_CONNECTIONS;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (long)rl.rlim_cur - FD_RESERVE < max)
+        max = (long)rl.rlim_cur - FD_RESERVE;
+    return max < 16 ? 16 : (int)max;
+}
+
+/* The server's channel arguments into args[SERVER_ARGS]; returns how many. */
+static size_t server_args(oc_rpc_server_t *s, grpc_arg *args)
+{
+    size_t n = 0;
+#define INT_ARG(k, v) \
+    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = (char *)(k), .value.integer = (v)}
+    INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)s->opts.max_message_bytes);
+    /* Connections do not live for ever: an idle one (no call for max_idle) and any one older
+     * than max_age get GOAWAY, a peer that never finishes its handshake is dropped, and one
+     * connection cannot open unbounded streams. gRPC 1.51 has no cap on the number of
+     * connections; its memory quota drops new connections under memory pressure. */
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_IDLE_MS, s->opts.max_connection_idle_ms);
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_MS, s->opts.max_connection_age_ms);
+    INT_ARG(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, CONNECTION_AGE_GRACE_MS);
+    INT_ARG(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, s->opts.handshake_timeout_ms);
+    INT_ARG(GRPC_ARG_MAX_CONCURRENT_STREAMS, s->opts.max_streams_per_connection);
+#undef INT_ARG
+    if (!s->quota) {
+        s->quota = grpc_resource_quota_create("omnichat-rpc");
+        grpc_resource_quota_resize(s->quota, s->opts.memory_quota_bytes);
+    }
+    args[n++] = (grpc_arg){.type = GRPC_ARG_POINTER,
+                           .key = (char *)GRPC_ARG_RESOURCE_QUOTA,
+                           .value.pointer = {s->quota, grpc_resource_quota_arg_vtable()}};
+    return n;
+}
+
+/* A method's limits with the server's defaults in place of zeros. */
+static oc_rpc_limits_t method_limits(const oc_rpc_server_t *s, const oc_rpc_method_t *m)
+{
+    oc_rpc_limits_t l = m->limits ? *m->limits : (oc_rpc_limits_t){0};
+
+    if (l.max_request_bytes == 0 || l.max_request_bytes > s->opts.max_message_bytes)
+        l.max_request_bytes = s->opts.max_message_bytes;
+    if (l.max_decode_bytes == 0) l.max_decode_bytes = 4 * l.max_request_bytes + DECODE_SLACK;
+    return l;
 }
 
 static bool path_valid(const char *p)
@@ -510,6 +945,14 @@ static void pump_alone(oc_rpc_server_t *s)
 static void free_server(oc_rpc_server_t *s)
 {
     if (s->server) grpc_server_destroy(s->server);
+    while (s->retired) {
+        retired_t *r = s->retired;
+        s->retired = r->next;
+        grpc_server_destroy(r->server);
+        free(r);
+    }
+    if (s->quota) grpc_resource_quota_unref(s->quota);
+    free(s->probe_target);
     for (int i = 0; i < s->ncq; i++)
         if (s->cqs[i]) grpc_completion_queue_destroy(s->cqs[i]);
     for (size_t i = 0; i < s->nservices; i++)
@@ -523,8 +966,64 @@ static void free_server(oc_rpc_server_t *s)
     rpc_roles_free(&s->roles);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->gen_mu);
     free(s);
     grpc_shutdown();
+}
+
+/*
+ * Creates a grpc_server with the server's arguments, completion queues and methods (handles in
+ * regs[s->nmethods]) and binds it to `addr`; not started. Used at creation and again when the
+ * listener has to be recreated (see replace_listener). NULL with err set on failure.
+ */
+/*
+ * The credentials of a new listener. With TLS, the first listener creates the file watch; a
+ * listener rebuilt after EMFILE shares it (rpc_tls_server_creds_renew), so the watch lives as
+ * long as the server and is freed after every grpc_server that used it is destroyed.
+ */
+static grpc_server_credentials *server_creds(oc_rpc_server_t *s, oc_error_t *err)
+{
+    if (!s->opts.tls) return grpc_insecure_server_credentials_create();
+    if (!s->tls_watch) return rpc_tls_server_creds(s->opts.tls, &s->tls_watch, err);
+    return rpc_tls_server_creds_renew(s->tls_watch, err);
+}
+
+static grpc_server *build_server(oc_rpc_server_t *s, const char *addr, void **regs, int *port,
+                                 oc_error_t *err)
+{
+    grpc_arg args[SERVER_ARGS];
+    grpc_channel_args cargs = {.num_args = server_args(s, args), .args = args};
+    grpc_server *srv = grpc_server_create(&cargs, NULL);
+    if (!srv) {
+        oc_error_set(err, OC_E_INTERNAL, "rpc server: could not create server");
+        return NULL;
+    }
+    for (int i = 0; i < s->ncq; i++)
+        grpc_server_register_completion_queue(srv, s->cqs[i], NULL);
+    for (size_t i = 0; i < s->nmethods; i++) {
+        regs[i] = grpc_server_register_method(srv, s->methods[i].path, NULL,
+                                              GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (!regs[i]) {
+            oc_error_set(err, OC_E_INVALID, "rpc server: could not register method %s",
+                         s->methods[i].path);
+            grpc_server_destroy(srv);
+            return NULL;
+        }
+    }
+    grpc_server_credentials *creds = server_creds(s, err);
+    if (!creds) {
+        grpc_server_destroy(srv);
+        return NULL;
+    }
+    *port = grpc_server_add_http2_port(srv, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (*port == 0) {
+        oc_error_set(err, OC_E_IO, "could not listen on %s", addr);
+        /* Not started and nothing bound: it can go without a shutdown. */
+        grpc_server_destroy(srv);
+        return NULL;
+    }
+    return srv;
 }
 
 oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
@@ -532,7 +1031,7 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                                       oc_error_t *err)
 {
     oc_rpc_server_t *s = NULL;
-    grpc_server_credentials *creds = NULL;
+    void **regs = NULL;
 
     if (!opts || !opts->listen || (nmethods && !methods) || opts->workers < 0 ||
         opts->workers > 1024) {
@@ -558,6 +1057,7 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
         return NULL;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->gen_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -567,7 +1067,17 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
     if (s->opts.workers == 0) s->opts.workers = DEFAULT_WORKERS;
     if (s->opts.max_message_bytes == 0) s->opts.max_message_bytes = DEFAULT_MAX_MESSAGE;
     if (s->opts.max_message_bytes > INT_MAX) s->opts.max_message_bytes = INT_MAX;
+    if (s->opts.max_connection_idle_ms <= 0) s->opts.max_connection_idle_ms = DEFAULT_IDLE_MS;
+    if (s->opts.max_connection_age_ms <= 0) s->opts.max_connection_age_ms = DEFAULT_AGE_MS;
+    if (s->opts.handshake_timeout_ms <= 0) s->opts.handshake_timeout_ms = DEFAULT_HANDSHAKE_MS;
+    if (s->opts.max_streams_per_connection <= 0) s->opts.max_streams_per_connection = 256;
+    if (s->opts.memory_quota_bytes == 0) s->opts.memory_quota_bytes = DEFAULT_QUOTA;
+    if (s->opts.housekeeping_ms <= 0) s->opts.housekeeping_ms = DEFAULT_HOUSEKEEPING_MS;
+    if (s->opts.probe_timeout_ms <= 0) s->opts.probe_timeout_ms = DEFAULT_PROBE_TIMEOUT_MS;
+    if (s->opts.max_connections <= 0) s->opts.max_connections = default_max_connections();
     atomic_init(&s->serving, true);
+    atomic_init(&s->healthy, true);
+    s->accept_failures_seen = atomic_load(&g_accept_failures);
     atomic_init(&s->stopping, false);
     atomic_init(&s->outstanding, 0);
     s->shutdown_tag.fn = on_shutdown_tag;
@@ -583,8 +1093,12 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
         goto fail;
     }
     for (size_t i = 0; i < nmethods; i++) {
-        s->methods[i] = (method_t){methods[i].path, methods[i].input, methods[i].output,
-                                   methods[i].handler, NULL};
+        s->methods[i] = (method_t){methods[i].path,
+                                   methods[i].input,
+                                   methods[i].output,
+                                   methods[i].handler,
+                                   method_limits(s, &methods[i]),
+                                   NULL};
         if (add_service_name(s, methods[i].path, err) != OC_OK) goto fail;
     }
     s->nmethods = nmethods;
@@ -592,50 +1106,35 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
     s->ntable = nmethods;
     if (own_health)
         s->methods[s->nmethods++] =
-            (method_t){HEALTH_CHECK_PATH, &grpc__health__v1__health_check_request__descriptor,
-                       &grpc__health__v1__health_check_response__descriptor, health_check, NULL};
+            (method_t){HEALTH_CHECK_PATH,
+                       &grpc__health__v1__health_check_request__descriptor,
+                       &grpc__health__v1__health_check_response__descriptor,
+                       health_check,
+                       (oc_rpc_limits_t){.max_request_bytes = HEALTH_MAX_REQUEST,
+                                         .max_decode_bytes = HEALTH_MAX_REQUEST * 4 + DECODE_SLACK},
+                       NULL};
 
-    grpc_arg args[2] = {
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
-        {.type = GRPC_ARG_INTEGER,
-         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-         .value.integer = (int)s->opts.max_message_bytes},
-    };
-    grpc_channel_args cargs = {.num_args = 2, .args = args};
-    s->server = grpc_server_create(&cargs, NULL);
-    if (!s->server) {
-        oc_error_set(err, OC_E_INTERNAL, "rpc server: could not create server");
+    for (int i = 0; i < s->ncq; i++)
+        s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+    regs = calloc(s->nmethods, sizeof(*regs));
+    if (!regs) {
+        oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
         goto fail;
     }
-    for (int i = 0; i < s->ncq; i++) {
-        s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
-        grpc_server_register_completion_queue(s->server, s->cqs[i], NULL);
-    }
-    for (size_t i = 0; i < s->nmethods; i++) {
-        s->methods[i].registered = grpc_server_register_method(
-            s->server, s->methods[i].path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-        if (!s->methods[i].registered) {
-            oc_error_set(err, OC_E_INVALID, "rpc server: could not register method %s",
-                         s->methods[i].path);
-            goto fail;
-        }
-    }
-    if (opts->tls) {
-        if (rpc_roles_parse(opts->client_roles, &s->roles, err) != OC_OK) goto fail;
-        creds = rpc_tls_server_creds(opts->tls, &s->tls_watch, err);
-        if (!creds) goto fail;
-    } else {
-        creds = grpc_insecure_server_credentials_create();
-    }
-    s->port = grpc_server_add_http2_port(s->server, opts->listen, creds);
-    grpc_server_credentials_release(creds);
-    if (s->port == 0) {
-        oc_error_set(err, OC_E_IO, "could not listen on %s", opts->listen);
+    if (opts->tls && rpc_roles_parse(opts->client_roles, &s->roles, err) != OC_OK) goto fail;
+    s->server = build_server(s, opts->listen, regs, &s->port, err);
+    if (!s->server) goto fail;
+    for (size_t i = 0; i < s->nmethods; i++)
+        s->methods[i].registered = regs[i];
+    free(regs);
+    if (probe_target(s) != OC_OK) {
+        oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
         goto fail;
     }
     return s;
 
 fail:
+    free(regs);
     if (s->server) {
         /* Never started: nobody polls the queues, so the shutdown tag is drained here. */
         grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->shutdown_tag);
@@ -688,6 +1187,10 @@ oc_err_t oc_rpc_server_start(oc_rpc_server_t *s, oc_error_t *err)
         if (rc != 0) break;
         w->running = true;
     }
+    if (rc == 0) {
+        rc = pthread_create(&s->keeper, NULL, keeper_main, s);
+        s->keeper_running = rc == 0;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0)
         return oc_error_set(err, OC_E_INTERNAL, "rpc server: could not start worker threads: %s",
@@ -708,11 +1211,16 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
 {
     if (!s || s->shut_down) return;
     s->shut_down = true;
+    keeper_stop(s);
     atomic_store(&s->serving, false);
     atomic_store(&s->stopping, true);
     /* Refuses new calls; pending request tags complete with ok=0 and are released by the
-     * workers; the tag arrives once the listeners and connections are gone. */
-    grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->shutdown_tag);
+     * workers; the tag arrives once the listeners and connections are gone. Without a current
+     * server (its replacement could not bind yet) there is nothing to wait for. */
+    if (s->server)
+        grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->shutdown_tag);
+    else
+        s->shutdown_tag_seen = true;
 
     bool running = false;
     for (int i = 0; i < s->nworkers; i++)
@@ -748,7 +1256,9 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
          * work, and their final batches complete (unsuccessfully) right away. */
         OC_LOG(OC_LOG_WARN, "rpc: shutdown grace period over, cancelling calls",
                OC_LI("pending_tags", atomic_load(&s->outstanding)));
-        grpc_server_cancel_all_calls(s->server);
+        if (s->server) grpc_server_cancel_all_calls(s->server);
+        for (retired_t *r = s->retired; r; r = r->next)
+            grpc_server_cancel_all_calls(r->server);
         pthread_mutex_lock(&s->mu);
         while (!idle(s))
             pthread_cond_wait(&s->cv, &s->mu);
@@ -775,6 +1285,10 @@ void oc_rpc_server_destroy(oc_rpc_server_t *s)
 
 static void core_log(gpr_log_func_args *a)
 {
+    /* gRPC 1.51 gives up on a listening port when accept4 fails with anything but EAGAIN or
+     * ECONNABORTED (EMFILE, ENFILE, ENOBUFS...), and says so only in this line. */
+    if (a->message && strncmp(a->message, "Failed accept4", 14) == 0)
+        atomic_fetch_add(&g_accept_failures, 1);
     oc_log_level_t level = a->severity == GPR_LOG_SEVERITY_ERROR  ? OC_LOG_ERROR
                            : a->severity == GPR_LOG_SEVERITY_INFO ? OC_LOG_INFO
                                                                   : OC_LOG_DEBUG;
@@ -796,6 +1310,7 @@ void oc_rpc_route_core_logs(void)
 struct oc_rpc_client {
     const char *target;
     const oc_rpc_tls_t *tls; /* NULL: plaintext */
+    bool own_connections;    /* not shared with other channels (the health self-probe) */
     /* Held for reading while a call is created on the channel (the call then holds its own
      * reference), for writing only to swap in a channel with reloaded certificates. */
     pthread_rwlock_t lock;
@@ -808,23 +1323,26 @@ struct oc_rpc_client {
     _Atomic int64_t next_check_us;
 };
 
-static grpc_channel *new_channel(const char *target, const oc_rpc_tls_t *tls,
+static grpc_channel *new_channel(const char *target, const oc_rpc_tls_t *tls, bool own_connections,
                                  rpc_tls_stamps_t *stamps, oc_error_t *err)
 {
-    grpc_arg args[2] = {
+    grpc_arg args[3] = {
         {.type = GRPC_ARG_STRING,
          .key = GRPC_ARG_SERVICE_CONFIG,
          .value.string = "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}"},
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+         .value.integer = own_connections ? 1 : 0},
         {.type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG},
     };
-    grpc_channel_args cargs = {.num_args = 1, .args = args};
+    grpc_channel_args cargs = {.num_args = 2, .args = args};
     grpc_channel_credentials *creds;
     if (tls) {
         creds = rpc_tls_client_creds(tls, stamps, err);
         if (!creds) return NULL;
         if (tls->server_name && tls->server_name[0]) {
-            args[1].value.string = (char *)tls->server_name;
-            cargs.num_args = 2;
+            args[2].value.string = (char *)tls->server_name;
+            cargs.num_args = 3;
         }
     } else {
         creds = grpc_insecure_credentials_create();
@@ -835,8 +1353,8 @@ static grpc_channel *new_channel(const char *target, const oc_rpc_tls_t *tls,
     return ch;
 }
 
-oc_rpc_client_t *oc_rpc_client_create_tls(const char *target, const oc_rpc_tls_t *tls,
-                                          oc_error_t *err)
+static oc_rpc_client_t *client_new(const char *target, const oc_rpc_tls_t *tls,
+                                   bool own_connections, oc_error_t *err)
 {
     if (!target || !target[0]) {
         oc_error_set(err, OC_E_INVALID, "rpc client: empty target");
@@ -850,7 +1368,8 @@ oc_rpc_client_t *oc_rpc_client_create_tls(const char *target, const oc_rpc_tls_t
     grpc_init();
     c->target = target;
     c->tls = tls;
-    c->channel = new_channel(target, tls, &c->stamps, err);
+    c->own_connections = own_connections;
+    c->channel = new_channel(target, tls, own_connections, &c->stamps, err);
     if (!c->channel) {
         free(c);
         grpc_shutdown();
@@ -862,9 +1381,15 @@ oc_rpc_client_t *oc_rpc_client_create_tls(const char *target, const oc_rpc_tls_t
     return c;
 }
 
+oc_rpc_client_t *oc_rpc_client_create_tls(const char *target, const oc_rpc_tls_t *tls,
+                                          oc_error_t *err)
+{
+    return client_new(target, tls, false, err);
+}
+
 oc_rpc_client_t *oc_rpc_client_create(const char *target, oc_error_t *err)
 {
-    return oc_rpc_client_create_tls(target, NULL, err);
+    return client_new(target, NULL, false, err);
 }
 
 void oc_rpc_client_destroy(oc_rpc_client_t *c)
@@ -893,7 +1418,7 @@ static void client_maybe_reload(oc_rpc_client_t *c)
         oc_error_t err;
         rpc_tls_stamps_t stamps;
         oc_error_clear(&err);
-        grpc_channel *ch = new_channel(c->target, c->tls, &stamps, &err);
+        grpc_channel *ch = new_channel(c->target, c->tls, c->own_connections, &stamps, &err);
         if (ch) {
             pthread_rwlock_wrlock(&c->lock);
             grpc_channel *old = c->retired;
@@ -1014,7 +1539,7 @@ oc_err_t oc_rpc_client_call(oc_rpc_client_t *c, const char *method, const Protob
         rc = oc_error_set(err, OC_E_INTERNAL, "response: missing message");
         goto out;
     }
-    *resp = unpack_message(recv_bb, resp_desc, arena, NULL, NULL);
+    *resp = unpack_message(recv_bb, resp_desc, arena);
     if (!*resp) rc = oc_error_set(err, OC_E_INTERNAL, "response: malformed protobuf");
 
 out:

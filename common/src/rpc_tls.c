@@ -213,6 +213,20 @@ grpc_server_credentials *rpc_tls_server_creds(const oc_rpc_tls_t *tls, rpc_tls_s
     return creds;
 }
 
+grpc_server_credentials *rpc_tls_server_creds_renew(rpc_tls_server_t *w, oc_error_t *err)
+{
+    /* A new security connector must get a config from its first fetch: forget what was seen. */
+    pthread_mutex_lock(&w->mu);
+    memset(&w->seen, 0, sizeof w->seen);
+    pthread_mutex_unlock(&w->mu);
+    grpc_ssl_server_credentials_options *o =
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, fetch, w);
+    grpc_server_credentials *creds = o ? grpc_ssl_server_credentials_create_with_options(o) : NULL;
+    if (!creds) oc_error_set(err, OC_E_INTERNAL, "tls: could not create server credentials");
+    return creds;
+}
+
 void rpc_tls_server_free(rpc_tls_server_t *w)
 {
     if (!w) return;

@@ -35,6 +35,9 @@ typedef struct rpc_tls_server rpc_tls_server_t;
  * rpc_tls_server_free after the grpc_server that uses the credentials is destroyed. */
 grpc_server_credentials *rpc_tls_server_creds(const oc_rpc_tls_t *tls, rpc_tls_server_t **watch,
                                               oc_error_t *err);
+/* New credentials for a rebuilt listener that follow the same watch (and files). The first
+ * fetch of the new credentials reads the files again. */
+grpc_server_credentials *rpc_tls_server_creds_renew(rpc_tls_server_t *w, oc_error_t *err);
 void rpc_tls_server_free(rpc_tls_server_t *w);
 
 /* Client credentials from the files as they are now; *stamps records what was read. */

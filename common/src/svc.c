@@ -211,6 +211,23 @@ void oc_svc_http_healthz(void *user, const oc_http_request_t *req, oc_http_respo
     oc_buf_appends(&resp->body, "{\"status\":\"ok\"}");
 }
 
+void oc_svc_http_healthz_rpc(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
+{
+    char detail[OC_ERROR_MSG_MAX + 1];
+
+    (void)req;
+    if (oc_rpc_server_healthy(user, detail, sizeof detail)) {
+        oc_buf_appends(&resp->body, "{\"status\":\"ok\"}");
+        return;
+    }
+    resp->status = 503;
+    oc_buf_appends(&resp->body, "{\"status\":\"unavailable\",\"detail\":\"");
+    /* The detail comes from our own error messages; keep it JSON-safe all the same. */
+    for (const char *p = detail; *p; p++)
+        if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) oc_buf_append(&resp->body, p, 1);
+    oc_buf_appends(&resp->body, "\"}");
+}
+
 void oc_svc_http_metrics(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
 {
     (void)req;

@@ -31,12 +31,16 @@ struct line_service {
 static const oc_rpc_method_t methods[] = {
     /* Who may call what over TLS: an inbox sends replies; only the operator connects channels
      * (it stores credentials). */
-    {LINE_SERVICE "SendText", &omnichat__connector__v1__send_text_request__descriptor,
-     &omnichat__connector__v1__send_text_response__descriptor, line_send_text,
-     OC_RPC_ROLE_INBOX | OC_RPC_ROLE_OPERATOR},
-    {LINE_SERVICE "ConnectChannel", &omnichat__connector__v1__connect_channel_request__descriptor,
-     &omnichat__connector__v1__connect_channel_response__descriptor, line_connect_channel,
-     OC_RPC_ROLE_OPERATOR},
+    {.path = LINE_SERVICE "SendText",
+     .input = &omnichat__connector__v1__send_text_request__descriptor,
+     .output = &omnichat__connector__v1__send_text_response__descriptor,
+     .handler = line_send_text,
+     .roles = OC_RPC_ROLE_INBOX | OC_RPC_ROLE_OPERATOR},
+    {.path = LINE_SERVICE "ConnectChannel",
+     .input = &omnichat__connector__v1__connect_channel_request__descriptor,
+     .output = &omnichat__connector__v1__connect_channel_response__descriptor,
+     .handler = line_connect_channel,
+     .roles = OC_RPC_ROLE_OPERATOR},
 };
 
 const char *line_category_name(int category)
@@ -294,7 +298,7 @@ oc_err_t line_service_start(line_service_t *s, int *grpc_port, int *http_port, o
     *grpc_port = oc_rpc_server_port(s->rpc);
 
     s->routes[0] = (oc_http_route_t){"POST", "/webhooks/line/", true, line_webhook_handle, l};
-    s->routes[1] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz, NULL};
+    s->routes[1] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz_rpc, s->rpc};
     s->routes[2] = (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, l->metrics};
     oc_http_server_opts_t hopts = {
         .listen = l->cfg.http_listen,

@@ -9,6 +9,7 @@
 #include "line.h"
 #include "omnichat/config.h"
 #include "omnichat/log.h"
+#include "omnichat/resources.h"
 #include "omnichat/svc.h"
 #include "omnichat/util.h"
 #include "omnichat/vault.h"
@@ -214,6 +215,10 @@ int main(int argc, char **argv)
     int rc = 0;
 
     /* Before any thread exists (gRPC's included): signals are taken by sigwait in serve(). */
+    /* Before any thread exists: malloc's arena count and the descriptor limit are
+     * process-wide and threads created later inherit them. */
+    oc_resources_tune_malloc();
+    oc_resources_raise_nofile();
     oc_svc_block_signals();
     memset(&cfg, 0, sizeof cfg);
     if (!oc_svc_configure("omnichat-connector-line", VERSION, "omnichat-connector-line [--flags]",

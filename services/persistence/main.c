@@ -8,6 +8,7 @@
 #include "migrate.h"
 #include "omnichat/config.h"
 #include "omnichat/log.h"
+#include "omnichat/resources.h"
 #include "omnichat/rpc.h"
 #include "omnichat/svc.h"
 #include "service.h"
@@ -155,6 +156,10 @@ int main(int argc, char **argv)
     int rc = 0;
 
     /* Before any thread exists (gRPC's included): signals are taken by sigwait in serve(). */
+    /* Before any thread exists: malloc's arena count and the descriptor limit are
+     * process-wide and threads created later inherit them. */
+    oc_resources_tune_malloc();
+    oc_resources_raise_nofile();
     oc_svc_block_signals();
     if (argc > 1 && argv[1][0] != '-') {
         cmd = argv[1];

@@ -30,10 +30,10 @@
 
 /* One row of a method table:
  * PST_METHOD("UpsertContact", fn, upsert_contact_request, upsert_contact_response, roles). */
-#define PST_METHOD(name, fn, in, out, roles) \
+#define PST_METHOD(name, fn, in, out, who) \
     { \
-        "/" PST_SERVICE "/" name, &omnichat__persistence__v1__##in##__descriptor, \
-            &omnichat__persistence__v1__##out##__descriptor, fn, roles \
+        .path = "/" PST_SERVICE "/" name, .input = &omnichat__persistence__v1__##in##__descriptor, \
+        .output = &omnichat__persistence__v1__##out##__descriptor, .handler = fn, .roles = who \
     }
 
 /* Limits of the API (documented in persistence.proto). */
@@ -44,6 +44,7 @@
 #define PST_MAX_URL 2048
 #define PST_MAX_BATCH 100
 #define PST_MAX_ATTACHMENTS 20
+#define PST_MAX_CREDENTIALS 8
 #define PST_MAX_DETAIL 512
 #define PST_PAGE_DEFAULT 50
 #define PST_PAGE_MAX 200
@@ -95,6 +96,12 @@ extern const oc_rpc_method_t pst_methods_outbound[];
 extern const size_t pst_nmethods_outbound;
 extern const oc_pg_stmt_t pst_stmts_outbound[];
 extern const size_t pst_nstmts_outbound;
+
+/*
+ * Decoding limits of a method by its name ("PersistInbound"); every method has a row (limits.c).
+ * NULL for a name without one.
+ */
+const oc_rpc_limits_t *pst_method_limits(const char *name);
 
 /* --- database access from a handler --- */
 

@@ -7,7 +7,7 @@
 #include "omnichat/util.h"
 #include "pst.h"
 
-#define CRED_MAX 8
+#define CRED_MAX PST_MAX_CREDENTIALS
 #define CRED_NAME_MAX 64
 #define CRED_CIPHERTEXT_MAX 16384
 /* Every credential at its largest, base64-encoded, plus field names and punctuation. */

@@ -130,6 +130,19 @@ char *pst_conninfo(const pst_config_t *cfg)
     return full_conninfo(cfg);
 }
 
+/* Every method decodes under its row of limits.c; a method without one is a bug. */
+static oc_err_t attach_limits(pst_service_t *s, oc_error_t *err)
+{
+    for (size_t i = 0; i < s->nmethods; i++) {
+        const char *name = strrchr(s->methods[i].path, '/') + 1;
+
+        s->methods[i].limits = pst_method_limits(name);
+        if (s->methods[i].limits == NULL)
+            return oc_error_set(err, OC_E_INTERNAL, "method %s has no decoding limits", name);
+    }
+    return OC_OK;
+}
+
 pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
 {
     pst_service_t *s = calloc(1, sizeof *s);
@@ -156,6 +169,7 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
     }
     s->pst.cursor_key = oc_secret_alloc(PST_CURSOR_KEY_LEN); /* left out of core dumps */
     if (s->pst.cursor_key == NULL) goto oom;
+    if (attach_limits(s, err) != OC_OK) goto fail;
     if (load_cursor_key(&s->pst, err) != OC_OK) goto fail;
 
     s->pst.metrics = oc_metrics_create();
@@ -212,7 +226,7 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
     *grpc_port = oc_rpc_server_port(s->rpc);
     *admin_port = 0;
     if (s->pst.cfg.admin_listen != NULL && s->pst.cfg.admin_listen[0] != '\0') {
-        s->routes[0] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz, NULL};
+        s->routes[0] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz_rpc, s->rpc};
         s->routes[1] =
             (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, s->pst.metrics};
         oc_http_server_opts_t hopts = {

@@ -279,7 +279,7 @@ def ctl_tls_env():
 
 class Service:
     def __init__(self, cluster, name="persistence", extra_args=(), tls=SUITE, tls_client=None,
-                 client_roles=CLIENT_ROLES, grpc_port=0):
+                 client_roles=CLIENT_ROLES, grpc_port=0, nofile=None):
         """tls: a Certs with a "persistence" certificate → mutual TLS with client_roles, and
         self.channel presents tls_client's certificate (default "omnichatctl", the operator);
         None → plaintext; SUITE (default) → as OMNICHAT_TEST_TLS says. grpc_port: 0 → any free
@@ -296,6 +296,7 @@ class Service:
         self.out_path = os.path.join(self.work, "stdout.log")
         self.key_path = os.path.join(self.work, "cursor.key")
         self.extra_args = list(extra_args)
+        self.nofile = nofile  # RLIMIT_NOFILE of the process: n (soft = hard) or (soft, hard)
         self.proc = None
         self.grpc_port = None
         self.admin_port = None
@@ -339,7 +340,15 @@ class Service:
             cmd += self.tls.flags("persistence", self.client_roles)
         self._err = open(self.log_path, "ab")
         self._out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=self.env())
+        preexec = None
+        if self.nofile is not None:
+            import resource
+            limit = self.nofile if isinstance(self.nofile, tuple) else (self.nofile,) * 2
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=self.env(),
+                                     preexec_fn=preexec)
         deadline = time.time() + timeout
         while time.time() < deadline:
             ev = self._find_listening()

@@ -3,6 +3,7 @@
 #define OMNICHAT_ARENA_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct oc_arena oc_arena_t;
@@ -34,5 +35,23 @@ int oc_arena_defer(oc_arena_t *a, void (*fn)(void *), void *ptr);
 /* A protobuf-c allocator that allocates from the arena (free is a no-op): unpacked messages
  * and responses built in a handler live exactly as long as the request. */
 void oc_arena_protobuf_allocator(oc_arena_t *a, ProtobufCAllocator *out);
+
+/* A hard budget on what a protobuf-c allocator may draw from an arena. */
+typedef struct oc_arena_budget {
+    oc_arena_t *arena;
+    size_t left;    /* bytes still allowed */
+    size_t used;    /* bytes handed out so far */
+    bool exhausted; /* an allocation was refused for the budget (not for OOM) */
+} oc_arena_budget_t;
+
+/*
+ * Like oc_arena_protobuf_allocator, but every allocation is charged to `b` (initialised here
+ * with `budget` bytes; b must outlive the allocator's use) and refused once the budget would be
+ * exceeded: protobuf_c_message_unpack then fails with NULL and b->exhausted tells that apart
+ * from malformed input. Charges are rounded up like the arena's, and protobuf-c's frees
+ * (no-ops in an arena) give nothing back, so the budget bounds the arena growth exactly.
+ */
+void oc_arena_protobuf_allocator_budget(oc_arena_t *a, size_t budget, oc_arena_budget_t *b,
+                                        ProtobufCAllocator *out);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "omnichat/arena.h"
 #include "omnichat/err.h"
+#include "omnichat/pbcheck.h"
 
 /* Per-call context handed to a handler. Everything in it lives until the response is sent. */
 typedef struct oc_rpc_ctx {
@@ -46,12 +47,27 @@ typedef oc_err_t (*oc_rpc_handler_fn)(oc_rpc_ctx_t *ctx, const ProtobufCMessage 
 #define OC_RPC_ROLE_OPERATOR 0x4u
 #define OC_RPC_ROLE_ANY 0x80000000u
 
+/*
+ * How much work one request of a method may cause before its handler runs. A request over
+ * max_request_bytes gets RESOURCE_EXHAUSTED; one whose wire content breaks `wire` gets
+ * INVALID_ARGUMENT naming the field, before anything is unpacked; unpacking draws from the
+ * call's arena under a hard budget: what the wire walk says it will need (oc_pb_check) plus
+ * slack, and never more than max_decode_bytes (RESOURCE_EXHAUSTED past it, refused before
+ * unpacking).
+ */
+typedef struct oc_rpc_limits {
+    size_t max_request_bytes; /* 0: the server's max_message_bytes */
+    size_t max_decode_bytes;  /* 0: 4 x max_request_bytes + 64 KiB */
+    oc_pb_limits_t wire;
+} oc_rpc_limits_t;
+
 typedef struct oc_rpc_method {
     const char *path; /* "/omnichat.persistence.v1.Persistence/UpsertContact" */
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
     oc_rpc_handler_fn handler;
-    unsigned roles; /* OC_RPC_ROLE_* allowed to call it over TLS; 0: nobody */
+    unsigned roles;                /* OC_RPC_ROLE_* allowed to call it over TLS; 0: nobody */
+    const oc_rpc_limits_t *limits; /* NULL: server defaults (copied at create) */
 } oc_rpc_method_t;
 
 /*
@@ -80,6 +96,27 @@ typedef struct oc_rpc_server_opts {
     const char *listen;       /* "127.0.0.1:50051"; port 0 picks a free port */
     int workers;              /* threads running handlers (each may block); default 16 */
     size_t max_message_bytes; /* receive limit; default 4 MiB */
+    /* Connection limits (0: default). Idle connections (no call) get GOAWAY after
+     * max_connection_idle_ms (5 min), every connection after max_connection_age_ms (30 min,
+     * then 30 s to finish its calls); a handshake must finish within handshake_timeout_ms
+     * (10 s); one connection carries at most max_streams_per_connection calls at once (256). */
+    int max_connection_idle_ms;
+    int max_connection_age_ms;
+    int handshake_timeout_ms;
+    int max_streams_per_connection;
+    /* gRPC core's memory quota (0: 512 MiB): past it, buffers shrink and new connections are
+     * dropped. */
+    size_t memory_quota_bytes;
+    /* Period of the housekeeping thread (0: 1000 ms). Each tick it sheds connections over
+     * max_connections, recreates the listener if
+     * gRPC core stopped accepting (accept4 failed, e.g. EMFILE: 1.51 never retries), calls its
+     * own Health/Check over a new connection with probe_timeout_ms (0: 2000) for
+     * oc_rpc_server_healthy, and gives memory back after spikes. */
+    int housekeeping_ms;
+    int probe_timeout_ms;
+    /* Cap on concurrent gRPC connections (0: 4096, or RLIMIT_NOFILE - 128 when lower). gRPC
+     * 1.51 has none: each housekeeping period the newest connections past it are shut down. */
+    int max_connections;
     /* Optional per-thread state (e.g. one database connection per worker). */
     void *(*worker_init)(void *worker_arg, int index);
     void (*worker_fini)(void *worker);
@@ -111,6 +148,13 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
 int oc_rpc_server_port(const oc_rpc_server_t *s);
 /* Starts the worker threads. */
 oc_err_t oc_rpc_server_start(oc_rpc_server_t *s, oc_error_t *err);
+/*
+ * Whether the last self-probe (Health/Check over a new connection to our own port, every
+ * housekeeping period) succeeded: false when the service cannot accept or serve a call, with
+ * the reason in detail (optional, n bytes). True until the first probe ran. Thread-safe.
+ * Accept failures are seen through gRPC core's log: call oc_rpc_route_core_logs first.
+ */
+bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n);
 /* Health status reported by Check. Thread-safe. */
 void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving);
 /*
@@ -120,6 +164,17 @@ void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving);
 void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms);
 /* Frees the server (shutting it down first if needed) and calls grpc_shutdown. NULL is fine. */
 void oc_rpc_server_destroy(oc_rpc_server_t *s);
+
+/*
+ * The server's decoding step, exposed for tests and fuzzing: checks `p[0..len)` on the wire
+ * against limits->wire, then unpacks it as `desc` into `arena` under the budget described at
+ * oc_rpc_limits_t (max_decode_bytes 0: 4 x max_request_bytes + 64 KiB; max_request_bytes is
+ * checked by the caller). Returns the message, or NULL with err set: OC_E_INVALID naming the
+ * field or "request: malformed protobuf", OC_E_TOO_LARGE over the budget. Thread-safe.
+ */
+ProtobufCMessage *oc_rpc_decode(const ProtobufCMessageDescriptor *desc,
+                                const oc_rpc_limits_t *limits, const uint8_t *p, size_t len,
+                                oc_arena_t *arena, oc_error_t *err);
 
 /* Routes gRPC core's own log lines into oc_log (call before anything else touches grpc). */
 void oc_rpc_route_core_logs(void);

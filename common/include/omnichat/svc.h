@@ -113,5 +113,10 @@ bool oc_svc_tls_check(const oc_svc_tls_config_t *c, oc_buf_t *problems);
  * registry passed as user (an oc_metrics_t *). */
 void oc_svc_http_healthz(void *user, const oc_http_request_t *req, oc_http_response_t *resp);
 void oc_svc_http_metrics(void *user, const oc_http_request_t *req, oc_http_response_t *resp);
+/* GET /healthz for a process that serves gRPC: user is its oc_rpc_server_t *. 200
+ * {"status":"ok"} while the server's self-probe of the real gRPC path succeeds (a new
+ * connection to its own port, Health/Check), 503 {"status":"unavailable","detail":...} when it
+ * fails, so an orchestrator restarts a service that cannot accept or serve calls. */
+void oc_svc_http_healthz_rpc(void *user, const oc_http_request_t *req, oc_http_response_t *resp);
 
 #endif

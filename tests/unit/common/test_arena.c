@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "omnichat/arena.h"
+#include "omnichat/persistence/v1/persistence.pb-c.h"
 
 #include "test_main.h"
 
@@ -126,6 +127,41 @@ static void test_protobuf_allocator(void)
     oc_arena_destroy(a);
 }
 
+static void test_protobuf_allocator_budget(void)
+{
+    oc_arena_t *a = oc_arena_create(0);
+    oc_arena_budget_t b;
+    ProtobufCAllocator alloc;
+
+    oc_arena_protobuf_allocator_budget(a, 100, &b, &alloc);
+    void *p = alloc.alloc(alloc.allocator_data, 40); /* charged 48 */
+    CU_ASSERT_PTR_NOT_NULL(p);
+    CU_ASSERT_EQUAL(b.used, 48);
+    CU_ASSERT_PTR_NOT_NULL(alloc.alloc(alloc.allocator_data, 48)); /* 96 of 100 */
+    CU_ASSERT_FALSE(b.exhausted);
+    CU_ASSERT_PTR_NULL(alloc.alloc(alloc.allocator_data, 1)); /* 16 more: over */
+    CU_ASSERT_TRUE(b.exhausted);
+    alloc.free(alloc.allocator_data, p); /* gives nothing back: arena memory stays */
+    CU_ASSERT_PTR_NULL(alloc.alloc(alloc.allocator_data, 1));
+
+    /* 300 empty `messages` on the wire unpack within a generous budget, not within 1 KiB. */
+    static uint8_t wire[600];
+    for (size_t i = 0; i < sizeof wire; i += 2) {
+        wire[i] = 0x12;
+        wire[i + 1] = 0x00;
+    }
+    const ProtobufCMessageDescriptor *d =
+        &omnichat__persistence__v1__persist_inbound_request__descriptor;
+    oc_arena_protobuf_allocator_budget(a, 1024, &b, &alloc);
+    CU_ASSERT_PTR_NULL(protobuf_c_message_unpack(d, &alloc, sizeof wire, wire));
+    CU_ASSERT_TRUE(b.exhausted);
+    CU_ASSERT(b.used <= 1024);
+    oc_arena_protobuf_allocator_budget(a, 1 << 20, &b, &alloc);
+    CU_ASSERT_PTR_NOT_NULL(protobuf_c_message_unpack(d, &alloc, sizeof wire, wire));
+    CU_ASSERT_FALSE(b.exhausted);
+    oc_arena_destroy(a);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
@@ -135,6 +171,7 @@ int main(void)
     CU_add_test(s, "defer runs last-registered first", test_defer_order);
     CU_add_test(s, "reset runs cleanups and reuses the first block", test_reset);
     CU_add_test(s, "protobuf allocator", test_protobuf_allocator);
+    CU_add_test(s, "protobuf allocator under a budget", test_protobuf_allocator_budget);
     int failed = oc_test_run();
     return failed ? 1 : 0;
 }

@@ -7,6 +7,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -95,9 +99,9 @@ static oc_err_t check(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCM
 }
 
 static const oc_rpc_method_t g_methods[] = {
-    {"/test.Echo/Echo", REQ_DESC, REQ_DESC, echo, OC_RPC_ROLE_OPERATOR},
-    {"/test.Echo/Check", REQ_DESC, RESP_DESC, check, OC_RPC_ROLE_OPERATOR},
-    {"/test.Other/Ping", REQ_DESC, REQ_DESC, echo, OC_RPC_ROLE_OPERATOR},
+    {"/test.Echo/Echo", REQ_DESC, REQ_DESC, echo, OC_RPC_ROLE_OPERATOR, NULL},
+    {"/test.Echo/Check", REQ_DESC, RESP_DESC, check, OC_RPC_ROLE_OPERATOR, NULL},
+    {"/test.Other/Ping", REQ_DESC, REQ_DESC, echo, OC_RPC_ROLE_OPERATOR, NULL},
 };
 #define NMETHODS (sizeof(g_methods) / sizeof(g_methods[0]))
 
@@ -506,7 +510,7 @@ static void test_busy_port(void)
     CU_ASSERT_EQUAL(err.code, OC_E_IO);
     oc_rpc_server_destroy(s);
     /* Invalid tables are refused before anything is bound. */
-    oc_rpc_method_t bad = {"noslash", REQ_DESC, REQ_DESC, echo, 0};
+    oc_rpc_method_t bad = {"noslash", REQ_DESC, REQ_DESC, echo, 0, NULL};
     o.listen = "127.0.0.1:0";
     oc_error_clear(&err);
     CU_ASSERT_PTR_NULL(oc_rpc_server_create(&o, &bad, 1, &err));
@@ -623,6 +627,109 @@ static void test_shutdown_cancels(void)
     run_shutdown(100, "sleep:800", false);
 }
 
+typedef struct sleeper {
+    oc_rpc_client_t *c;
+    oc_err_t rc;
+} sleeper_t;
+
+static void *sleep_call(void *p)
+{
+    sleeper_t *sl = p;
+    oc_arena_t *a = oc_arena_create(0);
+    oc_error_t err;
+    int status = 0;
+    sl->rc = call_echo(sl->c, "/test.Echo/Echo", "sleep:1500", 10000, NULL, a, NULL, &status, &err);
+    oc_arena_destroy(a);
+    return NULL;
+}
+
+/* Waits up to ms for oc_rpc_server_healthy to become `want`; returns whether it did. */
+static bool await_healthy(oc_rpc_server_t *s, bool want, int ms, char *detail, size_t n)
+{
+    int64_t until = mono_ms() + ms;
+    while (mono_ms() < until) {
+        if (oc_rpc_server_healthy(s, detail, n) == want) return true;
+        usleep(20 * 1000);
+    }
+    return false;
+}
+
+static void test_health_probe_follows_grpc_path(void)
+{
+    /* One worker, blocked by a slow call: the self-probe cannot be served, so the server
+     * reports unhealthy (with the reason) until the worker is free again. */
+    oc_error_t err;
+    oc_rpc_server_opts_t o = {
+        .listen = "127.0.0.1:0", .workers = 1, .housekeeping_ms = 100, .probe_timeout_ms = 300};
+    oc_rpc_server_t *s = oc_rpc_server_create(&o, g_methods, NMETHODS, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL_FATAL(oc_rpc_server_start(s, &err), OC_OK);
+    char detail[256];
+    CU_ASSERT_TRUE(await_healthy(s, true, 2000, detail, sizeof detail));
+    sleeper_t sl = {client_for(s), OC_E_INTERNAL};
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, sleep_call, &sl), 0);
+    CU_ASSERT_TRUE(await_healthy(s, false, 1400, detail, sizeof detail));
+    CU_ASSERT_PTR_NOT_NULL(strstr(detail, "grpc self-check failed"));
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(sl.rc, OC_OK);
+    CU_ASSERT_TRUE(await_healthy(s, true, 3000, NULL, 0));
+    oc_rpc_client_destroy(sl.c);
+    oc_rpc_server_destroy(s);
+}
+
+static void test_connection_cap(void)
+{
+    /* 60 idle HTTP/2 connections against a cap of 20: the newest 40 are closed by the server
+     * within a few housekeeping periods, and calls on a new connection still work. */
+    enum { N = 60, CAP = 20 };
+    static const char hello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+    oc_error_t err;
+    oc_rpc_server_opts_t o = {
+        .listen = "127.0.0.1:0", .workers = 2, .housekeeping_ms = 100, .max_connections = CAP};
+    oc_rpc_server_t *s = oc_rpc_server_create(&o, g_methods, NMETHODS, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL_FATAL(oc_rpc_server_start(s, &err), OC_OK);
+    int fds[N];
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)oc_rpc_server_port(s)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0; i < N; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        CU_ASSERT_EQUAL_FATAL(connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
+        CU_ASSERT(write(fds[i], hello, sizeof hello - 1) == (ssize_t)(sizeof hello - 1));
+    }
+    /* Count connections the server ended (EOF or reset), reading whatever it sent first. */
+    int closed = 0;
+    bool done[N] = {false};
+    int64_t until = mono_ms() + 5000;
+    while (closed < N - CAP && mono_ms() < until) {
+        for (int i = 0; i < N; i++) {
+            if (done[i]) continue;
+            char buf[512];
+            ssize_t r = recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                done[i] = true;
+                closed++;
+            }
+        }
+        usleep(20 * 1000);
+    }
+    CU_ASSERT(closed >= N - CAP);
+    CU_ASSERT(closed <= N - CAP + 2); /* the probe's own connection may take a slot */
+    oc_rpc_client_t *c = client_for(s);
+    oc_arena_t *a = oc_arena_create(0);
+    int status = -1;
+    const char *out = NULL;
+    CU_ASSERT_EQUAL(call_echo(c, "/test.Echo/Echo", "hi", 5000, NULL, a, &out, &status, &err),
+                    OC_OK);
+    oc_arena_destroy(a);
+    oc_rpc_client_destroy(c);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    oc_rpc_server_destroy(s);
+}
+
 int main(void)
 {
     /* Core log lines (the busy-port bind error) come out as JSON lines from here on. */
@@ -641,6 +748,8 @@ int main(void)
     CU_add_test(s, "expired on arrival, size limit", test_server_side_deadline_and_limit);
     CU_add_test(s, "graceful shutdown with calls in flight", test_shutdown_graceful);
     CU_add_test(s, "shutdown cancels after grace", test_shutdown_cancels);
+    CU_add_test(s, "health probe follows the gRPC path", test_health_probe_follows_grpc_path);
+    CU_add_test(s, "connections over the cap are shed", test_connection_cap);
     CU_add_test(s, "server callbacks saw what they expected", test_callbacks_clean);
     int failed = oc_test_run();
     return failed ? 1 : 0;

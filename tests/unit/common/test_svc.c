@@ -204,6 +204,22 @@ static void test_secret_memory_is_left_out_of_core_dumps(void)
     oc_secret_free(NULL);
 }
 
+static void test_healthz_rpc_reports_a_failed_probe(void)
+{
+    oc_http_response_t resp;
+
+    /* No server to vouch for the gRPC path: unavailable, not ok. */
+    memset(&resp, 0, sizeof resp);
+    resp.status = 200;
+    oc_buf_init(&resp.body, 4096);
+    oc_svc_http_healthz_rpc(NULL, NULL, &resp);
+    CU_ASSERT_EQUAL(resp.status, 503);
+    CU_ASSERT_PTR_NOT_NULL(resp.body.data);
+    if (resp.body.data)
+        CU_ASSERT_PTR_NOT_NULL(strstr(resp.body.data, "\"status\":\"unavailable\""));
+    oc_buf_dispose(&resp.body);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -214,6 +230,7 @@ int main(void)
     if (setrlimit(RLIMIT_CORE, &core) != 0) return 1;
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     s = CU_add_suite("svc", NULL, NULL);
+    CU_add_test(s, "/healthz reports a failed gRPC probe", test_healthz_rpc_reports_a_failed_probe);
     CU_add_test(s, "valid configuration runs", test_valid_configuration_runs);
     CU_add_test(s, "cross-option rule refuses with exit 2",
                 test_cross_option_rule_refuses_with_exit_2);

@@ -215,7 +215,8 @@ static oc_err_t fake_update(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Proto
 #define FAKE_METHOD(name, fn, snake) \
     { \
         LINE_PST_SERVICE name, &omnichat__persistence__v1__##snake##_request__descriptor, \
-            &omnichat__persistence__v1__##snake##_response__descriptor, fn, OC_RPC_ROLE_CONNECTOR \
+            &omnichat__persistence__v1__##snake##_response__descriptor, fn, OC_RPC_ROLE_CONNECTOR, \
+            NULL \
     }
 
 static const oc_rpc_method_t fake_methods[] = {
