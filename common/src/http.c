@@ -47,14 +47,14 @@
 #define HEAD_MAX (16 * 1024) /* request line + headers; 431 beyond */
 #define MAX_HEADERS 64
 #define MAX_QUERY 64
-#define MAX_EMPTY_LINES 2    /* RFC 9112 §2.2: ignore "at least one" CRLF before a request */
-#define CHUNK_LINE_MAX 1024  /* chunk-size line with extensions */
-#define TRAILER_MAX 4096     /* all trailer lines together */
+#define MAX_EMPTY_LINES 2   /* RFC 9112 §2.2: ignore "at least one" CRLF before a request */
+#define CHUNK_LINE_MAX 1024 /* chunk-size line with extensions */
+#define TRAILER_MAX 4096    /* all trailer lines together */
 #define READ_CHUNK (16 * 1024)
-#define LINGER_MS 2000       /* reading (and dropping) after an error answer, see start_close */
+#define LINGER_MS 2000 /* reading (and dropping) after an error answer, see start_close */
 #define LINGER_MAX ((size_t)1 << 20)
-#define TICK_MS 100          /* deadline granularity */
-#define FD_RESERVE 64        /* descriptors the rest of the process keeps beyond our cap */
+#define TICK_MS 100   /* deadline granularity */
+#define FD_RESERVE 64 /* descriptors the rest of the process keeps beyond our cap */
 #define IP_BUCKETS 1024
 #define ALLOW_MAX 128
 
@@ -66,8 +66,15 @@ typedef enum conn_state {
     ST_LINGER,  /* answer sent, write side shut; draining what the client still sends */
 } conn_state_t;
 
-typedef enum chunk_state { CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR, CK_DATA_LF,
-                           CK_TRAILER } chunk_state_t;
+typedef enum chunk_state {
+    CK_SIZE,
+    CK_EXT,
+    CK_SIZE_LF,
+    CK_DATA,
+    CK_DATA_CR,
+    CK_DATA_LF,
+    CK_TRAILER
+} chunk_state_t;
 
 typedef struct ip_count {
     struct ip_count *next;
@@ -202,35 +209,64 @@ static void response_init(oc_http_response_t *resp)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
 }
 
@@ -262,7 +298,8 @@ static void build_response(conn_t *c, oc_http_response_t *resp, bool head_only)
     if (!no_body) oc_buf_appendf(&b, "Content-Length: %zu\r\n", resp->body.len);
     if (c->close_after) oc_buf_appends(&b, "Connection: close\r\n");
     oc_buf_appends(&b, "\r\n");
-    if (!no_body && !head_only && resp->body.len) oc_buf_append(&b, resp->body.data, resp->body.len);
+    if (!no_body && !head_only && resp->body.len)
+        oc_buf_append(&b, resp->body.data, resp->body.len);
     if (b.failed != OC_OK) {
         /* Out of memory: nothing sane to write; the connection closes. */
         oc_buf_dispose(&b);
@@ -843,8 +880,8 @@ static void process_head(oc_http_server_t *s, conn_t *c);
 static void try_write(oc_http_server_t *s, conn_t *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c->out_off += (size_t)n;
             continue;
@@ -1394,7 +1431,6 @@ static oc_err_t parse_listen(const char *listen, listen_addr_t *out, oc_error_t 
     return OC_OK;
 }
 
-
 /* ---- lifecycle ---- */
 
 static int listen_socket(int fd)
@@ -1417,8 +1453,8 @@ static oc_err_t open_listener(oc_http_server_t *s, const listen_addr_t *la, cons
         return oc_error_set(err, OC_E_IO, "could not start http server on %s: bind: %s", listen,
                             strerror(errno));
     if (listen_socket(s->lfd) != 0)
-        return oc_error_set(err, OC_E_IO, "could not start http server on %s: listen: %s",
-                            listen, strerror(errno));
+        return oc_error_set(err, OC_E_IO, "could not start http server on %s: listen: %s", listen,
+                            strerror(errno));
     struct sockaddr_storage bound;
     socklen_t bl = sizeof bound;
     if (getsockname(s->lfd, (struct sockaddr *)&bound, &bl) != 0)

@@ -15,7 +15,7 @@ typedef struct oc_http_request {
      * what the client wrote. Paths holding %2F, %5C, %00, a bad escape, a backslash or a dot
      * segment are refused with 400 before any route is looked up. */
     const char *path;
-    const char *body;   /* raw bytes exactly as received (NUL-terminated for convenience) */
+    const char *body; /* raw bytes exactly as received (NUL-terminated for convenience) */
     size_t body_len;
     const char *remote_addr;
     void *internal; /* for oc_http_header / oc_http_query */
@@ -91,10 +91,11 @@ typedef struct oc_http_server oc_http_server_t;
  * Creates and starts a server. A path with no route is 404, a route matched on path but not
  * method is 405 with Allow. Requests that HTTP/1.1 leaves ambiguous (RFC 9112: differing
  * Content-Length values, Content-Length with Transfer-Encoding, obs-fold, bad framing) get 400
- * and the connection is closed; a transfer coding other than chunked gets 501. listen is "a.b.c.d:port", "[v6]:port", or "*:port" / ":port" for
- * every IPv4 address. Returns NULL with err on failure: OC_E_CONFIG for a bad listen address
- * or option, OC_E_IO when the server cannot start (e.g. port busy; the reason in err).
- * A handler that cannot build its response (body over 16 MiB, OOM) yields a 500.
+ * and the connection is closed; a transfer coding other than chunked gets 501. listen is
+ * "a.b.c.d:port", "[v6]:port", or "*:port" / ":port" for every IPv4 address. Returns NULL with err
+ * on failure: OC_E_CONFIG for a bad listen address or option, OC_E_IO when the server cannot start
+ * (e.g. port busy; the reason in err). A handler that cannot build its response (body over 16 MiB,
+ * OOM) yields a 500.
  */
 oc_http_server_t *oc_http_server_start(const oc_http_server_opts_t *opts, oc_error_t *err);
 /* The bound port (the real one when opts->listen asked for port 0). */

@@ -618,7 +618,6 @@ static void test_thread_per_connection(void)
     oc_http_server_stop(s);
 }
 
-
 /* ---- raw sockets: framing ambiguities, deadlines, caps ---- */
 
 static int64_t now_ms(void)
@@ -671,8 +670,8 @@ static bool raw_exchange(oc_http_server_t *s, const char *data, size_t len, char
 {
     int fd = raw_connect(oc_http_server_port(s), 1);
     if (fd < 0) return false;
-    bool closed = send(fd, data, len, MSG_NOSIGNAL) == (ssize_t)len &&
-                  read_until_close(fd, out, cap, 3000);
+    bool closed =
+        send(fd, data, len, MSG_NOSIGNAL) == (ssize_t)len && read_until_close(fd, out, cap, 3000);
     close(fd);
     return closed;
 }
@@ -702,9 +701,9 @@ static void test_conflicting_content_length(void)
     CU_ASSERT_EQUAL(atomic_load(&handler_calls), calls);
 
     /* A list whose members disagree is the same thing in one field. */
-    CU_ASSERT(raw_exchange(
-        srv, RAW("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 3\r\n\r\n{}a"), out,
-        sizeof out));
+    CU_ASSERT(raw_exchange(srv,
+                           RAW("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 3\r\n\r\n{}a"),
+                           out, sizeof out));
     CU_ASSERT_EQUAL(strncmp(out, "HTTP/1.1 400 ", 13), 0);
     /* Content-Length next to Transfer-Encoding: refused, never guessed. */
     CU_ASSERT(raw_exchange(srv,
@@ -752,7 +751,8 @@ static void test_only_empty_lines(void)
     CU_ASSERT(now_ms() - t0 < 2000);
     CU_ASSERT_EQUAL(strncmp(out, "HTTP/1.1 400 ", 13), 0);
     /* One empty line before a request is tolerated (RFC 9112 §2.2). */
-    CU_ASSERT(raw_exchange(srv, RAW("\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    CU_ASSERT(raw_exchange(srv,
+                           RAW("\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
                            out, sizeof out));
     CU_ASSERT_EQUAL(strncmp(out, "HTTP/1.1 200 ", 13), 0);
 }
@@ -784,7 +784,8 @@ static void test_raw_path_routing(void)
         int n = snprintf(req, sizeof req,
                          "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", refused[i]);
         CU_ASSERT(raw_exchange(srv, req, (size_t)n, out, sizeof out));
-        if (strncmp(out, "HTTP/1.1 400 ", 13) != 0) fprintf(stderr, "\n  %s: %.40s\n", refused[i], out);
+        if (strncmp(out, "HTTP/1.1 400 ", 13) != 0)
+            fprintf(stderr, "\n  %s: %.40s\n", refused[i], out);
         CU_ASSERT_EQUAL(strncmp(out, "HTTP/1.1 400 ", 13), 0);
     }
     CU_ASSERT_EQUAL(atomic_load(&handler_calls), calls);
@@ -842,8 +843,9 @@ static void test_head_deadline(void)
 {
     oc_http_server_t *s = start_opts(300, 0, 0, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-    static const char head[] = "GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                               "aaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    static const char head[] =
+        "GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     char out[1024];
     int fd = raw_connect(oc_http_server_port(s), 1);
     CU_ASSERT_FATAL(fd >= 0);
@@ -886,8 +888,7 @@ static bool served(oc_http_server_t *s, int host)
     if (fd < 0) return false;
     static const char req[] = "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     bool ok = send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof req - 1) &&
-              read_until_close(fd, out, sizeof out, 3000) &&
-              strncmp(out, "HTTP/1.1 200 ", 13) == 0;
+              read_until_close(fd, out, sizeof out, 3000) && strncmp(out, "HTTP/1.1 200 ", 13) == 0;
     close(fd);
     return ok;
 }
@@ -954,12 +955,13 @@ static void test_slow_clients_do_not_block(void)
 static void test_pipelining_and_keep_alive(void)
 {
     char out[4096];
-    CU_ASSERT(raw_exchange(srv,
-                           RAW("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
-                               "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               "2;ext=1\r\nab\r\n1\r\nc\r\n0\r\nTrailer: t\r\n\r\n"
-                               "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-                           out, sizeof out));
+    CU_ASSERT(
+        raw_exchange(srv,
+                     RAW("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                         "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "2;ext=1\r\nab\r\n1\r\nc\r\n0\r\nTrailer: t\r\n\r\n"
+                         "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                     out, sizeof out));
     CU_ASSERT_EQUAL(count_of(out, "HTTP/1.1 200 "), 2);
     CU_ASSERT_EQUAL(count_of(out, "HTTP/1.1 201 "), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "POST|/echo|3|"));
@@ -992,7 +994,8 @@ int main(void)
     CU_add_test(s, "conflicting Content-Length is 400", test_conflicting_content_length);
     CU_add_test(s, "unsupported transfer coding is 501", test_unsupported_transfer_coding);
     CU_add_test(s, "only empty lines is 400", test_only_empty_lines);
-    CU_add_test(s, "negative Content-Length answered once", test_negative_content_length_one_answer);
+    CU_add_test(s, "negative Content-Length answered once",
+                test_negative_content_length_one_answer);
     CU_add_test(s, "routing on the raw path", test_raw_path_routing);
     CU_add_test(s, "pipelining and keep-alive", test_pipelining_and_keep_alive);
     CU_add_test(s, "whole-head deadline", test_head_deadline);
