@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -880,17 +883,22 @@ static void test_body_deadline(void)
     oc_http_server_stop(s);
 }
 
-/* Whether a fresh connection from 127.0.0.<host> is served (true) or closed at once. */
-static bool served(oc_http_server_t *s, int host)
+/* Whether a fresh connection from 127.0.0.<host> to port is served (true) or closed at once. */
+static bool served_port(int port, int host)
 {
     char out[2048];
-    int fd = raw_connect(oc_http_server_port(s), host);
+    int fd = raw_connect(port, host);
     if (fd < 0) return false;
     static const char req[] = "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     bool ok = send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof req - 1) &&
               read_until_close(fd, out, sizeof out, 3000) && strncmp(out, "HTTP/1.1 200 ", 13) == 0;
     close(fd);
     return ok;
+}
+
+static bool served(oc_http_server_t *s, int host)
+{
+    return served_port(oc_http_server_port(s), host);
 }
 
 /* Caps per client address and overall: idle connections past them are closed at accept, other
@@ -924,6 +932,66 @@ static void test_connection_caps(void)
     }
     CU_ASSERT(back);
     oc_http_server_stop(s);
+}
+
+/* Out of descriptors, accept fails with EMFILE. A pending connection must then be closed at
+ * once rather than left in the backlog, and once descriptors are back new connections must be
+ * served within 5 s: the listener never stops for good. The server runs in a child process
+ * with its own descriptor limit, so exhausting it leaves this process alone. */
+static void test_emfile_on_accept_recovers(void)
+{
+    int up[2], down[2];
+    CU_ASSERT_FATAL(pipe(up) == 0 && pipe(down) == 0);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = 256;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        oc_http_server_t *s = start_opts(0, 0, 0, 0);
+        int port = s ? oc_http_server_port(s) : -1;
+        int fds[512], n = 0;
+        while (n < 512 && (fds[n] = open("/dev/null", O_RDONLY)) >= 0)
+            n++;
+        char ch;
+        if (write(up[1], &port, sizeof port) != sizeof port || read(down[0], &ch, 1) != 1) _exit(1);
+        while (n > 0)
+            close(fds[--n]);
+        if (write(up[1], &port, sizeof port) != sizeof port || read(down[0], &ch, 1) != 1) _exit(1);
+        oc_http_server_stop(s);
+        _exit(0);
+    }
+    int port = -1;
+    CU_ASSERT_FATAL(read(up[0], &port, sizeof port) == sizeof port && port > 0);
+
+    /* Exhausted: the connection is closed promptly, without an answer. */
+    char out[256];
+    int fd = raw_connect(port, 1);
+    CU_ASSERT(fd >= 0);
+    if (fd >= 0) {
+        static const char req[] = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+        CU_ASSERT_EQUAL(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1));
+        CU_ASSERT(read_until_close(fd, out, sizeof out, 2000));
+        CU_ASSERT_EQUAL(out[0], '\0');
+        close(fd);
+    }
+    /* Descriptors back: served again within 5 s. */
+    CU_ASSERT(write(down[1], "x", 1) == 1 && read(up[0], &port, sizeof port) == sizeof port);
+    bool ok = false;
+    for (int64_t end = now_ms() + 5000; !ok && now_ms() < end;) {
+        ok = served_port(port, 1);
+        if (!ok) usleep(50000);
+    }
+    CU_ASSERT(ok);
+    CU_ASSERT(write(down[1], "x", 1) == 1);
+    int status = -1;
+    waitpid(pid, &status, 0);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(up[0]);
+    close(up[1]);
+    close(down[0]);
+    close(down[1]);
 }
 
 /* Slow clients cost descriptors, not threads: with 200 of them trickling heads, a normal request
@@ -1002,6 +1070,7 @@ int main(void)
     CU_add_test(s, "whole-body deadline", test_body_deadline);
     CU_add_test(s, "connection caps", test_connection_caps);
     CU_add_test(s, "slow clients do not block", test_slow_clients_do_not_block);
+    CU_add_test(s, "EMFILE on accept recovers", test_emfile_on_accept_recovers);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
