@@ -151,6 +151,7 @@ struct oc_http_server {
     _Atomic bool stopping;
 
     conn_t *conns; /* I/O thread only */
+    conn_t *ready; /* connections with pipelined bytes to parse; I/O thread only */
     int nconns;
     ip_count_t *ips[IP_BUCKETS];
 
@@ -527,6 +528,8 @@ static head_result_t bad(int status, const char *reason)
 static head_result_t parse_head(conn_t *c, size_t len)
 {
     char *p = c->in, *end = c->in + len;
+    /* A NUL would end a C string early and make us read less than the client wrote. */
+    if (memchr(c->in, '\0', len)) return bad(400, "NUL in request head");
     *end = '\0';
     /* Line ends are CRLF, or a bare LF (RFC 9112 §2.2); a CR anywhere else is an error. */
     char *lines[MAX_HEADERS + 2];
@@ -1134,7 +1137,16 @@ static void process_head(oc_http_server_t *s, conn_t *c)
     char allow[ALLOW_MAX];
     const oc_http_route_t *rt = route_find(s, c->method, c->path, allow, sizeof allow);
     if (!rt) {
-        /* An unread body would be taken for the next request: close in that case. */
+        /* An unread body would be taken for the next request: close in that case. Otherwise
+         * the connection stays, and so do the bytes of a pipelined next request. */
+        if (!body_pending && rest_len > 0 && !(c->carry = malloc(rest_len))) {
+            answer(s, c, 500, "out of memory", NULL, true);
+            return;
+        }
+        if (c->carry) {
+            memcpy(c->carry, rest, rest_len);
+            c->carry_len = rest_len;
+        }
         if (allow[0])
             answer(s, c, 405, "method not allowed", allow, body_pending);
         else
@@ -1180,7 +1192,10 @@ static void after_write(oc_http_server_t *s, conn_t *c)
         c->carry_len = 0;
         c->awaiting_first = false;
         c->deadline_us = oc_mono_us() + s->head_us;
-        process_head(s, c);
+        /* Parsed by the I/O loop, not here: a run of pipelined requests answered from the
+         * I/O thread would otherwise recurse once per request. */
+        c->qnext = s->ready;
+        s->ready = c;
         return;
     }
     c->awaiting_first = true;
@@ -1227,8 +1242,8 @@ static void expire(oc_http_server_t *s, conn_t *c)
 {
     if ((c->state == ST_HEAD && !c->awaiting_first) || c->state == ST_BODY) {
         static const char r408[] = "HTTP/1.1 408 Request Timeout\r\nContent-Type: "
-                                   "application/json\r\nContent-Length: 36\r\nConnection: "
-                                   "close\r\n\r\n{\"error\":\"request took too long\"}  ";
+                                   "application/json\r\nContent-Length: 33\r\nConnection: "
+                                   "close\r\n\r\n{\"error\":\"request took too long\"}";
         ssize_t n = send(c->fd, r408, sizeof r408 - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)n;
     }
@@ -1355,6 +1370,11 @@ static void *io_main(void *arg)
             }
         }
         drain_done(s);
+        while (s->ready) {
+            conn_t *c = s->ready;
+            s->ready = c->qnext;
+            process_head(s, c);
+        }
         int64_t now = oc_mono_us();
         if (now >= next_tick) {
             tick(s, now);

@@ -791,6 +791,10 @@ static void test_raw_path_routing(void)
             fprintf(stderr, "\n  %s: %.40s\n", refused[i], out);
         CU_ASSERT_EQUAL(strncmp(out, "HTTP/1.1 400 ", 13), 0);
     }
+    /* A raw NUL in the head would cut a C string short: refused too. */
+    CU_ASSERT(raw_exchange(srv, RAW("POST /echo HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n"), out,
+                           sizeof out));
+    CU_ASSERT_EQUAL(strncmp(out, "HTTP/1.1 400 ", 13), 0);
     CU_ASSERT_EQUAL(atomic_load(&handler_calls), calls);
     /* Other escapes pass through undecoded: the handler sees what the client sent. */
     CU_ASSERT(raw_exchange(srv,
@@ -1026,12 +1030,14 @@ static void test_pipelining_and_keep_alive(void)
     CU_ASSERT(
         raw_exchange(srv,
                      RAW("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                         "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
                          "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                          "2;ext=1\r\nab\r\n1\r\nc\r\n0\r\nTrailer: t\r\n\r\n"
                          "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
                      out, sizeof out));
     CU_ASSERT_EQUAL(count_of(out, "HTTP/1.1 200 "), 2);
     CU_ASSERT_EQUAL(count_of(out, "HTTP/1.1 201 "), 1);
+    CU_ASSERT_EQUAL(count_of(out, "HTTP/1.1 404 "), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "POST|/echo|3|"));
     const char *first = strstr(out, "hello"), *echo = strstr(out, "POST|/echo");
     CU_ASSERT(first && echo && first < echo);
