@@ -95,6 +95,7 @@ typedef struct conn {
     int fd;
     conn_state_t state;
     int64_t deadline_us;
+    bool registered;     /* in epoll (not while a handler has it) */
     bool head_started;   /* the current head has begun (empty lines before it skipped) */
     bool awaiting_first; /* idle between keep-alive requests: the idle timeout applies */
     ip_count_t *ip;
@@ -868,13 +869,22 @@ static void conn_free(oc_http_server_t *s, conn_t *c)
     free(c);
 }
 
+/* events 0 takes the descriptor out of epoll altogether: epoll reports EPOLLHUP and EPOLLERR
+ * whatever the mask, so a client resetting while its handler runs would make a level-triggered
+ * loop spin until the handler returns. */
 static void set_events(oc_http_server_t *s, conn_t *c, uint32_t events)
 {
     struct epoll_event ev = {.events = events, .data.ptr = c};
-    if (epoll_ctl(s->efd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
-        /* Cannot happen for a registered descriptor; make sure it does not linger. */
-        c->deadline_us = 1;
+    int rc = 0;
+    if (events == 0) {
+        if (c->registered) rc = epoll_ctl(s->efd, EPOLL_CTL_DEL, c->fd, NULL);
+        c->registered = false;
+    } else {
+        rc = epoll_ctl(s->efd, c->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev);
+        c->registered = rc == 0;
     }
+    /* Cannot fail for a descriptor we own but for ENOMEM; the deadline then closes it. */
+    if (rc != 0) c->deadline_us = 1;
 }
 
 static void after_write(oc_http_server_t *s, conn_t *c);
@@ -1322,8 +1332,8 @@ static void accept_ready(oc_http_server_t *s)
         if (s->conns) s->conns->prev = c;
         s->conns = c;
         s->nconns++;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(s->efd, EPOLL_CTL_ADD, fd, &ev) != 0) conn_free(s, c);
+        set_events(s, c, EPOLLIN);
+        if (!c->registered) conn_free(s, c);
     }
 }
 

@@ -78,9 +78,11 @@ typedef struct oc_http_server_opts {
     const oc_http_route_t *routes; /* first match wins; must outlive the server */
     size_t nroutes;
     /* Optional, after each response (metrics, access log); never sees the body (req->body is
-     * NULL). Runs on pool threads, concurrently: must be thread-safe. status is 0 when a
-     * handler asked for drop_connection. latency runs from the request headers to the
-     * response being queued. */
+     * NULL). Runs on handler threads, concurrently, and on the I/O thread for answers given
+     * before any handler (400, 404, 405, 413, 431, 501...; method and path are "" when the
+     * request line itself was bad): must be thread-safe and quick. status is 0 when a handler
+     * asked for drop_connection. latency runs from the request headers to the response being
+     * queued. A connection cut off by a deadline (408) or a cap is not reported. */
     void (*on_complete)(void *user, const oc_http_request_t *req, int status, int64_t latency_us);
     void *user;
 } oc_http_server_opts_t;

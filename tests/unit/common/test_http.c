@@ -1043,6 +1043,61 @@ static void test_pipelining_and_keep_alive(void)
     CU_ASSERT(first && echo && first < echo);
 }
 
+/* A client that resets while its handler runs must not make the I/O thread spin: epoll reports
+ * EPOLLHUP/EPOLLERR whatever the mask, so the descriptor has to leave epoll while a handler
+ * has it. Measured as CPU used by this process over 300 ms with the handler blocked. */
+static atomic_int blocker_in;
+static atomic_int blocker_release;
+
+static void h_block(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
+{
+    (void)user;
+    (void)req;
+    atomic_store(&blocker_in, 1);
+    for (int i = 0; i < 500 && !atomic_load(&blocker_release); i++)
+        usleep(2000);
+    resp->status = 200;
+}
+
+static int64_t cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_reset_during_handler_no_spin(void)
+{
+    static const oc_http_route_t block_routes[] = {
+        {.method = "GET", .path = "/block", .handler = h_block}};
+    oc_error_t err;
+    oc_error_clear(&err);
+    oc_http_server_opts_t o = {
+        .listen = "127.0.0.1:0", .threads = 1, .routes = block_routes, .nroutes = 1};
+    oc_http_server_t *s = oc_http_server_start(&o, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    atomic_store(&blocker_in, 0);
+    atomic_store(&blocker_release, 0);
+    int fd = raw_connect(oc_http_server_port(s), 1);
+    CU_ASSERT_FATAL(fd >= 0);
+    static const char req[] = "GET /block HTTP/1.1\r\nHost: x\r\n\r\n";
+    CU_ASSERT_EQUAL(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1));
+    for (int i = 0; i < 500 && !atomic_load(&blocker_in); i++)
+        usleep(2000);
+    CU_ASSERT_EQUAL_FATAL(atomic_load(&blocker_in), 1);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd); /* a reset, while the handler still runs */
+    int64_t c0 = cpu_ms();
+    struct timespec ts = {0, 300 * 1000 * 1000}; /* the interval the CPU figure covers */
+    nanosleep(&ts, NULL);
+    int64_t used = cpu_ms() - c0;
+    atomic_store(&blocker_release, 1);
+    CU_ASSERT(used < 100);
+    if (used >= 100) fprintf(stderr, "\n  %lld ms of CPU in 300 ms\n", (long long)used);
+    oc_http_server_stop(s);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1077,6 +1132,7 @@ int main(void)
     CU_add_test(s, "connection caps", test_connection_caps);
     CU_add_test(s, "slow clients do not block", test_slow_clients_do_not_block);
     CU_add_test(s, "EMFILE on accept recovers", test_emfile_on_accept_recovers);
+    CU_add_test(s, "reset during a handler does not spin", test_reset_during_handler_no_spin);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
