@@ -53,8 +53,8 @@
 #define READ_CHUNK (16 * 1024)
 #define LINGER_MS 2000 /* reading (and dropping) after an error answer, see start_close */
 #define LINGER_MAX ((size_t)1 << 20)
-#define TICK_MS 100   /* deadline granularity */
-#define FD_RESERVE 64 /* descriptors the rest of the process keeps beyond our cap */
+#define TICK_MS 100    /* deadline granularity */
+#define FD_RESERVE 128 /* descriptors the rest of the process keeps beyond our cap */
 #define IP_BUCKETS 1024
 #define ALLOW_MAX 128
 
@@ -89,8 +89,9 @@ typedef struct kv {
 } kv_t;
 
 typedef struct conn {
-    struct conn *prev, *next; /* every connection; I/O thread only */
-    struct conn *qnext;       /* work or done queue */
+    struct conn *prev, *next;   /* every connection; I/O thread only */
+    struct conn *qnext;         /* work or done queue */
+    struct conn *wprev, *wnext; /* waiting for a head, oldest first; I/O thread only */
     oc_http_server_t *s;
     int fd;
     conn_state_t state;
@@ -151,8 +152,9 @@ struct oc_http_server {
     bool io_started;
     _Atomic bool stopping;
 
-    conn_t *conns; /* I/O thread only */
-    conn_t *ready; /* connections with pipelined bytes to parse; I/O thread only */
+    conn_t *conns;                 /* I/O thread only */
+    conn_t *ready;                 /* connections with pipelined bytes to parse; I/O thread only */
+    conn_t *wait_head, *wait_tail; /* connections in ST_HEAD, oldest first; I/O thread only */
     int nconns;
     ip_count_t *ips[IP_BUCKETS];
 
@@ -854,8 +856,36 @@ static void request_reset(conn_t *c)
     c->head_started = false;
 }
 
+/* Moves c to state st, keeping the list of connections waiting for a head (ST_HEAD) in the
+ * order they started waiting: its oldest is what a new connection displaces at the cap. */
+static void set_state(oc_http_server_t *s, conn_t *c, conn_state_t st)
+{
+    bool was = c->state == ST_HEAD && (c->wprev || s->wait_head == c);
+    if (was && st != ST_HEAD) {
+        if (c->wprev)
+            c->wprev->wnext = c->wnext;
+        else
+            s->wait_head = c->wnext;
+        if (c->wnext)
+            c->wnext->wprev = c->wprev;
+        else
+            s->wait_tail = c->wprev;
+        c->wprev = c->wnext = NULL;
+    } else if (!was && st == ST_HEAD) {
+        c->wprev = s->wait_tail;
+        c->wnext = NULL;
+        if (s->wait_tail)
+            s->wait_tail->wnext = c;
+        else
+            s->wait_head = c;
+        s->wait_tail = c;
+    }
+    c->state = st;
+}
+
 static void conn_free(oc_http_server_t *s, conn_t *c)
 {
+    set_state(s, c, ST_LINGER); /* off the waiting list */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -932,7 +962,7 @@ static void answer(oc_http_server_t *s, conn_t *c, int status, const char *reaso
         conn_free(s, c);
         return;
     }
-    c->state = ST_WRITE;
+    set_state(s, c, ST_WRITE);
     c->deadline_us = oc_mono_us() + s->idle_us;
     try_write(s, c);
 }
@@ -1018,7 +1048,7 @@ static void *detached_main(void *arg)
 /* The request is complete: hand it to a handler thread. */
 static void dispatch(oc_http_server_t *s, conn_t *c)
 {
-    c->state = ST_HANDLER;
+    set_state(s, c, ST_HANDLER);
     c->deadline_us = 0; /* handlers bound their own time */
     set_events(s, c, 0);
     c->close_after = !c->keep_alive || atomic_load(&s->stopping);
@@ -1164,7 +1194,7 @@ static void process_head(oc_http_server_t *s, conn_t *c)
         return;
     }
     c->route = rt;
-    c->state = ST_BODY;
+    set_state(s, c, ST_BODY);
     c->deadline_us = c->start_us + s->body_us;
     oc_buf_init(&c->body, s->max_body);
     if (hr.expect_continue && body_pending && rest_len == 0) {
@@ -1185,14 +1215,14 @@ static void after_write(oc_http_server_t *s, conn_t *c)
         shutdown(c->fd, SHUT_WR);
         free(c->out);
         c->out = NULL;
-        c->state = ST_LINGER;
+        set_state(s, c, ST_LINGER);
         c->lingered = 0;
         c->deadline_us = oc_mono_us() + (int64_t)LINGER_MS * 1000;
         set_events(s, c, EPOLLIN);
         return;
     }
     request_reset(c);
-    c->state = ST_HEAD;
+    set_state(s, c, ST_HEAD);
     set_events(s, c, EPOLLIN);
     if (c->carry) {
         memcpy(c->in, c->carry, c->carry_len);
@@ -1283,6 +1313,7 @@ static void pause_listen(oc_http_server_t *s)
 
 static void accept_ready(oc_http_server_t *s)
 {
+    bool accepted = false, evicted = false;
     /* Bounded, so that a connection storm does not starve the connections already open. */
     for (int i = 0; i < 256; i++) {
         struct sockaddr_storage ss;
@@ -1291,6 +1322,16 @@ static void accept_ready(oc_http_server_t *s)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            /* Linux reports EMFILE before it looks at the backlog: after an accept, it says
+             * nothing about anyone waiting. The listener stays readable if someone is. */
+            if ((errno == EMFILE || errno == ENFILE) && accepted) return;
+            if ((errno == EMFILE || errno == ENFILE) && s->wait_head && !evicted) {
+                /* Out of descriptors with connections still waiting for a head: the oldest
+                 * gives its descriptor to the newcomer, as at the cap. */
+                conn_free(s, s->wait_head);
+                evicted = true;
+                continue;
+            }
             if ((errno == EMFILE || errno == ENFILE) && s->spare_fd >= 0) {
                 /* Out of descriptors. The pending connection would stay in the backlog and
                  * keep the listener readable forever: spend the spare descriptor to take it
@@ -1306,10 +1347,15 @@ static void accept_ready(oc_http_server_t *s)
             pause_listen(s);
             return;
         }
-        ip_count_t *ip = NULL;
+        accepted = true;
+        ip_count_t *ip = ip_acquire(s, &ss);
+        /* At the overall cap, the connection that has waited longest for a request head (a
+         * slow client, or an idle keep-alive) makes room: a full server full of slowloris
+         * connections still takes a genuine request, which needs only milliseconds to arrive.
+         * With none waiting (all busy), the newcomer is refused. */
+        if (ip && s->nconns >= s->max_conns && s->wait_head) conn_free(s, s->wait_head);
         conn_t *c = NULL;
-        if (s->nconns >= s->max_conns || !(ip = ip_acquire(s, &ss)) ||
-            !(c = calloc(1, sizeof *c))) {
+        if (!ip || s->nconns >= s->max_conns || !(c = calloc(1, sizeof *c))) {
             /* Over a cap: close at once, before reading a byte. */
             ip_release(s, ip);
             close(fd);
@@ -1318,7 +1364,7 @@ static void accept_ready(oc_http_server_t *s)
         c->s = s;
         c->fd = fd;
         c->ip = ip;
-        c->state = ST_HEAD;
+        set_state(s, c, ST_HEAD);
         c->start_us = oc_mono_us();
         c->deadline_us = c->start_us + s->head_us;
         oc_buf_init(&c->body, s->max_body);
@@ -1348,7 +1394,7 @@ static void drain_done(oc_http_server_t *s)
         if (c->drop) {
             conn_free(s, c);
         } else {
-            c->state = ST_WRITE;
+            set_state(s, c, ST_WRITE);
             c->deadline_us = oc_mono_us() + s->idle_us;
             try_write(s, c);
         }
@@ -1363,10 +1409,11 @@ static void *io_main(void *arg)
     int64_t next_tick = oc_mono_us() + (int64_t)TICK_MS * 1000;
     while (!atomic_load(&s->stopping)) {
         int n = epoll_wait(s->efd, evs, 256, TICK_MS);
+        bool listen_ready = false;
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &listen_tag) {
-                accept_ready(s);
+                listen_ready = true;
             } else if (p == &wake_tag) {
                 uint64_t v;
                 ssize_t r = read(s->wfd, &v, sizeof v);
@@ -1379,6 +1426,9 @@ static void *io_main(void *arg)
                     on_readable(s, c);
             }
         }
+        /* Accept last: a connection accepted in the previous round has then had its request
+         * read before anything could make room at its expense. */
+        if (listen_ready) accept_ready(s);
         drain_done(s);
         while (s->ready) {
             conn_t *c = s->ready;

@@ -142,6 +142,9 @@ def main():
     ap.add_argument("--per-address", type=int, default=200)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--nofile", type=int, default=0,
+                    help="run the connector under this descriptor limit (e.g. 1024, fewer than "
+                         "--slow: the overall cap then decides)")
     args = ap.parse_args()
 
     cluster = PgCluster().init()
@@ -152,7 +155,11 @@ def main():
         cluster.grant()
         svc.start()
         sim = Sim().start()
-        conn = Connector(svc.grpc_port, sim.port, log_level="info").start()
+        conn = Connector(svc.grpc_port, sim.port, log_level="info")
+        if args.nofile:
+            base = conn.command
+            conn.command = lambda: ["prlimit", f"--nofile={args.nofile}:{args.nofile}"] + base()
+        conn.start()
         line = LineChannel(conn, sim, Api(svc.channel), Db(cluster.dsn("super")))
         assert webhook(conn.http_port, line)[0] == 200, "a webhook fails before any attack"
 

@@ -905,9 +905,10 @@ static bool served(oc_http_server_t *s, int host)
     return served_port(oc_http_server_port(s), host);
 }
 
-/* Caps per client address and overall: idle connections past them are closed at accept, other
- * addresses are still served, and room comes back when connections go. The original server
- * had neither cap. */
+/* Caps per client address and overall. An address at its cap is closed at accept; at the
+ * overall cap the connection that has waited longest for a head makes room, so a server full of
+ * idle or slow connections still serves a genuine request. The original server had neither cap
+ * (and took connections until descriptors ran out). */
 static void test_connection_caps(void)
 {
     oc_http_server_t *s = start_opts(0, 0, 6, 3);
@@ -924,8 +925,14 @@ static void test_connection_caps(void)
     held[nheld++] = raw_connect(port, 4);
     held[nheld++] = raw_connect(port, 5);
     held[nheld++] = raw_connect(port, 6);
-    /* 6 held: the overall cap refuses a 7th from a fresh address. */
-    CU_ASSERT_FALSE(served(s, 7));
+    for (int i = 0; i < nheld; i++)
+        CU_ASSERT_FATAL(held[i] >= 0);
+    /* 6 held, all waiting for a head: a 7th is served, and the oldest waiting one is what
+     * made room for it. */
+    char out[256];
+    CU_ASSERT(served(s, 7));
+    CU_ASSERT(read_until_close(held[0], out, sizeof out, 2000));
+    CU_ASSERT_FALSE(read_until_close(held[5], out, sizeof out, 50));
     for (int i = 0; i < nheld; i++)
         close(held[i]);
     /* The server sees the closes on its own schedule: wait for it, bounded. */
@@ -938,10 +945,11 @@ static void test_connection_caps(void)
     oc_http_server_stop(s);
 }
 
-/* Out of descriptors, accept fails with EMFILE. A pending connection must then be closed at
- * once rather than left in the backlog, and once descriptors are back new connections must be
- * served within 5 s: the listener never stops for good. The server runs in a child process
- * with its own descriptor limit, so exhausting it leaves this process alone. */
+/* Out of descriptors, accept fails with EMFILE. A connection still waiting for its head then
+ * gives up its descriptor to the newcomer; with none waiting, the pending connection must be
+ * closed at once rather than left in the backlog; and once descriptors are back new
+ * connections are served within 5 s: the listener never stops for good. The server runs in a
+ * child process with its own descriptor limit, so exhausting it leaves this process alone. */
 static void test_emfile_on_accept_recovers(void)
 {
     int up[2], down[2];
@@ -949,6 +957,7 @@ static void test_emfile_on_accept_recovers(void)
     pid_t pid = fork();
     CU_ASSERT_FATAL(pid >= 0);
     if (pid == 0) {
+        /* Child: exhausts its descriptors on each "x", gives them all back on "r". */
         struct rlimit rl;
         getrlimit(RLIMIT_NOFILE, &rl);
         rl.rlim_cur = 256;
@@ -956,21 +965,38 @@ static void test_emfile_on_accept_recovers(void)
         oc_http_server_t *s = start_opts(0, 0, 0, 0);
         int port = s ? oc_http_server_port(s) : -1;
         int fds[512], n = 0;
-        while (n < 512 && (fds[n] = open("/dev/null", O_RDONLY)) >= 0)
-            n++;
         char ch;
-        if (write(up[1], &port, sizeof port) != sizeof port || read(down[0], &ch, 1) != 1) _exit(1);
-        while (n > 0)
-            close(fds[--n]);
-        if (write(up[1], &port, sizeof port) != sizeof port || read(down[0], &ch, 1) != 1) _exit(1);
+        if (write(up[1], &port, sizeof port) != sizeof port) _exit(1);
+        while (read(down[0], &ch, 1) == 1 && ch != 'q') {
+            if (ch == 'x')
+                while (n < 512 && (fds[n] = open("/dev/null", O_RDONLY)) >= 0)
+                    n++;
+            else
+                while (n > 0)
+                    close(fds[--n]);
+            if (write(up[1], &port, sizeof port) != sizeof port) _exit(1);
+        }
         oc_http_server_stop(s);
         _exit(0);
     }
     int port = -1;
     CU_ASSERT_FATAL(read(up[0], &port, sizeof port) == sizeof port && port > 0);
+#define CHILD(c) \
+    CU_ASSERT(write(down[1], c, 1) == 1 && read(up[0], &port, sizeof port) == sizeof port)
 
-    /* Exhausted: the connection is closed promptly, without an answer. */
+    /* A connection waiting for its head (accepted: the request behind it was served). */
+    int idle = raw_connect(port, 2);
+    CU_ASSERT(idle >= 0);
+    CU_ASSERT(served_port(port, 1));
+    CHILD("x");
+    /* Exhausted: the waiting connection makes room for a genuine request. */
     char out[256];
+    CU_ASSERT(served_port(port, 1));
+    CU_ASSERT(read_until_close(idle, out, sizeof out, 2000));
+    close(idle);
+
+    /* Exhausted with nothing waiting: the connection is closed promptly, without an answer. */
+    CHILD("x");
     int fd = raw_connect(port, 1);
     CU_ASSERT(fd >= 0);
     if (fd >= 0) {
@@ -981,14 +1007,15 @@ static void test_emfile_on_accept_recovers(void)
         close(fd);
     }
     /* Descriptors back: served again within 5 s. */
-    CU_ASSERT(write(down[1], "x", 1) == 1 && read(up[0], &port, sizeof port) == sizeof port);
+    CHILD("r");
     bool ok = false;
     for (int64_t end = now_ms() + 5000; !ok && now_ms() < end;) {
         ok = served_port(port, 1);
         if (!ok) usleep(50000);
     }
     CU_ASSERT(ok);
-    CU_ASSERT(write(down[1], "x", 1) == 1);
+#undef CHILD
+    CU_ASSERT(write(down[1], "q", 1) == 1);
     int status = -1;
     waitpid(pid, &status, 0);
     CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
