@@ -11,7 +11,7 @@ PACKAGES=(
     gcc libc6-dev make ninja-build cmake pkg-config
     # libraries and code generators
     libgrpc-dev grpc-proto protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
-    libpq-dev libcurl4-openssl-dev libssl-dev libjansson-dev libmicrohttpd-dev libcunit1-dev
+    libpq-dev libcurl4-openssl-dev libssl-dev libjansson-dev libcunit1-dev
     # PostgreSQL 15 server (contrib modules are part of postgresql-15 on Debian 12:
     # postgresql-contrib-15 is only a virtual name) and its client (psql, pgbench)
     postgresql-15 postgresql-client-15

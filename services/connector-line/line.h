@@ -51,6 +51,10 @@ typedef struct line_config {
     long long workers;
     long long http_threads;
     long long max_body_bytes;
+    long long http_head_timeout_ms;
+    long long http_body_timeout_ms;
+    long long http_max_connections;
+    long long http_max_connections_per_ip;
     long long worker_interval_ms;
     long long worker_batch;
     long long worker_threads;
