@@ -136,7 +136,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    /* A fixed key keeps every run deterministic (and crashing inputs reproducible). */
+    /* A fixed key keeps every run deterministic (and crashing inputs reproducible). The
+     * service keeps its key in oc_secret_alloc memory; plain memory will do here. */
+    static uint8_t key[PST_CURSOR_KEY_LEN];
+    pst.cursor_key = key;
     for (size_t i = 0; i < PST_CURSOR_KEY_LEN; i++)
         pst.cursor_key[i] = (uint8_t)(0xC0 + i);
     return 0;

@@ -54,7 +54,9 @@ static void setup(void)
         }
     oc_error_clear(&err);
     pst.cfg.fallback_bucket_seconds = 86400;
-    memset(pst.cursor_key, 0x5a, sizeof pst.cursor_key);
+    static uint8_t key[PST_CURSOR_KEY_LEN];
+    memset(key, 0x5a, sizeof key);
+    pst.cursor_key = key; /* the service's is oc_secret_alloc memory; plain memory will do */
     pst.pool = oc_pg_pool_create(CONNINFO, 1, NULL, 0, &err);
     if (pst.pool == NULL) abort();
 }
