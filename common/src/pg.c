@@ -19,8 +19,9 @@ struct oc_pg_conn {
     PGconn *conn;
     oc_pg_pool_t *pool; /* NULL for standalone connections */
     bool busy;
-    bool broken; /* remake before the next use */
-    bool fatal;  /* the server sent FATAL or PANIC outside a query: it is closing the session */
+    bool broken;    /* remake before the next use */
+    bool fatal;     /* the server sent FATAL or PANIC outside a query: it is closing the session */
+    unsigned epoch; /* the pool's epoch when this connection was made */
     char fatal_state[6];
     char fatal_msg[160];
 };
@@ -34,6 +35,13 @@ struct oc_pg_pool {
     oc_pg_conn_t *slots;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    /*
+     * Bumped when a connection is found lost under a statement. Connections made in an earlier
+     * epoch are remade before their next use: when one session died, its siblings most likely
+     * died with it (a restart, a failover, a DBA ending every session), and the one retry of
+     * oc_pg_pool_exec_tx must not land on one of them before its FATAL message has arrived.
+     */
+    unsigned epoch;
 };
 
 static oc_pg_log_hook_fn log_hook;
@@ -351,14 +359,16 @@ oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err)
     }
     c->busy = true;
     p->in_use++;
+    unsigned epoch = p->epoch;
     pthread_mutex_unlock(&p->mu);
 
     /* Connecting happens outside the lock: it blocks for up to connect_timeout. */
-    if (c->conn == NULL || c->broken || !idle_conn_alive(c)) {
+    if (c->conn == NULL || c->broken || c->epoch != epoch || !idle_conn_alive(c)) {
         if (connect_slot(c, p->conninfo, err) != OC_OK) {
             oc_pg_release(p, c);
             return NULL;
         }
+        c->epoch = epoch;
     }
     return c;
 }
@@ -535,6 +545,11 @@ oc_err_t oc_pg_pool_exec_tx(oc_pg_pool_t *p, int timeout_ms, const char *tenant_
             break;
         }
         rc = exec_tx(c, tenant_id, q, n, &maybe_committed, &local);
+        if (c->broken) {
+            pthread_mutex_lock(&p->mu);
+            if (c->epoch == p->epoch) p->epoch++; /* once per generation of connections */
+            pthread_mutex_unlock(&p->mu);
+        }
         oc_pg_release(p, c);
         if (rc != OC_E_UNAVAILABLE) break;
         if (maybe_committed && !all_idempotent(p, q, n)) break;
