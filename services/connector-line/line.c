@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cache.h"
+#include "omnichat/lru.h"
 #include "line_api.h"
 #include "omnichat/http.h"
 #include "omnichat/log.h"
@@ -37,18 +37,9 @@ static const oc_rpc_method_t methods[] = {
 
 const char *line_category_name(int category)
 {
-    static const char *const names[] = {"",
-                                        "auth_error",
-                                        "rate_limit_error",
-                                        "quota_exceeded",
-                                        "invalid_request_error",
-                                        "recipient_error",
-                                        "window_closed",
-                                        "network_error",
-                                        "timeout",
-                                        "provider_error",
-                                        "internal_error"};
-    return category >= 0 && category <= 10 ? names[category] : "internal_error";
+    const char *name = oc_pb_enum_name(OC_PB_ERROR_CATEGORY, category);
+
+    return category == 0 ? "" : name != NULL ? name : "internal_error";
 }
 
 /* ---------- persistence ---------- */
@@ -99,7 +90,7 @@ void line_account_put(line_t *l, const PB(ChannelAccount) * acc)
     buf = malloc(n > 0 ? n : 1);
     if (buf == NULL) return;
     protobuf_c_message_pack(&acc->base, buf);
-    line_cache_put(l->accounts, key, buf, n);
+    oc_lru_put(l->accounts, key, buf, n);
     free(buf);
 }
 
@@ -108,7 +99,7 @@ void line_account_invalidate(line_t *l, const char *account_id)
     char key[OC_UUID_STR_LEN + 1];
 
     lower_copy(key, account_id, sizeof key);
-    line_cache_remove(l->accounts, key);
+    oc_lru_remove(l->accounts, key);
 }
 
 oc_err_t line_account_get(line_t *l, int timeout_ms, const char *tenant_id, const char *account_id,
@@ -125,7 +116,7 @@ oc_err_t line_account_get(line_t *l, int timeout_ms, const char *tenant_id, cons
     *out = NULL;
     lower_copy(key, account_id, sizeof key);
     oc_arena_protobuf_allocator(arena, &alloc);
-    if (line_cache_get(l->accounts, key, arena, &val, &len)) {
+    if (oc_lru_get(l->accounts, key, arena, &val, &len)) {
         acc = (PB(ChannelAccount) *)protobuf_c_message_unpack(
             &omnichat__persistence__v1__channel_account__descriptor, &alloc, len,
             (const uint8_t *)val);
@@ -251,11 +242,11 @@ line_service_t *line_service_create(const line_config_t *cfg, oc_error_t *err)
     /* account-cache-ms 0 means no cache (a cache TTL of 0 would mean "never expires"); the
      * cache functions accept NULL. */
     if (cfg->account_cache_ms > 0) {
-        l->accounts = line_cache_create(ACCOUNT_CACHE_MAX, cfg->account_cache_ms);
+        l->accounts = oc_lru_create(ACCOUNT_CACHE_MAX, cfg->account_cache_ms);
         if (l->accounts == NULL) goto oom;
     }
-    l->conversations = line_cache_create(CONVERSATION_CACHE_MAX, 0);
-    l->profiles = line_cache_create(PROFILE_CACHE_MAX, PROFILE_TTL_MS);
+    l->conversations = oc_lru_create(CONVERSATION_CACHE_MAX, 0);
+    l->profiles = oc_lru_create(PROFILE_CACHE_MAX, PROFILE_TTL_MS);
     if (l->conversations == NULL || l->profiles == NULL) goto oom;
     return s;
 oom:
@@ -321,9 +312,9 @@ void line_service_destroy(line_service_t *s)
     line_worker_stop(s->worker);
     oc_http_server_stop(s->http);
     oc_rpc_server_destroy(s->rpc);
-    line_cache_destroy(s->line.accounts);
-    line_cache_destroy(s->line.conversations);
-    line_cache_destroy(s->line.profiles);
+    oc_lru_destroy(s->line.accounts);
+    oc_lru_destroy(s->line.conversations);
+    oc_lru_destroy(s->line.profiles);
     line_api_destroy(s->line.api);
     oc_rpc_client_destroy(s->line.pst);
     oc_metrics_destroy(s->line.metrics);

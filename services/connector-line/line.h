@@ -10,17 +10,12 @@
 #include "omnichat/connector/v1/connector.pb-c.h"
 #include "omnichat/err.h"
 #include "omnichat/metrics.h"
+#include "omnichat/pb.h"
 #include "omnichat/persistence/v1/persistence.pb-c.h"
 #include "omnichat/rpc.h"
 #include "omnichat/svc.h"
 #include "omnichat/vault.h"
 
-/* protobuf-c's names carry the whole package; these keep handler code readable. */
-#define PB(name) Omnichat__Persistence__V1__##name
-#define PBE(name) OMNICHAT__PERSISTENCE__V1__##name
-#define PB_INIT(name) OMNICHAT__PERSISTENCE__V1__##name##__INIT
-#define CPB(name) Omnichat__Connector__V1__##name
-#define CPB_INIT(name) OMNICHAT__CONNECTOR__V1__##name##__INIT
 
 #define LINE_PST_SERVICE "/omnichat.persistence.v1.Persistence/"
 #define LINE_SERVICE "/omnichat.connector.v1.Connector/"
@@ -65,7 +60,7 @@ typedef struct line_config {
     char *log_level;
 } line_config_t;
 
-typedef struct line_cache line_cache_t;
+#include "omnichat/lru.h"
 typedef struct line_api line_api_t;
 typedef struct line_worker line_worker_t;
 
@@ -74,9 +69,9 @@ typedef struct line {
     oc_vault_t *vault;
     oc_rpc_client_t *pst;
     line_api_t *api;
-    line_cache_t *accounts;      /* channel_account_id -> packed ChannelAccount (sealed) */
-    line_cache_t *conversations; /* tenant/conversation -> channel type (immutable) */
-    line_cache_t *profiles;      /* account/user -> display name and picture URL */
+    oc_lru_t *accounts;      /* channel_account_id -> packed ChannelAccount (sealed) */
+    oc_lru_t *conversations; /* tenant/conversation -> channel type (immutable) */
+    oc_lru_t *profiles;      /* account/user -> display name and picture URL */
     oc_metrics_t *metrics;
     oc_svc_rpc_metrics_t rpc_metrics;
     oc_metric_t *m_webhook_events;

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cache.h"
+#include "omnichat/lru.h"
 #include "line_api.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
@@ -426,7 +426,7 @@ static oc_err_t check_conversation(line_t *l, oc_rpc_ctx_t *ctx, const char *ten
     snprintf(key, sizeof key, "%s/%s", tenant_id, conversation_id);
     for (char *p = key; *p != '\0'; p++)
         *p = (char)tolower((unsigned char)*p);
-    if (line_cache_get(l->conversations, key, ctx->arena, &val, &len)) {
+    if (oc_lru_get(l->conversations, key, ctx->arena, &val, &len)) {
         type = val[0] - '0';
     } else {
         PB(GetConversationRequest) req = PB_INIT(GET_CONVERSATION_REQUEST);
@@ -448,7 +448,7 @@ static oc_err_t check_conversation(line_t *l, oc_rpc_ctx_t *ctx, const char *ten
             return oc_error_set(&ctx->err, OC_E_INTERNAL, "conversation: missing in the answer");
         type = resp->conversation->channel_type;
         t = (char)('0' + (type >= 0 && type <= 9 ? type : 0));
-        line_cache_put(l->conversations, key, &t, 1);
+        oc_lru_put(l->conversations, key, &t, 1);
     }
     if (type != PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE))
         return oc_error_set(&ctx->err, OC_E_FAILED_PRECONDITION,

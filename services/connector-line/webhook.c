@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
+#include "omnichat/lru.h"
 #include "line_api.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
@@ -322,7 +322,7 @@ static bool profile_cached(line_t *l, oc_arena_t *arena, const char *key, line_i
     char *val;
     size_t len;
 
-    if (!line_cache_get(l->profiles, key, arena, &val, &len)) return false;
+    if (!oc_lru_get(l->profiles, key, arena, &val, &len)) return false;
     it->display_name = val;
     it->avatar_url = strlen(val) < len ? val + strlen(val) + 1 : "";
     return true;
@@ -342,7 +342,7 @@ static void profile_fetch(line_t *l, oc_arena_t *arena, const oc_vault_secret_t 
         return;
     }
     if (res.transport == LINE_TX_OK && res.status == 404) {
-        line_cache_put(l->profiles, key, "", 1); /* not reachable: do not ask again soon */
+        oc_lru_put(l->profiles, key, "", 1); /* not reachable: do not ask again soon */
     } else if (res.transport == LINE_TX_OK && res.status == 200 &&
                (root = json_loadb(res.body.data, res.body.len, 0, NULL)) != NULL) {
         const char *name = json_string_value(json_object_get(root, "displayName"));
@@ -357,7 +357,7 @@ static void profile_fetch(line_t *l, oc_arena_t *arena, const oc_vault_secret_t 
         oc_buf_append(&v, name, strlen(name) + 1);
         oc_buf_append(&v, pic, strlen(pic));
         if (v.failed == OC_OK) {
-            line_cache_put(l->profiles, key, v.data, v.len);
+            oc_lru_put(l->profiles, key, v.data, v.len);
             it->display_name = oc_arena_strdup(arena, name);
             it->avatar_url = oc_arena_strdup(arena, pic);
             if (it->display_name == NULL || it->avatar_url == NULL)

@@ -11,15 +11,9 @@
 
 #include "bench.h" /* bench_run & co. from tools/bench/load.c: timed phases of N callers */
 #include "omnichat/buf.h"
-#include "omnichat/connector/v1/connector.pb-c.h"
-#include "omnichat/persistence/v1/persistence.pb-c.h"
+#include "omnichat/pb.h"
 #include "omnichat/rpc.h"
 
-#define PB(name) Omnichat__Persistence__V1__##name
-#define PBE(name) OMNICHAT__PERSISTENCE__V1__##name
-#define PB_INIT(name) OMNICHAT__PERSISTENCE__V1__##name##__INIT
-#define CPB(name) Omnichat__Connector__V1__##name
-#define CPB_INIT(name) OMNICHAT__CONNECTOR__V1__##name##__INIT
 
 #define BL_PST "/omnichat.persistence.v1.Persistence/"
 #define BL_CONN "/omnichat.connector.v1.Connector/"

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "line.h"
-#include "cache.h"
+#include "omnichat/lru.h"
 #include "line_api.h"
 #include "omnichat/http.h"
 #include "omnichat/util.h"
@@ -427,8 +427,8 @@ static int fake_start(void)
     snprintf(base, sizeof base, "http://127.0.0.1:%d", F.line_port);
     L.pst = oc_rpc_client_create(target, &err);
     L.api = line_api_create(base, NULL, &err);
-    L.conversations = line_cache_create(100, 0);
-    L.profiles = line_cache_create(100, 0);
+    L.conversations = oc_lru_create(100, 0);
+    L.profiles = oc_lru_create(100, 0);
     if (L.pst == NULL || L.api == NULL || L.conversations == NULL || L.profiles == NULL) goto fail;
     return 0;
 fail:
@@ -438,8 +438,8 @@ fail:
 
 static void fake_stop(void)
 {
-    line_cache_destroy(L.conversations);
-    line_cache_destroy(L.profiles);
+    oc_lru_destroy(L.conversations);
+    oc_lru_destroy(L.profiles);
     line_api_destroy(L.api);
     oc_rpc_client_destroy(L.pst);
     oc_vault_destroy(L.vault);

@@ -4,7 +4,6 @@
 #include <time.h>
 #include <string.h>
 
-#include "cache.h"
 #include "omnichat/util.h"
 #include "send.h"
 
@@ -242,38 +241,6 @@ static void test_fingerprint(void)
     CU_ASSERT_STRING_NOT_EQUAL(a, b);
 }
 
-static void test_cache_lru(void)
-{
-    line_cache_t *c = line_cache_create(2, 0);
-    oc_arena_t *arena = oc_arena_create(0);
-    char *v;
-    size_t n;
-
-    line_cache_put(c, "a", "1", 1);
-    line_cache_put(c, "b", "22", 2);
-    CU_ASSERT_TRUE(line_cache_get(c, "a", arena, &v, &n)); /* a is now the most recent */
-    line_cache_put(c, "c", "333", 3);                      /* evicts b */
-    CU_ASSERT_FALSE(line_cache_get(c, "b", arena, &v, &n));
-    CU_ASSERT_TRUE(line_cache_get(c, "c", arena, &v, &n));
-    CU_ASSERT_EQUAL(n, 3);
-    CU_ASSERT_STRING_EQUAL(v, "333");
-    line_cache_put(c, "a", "x", 1); /* replace */
-    CU_ASSERT_TRUE(line_cache_get(c, "a", arena, &v, &n));
-    CU_ASSERT_STRING_EQUAL(v, "x");
-    CU_ASSERT_EQUAL(line_cache_size(c), 2);
-    line_cache_remove(c, "a");
-    CU_ASSERT_FALSE(line_cache_get(c, "a", arena, &v, &n));
-    line_cache_destroy(c);
-
-    c = line_cache_create(10, 1); /* 1 ms TTL */
-    line_cache_put(c, "k", "v", 1);
-    struct timespec ts = {0, 5 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    CU_ASSERT_FALSE(line_cache_get(c, "k", arena, &v, &n));
-    line_cache_destroy(c);
-    oc_arena_destroy(arena);
-}
-
 int main(void)
 {
     CU_pSuite s;
@@ -288,7 +255,6 @@ int main(void)
     CU_add_test(s, "an earlier unknown outcome is not forgotten", test_settle_after_unknown);
     CU_add_test(s, "lease owner per attempt", test_lease_owner);
     CU_add_test(s, "fingerprint stability and difference", test_fingerprint);
-    CU_add_test(s, "LRU cache", test_cache_lru);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = (int)CU_get_number_of_failures();
