@@ -15,15 +15,18 @@ typedef struct enum_table {
 } enum_table_t;
 
 static enum_table_t tables[OC_PB_ENUM__COUNT] = {
-    [OC_PB_CHANNEL_TYPE] = {&omnichat__persistence__v1__channel_type__descriptor, "CHANNEL_TYPE_",
+    [OC_PB_CHANNEL_TYPE] = {&omnichat__persistence__v1__channel_type__descriptor,
+                            "CHANNEL_TYPE_",
                             {{0}}},
     [OC_PB_CHANNEL_STATUS] = {&omnichat__persistence__v1__channel_status__descriptor,
                               "CHANNEL_STATUS_",
                               {{0}}},
     [OC_PB_DIRECTION] = {&omnichat__persistence__v1__direction__descriptor, "DIRECTION_", {{0}}},
-    [OC_PB_SENDER_TYPE] = {&omnichat__persistence__v1__sender_type__descriptor, "SENDER_TYPE_",
+    [OC_PB_SENDER_TYPE] = {&omnichat__persistence__v1__sender_type__descriptor,
+                           "SENDER_TYPE_",
                            {{0}}},
-    [OC_PB_CONTENT_TYPE] = {&omnichat__persistence__v1__content_type__descriptor, "CONTENT_TYPE_",
+    [OC_PB_CONTENT_TYPE] = {&omnichat__persistence__v1__content_type__descriptor,
+                            "CONTENT_TYPE_",
                             {{0}}},
     [OC_PB_MESSAGE_STATUS] = {&omnichat__persistence__v1__message_status__descriptor,
                               "MESSAGE_STATUS_",
@@ -42,7 +45,8 @@ static void build(void)
         size_t plen = strlen(tab->prefix);
         for (unsigned i = 0; i < tab->desc->n_values; i++) {
             const ProtobufCEnumValue *ev = &tab->desc->values[i];
-            if (ev->value <= 0 || ev->value >= NAMES_MAX || strncmp(ev->name, tab->prefix, plen) != 0)
+            if (ev->value <= 0 || ev->value >= NAMES_MAX ||
+                strncmp(ev->name, tab->prefix, plen) != 0)
                 continue;
             const char *src = ev->name + plen;
             size_t k = 0;

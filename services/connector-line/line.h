@@ -16,7 +16,6 @@
 #include "omnichat/svc.h"
 #include "omnichat/vault.h"
 
-
 #define LINE_PST_SERVICE "/omnichat.persistence.v1.Persistence/"
 #define LINE_SERVICE "/omnichat.connector.v1.Connector/"
 

@@ -13,7 +13,6 @@
 #include "omnichat/svc.h"
 #include "omnichat/persistence/v1/persistence.pb-c.h"
 
-
 #define PST_SERVICE "omnichat.persistence.v1.Persistence"
 
 /* One row of a method table: PST_METHOD("UpsertContact", fn, upsert_contact_request, …). */

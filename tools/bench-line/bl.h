@@ -14,7 +14,6 @@
 #include "omnichat/pb.h"
 #include "omnichat/rpc.h"
 
-
 #define BL_PST "/omnichat.persistence.v1.Persistence/"
 #define BL_CONN "/omnichat.connector.v1.Connector/"
 #define BL_CALL_TIMEOUT_MS 30000

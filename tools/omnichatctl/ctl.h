@@ -11,7 +11,6 @@
 #include "omnichat/pb.h"
 #include "omnichat/rpc.h"
 
-
 #define CTL_PERSISTENCE "/omnichat.persistence.v1.Persistence/"
 #define CTL_CONNECTOR "/omnichat.connector.v1.Connector/"
 

@@ -5,8 +5,8 @@
 
 static void test_known_names(void)
 {
-    CU_ASSERT_STRING_EQUAL(oc_pb_enum_name(OC_PB_CHANNEL_TYPE, PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE)),
-                           "line");
+    CU_ASSERT_STRING_EQUAL(
+        oc_pb_enum_name(OC_PB_CHANNEL_TYPE, PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE)), "line");
     CU_ASSERT_STRING_EQUAL(
         oc_pb_enum_name(OC_PB_ERROR_CATEGORY, PBE(ERROR_CATEGORY__ERROR_CATEGORY_AUTH_ERROR)),
         "auth_error");
