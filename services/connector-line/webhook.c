@@ -2,8 +2,6 @@
 #include "webhook.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <math.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -13,6 +11,7 @@
 
 #include "omnichat/lru.h"
 #include "line_api.h"
+#include "omnichat/json_lenient.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
 
@@ -45,102 +44,13 @@ bool line_signature_valid(const char *secret, size_t secret_len, const char *bod
 
 /* ---------- parsing ---------- */
 
-#define DEPTH_MAX 64 /* jansson's parser recurses: deeper bodies are refused before it runs */
-
-/* A number token jansson would refuse: an integer beyond int64 or a real beyond double. */
-static bool number_overflows(const char *tok, size_t n)
-{
-    char small[64], *copy = small, *end = NULL;
-    bool is_int =
-        memchr(tok, '.', n) == NULL && memchr(tok, 'e', n) == NULL && memchr(tok, 'E', n) == NULL;
-    bool over = false;
-
-    if (n >= sizeof small && (copy = malloc(n + 1)) == NULL) return false;
-    memcpy(copy, tok, n);
-    copy[n] = '\0';
-    /* The very conversions jansson makes, so both agree on what overflows. */
-    errno = 0;
-    if (is_int) {
-        (void)strtoll(copy, &end, 10);
-        over = errno == ERANGE;
-    } else {
-        double d = strtod(copy, &end);
-        over = errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL);
-    }
-    over = over && end != NULL && *end == '\0';
-    if (copy != small) free(copy);
-    return over;
-}
-
-/*
- * Copies a body for jansson, making parseable what jansson would refuse although it is JSON:
- * the escape \u0000 becomes \uFFFD (jansson keeps NUL only with JSON_ALLOW_NUL and never in a
- * key, PostgreSQL's jsonb refuses it anywhere, and a C string would end there), and a number
- * jansson cannot hold becomes a string of its digits (so the event that carries it is refused
- * for that field, not the whole POST). Strings are tracked exactly for well-formed JSON; for
- * anything else the result does not matter, jansson refuses it. False when nested deeper than
- * DEPTH_MAX or out of memory.
- */
-static bool sanitize(const char *body, size_t len, oc_buf_t *out)
-{
-    bool in_str = false, esc = false;
-    int depth = 0;
-    size_t i = 0;
-
-    while (i < len) {
-        char c = body[i];
-        if (in_str) {
-            if (esc && c == 'u' && len - i >= 5 && memcmp(body + i + 1, "0000", 4) == 0) {
-                oc_buf_append(out, "uFFFD", 5);
-                i += 5;
-                esc = false;
-                continue;
-            }
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-            oc_buf_append(out, &c, 1);
-            i++;
-            continue;
-        }
-        if (c == '-' || (c >= '0' && c <= '9')) {
-            size_t n = 0;
-            while (i + n < len && strchr("0123456789+-.eE", body[i + n]) != NULL &&
-                   body[i + n] != '\0')
-                n++;
-            if (number_overflows(body + i, n)) {
-                oc_buf_append(out, "\"", 1);
-                oc_buf_append(out, body + i, n);
-                oc_buf_append(out, "\"", 1);
-            } else {
-                oc_buf_append(out, body + i, n);
-            }
-            i += n;
-            continue;
-        }
-        if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > DEPTH_MAX) return false;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-        oc_buf_append(out, &c, 1);
-        i++;
-    }
-    return out->failed == OC_OK;
-}
-
 /* A non-empty string member of at most ID_MAX bytes, else NULL. */
 static const char *str_member(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
     const char *s = json_string_value(v);
 
-    /* A NUL inside (sanitize leaves none) would silently shorten an id: refuse it. */
+    /* A NUL inside (the lenient pre-pass leaves none) would silently shorten an id: refuse it. */
     if (s == NULL || s[0] == '\0' || json_string_length(v) > ID_MAX ||
         strlen(s) != json_string_length(v))
         return NULL;
@@ -243,23 +153,14 @@ oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,
                             line_webhook_batch_t *out, oc_error_t *err)
 {
     json_t *root = NULL, *events, *ev;
-    json_error_t jerr;
-    oc_buf_t clean;
+    oc_error_t jerr;
     size_t i;
     oc_err_t rc = OC_OK;
 
     memset(out, 0, sizeof *out);
-    oc_buf_init(&clean, 3 * len + 16); /* every byte could be a number gaining two quotes */
-    if (len == 0 || !sanitize(body, len, &clean)) {
-        bool oom = clean.failed != OC_OK;
-        oc_buf_dispose(&clean);
-        return oom ? oc_error_set(err, OC_E_NOMEM, "out of memory")
-                   : oc_error_set(err, OC_E_INVALID, "body: not valid JSON");
-    }
-    /* Duplicate keys are valid JSON (the last one wins): refusing them would lose the POST. */
-    root = json_loadb(clean.data, clean.len, JSON_ALLOW_NUL, &jerr);
-    oc_buf_dispose(&clean);
-    if (root == NULL) return oc_error_set(err, OC_E_INVALID, "body: not valid JSON");
+    oc_error_clear(&jerr);
+    root = oc_json_lenient_load(body, len, &jerr);
+    if (root == NULL) return oc_error_set(err, jerr.code, "%s", jerr.msg);
     if (!json_is_object(root)) {
         rc = oc_error_set(err, OC_E_INVALID, "body: not a JSON object");
         goto out;
