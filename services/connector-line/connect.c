@@ -36,7 +36,7 @@ static bool check_credential(oc_rpc_ctx_t *ctx, const char *field, const char *v
 static oc_err_t bot_info(line_t *l, oc_rpc_ctx_t *ctx, const char *token, char *user_id,
                          size_t user_cap, char **display_name)
 {
-    line_http_result_t res;
+    oc_http_result_t res;
     json_t *root = NULL;
     const char *uid, *name;
     oc_err_t rc = OC_OK;
@@ -47,9 +47,10 @@ static oc_err_t bot_info(line_t *l, oc_rpc_ctx_t *ctx, const char *token, char *
         rc = oc_error_set(&ctx->err, OC_E_INTERNAL, "LINE request could not be built");
         goto out;
     }
-    if (res.transport != LINE_TX_OK) {
+    if (res.transport != OC_HTTP_TX_OK) {
         rc = oc_error_set(&ctx->err, OC_E_UNAVAILABLE, "LINE: %s, retry",
-                          res.transport == LINE_TX_TIMEOUT ? "timed out" : "could not be reached");
+                          res.transport == OC_HTTP_TX_TIMEOUT ? "timed out"
+                                                              : "could not be reached");
         goto out;
     }
     if (res.status == 401 || res.status == 403) {
@@ -77,7 +78,7 @@ static oc_err_t bot_info(line_t *l, oc_rpc_ctx_t *ctx, const char *token, char *
                                                     : "");
 out:
     json_decref(root);
-    line_http_result_dispose(&res);
+    oc_http_result_dispose(&res);
     return rc;
 }
 

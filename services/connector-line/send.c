@@ -204,7 +204,7 @@ static bool push_once(line_t *l, const PB(ChannelAccount) * acc, const PB(Messag
 {
     const PB(SealedCredential) *cred = line_account_credential(acc, "access_token");
     oc_vault_secret_t token = {NULL, 0};
-    line_http_result_t res;
+    oc_http_result_t res;
     oc_error_t err;
     oc_err_t rc;
 
@@ -241,14 +241,14 @@ static bool push_once(line_t *l, const PB(ChannelAccount) * acc, const PB(Messag
                        msg->provider_retry_key, (long)l->cfg.line_timeout_ms, &res);
     oc_vault_secret_dispose(&token);
     if (rc != OC_OK) {
-        line_http_result_dispose(&res);
+        oc_http_result_dispose(&res);
         cls->outcome = LINE_OUT_RETRY;
         cls->category = CAT(INTERNAL_ERROR);
         snprintf(cls->detail, sizeof cls->detail, "request could not be built");
         return false;
     }
     line_classify_push(&res, (long)l->cfg.line_timeout_ms, cls);
-    line_http_result_dispose(&res);
+    oc_http_result_dispose(&res);
     return true;
 }
 

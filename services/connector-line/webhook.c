@@ -232,19 +232,19 @@ static bool profile_cached(line_t *l, oc_arena_t *arena, const char *key, line_i
 static void profile_fetch(line_t *l, oc_arena_t *arena, const oc_vault_secret_t *token,
                           const char *key, long timeout_ms, line_inbound_item_t *it)
 {
-    line_http_result_t res;
+    oc_http_result_t res;
     char path[128];
     json_t *root;
 
     snprintf(path, sizeof path, "/v2/bot/profile/%s", it->external_user_id);
     line_http_result_init(&res);
     if (line_api_get(l->api, token->data, token->len, path, "profile", timeout_ms, &res) != OC_OK) {
-        line_http_result_dispose(&res);
+        oc_http_result_dispose(&res);
         return;
     }
-    if (res.transport == LINE_TX_OK && res.status == 404) {
+    if (res.transport == OC_HTTP_TX_OK && res.status == 404) {
         oc_lru_put(l->profiles, key, "", 1); /* not reachable: do not ask again soon */
-    } else if (res.transport == LINE_TX_OK && res.status == 200 &&
+    } else if (res.transport == OC_HTTP_TX_OK && res.status == 200 &&
                (root = json_loadb(res.body.data, res.body.len, 0, NULL)) != NULL) {
         const char *name = json_string_value(json_object_get(root, "displayName"));
         const char *pic = json_string_value(json_object_get(root, "pictureUrl"));
@@ -267,7 +267,7 @@ static void profile_fetch(line_t *l, oc_arena_t *arena, const oc_vault_secret_t 
         oc_buf_dispose(&v);
         json_decref(root);
     }
-    line_http_result_dispose(&res);
+    oc_http_result_dispose(&res);
 }
 
 /* Milliseconds left before a monotonic deadline (0 when it passed). */

@@ -30,53 +30,28 @@ bool bl_rpc(oc_rpc_client_t *c, const char *path, const ProtobufCMessage *req,
     return false;
 }
 
-static size_t on_body(char *p, size_t sz, size_t n, void *u)
+int bl_http(oc_http_client_t *c, const char *url, const char *const *headers, const char *body,
+            size_t blen, long timeout_ms, oc_buf_t *out, char *err, size_t errlen)
 {
-    oc_buf_t *b = u;
+    oc_http_call_t call = {.method = body != NULL ? "POST" : "GET",
+                           .path = url,
+                           .headers = headers,
+                           .body = body,
+                           .body_len = blen,
+                           .timeout_ms = timeout_ms};
+    oc_http_result_t res;
+    int status = -1;
 
-    if (b != NULL && b->failed == OC_OK) oc_buf_append(b, p, sz * n);
-    return sz * n;
-}
-
-int bl_http(CURL *h, const char *url, const char *const *headers, const char *body, size_t blen,
-            long timeout_ms, oc_buf_t *out, char *err, size_t errlen)
-{
-    struct curl_slist *hl = NULL, *tmp;
-    long status = 0;
-    CURLcode rc;
-
-    curl_easy_reset(h); /* keeps the connection cache */
-    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
-        tmp = curl_slist_append(hl, headers[i]);
-        if (tmp == NULL) {
-            curl_slist_free_all(hl);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        hl = tmp;
-    }
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-    if (body != NULL) {
-        curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    }
-    rc = curl_easy_perform(h);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
-    curl_slist_free_all(hl);
-    if (rc != CURLE_OK) {
-        snprintf(err, errlen, "%s: %s", url, curl_easy_strerror(rc));
-        return -1;
-    }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    return (int)status;
+    oc_http_result_init(&res, out != NULL ? out->max : 0);
+    if (oc_http_client_call(c, &call, &res) != OC_OK)
+        snprintf(err, errlen, "%s: request could not be built", url);
+    else if (res.transport != OC_HTTP_TX_OK)
+        snprintf(err, errlen, "%s: %s", url, oc_http_transport_name(res.transport));
+    else
+        status = (int)res.status;
+    if (out != NULL && res.body.len > 0) oc_buf_append(out, res.body.data, res.body.len);
+    oc_http_result_dispose(&res);
+    return status;
 }
 
 static void rand_hex(uint64_t *rng, char *out, size_t n)
@@ -311,7 +286,7 @@ static bool call_webhook(bl_job_t *job, int thread, uint64_t seq, char *err, siz
     bl_sign(c->secret, t->body, len, sig);
     snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
     oc_buf_init(&resp, 1024);
-    status = bl_http(t->curl, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
+    status = bl_http(t->http, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
                      errlen);
     if (status == 200) {
         t->items_ok += (uint64_t)job->k;
@@ -358,7 +333,7 @@ static bool call_raw_push(bl_job_t *job, int thread, uint64_t seq, char *err, si
                  "{\"to\":\"%s\",\"messages\":[{\"type\":\"text\",\"text\":\"%s\"}]}", u->id, text);
     oc_buf_init(&resp, 4096);
     status =
-        bl_http(t->curl, url, headers, t->body, (size_t)n, BL_CALL_TIMEOUT_MS, &resp, err, errlen);
+        bl_http(t->http, url, headers, t->body, (size_t)n, BL_CALL_TIMEOUT_MS, &resp, err, errlen);
     if (status == 200) {
         t->items_ok++;
     } else {

@@ -30,8 +30,7 @@ typedef struct lsim_bot_def {
 /*
  * Creates the simulator and starts serving HTTP on opts->listen. Returns NULL with err on
  * failure (OC_E_IO when the address cannot be bound, OC_E_NOMEM). The caller owns the result
- * and frees it with lsim_destroy. curl_global_init must have been called (the webhook helper
- * uses libcurl).
+ * and frees it with lsim_destroy.
  */
 lsim_t *lsim_create(const lsim_opts_t *opts, oc_error_t *err);
 /* The bound TCP port (useful with port 0). */

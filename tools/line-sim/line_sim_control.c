@@ -3,13 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include "lsim_internal.h"
+#include "omnichat/http_client.h"
 
 #define MAX_DELAY_MS 600000L
 #define MAX_FAULT_REPEAT 100000L
@@ -299,25 +299,19 @@ static void post_clock(lsim_t *s, const oc_http_request_t *req, oc_http_response
     json_decref(root);
 }
 
-static size_t collect(char *ptr, size_t size, size_t nmemb, void *user)
-{
-    oc_buf_t *b = user;
-    /* A reply past the cap is cut, not an error: the status is what the caller wants. */
-    if (b->len + size * nmemb <= b->max) oc_buf_append(b, ptr, size * nmemb);
-    return size * nmemb;
-}
-
 /* POST /__sim/webhook {"url","channel_secret","body": string|JSON, "signature"?}: signs the raw
  * body as LINE does (base64 HMAC-SHA256 keyed by the channel secret) and delivers it. */
 static void post_webhook(const oc_http_request_t *req, oc_http_response_t *resp)
 {
     json_t *root = body_object(req, resp);
     if (!root) return;
-    CURL *curl = NULL;
-    struct curl_slist *hdrs = NULL;
+    oc_http_client_t *http = NULL;
+    oc_http_client_opts_t hopts = {.user_agent = "LineBotWebhook/2.0"};
+    oc_error_t err;
     char *body = NULL;
-    oc_buf_t reply;
-    oc_buf_init(&reply, WEBHOOK_MAX_REPLY);
+    oc_http_result_t reply;
+    oc_error_clear(&err);
+    oc_http_result_init(&reply, WEBHOOK_MAX_REPLY);
 
     const char *url = json_string_value(json_object_get(root, "url"));
     const char *secret = json_string_value(json_object_get(root, "channel_secret"));
@@ -357,40 +351,35 @@ static void post_webhook(const oc_http_request_t *req, oc_http_response_t *resp)
     }
     char sig_hdr[160];
     snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
-    hdrs = curl_slist_append(hdrs, "Content-Type: application/json; charset=utf-8");
-    hdrs = curl_slist_append(hdrs, sig_hdr);
-    hdrs = curl_slist_append(hdrs, "User-Agent: LineBotWebhook/2.0");
-    curl = curl_easy_init();
-    if (!curl || !hdrs) {
-        oc_http_response_error(resp, 500, "could not set up libcurl");
+    const char *hdrs[] = {sig_hdr, NULL};
+    oc_http_call_t call = {.method = "POST",
+                           .path = url,
+                           .headers = hdrs,
+                           .content_type = "application/json; charset=utf-8",
+                           .body = body,
+                           .body_len = blen,
+                           .timeout_ms = WEBHOOK_TIMEOUT_MS};
+    http = oc_http_client_create(&hopts, &err);
+    if (http == NULL || oc_http_client_call(http, &call, &reply) != OC_OK) {
+        oc_http_response_error(resp, 500, "could not set up the HTTP client");
         goto out;
     }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, WEBHOOK_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
-    CURLcode rc = curl_easy_perform(curl);
-    if (rc != CURLE_OK) {
+    if (reply.transport != OC_HTTP_TX_OK) {
         char why[256];
-        snprintf(why, sizeof why, "could not deliver the webhook: %s", curl_easy_strerror(rc));
+        snprintf(why, sizeof why, "could not deliver the webhook: %s",
+                 oc_http_transport_name(reply.transport));
         oc_http_response_error(resp, 502, why);
         goto out;
     }
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    long status = reply.status;
     json_t *out = json_pack("{s:i, s:s}", "status", (int)status, "signature", sig);
-    json_t *rb = json_stringn(reply.data ? reply.data : "", reply.len);
+    json_t *rb = json_stringn(reply.body.data ? reply.body.data : "", reply.body.len);
     if (out && rb) json_object_set_new(out, "body", rb);
     send_json(resp, 200, out);
 out:
-    curl_slist_free_all(hdrs);
-    if (curl) curl_easy_cleanup(curl);
+    oc_http_client_destroy(http);
     free(body);
-    oc_buf_dispose(&reply);
+    oc_http_result_dispose(&reply);
     json_decref(root);
 }
 

@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
-
 #include "line_sim.h"
 #include "omnichat/config.h"
 #include "omnichat/log.h"
@@ -100,10 +98,6 @@ int main(int argc, char **argv)
     }
 
     oc_log_init("line-sim", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        OC_ERROR("could not initialise libcurl");
-        goto out;
-    }
     oc_error_t err;
     oc_error_clear(&err);
     lsim_opts_t opts = {
@@ -118,11 +112,11 @@ int main(int argc, char **argv)
     if (!sim) {
         OC_ERROR("could not start the simulator", OC_LS("listen", cfg.listen),
                  OC_LS("error", err.msg));
-        goto out_curl;
+        goto out_sim;
     }
     if (cfg.tokens_file && lsim_load_tokens_file(sim, cfg.tokens_file, &err) != OC_OK) {
         OC_ERROR("could not load the tokens file", OC_LS("error", err.msg));
-        goto out_curl;
+        goto out_sim;
     }
     if (cfg.sandbox) {
         lsim_bot_def_t def = {.token = cfg.token,
@@ -131,7 +125,7 @@ int main(int argc, char **argv)
                               .basic_id = LSIM_SANDBOX_BASIC_ID};
         if (lsim_add_bot(sim, &def, &err) != OC_OK) {
             OC_ERROR("could not add the sandbox bot", OC_LS("error", err.msg));
-            goto out_curl;
+            goto out_sim;
         }
         OC_INFO("sandbox bot loaded", OC_LS("bot_user_id", LSIM_SANDBOX_USER_ID));
     }
@@ -142,9 +136,8 @@ int main(int argc, char **argv)
     }
     OC_INFO("shutting down", OC_LI("signal", sig));
     code = 0;
-out_curl:
+out_sim:
     lsim_destroy(sim);
-    curl_global_cleanup();
 out:
     oc_config_free(options, NOPTS, &cfg);
     oc_buf_dispose(&problems);

@@ -9,19 +9,19 @@
 #include "line.h"
 #include "line_api.h"
 
-static line_transport_t transport_of(const char *s)
+static oc_http_transport_t transport_of(const char *s)
 {
-    if (strcmp(s, "timeout") == 0) return LINE_TX_TIMEOUT;
-    if (strcmp(s, "connect") == 0) return LINE_TX_CONNECT;
-    if (strcmp(s, "dropped") == 0) return LINE_TX_DROPPED;
-    return LINE_TX_OK;
+    if (strcmp(s, "timeout") == 0) return OC_HTTP_TX_TIMEOUT;
+    if (strcmp(s, "connect") == 0) return OC_HTTP_TX_CONNECT;
+    if (strcmp(s, "dropped") == 0) return OC_HTTP_TX_DROPPED;
+    return OC_HTTP_TX_OK;
 }
 
 static int run_case(const char *path)
 {
     json_error_t jerr;
     json_t *c = json_load_file(path, 0, &jerr), *jb, *want;
-    line_http_result_t res;
+    oc_http_result_t res;
     line_class_t cls;
     char *body = NULL;
     const char *s;
@@ -68,7 +68,7 @@ static int run_case(const char *path)
     if (body != NULL && strlen(body) > 8 && strstr(cls.detail, body) != NULL) ok = 0;
     if (cls.outcome != LINE_OUT_SENT && cls.detail[0] == '\0') ok = 0;
     free(body);
-    line_http_result_dispose(&res);
+    oc_http_result_dispose(&res);
     json_decref(c);
     return ok;
 }

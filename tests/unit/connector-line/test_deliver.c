@@ -175,7 +175,7 @@ static void test_no_retry_key_no_push(void)
     CU_ASSERT_EQUAL(c->outcome, OUTCOME(FAILED));
 
     /* The client refuses too, whoever calls it. */
-    line_http_result_t res;
+    oc_http_result_t res;
     line_http_result_init(&res);
     CU_ASSERT_EQUAL(
         line_api_push(L.api, FAKE_TOKEN, strlen(FAKE_TOKEN), "Ux", "hi", "", 1000, &res),
@@ -183,7 +183,7 @@ static void test_no_retry_key_no_push(void)
     CU_ASSERT_EQUAL(
         line_api_push(L.api, FAKE_TOKEN, strlen(FAKE_TOKEN), "Ux", "hi", NULL, 1000, &res),
         OC_E_INVALID);
-    line_http_result_dispose(&res);
+    oc_http_result_dispose(&res);
     CU_ASSERT_EQUAL(fake_push_calls(), 0);
     oc_arena_destroy(arena);
 }
