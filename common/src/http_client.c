@@ -255,8 +255,7 @@ static bool has_header(const char *const *headers, const char *prefix)
  * The headers are a hand-built curl_slist whose strings are ours, so the secret line can be
  * wiped after the transfer (curl_slist_append would keep an unwiped copy).
  */
-oc_err_t oc_http_client_call(oc_http_client_t *c, const oc_http_call_t *call,
-                             oc_http_result_t *res)
+oc_err_t oc_http_client_call(oc_http_client_t *c, const oc_http_call_t *call, oc_http_result_t *res)
 {
     char secret_hdr[HEADER_LINE_MAX + SECRET_MAX + 1];
     char type_hdr[HEADER_LINE_MAX];
@@ -338,9 +337,9 @@ oc_err_t oc_http_client_call(oc_http_client_t *c, const oc_http_call_t *call,
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, call->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, call->timeout_ms < CONNECT_TIMEOUT_MAX_MS
-                                                       ? call->timeout_ms
-                                                       : CONNECT_TIMEOUT_MAX_MS);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     call->timeout_ms < CONNECT_TIMEOUT_MAX_MS ? call->timeout_ms
+                                                               : CONNECT_TIMEOUT_MAX_MS);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, nodes);

@@ -25,15 +25,16 @@ const char *oc_http_transport_name(oc_http_transport_t t);
 /* Where a secret of a call travels. Either way the buffer that carries it is wiped after use. */
 typedef enum oc_http_secret_in {
     OC_HTTP_SECRET_NONE = 0,
-    OC_HTTP_SECRET_HEADER, /* one header line: secret_name is its prefix, "Authorization: Bearer " */
+    OC_HTTP_SECRET_HEADER, /* one header line: secret_name is its prefix, "Authorization: Bearer "
+                            */
     OC_HTTP_SECRET_FORM    /* one form field appended to an x-www-form-urlencoded body:
                               secret_name is the field, "access_token" (URL-encoded value) */
 } oc_http_secret_in_t;
 
 typedef struct oc_http_call {
-    const char *method;   /* "GET" or "POST" */
-    const char *path;     /* appended to the client's base; a full URL when the base is "" */
-    const char *endpoint; /* label of the latency histogram ("push"); NULL: "other" */
+    const char *method;         /* "GET" or "POST" */
+    const char *path;           /* appended to the client's base; a full URL when the base is "" */
+    const char *endpoint;       /* label of the latency histogram ("push"); NULL: "other" */
     const char *const *headers; /* extra header lines, NULL-terminated; never secrets */
     const char *content_type;   /* POST only; NULL: application/json (form with a form secret) */
     const char *body;           /* POST only */

@@ -266,8 +266,7 @@ int main(void)
     s = CU_add_suite("http_client", NULL, NULL);
     CU_add_test(s, "no silent re-send on a dead keep-alive connection", test_no_silent_resend);
     CU_add_test(s, "control: CURLOPT_POSTFIELDS re-sends", test_control_postfields_resends);
-    CU_add_test(s, "dropped after reading on a fresh connection",
-                test_dropped_on_fresh_connection);
+    CU_add_test(s, "dropped after reading on a fresh connection", test_dropped_on_fresh_connection);
     CU_add_test(s, "connect refused", test_connect_refused);
     CU_add_test(s, "secret in a header or a form body", test_secret_transport);
     CU_basic_set_mode(CU_BRM_VERBOSE);
