@@ -7,47 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "omnichat/persistence/v1/persistence.pb-c.h"
-
-#define CAT(name) OMNICHAT__PERSISTENCE__V1__ERROR_CATEGORY__ERROR_CATEGORY_##name
-
-struct line_api {
-    oc_http_client_t *http;
-};
+#define CAT(name) PBE(ERROR_CATEGORY__ERROR_CATEGORY_##name)
 
 void line_http_result_init(oc_http_result_t *r)
 {
     oc_http_result_init(r, LINE_BODY_MAX);
 }
 
-line_api_t *line_api_create(const char *base, oc_metric_t *latency, oc_error_t *err)
-{
-    oc_http_client_opts_t o = {.base = base,
-                               .user_agent = "omnichat-connector-line/0.1",
-                               .latency = latency,
-                               .reuse_connections = true};
-    line_api_t *a = calloc(1, sizeof *a);
-
-    if (a == NULL) {
-        oc_error_set(err, OC_E_NOMEM, "out of memory");
-        return NULL;
-    }
-    a->http = oc_http_client_create(&o, err);
-    if (a->http == NULL) {
-        free(a);
-        return NULL;
-    }
-    return a;
-}
-
-void line_api_destroy(line_api_t *a)
-{
-    if (a == NULL) return;
-    oc_http_client_destroy(a->http);
-    free(a);
-}
-
-static oc_err_t perform(line_api_t *a, const char *token, size_t token_len, const char *path,
+static oc_err_t perform(conn_t *c, const char *token, size_t token_len, const char *path,
                         const char *endpoint, const char *post_body, size_t post_len,
                         const char *retry_key, long timeout_ms, oc_http_result_t *res)
 {
@@ -59,10 +26,6 @@ static oc_err_t perform(line_api_t *a, const char *token, size_t token_len, cons
                            .headers = headers,
                            .body = post_body,
                            .body_len = post_len,
-                           .secret_in = OC_HTTP_SECRET_HEADER,
-                           .secret_name = "Authorization: Bearer ",
-                           .secret = token,
-                           .secret_len = token_len,
                            .timeout_ms = timeout_ms};
 
     if (token_len > LINE_TOKEN_MAX) return OC_E_INVALID;
@@ -70,10 +33,10 @@ static oc_err_t perform(line_api_t *a, const char *token, size_t token_len, cons
         snprintf(key_hdr, sizeof key_hdr, "X-Line-Retry-Key: %s", retry_key);
         headers[0] = key_hdr;
     }
-    return oc_http_client_call(a->http, &call, res);
+    return conn_api_call(c, &call, token, token_len, res);
 }
 
-oc_err_t line_api_push(line_api_t *a, const char *token, size_t token_len, const char *to,
+oc_err_t line_api_push(conn_t *c, const char *token, size_t token_len, const char *to,
                        const char *text, const char *retry_key, long timeout_ms,
                        oc_http_result_t *res)
 {
@@ -93,16 +56,16 @@ oc_err_t line_api_push(line_api_t *a, const char *token, size_t token_len, const
         oc_buf_dispose(&body);
         return rc;
     }
-    rc = perform(a, token, token_len, "/v2/bot/message/push", "push", body.data, body.len,
+    rc = perform(c, token, token_len, "/v2/bot/message/push", "push", body.data, body.len,
                  retry_key, timeout_ms, res);
     oc_buf_dispose(&body);
     return rc;
 }
 
-oc_err_t line_api_get(line_api_t *a, const char *token, size_t token_len, const char *path,
+oc_err_t line_api_get(conn_t *c, const char *token, size_t token_len, const char *path,
                       const char *endpoint, long timeout_ms, oc_http_result_t *res)
 {
-    return perform(a, token, token_len, path, endpoint, NULL, 0, NULL, timeout_ms, res);
+    return perform(c, token, token_len, path, endpoint, NULL, 0, NULL, timeout_ms, res);
 }
 
 /* ---------- classification ---------- */
@@ -115,48 +78,33 @@ oc_err_t line_api_get(line_api_t *a, const char *token, size_t token_len, const 
 typedef struct class_row {
     long lo, hi;
     const char *message;
-    line_outcome_t outcome;
+    conn_outcome_t outcome;
     int category;
     bool auth_failed;
     const char *detail;
 } class_row_t;
 
 static const class_row_t push_rows[] = {
-    {200, 299, NULL, LINE_OUT_SENT, 0, false, ""},
-    {409, 409, NULL, LINE_OUT_SENT, 0, false, ""}, /* retry key already accepted */
-    {401, 401, NULL, LINE_OUT_FAILED, CAT(AUTH_ERROR), true,
+    {200, 299, NULL, CONN_OUT_SENT, 0, false, ""},
+    {409, 409, NULL, CONN_OUT_SENT, 0, false, ""}, /* retry key already accepted */
+    {401, 401, NULL, CONN_OUT_FAILED, CAT(AUTH_ERROR), true,
      "LINE rejected the access token (401)"},
-    {403, 403, NULL, LINE_OUT_FAILED, CAT(AUTH_ERROR), true, "LINE denied access to the API (403)"},
-    {400, 400, "Failed to send messages", LINE_OUT_FAILED, CAT(RECIPIENT_ERROR), false,
+    {403, 403, NULL, CONN_OUT_FAILED, CAT(AUTH_ERROR), true, "LINE denied access to the API (403)"},
+    {400, 400, "Failed to send messages", CONN_OUT_FAILED, CAT(RECIPIENT_ERROR), false,
      "LINE could not send to the recipient (400)"},
-    {400, 400, NULL, LINE_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), false,
+    {400, 400, NULL, CONN_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), false,
      "LINE rejected the request (400)"},
-    {413, 413, NULL, LINE_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), false,
+    {413, 413, NULL, CONN_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), false,
      "LINE rejected the request as too large (413)"},
-    {429, 429, "You have reached your monthly limit.", LINE_OUT_FAILED, CAT(QUOTA_EXCEEDED), false,
+    {429, 429, "You have reached your monthly limit.", CONN_OUT_FAILED, CAT(QUOTA_EXCEEDED), false,
      "LINE monthly message limit reached (429)"},
-    {429, 429, NULL, LINE_OUT_RETRY, CAT(RATE_LIMIT_ERROR), false,
+    {429, 429, NULL, CONN_OUT_RETRY, CAT(RATE_LIMIT_ERROR), false,
      "LINE rate limit exceeded (429)"},
-    {500, 599, NULL, LINE_OUT_RETRY, CAT(PROVIDER_ERROR), false, "LINE answered %ld"},
-    {400, 499, NULL, LINE_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), false, "LINE answered %ld"},
+    {500, 599, NULL, CONN_OUT_RETRY, CAT(PROVIDER_ERROR), false, "LINE answered %ld"},
+    {400, 499, NULL, CONN_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), false, "LINE answered %ld"},
     /* 1xx/3xx: nothing LINE documents; assume it was not executed, the key keeps it safe. */
-    {0, 999, NULL, LINE_OUT_RETRY, CAT(PROVIDER_ERROR), false, "LINE answered unexpected %ld"},
+    {0, 999, NULL, CONN_OUT_RETRY, CAT(PROVIDER_ERROR), false, "LINE answered unexpected %ld"},
 };
-
-const char *line_outcome_name(line_outcome_t o)
-{
-    switch (o) {
-    case LINE_OUT_SENT:
-        return "sent";
-    case LINE_OUT_FAILED:
-        return "failed";
-    case LINE_OUT_RETRY:
-        return "retry";
-    case LINE_OUT_UNKNOWN:
-        return "unknown";
-    }
-    return "unknown";
-}
 
 bool line_json_string(const char *body, size_t len, const char *key, char *out, size_t cap)
 {
@@ -191,24 +139,24 @@ static void sent_id(const char *body, size_t len, char *out, size_t cap)
     json_decref(root);
 }
 
-void line_classify_push(const oc_http_result_t *res, long timeout_ms, line_class_t *out)
+void line_classify_push(const oc_http_result_t *res, long timeout_ms, conn_class_t *out)
 {
     char message[256];
 
     memset(out, 0, sizeof *out);
     switch (res->transport) {
     case OC_HTTP_TX_TIMEOUT:
-        out->outcome = LINE_OUT_UNKNOWN;
+        out->outcome = CONN_OUT_UNKNOWN;
         out->category = CAT(TIMEOUT);
         snprintf(out->detail, sizeof out->detail, "timed out after %ld ms", timeout_ms);
         return;
     case OC_HTTP_TX_CONNECT:
-        out->outcome = LINE_OUT_RETRY;
+        out->outcome = CONN_OUT_RETRY;
         out->category = CAT(NETWORK_ERROR);
         snprintf(out->detail, sizeof out->detail, "could not connect to LINE");
         return;
     case OC_HTTP_TX_DROPPED:
-        out->outcome = LINE_OUT_UNKNOWN;
+        out->outcome = CONN_OUT_UNKNOWN;
         out->category = CAT(NETWORK_ERROR);
         snprintf(out->detail, sizeof out->detail, "connection to LINE lost after sending");
         return;
@@ -227,7 +175,7 @@ void line_classify_push(const oc_http_result_t *res, long timeout_ms, line_class
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
         snprintf(out->detail, sizeof out->detail, r->detail, res->status);
 #pragma GCC diagnostic pop
-        if (r->outcome == LINE_OUT_SENT)
+        if (r->outcome == CONN_OUT_SENT)
             sent_id(res->body.data, res->body.len, out->external_message_id,
                     sizeof out->external_message_id);
         return;

@@ -8,7 +8,7 @@
 
 #include "omnichat/arena.h"
 #include "omnichat/util.h"
-#include "webhook.h"
+#include "line_webhook.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

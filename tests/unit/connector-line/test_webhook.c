@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "webhook.h"
+#include "line_webhook.h"
 
 #define VECTOR_BODY "{\"destination\":\"U8e742f61d673b39c7fff3cecb7536ef0\",\"events\":[]}"
 #define VECTOR_SECRET "8c570fa6dd201bb328f1c1eac23a96d8"
