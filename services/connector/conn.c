@@ -149,7 +149,7 @@ oc_err_t conn_account_get(conn_t *c, int timeout_ms, const char *tenant_id, cons
                           oc_error_t *err)
 {
     char key[OC_UUID_STR_LEN + 1];
-    PB(ChannelAccount) *acc;
+    PB(ChannelAccount) * acc;
     oc_err_t rc;
 
     *out = NULL;
@@ -193,7 +193,7 @@ oc_err_t conn_account_route(conn_t *c, int timeout_ms, int channel_type, const c
     char key[ROUTE_KEY_MAX];
     PB(ResolveChannelAccountRequest) req = PB_INIT(RESOLVE_CHANNEL_ACCOUNT_REQUEST);
     PB(ResolveChannelAccountResponse) *resp = NULL;
-    PB(ChannelAccount) *acc;
+    PB(ChannelAccount) * acc;
     oc_err_t rc;
 
     *out = NULL;

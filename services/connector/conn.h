@@ -43,7 +43,7 @@ typedef struct conn_config {
     char *api_base;               /* <api>-api-base */
     long long api_timeout_ms;     /* <api>-timeout-ms */
     char *vault_key_file;
-    char *app_secret;             /* CONN_SECRET_PER_APP: app-secret-file's contents */
+    char *app_secret; /* CONN_SECRET_PER_APP: app-secret-file's contents */
     long long workers;
     long long http_threads;
     long long max_body_bytes;

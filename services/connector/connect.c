@@ -130,8 +130,8 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
         return oc_error_set(&ctx->err, OC_E_INTERNAL, "channel account: missing in the answer");
     acc = rresp->channel_account;
 
-    creds[0] = seal(c, ctx, acc->tenant_id, acc->channel_account_id, c->p->token_field,
-                    req->access_token);
+    creds[0] =
+        seal(c, ctx, acc->tenant_id, acc->channel_account_id, c->p->token_field, req->access_token);
     creds[1] = per_account ? seal(c, ctx, acc->tenant_id, acc->channel_account_id,
                                   c->p->secret_field, req->channel_secret)
                            : NULL;

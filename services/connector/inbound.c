@@ -70,8 +70,7 @@ static oc_err_t persist(hook_t *h, const char *tenant_id, conn_item_t **items, s
         size_t created = 0;
         oc_err_t rc;
 
-        if (msgs == NULL || ptrs == NULL)
-            return oc_error_set(&h->err, OC_E_NOMEM, "out of memory");
+        if (msgs == NULL || ptrs == NULL) return oc_error_set(&h->err, OC_E_NOMEM, "out of memory");
         for (size_t i = 0; i < k; i++) {
             const conn_item_t *it = items[off + i];
             PB(InboundMessage) init = PB_INIT(INBOUND_MESSAGE);
@@ -187,9 +186,9 @@ static int path_secret(hook_t *h, const oc_http_request_t *req, oc_http_response
         oc_http_response_error(resp, 401, "signature cannot be verified");
         return 401;
     }
-    if (oc_vault_open(c->vault, (*acc)->tenant_id, (*acc)->channel_account_id,
-                      c->p->secret_field, cred->key_id, cred->ciphertext.data,
-                      cred->ciphertext.len, secret, &h->err) != OC_OK) {
+    if (oc_vault_open(c->vault, (*acc)->tenant_id, (*acc)->channel_account_id, c->p->secret_field,
+                      cred->key_id, cred->ciphertext.data, cred->ciphertext.len, secret,
+                      &h->err) != OC_OK) {
         OC_ERROR("could not unseal the channel secret", OC_LS("request_id", h->request_id),
                  OC_LS("tenant_id", (*acc)->tenant_id),
                  OC_LS("channel_account_id", (*acc)->channel_account_id),
@@ -201,8 +200,7 @@ static int path_secret(hook_t *h, const oc_http_request_t *req, oc_http_response
 }
 
 /* Gives every item its account; unroutable ones keep NULL. OC_OK or a lookup failure. */
-static oc_err_t route(hook_t *h, PB(ChannelAccount) * path_acc, conn_batch_t *b,
-                      size_t *unroutable)
+static oc_err_t route(hook_t *h, PB(ChannelAccount) * path_acc, conn_batch_t *b, size_t *unroutable)
 {
     *unroutable = 0;
     for (size_t i = 0; i < b->nitems; i++) {
@@ -317,9 +315,8 @@ void conn_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
     if (c->p->routing == CONN_ROUTE_PATH && path_secret(&h, req, resp, &acc, &secret) != 0)
         goto out;
     if (c->p->secret_scope == CONN_SECRET_PER_APP)
-        sig_ok = c->p->signature_valid(c->cfg.app_secret,
-                                       c->cfg.app_secret != NULL ? strlen(c->cfg.app_secret) : 0,
-                                       req);
+        sig_ok = c->p->signature_valid(
+            c->cfg.app_secret, c->cfg.app_secret != NULL ? strlen(c->cfg.app_secret) : 0, req);
     else
         sig_ok = c->p->signature_valid(secret.data, secret.len, req);
     oc_vault_secret_dispose(&secret);
@@ -377,9 +374,8 @@ void conn_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
              OC_LS("tenant_id", acc != NULL ? acc->tenant_id : ""),
              OC_LS("channel_account_id", acc != NULL ? acc->channel_account_id : ""),
              OC_LI("messages", (long long)batch.nitems), OC_LI("ignored", (long long)batch.ignored),
-             OC_LI("invalid", (long long)batch.invalid),
-             OC_LI("unroutable", (long long)unroutable), OC_LI("reconciled", (long long)reconciled),
-             OC_LI("latency_us", oc_mono_us() - h.t0));
+             OC_LI("invalid", (long long)batch.invalid), OC_LI("unroutable", (long long)unroutable),
+             OC_LI("reconciled", (long long)reconciled), OC_LI("latency_us", oc_mono_us() - h.t0));
 out:
     oc_arena_destroy(h.arena);
 }

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "omnichat/lru.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
 
@@ -341,11 +340,10 @@ oc_err_t conn_deliver(conn_t *c, oc_arena_t *arena, const char *request_id, cons
                        &omnichat__persistence__v1__complete_outbound_response__descriptor,
                        request_id, arena, (ProtobufCMessage **)&cresp, err);
 
-    oc_metric_inc(
-        c->m_sends,
-        (const char *const[]){c->p->name, conn_outcome_name(v.outcome),
-                              conn_category_name(v.category)},
-        1);
+    oc_metric_inc(c->m_sends,
+                  (const char *const[]){c->p->name, conn_outcome_name(v.outcome),
+                                        conn_category_name(v.category)},
+                  1);
     OC_LOG(v.outcome == CONN_OUT_SENT ? OC_LOG_DEBUG : OC_LOG_INFO, "send attempt",
            OC_LS("request_id", request_id), OC_LS("tenant_id", msg->tenant_id),
            OC_LS("message_id", msg->message_id), OC_LB("provider_called", at.called),
@@ -415,8 +413,8 @@ static bool check_uuid(oc_rpc_ctx_t *ctx, const char *field, const char *v)
 /* The provider's text rule: at most text_max UTF-16 units or characters. */
 static bool text_fits(const conn_provider_t *p, const char *text, size_t n)
 {
-    size_t units = p->text_unit == CONN_TEXT_UTF16_UNITS ? oc_utf16_units(text, n)
-                                                         : oc_utf8_chars(text, n);
+    size_t units =
+        p->text_unit == CONN_TEXT_UTF16_UNITS ? oc_utf16_units(text, n) : oc_utf8_chars(text, n);
     return units <= p->text_max;
 }
 

@@ -106,9 +106,9 @@ void conn_settle(const conn_policy_t *p, const conn_attempt_t *a, const conn_cla
  * holder took the message over (the lease then expires and the worker settles it). Blocks.
  * Thread-safe.
  */
-oc_err_t conn_deliver(conn_t *c, oc_arena_t *arena, const char *request_id,
-                      const char *lease_owner, const PB(Message) * msg, const char *thread_key,
-                      PB(Message) * *out, oc_error_t *err);
+oc_err_t conn_deliver(conn_t *c, oc_arena_t *arena, const char *request_id, const char *lease_owner,
+                      const PB(Message) * msg, const char *thread_key, PB(Message) * *out,
+                      oc_error_t *err);
 
 /* gRPC Connector/SendText; ctx->user is the conn_t. */
 oc_err_t conn_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp);

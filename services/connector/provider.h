@@ -93,12 +93,12 @@ typedef struct conn_verified {
 
 /* One normalized inbound item. Strings live in the parse arena. */
 typedef struct conn_item {
-    int channel_type;             /* CONN_ROUTE_BODY: the channel type of route_id */
-    const char *route_id;         /* CONN_ROUTE_BODY: external account id (Page id) */
-    bool echo;                    /* our own outbound message echoed back */
-    const char *echo_message_id;  /* echo: our message id (metadata), NULL/"" when not ours */
-    const char *thread_key;       /* the provider thread */
-    const char *external_user_id; /* the contact */
+    int channel_type;                /* CONN_ROUTE_BODY: the channel type of route_id */
+    const char *route_id;            /* CONN_ROUTE_BODY: external account id (Page id) */
+    bool echo;                       /* our own outbound message echoed back */
+    const char *echo_message_id;     /* echo: our message id (metadata), NULL/"" when not ours */
+    const char *thread_key;          /* the provider thread */
+    const char *external_user_id;    /* the contact */
     const char *external_message_id; /* also the idempotency key */
     int64_t timestamp_ms;
     int direction;   /* persistence Direction; 0: inbound */
@@ -128,7 +128,7 @@ typedef struct conn_provider {
     const char *version; /* of the program */
     const char *grpc_listen_default; /* "0.0.0.0:50052" */
     const char *http_listen_default; /* "0.0.0.0:8081" */
-    const int *channel_types; /* persistence ChannelType values this connector serves */
+    const int *channel_types;        /* persistence ChannelType values this connector serves */
     size_t n_channel_types;
     conn_delivery_t delivery;
     bool echo_resend;               /* CONN_DELIVERY_ECHO_CONFIRMS: re-send after the grace */
@@ -139,7 +139,7 @@ typedef struct conn_provider {
     long long retry_window_min_s, retry_window_max_s;
     const char *retry_window_help;
     conn_routing_t routing;
-    const char *webhook_path;          /* "/webhooks/line/" (a prefix with CONN_ROUTE_PATH) */
+    const char *webhook_path;            /* "/webhooks/line/" (a prefix with CONN_ROUTE_PATH) */
     const char *webhook_timeout_default; /* the provider's deadline with room: "1500" (LINE 2 s) */
     const char *webhook_timeout_help;
     /* Token transport, applied by conn_api_call: a header prefix ("Authorization: Bearer ")

@@ -153,9 +153,8 @@ oc_err_t conn_service_start(conn_service_t *s, int *grpc_port, int *http_port, o
     if (s->rpc == NULL || oc_rpc_server_start(s->rpc, err) != OC_OK) return err->code;
     *grpc_port = oc_rpc_server_port(s->rpc);
 
-    s->routes[nroutes++] = (oc_http_route_t){"POST", c->p->webhook_path,
-                                             c->p->routing == CONN_ROUTE_PATH,
-                                             conn_webhook_handle, c};
+    s->routes[nroutes++] = (oc_http_route_t){
+        "POST", c->p->webhook_path, c->p->routing == CONN_ROUTE_PATH, conn_webhook_handle, c};
     s->routes[nroutes++] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz, NULL};
     s->routes[nroutes++] =
         (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, c->metrics};
@@ -272,16 +271,15 @@ const oc_config_option_t *conn_options(const conn_provider_t *p, size_t *n)
     table[k++] = OPT(api_base_name, OC_CFG_STR, p->api_base_default, 0, 0, 0, api_base,
                      api_base_help, valid_url);
     table[k++] = OPT(api_timeout_name, OC_CFG_INT, "10000", 100, p->api_timeout_max_ms, 0,
-                     api_timeout_ms, "total timeout of one provider API call (send, verify)",
-                     NULL);
+                     api_timeout_ms, "total timeout of one provider API call (send, verify)", NULL);
     table[k++] = OPT("vault-key-file", OC_CFG_STR, NULL, 0, 0, OC_CFG_REQUIRED, vault_key_file,
                      "path of the vault key file (docs/vault.md)", valid_required);
     if (p->secret_scope == CONN_SECRET_PER_APP)
         table[k++] = OPT("app-secret-file", OC_CFG_SECRET_FILE, NULL, 0, 0, OC_CFG_REQUIRED,
                          app_secret, "file holding the app secret that signs the webhooks", NULL);
     table[k++] = OPT("workers", OC_CFG_INT, "32", 1, 512, 0, workers, "gRPC handler threads", NULL);
-    table[k++] =
-        OPT("http-threads", OC_CFG_INT, "16", 1, 512, 0, http_threads, "HTTP handler threads", NULL);
+    table[k++] = OPT("http-threads", OC_CFG_INT, "16", 1, 512, 0, http_threads,
+                     "HTTP handler threads", NULL);
     table[k++] = OPT("max-body-bytes", OC_CFG_INT, "1048576", 1024, 67108864, 0, max_body_bytes,
                      "largest webhook body accepted (413 beyond)", NULL);
     table[k++] = OPT("worker-interval-ms", OC_CFG_INT, "500", 10, 600000, 0, worker_interval_ms,
@@ -303,11 +301,11 @@ const oc_config_option_t *conn_options(const conn_provider_t *p, size_t *n)
     table[k++] = OPT("retry-window-s", OC_CFG_INT, p->retry_window_default, p->retry_window_min_s,
                      p->retry_window_max_s, 0, retry_window_s, p->retry_window_help, NULL);
     if (p->delivery == CONN_DELIVERY_ECHO_CONFIRMS)
-        table[k++] = OPT("echo-grace-ms", OC_CFG_INT, p->echo_grace_default, 0, 86400000, 0,
-                         echo_grace_ms,
-                         "how long a send of unknown outcome waits for its echo before it is "
-                         "sent again or settled as unknown",
-                         NULL);
+        table[k++] =
+            OPT("echo-grace-ms", OC_CFG_INT, p->echo_grace_default, 0, 86400000, 0, echo_grace_ms,
+                "how long a send of unknown outcome waits for its echo before it is "
+                "sent again or settled as unknown",
+                NULL);
     table[k++] = OPT("account-cache-ms", OC_CFG_INT, "5000", 0, 3600000, 0, account_cache_ms,
                      "how long a channel account is cached (0: not at all)", NULL);
     table[k++] = OPT("instance-id", OC_CFG_STR, "", 0, 0, 0, instance_id,

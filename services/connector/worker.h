@@ -7,9 +7,9 @@
 typedef struct conn_worker conn_worker_t;
 
 /*
- * Starts one claimer thread (every worker-interval-ms: ClaimDueOutbound(the provider's channel types, up to
- * worker-batch, a fresh lease owner "<instance-id>:<UUID>" per claim, lease-seconds), each
- * claimed message delivered and completed under that owner, never claiming more than the
+ * Starts one claimer thread (every worker-interval-ms: ClaimDueOutbound(the provider's channel
+ * types, up to worker-batch, a fresh lease owner "<instance-id>:<UUID>" per claim, lease-seconds),
+ * each claimed message delivered and completed under that owner, never claiming more than the
  * delivery threads can start soon) and worker-threads delivery threads running conn_deliver.
  * NULL with err.
  */

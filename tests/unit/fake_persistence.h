@@ -67,8 +67,8 @@ typedef struct fake {
     size_t last_claim_ntypes;
     char reconcile_known[40]; /* ReconcileOutbound finds this message id, NOT_FOUND otherwise */
     char last_reconciled[40];
-    int persisted_messages;                  /* InboundMessages received, in all */
-    char persisted_tenants[4][40];           /* tenant of each PersistInbound, in order */
+    int persisted_messages;        /* InboundMessages received, in all */
+    char persisted_tenants[4][40]; /* tenant of each PersistInbound, in order */
     int npersisted_tenants;
 } fake_t;
 

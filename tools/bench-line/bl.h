@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "bench.h" /* bench_run & co. from tools/bench/load.c: timed phases of N callers */
+#include "benchlib.h" /* bench_run & co.: timed phases of N callers */
 #include "omnichat/buf.h"
 #include "omnichat/http_client.h"
 #include "omnichat/pb.h"

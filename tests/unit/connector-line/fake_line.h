@@ -33,8 +33,6 @@ static void fake_line_reset(void)
     pthread_mutex_unlock(&F.mu);
 }
 
-
-
 static void fake_push(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
 {
     const char *key = oc_http_header(req, "x-line-retry-key");

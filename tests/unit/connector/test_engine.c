@@ -336,17 +336,17 @@ static void test_webhook_routes_by_body_and_groups_per_tenant(void)
 {
     set_delivery(CONN_DELIVERY_ECHO_CONFIRMS, false);
     snprintf(F.reconcile_known, sizeof F.reconcile_known, "%s", FAKE_MESSAGE);
-    CU_ASSERT_EQUAL(post("{\"items\":["
-                         "{\"page\":\"page-1\",\"mid\":\"m1\",\"text\":\"a\"},"
-                         "{\"page\":\"" FAKE_EXTERNAL2 "\",\"mid\":\"m2\",\"text\":\"b\"},"
-                         "{\"page\":\"" FAKE_EXTERNAL_UNKNOWN "\",\"mid\":\"m3\",\"text\":\"c\"},"
-                         "{\"page\":\"page-1\",\"mid\":\"m4\",\"text\":\"d\"},"
-                         "{\"page\":\"page-1\",\"mid\":\"m5\",\"text\":\"e\",\"echo_of\":\"" FAKE_MESSAGE
-                         "\"},"
-                         "{\"page\":\"page-1\",\"mid\":\"m6\",\"text\":\"f\",\"echo_of\":"
-                         "\"0191d7a2-3b4c-7d5e-8f60-000000000000\"}]}",
-                         APP_SECRET),
-                    200);
+    CU_ASSERT_EQUAL(
+        post("{\"items\":["
+             "{\"page\":\"page-1\",\"mid\":\"m1\",\"text\":\"a\"},"
+             "{\"page\":\"" FAKE_EXTERNAL2 "\",\"mid\":\"m2\",\"text\":\"b\"},"
+             "{\"page\":\"" FAKE_EXTERNAL_UNKNOWN "\",\"mid\":\"m3\",\"text\":\"c\"},"
+             "{\"page\":\"page-1\",\"mid\":\"m4\",\"text\":\"d\"},"
+             "{\"page\":\"page-1\",\"mid\":\"m5\",\"text\":\"e\",\"echo_of\":\"" FAKE_MESSAGE "\"},"
+             "{\"page\":\"page-1\",\"mid\":\"m6\",\"text\":\"f\",\"echo_of\":"
+             "\"0191d7a2-3b4c-7d5e-8f60-000000000000\"}]}",
+             APP_SECRET),
+        200);
     pthread_mutex_lock(&F.mu);
     CU_ASSERT_EQUAL(F.npersisted_tenants, 2);
     CU_ASSERT_STRING_EQUAL(F.persisted_tenants[0], FAKE_TENANT);
