@@ -6,30 +6,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Where a scan is: inside a string (after a backslash) or not, and how deep. */
+typedef struct scan {
+    bool in_str, esc;
+    int depth;
+} scan_t;
+
+/* Feeds one character; false when it opens a container deeper than depth_max. Strings are
+ * tracked exactly for well-formed JSON; for anything else the answer does not matter,
+ * jansson refuses it. */
+static bool scan_char(scan_t *st, char c, int depth_max)
+{
+    if (st->in_str) {
+        if (st->esc)
+            st->esc = false;
+        else if (c == '\\')
+            st->esc = true;
+        else if (c == '"')
+            st->in_str = false;
+        return true;
+    }
+    if (c == '"')
+        st->in_str = true;
+    else if (c == '[' || c == '{')
+        return ++st->depth <= depth_max;
+    else if (c == ']' || c == '}')
+        st->depth--;
+    return true;
+}
+
 bool oc_json_depth_ok(const char *s, size_t n, int depth_max)
 {
-    int depth = 0;
-    bool in_str = false, esc = false;
+    scan_t st = {false, false, 0};
 
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-            continue;
-        }
-        if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > depth_max) return false;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!scan_char(&st, s[i], depth_max)) return false;
     return true;
 }
 
@@ -58,34 +69,21 @@ static bool number_overflows(const char *tok, size_t n)
     return over;
 }
 
-/* Strings are tracked exactly for well-formed JSON; for anything else the result does not
- * matter, jansson refuses it. The depth is counted in the same pass. */
 bool oc_json_lenient_copy(const char *body, size_t len, oc_buf_t *out)
 {
-    bool in_str = false, esc = false;
-    int depth = 0;
+    scan_t st = {false, false, 0};
     size_t i = 0;
 
     while (i < len) {
         char c = body[i];
-        if (in_str) {
-            if (esc && c == 'u' && len - i >= 5 && memcmp(body + i + 1, "0000", 4) == 0) {
-                oc_buf_append(out, "uFFFD", 5);
-                i += 5;
-                esc = false;
-                continue;
-            }
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-            oc_buf_append(out, &c, 1);
-            i++;
+        if (st.in_str && st.esc && c == 'u' && len - i >= 5 &&
+            memcmp(body + i + 1, "0000", 4) == 0) {
+            oc_buf_append(out, "uFFFD", 5);
+            i += 5;
+            st.esc = false;
             continue;
         }
-        if (c == '-' || (c >= '0' && c <= '9')) {
+        if (!st.in_str && (c == '-' || (c >= '0' && c <= '9'))) {
             size_t n = 0;
             while (i + n < len && strchr("0123456789+-.eE", body[i + n]) != NULL &&
                    body[i + n] != '\0')
@@ -100,13 +98,7 @@ bool oc_json_lenient_copy(const char *body, size_t len, oc_buf_t *out)
             i += n;
             continue;
         }
-        if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > OC_JSON_DEPTH_MAX) return false;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
+        if (!scan_char(&st, c, OC_JSON_DEPTH_MAX)) return false;
         oc_buf_append(out, &c, 1);
         i++;
     }
