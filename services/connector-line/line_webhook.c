@@ -4,8 +4,6 @@
 
 #include <ctype.h>
 #include <jansson.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,27 +18,6 @@
 #define STRUCT_MAX 65536 /* persistence's content_struct_json limit */
 #define TEXT_MAX 20000   /* persistence's content_text limit (bytes) */
 #define ID_MAX 256
-
-/* ---------- signature ---------- */
-
-bool line_signature_valid(const char *secret, size_t secret_len, const char *body, size_t len,
-                          const char *header)
-{
-    uint8_t want[EVP_MAX_MD_SIZE], got[64];
-    unsigned int want_len = 0;
-    long got_len;
-    bool ok;
-
-    if (header == NULL || secret == NULL) return false;
-    got_len = oc_base64_decode(header, strlen(header), got, sizeof got);
-    if (got_len != 32) return false;
-    if (HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)body, len, want,
-             &want_len) == NULL)
-        return false;
-    ok = oc_ct_equal(want, want_len, got, (size_t)got_len);
-    OPENSSL_cleanse(want, sizeof want);
-    return ok;
-}
 
 /* ---------- parsing ---------- */
 

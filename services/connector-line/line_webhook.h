@@ -7,17 +7,10 @@
 #include <stdint.h>
 
 #include "line.h"
+#include "line_wire.h"
 #include "omnichat/http.h"
 
 #define LINE_PROFILE_BUDGET_MS 800 /* all profile look-ups of one POST together */
-
-/*
- * True when `header` (the x-line-signature value) is Base64(HMAC-SHA256(secret, body)). The
- * header is decoded and the 32 bytes compared in constant time; NULL or malformed is false.
- * Pure; thread-safe.
- */
-bool line_signature_valid(const char *secret, size_t secret_len, const char *body, size_t len,
-                          const char *header);
 
 /* One message event, as parsed: a conn_item_t (thread_key = source.userId | groupId | roomId by
  * source.type; external_user_id = source.userId, else the group/room id; external_message_id =

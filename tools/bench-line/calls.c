@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bl.h"
+#include "line_wire.h"
 #include "omnichat/util.h"
 
 #define REF_LEASE_OWNER "bench-line-reference"
@@ -69,13 +70,7 @@ static void rand_hex(uint64_t *rng, char *out, size_t n)
 
 void bl_sign(const char *secret, const char *body, size_t len, char *out)
 {
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0;
-
-    out[0] = '\0';
-    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, len, mac,
-             &maclen) != NULL)
-        oc_base64_encode(mac, maclen, out);
+    line_sign(secret, strlen(secret), body, len, out);
 }
 
 /* The same text for webhook events and the PersistInbound reference (about 80 bytes). */
@@ -89,38 +84,34 @@ static void inbound_text(char *buf, size_t cap, uint64_t n)
 size_t bl_webhook_body(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
                        const char *id_prefix, uint64_t *rng, char *buf, size_t cap)
 {
-    size_t len = 0;
+    char ids[BL_MAX_K][BL_ID_LEN + 24], quote[BL_MAX_K][33], reply[BL_MAX_K][33];
+    char event_id[BL_MAX_K][27], text[BL_MAX_K][128];
+    line_text_event_t ev[BL_MAX_K];
     int64_t now = oc_now_ms();
-    int n;
+    oc_buf_t b;
+    size_t len = 0;
 
-    n = snprintf(buf, cap, "{\"destination\":\"%s\",\"events\":[", c->bot_user);
-    if (n < 0 || (size_t)n >= cap) return 0;
-    len = (size_t)n;
+    if (k < 1 || k > BL_MAX_K) return 0;
     for (int j = 0; j < k; j++) {
-        char quote[33], reply[33], event_id[27], text[128];
-        const bl_user_t *u = &ctx->users[users[j]];
-
-        rand_hex(rng, quote, 32);
-        rand_hex(rng, reply, 32);
-        rand_hex(rng, event_id, 26);
-        for (char *p = event_id; *p; p++)
+        rand_hex(rng, quote[j], 32);
+        rand_hex(rng, reply[j], 32);
+        rand_hex(rng, event_id[j], 26);
+        for (char *p = event_id[j]; *p; p++)
             if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
-        event_id[0] = '0';
-        event_id[1] = '1';
-        inbound_text(text, sizeof text, bench_rand(rng));
-        n = snprintf(buf + len, cap - len,
-                     "%s{\"type\":\"message\",\"message\":{\"type\":\"text\",\"id\":\"%s-%d\","
-                     "\"quoteToken\":\"%s\",\"text\":\"%s\"},\"webhookEventId\":\"%s\","
-                     "\"deliveryContext\":{\"isRedelivery\":false},\"timestamp\":%" PRId64 ","
-                     "\"source\":{\"type\":\"user\",\"userId\":\"%s\"},\"replyToken\":\"%s\","
-                     "\"mode\":\"active\"}",
-                     j > 0 ? "," : "", id_prefix, j, quote, text, event_id, now, u->id, reply);
-        if (n < 0 || (size_t)n >= cap - len) return 0;
-        len += (size_t)n;
+        event_id[j][0] = '0';
+        event_id[j][1] = '1';
+        inbound_text(text[j], sizeof text[j], bench_rand(rng));
+        snprintf(ids[j], sizeof ids[j], "%s-%d", id_prefix, j);
+        ev[j] = (line_text_event_t){
+            ctx->users[users[j]].id, ids[j], text[j], event_id[j], reply[j], quote[j], now};
     }
-    n = snprintf(buf + len, cap - len, "]}");
-    if (n < 0 || (size_t)n >= cap - len) return 0;
-    return len + (size_t)n;
+    oc_buf_init(&b, cap);
+    if (line_webhook_body(&b, c->bot_user, ev, (size_t)k) == OC_OK && b.len < cap) {
+        memcpy(buf, b.data, b.len + 1);
+        len = b.len;
+    }
+    oc_buf_dispose(&b);
+    return len;
 }
 
 void bl_threads_reset(bl_ctx_t *ctx)

@@ -9,6 +9,7 @@
 #include <openssl/hmac.h>
 
 #include "lsim_internal.h"
+#include "line_wire.h"
 #include "omnichat/http_client.h"
 
 #define MAX_DELAY_MS 600000L
@@ -340,14 +341,10 @@ static void post_webhook(const oc_http_request_t *req, oc_http_response_t *resp)
     if (sig_override) {
         snprintf(sig, sizeof sig, "%s", sig_override);
     } else {
-        uint8_t mac[32];
-        unsigned int maclen = 0;
-        if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (const uint8_t *)body, blen, mac,
-                  &maclen)) {
+        if (!line_sign(secret, strlen(secret), body, blen, sig)) {
             oc_http_response_error(resp, 500, "could not compute the signature");
             goto out;
         }
-        oc_base64_encode(mac, maclen, sig);
     }
     char sig_hdr[160];
     snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "line_wire.h"
 #include "omnichat/buf.h"
 #include "omnichat/http_client.h"
 #include "omnichat/util.h"
@@ -52,8 +53,8 @@ static char *build_body(const char *destination, const char *user, const char *t
                         const char *message_id, int64_t now_ms)
 {
     char event_id[27], reply_token[33], quote[33];
-    json_t *root;
-    char *s;
+    line_text_event_t ev = {user, message_id, text, event_id, reply_token, quote, now_ms};
+    oc_buf_t b;
 
     if (!random_hex(reply_token, 16) || !random_hex(quote, 16) || !random_hex(event_id, 13))
         return NULL;
@@ -61,17 +62,12 @@ static char *build_body(const char *destination, const char *user, const char *t
     event_id[1] = '1';
     for (char *p = event_id; *p; p++)
         if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
-    root = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:{s:b}, s:{s:s, s:s}, s:s, "
-                     "s:{s:s, s:s, s:s, s:s}}]}",
-                     "destination", destination, "events", "type", "message", "mode", "active",
-                     "timestamp", (json_int_t)now_ms, "webhookEventId", event_id, "deliveryContext",
-                     "isRedelivery", 0, "source", "type", "user", "userId", user, "replyToken",
-                     reply_token, "message", "id", message_id, "type", "text", "text", text,
-                     "quoteToken", quote);
-    if (root == NULL) return NULL;
-    s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(root);
-    return s;
+    oc_buf_init(&b, 1u << 20);
+    if (line_webhook_body(&b, destination, &ev, 1) != OC_OK) {
+        oc_buf_dispose(&b);
+        return NULL;
+    }
+    return oc_buf_detach(&b, NULL);
 }
 
 /* The channel account's bot id, for the body's "destination" (best effort: LINE always sends
@@ -106,9 +102,7 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
                         {"user", &user, NULL},       {"text", &text, NULL},
                         {"url", &url, NULL},         {"destination", &destination, NULL}};
     char message_id[19], *secret = NULL, *body = NULL, *full_url = NULL, *sig_header = NULL;
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    char sig[64];
+    char sig[LINE_SIGNATURE_LEN + 1];
     oc_http_client_t *http = NULL;
     oc_http_result_t response;
     long status = 0;
@@ -163,15 +157,12 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
         goto out;
     }
     /* x-line-signature = base64(HMAC-SHA256(channel secret, raw body)). */
-    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, strlen(body),
-             mac, &mac_len) == NULL) {
+    if (!line_sign(secret, strlen(secret), body, strlen(body), sig)) {
         rc = ctl_fail(ctl, "could not sign the body");
         goto out;
     }
     ctl_secret_free(secret);
     secret = NULL;
-    oc_base64_encode(mac, mac_len, sig);
-    OPENSSL_cleanse(mac, sizeof mac);
 
     size_t ulen = strlen(url);
     while (ulen > 0 && url[ulen - 1] == '/')

@@ -23,7 +23,8 @@ static void test_nul_escape_and_big_numbers(void)
                      &code);
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(v);
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "a\xEF\xBF\xBD" "b")),
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "a\xEF\xBF\xBD"
+                                                                "b")),
                            "x\xEF\xBF\xBDy");
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(v, "n")),
                            "123456789012345678901234567890");

@@ -1,7 +1,5 @@
 /* The webhook handler over real HTTP against a fake persistence: statuses and the deadline. */
 #include <CUnit/Basic.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "fake_line.h"
 #include "inbound.h"
@@ -18,12 +16,7 @@ static int hook_port;
 
 static void sign(const char *body, char out[64])
 {
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-
-    HMAC(EVP_sha256(), FAKE_SECRET, (int)strlen(FAKE_SECRET), (const unsigned char *)body,
-         strlen(body), mac, &len);
-    oc_base64_encode(mac, len, out);
+    line_sign(FAKE_SECRET, strlen(FAKE_SECRET), body, strlen(body), out);
 }
 
 static int post(const char *body)
