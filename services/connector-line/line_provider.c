@@ -67,9 +67,13 @@ static bool line_send(conn_t *c, const conn_send_t *s, conn_class_t *out)
     return true;
 }
 
-/* GET /v2/bot/info: the bot's user id and name, or why the token is not usable. */
-static oc_err_t line_verify(conn_t *c, oc_rpc_ctx_t *ctx, const char *token, conn_verified_t *v)
+/* GET /v2/bot/info: the bot's user id and name, or why the token is not usable (LINE reports
+ * its bot id itself: the engine compares a claimed one). */
+static oc_err_t line_verify(conn_t *c, oc_rpc_ctx_t *ctx, const conn_verify_t *vr,
+                            conn_verified_t *v)
 {
+    const char *token = vr->token;
+
     oc_http_result_t res;
     json_t *root = NULL;
     const char *uid, *name;

@@ -16,8 +16,9 @@ bool line_sign(const char *secret, size_t secret_len, const char *body, size_t l
     unsigned int mac_len = 0;
 
     out[0] = '\0';
-    if (secret == NULL || HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)body,
-                               len, mac, &mac_len) == NULL ||
+    if (secret == NULL ||
+        HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)body, len, mac,
+             &mac_len) == NULL ||
         mac_len != 32)
         return false;
     oc_base64_encode(mac, mac_len, out);

@@ -106,7 +106,8 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
     if (req->external_account_id[0] != '\0' && strlen(req->external_account_id) > CONN_KEY_MAX)
         return oc_error_set(&ctx->err, OC_E_INVALID, "external_account_id: too long");
 
-    if (c->p->verify(c, ctx, req->access_token, &v) != OC_OK) return ctx->err.code;
+    conn_verify_t vr = {req->access_token, req->external_account_id, type};
+    if (c->p->verify(c, ctx, &vr, &v) != OC_OK) return ctx->err.code;
     /* The provider reports the account id itself; a caller's different claim is a mistake
      * worth telling. */
     if (req->external_account_id[0] != '\0' &&

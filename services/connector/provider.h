@@ -85,6 +85,13 @@ typedef struct conn_send {
     long timeout_ms; /* the <api>-timeout-ms option */
 } conn_send_t;
 
+/* What ConnectChannel asks the provider to check. */
+typedef struct conn_verify {
+    const char *token;               /* the plaintext token of the request */
+    const char *external_account_id; /* the caller's claim ("" when none; Meta: the Page id) */
+    int channel_type;                /* one of the provider's channel types */
+} conn_verify_t;
+
 /* What ConnectChannel learned from the provider about a token. */
 typedef struct conn_verified {
     char external_account_id[128]; /* the account id the provider reports (bot user id) */
@@ -171,7 +178,7 @@ typedef struct conn_provider {
     bool (*send)(conn_t *c, const conn_send_t *s, conn_class_t *out);
     /* ConnectChannel: checks a token with the provider. OC_E_UNAUTHENTICATED when refused,
      * OC_E_UNAVAILABLE when the provider could not be asked; messages in ctx->err. */
-    oc_err_t (*verify)(conn_t *c, oc_rpc_ctx_t *ctx, const char *token, conn_verified_t *out);
+    oc_err_t (*verify)(conn_t *c, oc_rpc_ctx_t *ctx, const conn_verify_t *v, conn_verified_t *out);
     /* True when the request's signature header is valid for `secret` over the raw body.
      * Constant-time. Called before any parsing. */
     bool (*signature_valid)(const char *secret, size_t secret_len, const oc_http_request_t *req);
@@ -183,6 +190,12 @@ typedef struct conn_provider {
      * monotonic deadline budget_end_us; never fails the webhook. */
     void (*enrich)(conn_t *c, oc_arena_t *arena, const PB(ChannelAccount) * acc, conn_item_t *items,
                    size_t n, int64_t budget_end_us);
+    /* Optional: GET on webhook_path (Meta's hub.challenge subscription check); served by the
+     * engine's HTTP server when set. */
+    void (*webhook_get)(conn_t *c, const oc_http_request_t *req, oc_http_response_t *resp);
+    /* TODO(issue 8): delivery and read receipts (watermarks) need a persistence RPC that
+     * moves a conversation's outbound statuses forward; they become an item kind here then.
+     * Until then a provider counts them as ignored. */
 } conn_provider_t;
 
 #define CONN_PROVIDER_CFG_MAX 512

@@ -28,7 +28,7 @@ struct conn_service {
     conn_worker_t *worker;
     oc_rpc_server_t *rpc;
     oc_http_server_t *http;
-    oc_http_route_t routes[3];
+    oc_http_route_t routes[4];
 };
 
 static const oc_rpc_method_t methods[] = {
@@ -86,6 +86,13 @@ static bool register_metrics(conn_t *c)
                            "outbound messages claimed by the retry worker", NULL, 0);
     return c->m_webhook_events != NULL && c->m_webhook_requests != NULL && c->m_sends != NULL &&
            c->m_provider_latency != NULL && c->m_retry_claimed != NULL;
+}
+
+static void webhook_get(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
+{
+    conn_t *c = user;
+
+    c->p->webhook_get(c, req, resp);
 }
 
 /* ---------- the service ---------- */
@@ -155,6 +162,9 @@ oc_err_t conn_service_start(conn_service_t *s, int *grpc_port, int *http_port, o
 
     s->routes[nroutes++] = (oc_http_route_t){
         "POST", c->p->webhook_path, c->p->routing == CONN_ROUTE_PATH, conn_webhook_handle, c};
+    if (c->p->webhook_get != NULL)
+        s->routes[nroutes++] = (oc_http_route_t){"GET", c->p->webhook_path,
+                                                 c->p->routing == CONN_ROUTE_PATH, webhook_get, c};
     s->routes[nroutes++] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz, NULL};
     s->routes[nroutes++] =
         (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, c->metrics};
