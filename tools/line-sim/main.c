@@ -1,6 +1,4 @@
 /* omnichat-line-sim: serves the simulated LINE Messaging API until SIGTERM or SIGINT. */
-#include <pthread.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +7,7 @@
 #include "line_sim.h"
 #include "omnichat/config.h"
 #include "omnichat/log.h"
+#include "omnichat/svc.h"
 
 typedef struct sim_cfg {
     char *listen;
@@ -68,13 +67,8 @@ int main(int argc, char **argv)
     static const char *const passthrough[] = {"help", "check-config", NULL};
 
     /* Block the stop signals before any thread exists so every thread inherits the mask and
-     * only sigwait below ever sees them. */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    signal(SIGPIPE, SIG_IGN);
+     * only oc_svc_wait_for_signal below ever sees them. */
+    oc_svc_block_signals();
 
     if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h")) {
         printf("Simulated LINE Messaging API for tests and sandbox mode; see "
@@ -131,10 +125,7 @@ int main(int argc, char **argv)
     }
     OC_INFO("listening", OC_LI("port", lsim_port(sim)), OC_LS("listen", cfg.listen));
 
-    int sig = 0;
-    while (sigwait(&stop, &sig) != 0) {
-    }
-    OC_INFO("shutting down", OC_LI("signal", sig));
+    OC_INFO("shutting down", OC_LS("signal", oc_svc_wait_for_signal()));
     code = 0;
 out_sim:
     lsim_destroy(sim);

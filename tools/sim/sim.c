@@ -66,8 +66,7 @@ oc_err_t sim_add_account(sim_t *s, const sim_account_def_t *def, oc_error_t *err
     if (def->picture_url)
         copy_str(nb.v.picture_url, sizeof nb.v.picture_url, def->picture_url);
     else
-        snprintf(nb.v.picture_url, sizeof nb.v.picture_url, "%s%s", s->picture_base,
-                 nb.v.user_id);
+        snprintf(nb.v.picture_url, sizeof nb.v.picture_url, "%s%s", s->picture_base, nb.v.user_id);
 
     pthread_mutex_lock(&s->mu);
     sim_account_rec_t *b = s->accounts;
@@ -247,7 +246,6 @@ bool sim_pop_fault(sim_t *s, const char *path, sim_fault_t *out)
     return found;
 }
 
-
 char *sim_faults_json(sim_t *s)
 {
     json_t *arr = json_array();
@@ -397,8 +395,11 @@ oc_err_t sim_init(sim_t *s, const sim_opts_t *opts, oc_error_t *err)
 
 oc_err_t sim_start(sim_t *s, const sim_opts_t *opts, oc_error_t *err)
 {
-    s->routes[0] = (oc_http_route_t){
-        .method = NULL, .path = "/__sim/", .prefix = true, .handler = opts->control, .user = opts->user};
+    s->routes[0] = (oc_http_route_t){.method = NULL,
+                                     .path = "/__sim/",
+                                     .prefix = true,
+                                     .handler = opts->control,
+                                     .user = opts->user};
     s->routes[1] = (oc_http_route_t){
         .method = NULL, .path = "/", .prefix = true, .handler = opts->api, .user = opts->user};
     oc_http_server_opts_t so = {

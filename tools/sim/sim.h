@@ -57,9 +57,9 @@ typedef struct sim_profile {
 /* One injected failure, consumed by one request to a matching path. */
 typedef struct sim_fault {
     struct sim_fault *next;
-    char path[256]; /* exact path, or a prefix when it ends with '*' */
-    int status;     /* 0: the normal answer */
-    int kind;       /* a fault kind named by the provider (0: none) */
+    char path[256];    /* exact path, or a prefix when it ends with '*' */
+    int status;        /* 0: the normal answer */
+    int kind;          /* a fault kind named by the provider (0: none) */
     char message[256]; /* overrides the default body message when non-empty */
     long delay_ms;     /* sleep before the response leaves */
     long hold_ms;      /* provider-specific hold while the request executes */
@@ -82,12 +82,12 @@ typedef struct sim_ring {
 } sim_ring_t;
 
 typedef struct sim_opts {
-    const char *listen;      /* "127.0.0.1:0" picks a free port; NULL means that */
-    int threads;             /* HTTP handler threads; 0 means 16 */
-    size_t max_requests;     /* recorded requests kept (oldest dropped); 0 means 100000 */
-    size_t max_deliveries;   /* recorded deliveries kept (oldest dropped); 0 means 100000 */
-    size_t max_record_bytes; /* bytes of both logs together; 0 means 256 MiB */
-    size_t max_http_body;    /* bytes the HTTP server buffers per request */
+    const char *listen;       /* "127.0.0.1:0" picks a free port; NULL means that */
+    int threads;              /* HTTP handler threads; 0 means 16 */
+    size_t max_requests;      /* recorded requests kept (oldest dropped); 0 means 100000 */
+    size_t max_deliveries;    /* recorded deliveries kept (oldest dropped); 0 means 100000 */
+    size_t max_record_bytes;  /* bytes of both logs together; 0 means 256 MiB */
+    size_t max_http_body;     /* bytes the HTTP server buffers per request */
     const char *picture_base; /* default picture URL prefix of an account */
     /* The provider's API (every path outside /__sim/) and its control API (/__sim/...). */
     oc_http_handler_fn api;
