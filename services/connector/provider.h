@@ -40,7 +40,8 @@ typedef enum conn_delivery {
 /* Where a webhook names the channel account of its items. */
 typedef enum conn_routing {
     CONN_ROUTE_PATH = 1, /* "{webhook_path}{channel_account_id}": one account per POST (LINE) */
-    CONN_ROUTE_BODY = 2  /* each item names the external account id (Meta: entry[].id) */
+    CONN_ROUTE_BODY = 2  /* each item names the external account id (Meta: entry[].id); needs
+                            CONN_SECRET_PER_APP, as the signature is checked before parsing */
 } conn_routing_t;
 
 /* Where the webhook signing secret lives. */

@@ -116,6 +116,14 @@ conn_service_t *conn_service_create(const conn_provider_t *p, const conn_config_
     c = &s->conn;
     c->p = p;
     c->cfg = *cfg;
+    /* The signature is checked before the body is read: routing by the body needs a secret
+     * that does not depend on the account. */
+    if (p->routing == CONN_ROUTE_BODY && p->secret_scope != CONN_SECRET_PER_APP) {
+        oc_error_set(err, OC_E_CONFIG, "provider %s: routing by body needs a per-app secret",
+                     p->name);
+        free(s);
+        return NULL;
+    }
     c->vault = oc_vault_create_from_file(cfg->vault_key_file, 0, err);
     if (c->vault == NULL) goto fail;
     if (oc_vault_warnings(c->vault) & OC_VAULT_W_FILE_NOT_PRIVATE)
