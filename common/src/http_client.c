@@ -160,6 +160,32 @@ static size_t on_body(char *p, size_t sz, size_t n, void *u)
     return sz * n;
 }
 
+/* Response headers the caller asked for. */
+typedef struct capture {
+    const char *const *names;
+    oc_http_result_t *res;
+} capture_t;
+
+static size_t on_header(char *p, size_t sz, size_t n, void *u)
+{
+    capture_t *cap = u;
+    size_t len = sz * n;
+
+    for (size_t i = 0; cap->names != NULL && cap->names[i] != NULL && i < OC_HTTP_CAPTURE_MAX;
+         i++) {
+        size_t nl = strlen(cap->names[i]);
+        if (len <= nl || p[nl] != ':' || strncasecmp(p, cap->names[i], nl) != 0) continue;
+        const char *v = p + nl + 1;
+        size_t vl = len - nl - 1;
+        while (vl > 0 && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+            vl--;
+        snprintf(cap->res->captured[i], OC_HTTP_CAPTURE_LEN, "%.*s", (int)vl, v);
+    }
+    return len;
+}
+
 /* The request body as libcurl reads it, and the guard against reading it twice. */
 typedef struct body_src {
     const char *data;
@@ -264,6 +290,7 @@ oc_err_t oc_http_client_call(oc_http_client_t *c, const oc_http_call_t *call, oc
     bool post;
     oc_buf_t body; /* the body as sent: a secret buffer, wiped on dispose */
     body_src_t src;
+    capture_t cap = {call->capture, res};
     char *url = NULL;
     CURL *h = NULL;
     CURLcode rc;
@@ -346,6 +373,10 @@ oc_err_t oc_http_client_call(oc_http_client_t *c, const oc_http_call_t *call, oc
     curl_easy_setopt(h, CURLOPT_USERAGENT, c->user_agent);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &res->body);
+    if (call->capture != NULL) {
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, &cap);
+    }
     src = (body_src_t){body.data != NULL ? body.data : "", body.len, 0, false};
     if (post && c->resend_guard) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
@@ -373,6 +404,7 @@ oc_err_t oc_http_client_call(oc_http_client_t *c, const oc_http_call_t *call, oc
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
     curl_easy_setopt(h, CURLOPT_READDATA, NULL);
     curl_easy_setopt(h, CURLOPT_SEEKDATA, NULL);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, NULL);
     if (!c->reuse) curl_easy_cleanup(h);
     oc_metric_observe(c->latency,
                       (const char *const[]){call->endpoint != NULL ? call->endpoint : "other"},

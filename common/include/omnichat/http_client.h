@@ -44,7 +44,13 @@ typedef struct oc_http_call {
     const char *secret; /* not NUL-terminated: secret_len bytes, no CR or LF */
     size_t secret_len;
     long timeout_ms; /* the whole exchange; the connect phase at most 5 s of it */
+    /* Response headers to keep (names, case-insensitive, NULL-terminated, at most
+     * OC_HTTP_CAPTURE_MAX): a provider's hints such as Retry-After, or request ids. */
+    const char *const *capture;
 } oc_http_call_t;
+
+#define OC_HTTP_CAPTURE_MAX 4
+#define OC_HTTP_CAPTURE_LEN 128
 
 typedef struct oc_http_result {
     oc_http_transport_t transport;
@@ -52,6 +58,8 @@ typedef struct oc_http_result {
     oc_buf_t body; /* at most the client's body_max bytes; the rest is dropped, not an error */
     int64_t latency_us;
     bool resend_refused; /* libcurl wanted to send the body again on a new connection */
+    /* captured[i]: the value of call->capture[i] ("" when absent; cut to fit) */
+    char captured[OC_HTTP_CAPTURE_MAX][OC_HTTP_CAPTURE_LEN];
 } oc_http_result_t;
 
 /* A result with an empty body capped at body_max bytes (0: 64 KiB). */

@@ -64,8 +64,8 @@ static void *serve(void *arg)
             }
             pthread_mutex_unlock(&s->mu);
             if (s->mode == DROP_AFTER_READ || (s->mode == DROP_SECOND && i == 1)) break;
-            static const char ok[] =
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
+            static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nRetry-After:  7 \r\n"
+                                     "Connection: keep-alive\r\n\r\nok";
             if (write(c, ok, sizeof ok - 1) < 0) break;
         }
         close(c);
@@ -220,7 +220,8 @@ static void test_secret_transport(void)
                            .secret_name = "access_token",
                            .secret = "tok en&=1",
                            .secret_len = 9,
-                           .timeout_ms = 2000};
+                           .timeout_ms = 2000,
+                           .capture = (const char *const[]){"retry-after", "x-absent", NULL}};
 
     server_start(&s, DROP_SECOND);
     c = client_for(&s);
@@ -230,6 +231,8 @@ static void test_secret_transport(void)
     CU_ASSERT_EQUAL(res.status, 200);
     CU_ASSERT_EQUAL(copies(&s, "\r\n\r\nrecipient=42&access_token=tok%20en%26%3D1"), 1);
     CU_ASSERT_EQUAL(copies(&s, "application/x-www-form-urlencoded"), 1);
+    CU_ASSERT_STRING_EQUAL(res.captured[0], "7"); /* call.capture: Retry-After */
+    CU_ASSERT_STRING_EQUAL(res.captured[1], "");  /* absent */
     oc_http_result_dispose(&res);
     oc_http_client_destroy(c);
     server_stop(&s);
