@@ -142,12 +142,7 @@ int bl_report_json(const bl_report_t *r, const char *path)
     fprintf(f, ",\n  \"targets\": [\n");
     for (int i = 0; i < r->ntargets; i++) {
         const bl_target_t *t = &r->targets[i];
-        fprintf(f, "    {\"what\": ");
-        bench_json_str(f, t->what);
-        fprintf(f, ", \"target\": ");
-        bench_json_str(f, t->target);
-        fprintf(f, ", \"measured\": ");
-        bench_json_str(f, t->measured);
+        bench_json_target(f, t->what, t->target, t->measured);
         fprintf(f, ", \"result\": \"%s\"}%s\n",
                 !t->measured_ok ? "n/a"
                 : t->pass       ? "PASS"

@@ -192,12 +192,7 @@ int bench_report_json(const bench_report_t *r, const char *path)
     fprintf(f, "],\n  \"targets\": [\n");
     for (int i = 0; i < r->ntargets; i++) {
         const bench_target_t *t = &r->targets[i];
-        fprintf(f, "    {\"what\": ");
-        bench_json_str(f, t->what);
-        fprintf(f, ", \"target\": ");
-        bench_json_str(f, t->target);
-        fprintf(f, ", \"measured\": ");
-        bench_json_str(f, t->measured);
+        bench_json_target(f, t->what, t->target, t->measured);
         fprintf(f, ", \"others_pct\": %.1f, \"result\": \"%s\"}%s\n", t->others_pct,
                 verdict(t, false), i + 1 < r->ntargets ? "," : "");
     }

@@ -78,6 +78,9 @@ void bench_utc_now(char *buf, size_t cap);
 void bench_loadavg(char *buf, size_t cap);
 /* Writes s as a JSON string (quotes included). */
 void bench_json_str(FILE *f, const char *s);
+/* Starts a JSON target row: `{"what": what, "target": target, "measured": measured` (the caller
+ * adds its own members and the closing brace). */
+void bench_json_target(FILE *f, const char *what, const char *target, const char *measured);
 /* Writes s as a Markdown table cell: '|' escaped, newlines as spaces. */
 void bench_md_cell(FILE *f, const char *s);
 /* The end of a Markdown report: the load averages at start and end, then the nnotes notes

@@ -40,6 +40,16 @@ void bench_json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+void bench_json_target(FILE *f, const char *what, const char *target, const char *measured)
+{
+    fprintf(f, "    {\"what\": ");
+    bench_json_str(f, what);
+    fprintf(f, ", \"target\": ");
+    bench_json_str(f, target);
+    fprintf(f, ", \"measured\": ");
+    bench_json_str(f, measured);
+}
+
 void bench_md_cell(FILE *f, const char *s)
 {
     for (; s != NULL && *s; s++) {
