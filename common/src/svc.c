@@ -235,3 +235,15 @@ void oc_svc_http_metrics(void *user, const oc_http_request_t *req, oc_http_respo
     if (oc_metrics_render(user, &resp->body) != OC_OK)
         oc_http_response_error(resp, 500, "metrics could not be rendered");
 }
+
+void oc_svc_opt_in_core_dumps(void)
+{
+    oc_error_t err;
+
+    oc_error_clear(&err);
+    if (oc_svc_allow_core_dumps(&err) != OC_OK)
+        OC_WARN("core dumps stay off", OC_LS("detail", err.msg));
+    else
+        OC_WARN("core dumps allowed (--allow-core-dumps): a dump holds request data; key "
+                "material stays out of it");
+}

@@ -1,6 +1,8 @@
 /* Small helpers: UUIDs, base64/hex, UTF-8 checks and counts, JSON validity, clocks, files. */
 #include "omnichat/util.h"
 
+#include "omnichat/json_lenient.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -340,44 +342,12 @@ size_t oc_utf8_prefix(const char *s, size_t n, size_t max_chars)
 
 /* ---- JSON ---- */
 
-#define JSON_MAX_DEPTH 64
-
-/*
- * Structural depth, counted outside strings. Exact for well-formed JSON; for malformed input
- * the answer does not matter because jansson rejects it anyway. Doing this before parsing
- * means deeply nested input never reaches jansson's recursive parser.
- */
-static bool json_depth_ok(const char *s, size_t n)
-{
-    int depth = 0;
-    bool in_str = false, esc = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-            continue;
-        }
-        if (c == '"') {
-            in_str = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > JSON_MAX_DEPTH) return false;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return true;
-}
-
 bool oc_json_valid(const char *s, size_t n, bool require_container)
 {
     if (s == NULL || n == 0) return false;
     if (memchr(s, '\0', n) != NULL) return false;
-    if (!json_depth_ok(s, n)) return false;
+    /* Deeply nested input never reaches jansson's recursive parser. */
+    if (!oc_json_depth_ok(s, n, OC_JSON_DEPTH_MAX)) return false;
     /* Integers as reals: a 30-digit id is valid JSON even if it does not fit a long long.
      * Without JSON_ALLOW_NUL, "\u0000" is refused, as PostgreSQL's jsonb does. */
     size_t flags = JSON_DECODE_INT_AS_REAL;

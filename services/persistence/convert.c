@@ -146,46 +146,24 @@ bool pst_page_size(oc_rpc_ctx_t *ctx, int32_t in, int *out)
 
 /* ---------------------------------------------------------------- enums */
 
-/* Index = proto enum value; NULL = unspecified. */
-static const char *const channel_types[] = {NULL, "line", "facebook", "instagram"};
-static const char *const channel_statuses[] = {NULL, "active", "auth_failed", "disabled"};
-static const char *const directions[] = {NULL, "inbound", "outbound"};
-static const char *const sender_types[] = {NULL, "contact", "agent", "bot", "system"};
-static const char *const content_types[] = {NULL,   "text",    "image",    "video",      "audio",
-                                            "file", "sticker", "location", "unsupported"};
-static const char *const statuses[] = {NULL, "received", "pending", "sent", "failed", "unknown"};
-static const char *const categories[] = {NULL,
-                                         "auth_error",
-                                         "rate_limit_error",
-                                         "quota_exceeded",
-                                         "invalid_request_error",
-                                         "recipient_error",
-                                         "window_closed",
-                                         "network_error",
-                                         "timeout",
-                                         "provider_error",
-                                         "internal_error"};
-
-#define ENUM_FNS(fn, table) \
+/* The names are the proto's (omnichat/pb.h), the very strings of the SQL enums. */
+#define ENUM_FNS(fn, e) \
     const char *pst_##fn##_str(int v) \
     { \
-        if (v <= 0 || (size_t)v >= sizeof table / sizeof table[0]) return NULL; \
-        return table[v]; \
+        return oc_pb_enum_name(e, v); \
     } \
     int pst_##fn##_val(const char *s) \
     { \
-        for (size_t i = 1; s != NULL && i < sizeof table / sizeof table[0]; i++) \
-            if (strcmp(s, table[i]) == 0) return (int)i; \
-        return 0; \
+        return oc_pb_enum_value(e, s); \
     }
 
-ENUM_FNS(channel_type, channel_types)
-ENUM_FNS(channel_status, channel_statuses)
-ENUM_FNS(direction, directions)
-ENUM_FNS(sender_type, sender_types)
-ENUM_FNS(content_type, content_types)
-ENUM_FNS(status, statuses)
-ENUM_FNS(error_category, categories)
+ENUM_FNS(channel_type, OC_PB_CHANNEL_TYPE)
+ENUM_FNS(channel_status, OC_PB_CHANNEL_STATUS)
+ENUM_FNS(direction, OC_PB_DIRECTION)
+ENUM_FNS(sender_type, OC_PB_SENDER_TYPE)
+ENUM_FNS(content_type, OC_PB_CONTENT_TYPE)
+ENUM_FNS(status, OC_PB_MESSAGE_STATUS)
+ENUM_FNS(error_category, OC_PB_ERROR_CATEGORY)
 
 /* ---------------------------------------------------------------- formatting */
 

@@ -11,6 +11,7 @@
 #include "omnichat/resources.h"
 #include "omnichat/rpc.h"
 #include "omnichat/svc.h"
+#include "omnichat/svc_run.h"
 #include "service.h"
 
 #define VERSION "0.1.0"
@@ -101,30 +102,38 @@ static bool check_database(const void *cfg, oc_buf_t *problems)
     return true;
 }
 
-static int serve(pst_config_t *cfg)
+/* ---------- the service, as oc_svc_run drives it ---------- */
+
+static void *svc_create(void *cfg, oc_error_t *err)
 {
-    oc_error_t err;
-    pst_service_t *svc;
-    int grpc_port = 0, admin_port = 0;
-
-    oc_error_clear(&err);
-    svc = pst_service_create(cfg, &err);
-    if (svc == NULL || pst_service_start(svc, &grpc_port, &admin_port, &err) != OC_OK) {
-        OC_ERROR("could not start", OC_LS("detail", err.msg));
-        pst_service_destroy(svc);
-        return 1;
-    }
-    OC_INFO("listening", OC_LI("grpc_port", grpc_port), OC_LI("admin_port", admin_port),
-            OC_LS("version", VERSION), OC_LI("workers", cfg->workers));
-
-    /* Outside the log call: its arguments are not evaluated when info is off. */
-    const char *sig = oc_svc_wait_for_signal();
-    OC_INFO("shutting down", OC_LS("signal", sig));
-    pst_service_stop(svc);
-    pst_service_destroy(svc);
-    OC_INFO("stopped");
-    return 0;
+    return pst_service_create(cfg, err);
 }
+
+static oc_err_t svc_start(void *svc, int ports[2], oc_error_t *err)
+{
+    return pst_service_start(svc, &ports[0], &ports[1], err);
+}
+
+static void svc_stop(void *svc)
+{
+    pst_service_stop(svc);
+}
+
+static void svc_destroy(void *svc)
+{
+    pst_service_destroy(svc);
+}
+
+static void svc_started(void *svc, void *cfgp)
+{
+    const pst_config_t *cfg = cfgp;
+
+    (void)svc;
+    OC_INFO("serving", OC_LI("workers", cfg->workers));
+}
+
+static const oc_svc_ops_t service_ops = {svc_create,  svc_start,   svc_stop,
+                                         svc_destroy, svc_started, {"grpc_port", "admin_port"}};
 
 static int migrate(pst_config_t *cfg)
 {
@@ -155,9 +164,9 @@ int main(int argc, char **argv)
     const char *cmd = "serve";
     int rc = 0;
 
-    /* Before any thread exists (gRPC's included): signals are taken by sigwait in serve(). */
-    /* Before any thread exists: malloc's arena count and the descriptor limit are
-     * process-wide and threads created later inherit them. */
+    /* Before any thread exists (gRPC's included): signals are taken by sigwait in oc_svc_run();
+     * malloc's arena count and the descriptor limit are process-wide and threads created later
+     * inherit them. */
     oc_resources_tune_malloc();
     oc_resources_raise_nofile();
     oc_svc_block_signals();
@@ -176,17 +185,9 @@ int main(int argc, char **argv)
         return rc;
     oc_log_init("persistence", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
     oc_rpc_route_core_logs();
-    if (cfg.allow_core_dumps) {
-        oc_error_t err;
-        oc_error_clear(&err);
-        if (oc_svc_allow_core_dumps(&err) != OC_OK)
-            OC_WARN("core dumps stay off", OC_LS("detail", err.msg));
-        else
-            OC_WARN("core dumps allowed (--allow-core-dumps): a dump holds request data; key "
-                    "material stays out of it");
-    }
+    if (cfg.allow_core_dumps) oc_svc_opt_in_core_dumps();
 
-    rc = strcmp(cmd, "migrate") == 0 ? migrate(&cfg) : serve(&cfg);
+    rc = strcmp(cmd, "migrate") == 0 ? migrate(&cfg) : oc_svc_run(&service_ops, &cfg, VERSION);
     oc_config_free(options, NOPTIONS, &cfg);
     return rc;
 }

@@ -7,15 +7,11 @@
 #include <stdint.h>
 
 #include "omnichat/metrics.h"
+#include "omnichat/pb.h"
 #include "omnichat/pg.h"
 #include "omnichat/rpc.h"
 #include "omnichat/svc.h"
 #include "omnichat/persistence/v1/persistence.pb-c.h"
-
-/* protobuf-c's names carry the whole package; these keep handler code readable. */
-#define PB(name) Omnichat__Persistence__V1__##name
-#define PBE(name) OMNICHAT__PERSISTENCE__V1__##name
-#define PB_INIT(name) OMNICHAT__PERSISTENCE__V1__##name##__INIT
 
 #define PST_SERVICE "omnichat.persistence.v1.Persistence"
 

@@ -50,8 +50,8 @@
 const oc_pg_stmt_t pst_stmts_outbound[] = {
     {"ob_create",
      "SELECT r.created, r.lease_acquired, r.thread_key," MSG_COLS_CREATE
-     " FROM omnichat.create_outbound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-     " $12, $13, $14) r",
+     " FROM omnichat.create_outbound_typed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+     " $12, $13, $14, $15) r",
      OC_PG_IDEMPOTENT},
     {"ob_complete",
      "SELECT" MSG_COLS_COMPLETE
@@ -61,7 +61,7 @@ const oc_pg_stmt_t pst_stmts_outbound[] = {
      "SELECT * FROM omnichat.v_messages"
      " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound'",
      OC_PG_IDEMPOTENT},
-    {"ob_claim", "SELECT * FROM omnichat.claim_due_outbound($1, $2, $3, $4)", 0},
+    {"ob_claim", "SELECT * FROM omnichat.claim_due_outbound_types($1, $2, $3, $4)", 0},
     /* Already sent: keep the first provider id (a repeated echo changes nothing). */
     {"ob_reconcile",
      "UPDATE omnichat.messages SET status = 'sent', external_message_id = $3,"
@@ -71,6 +71,38 @@ const oc_pg_stmt_t pst_stmts_outbound[] = {
      OC_PG_IDEMPOTENT},
 };
 const size_t pst_nstmts_outbound = sizeof pst_stmts_outbound / sizeof pst_stmts_outbound[0];
+
+/*
+ * A text[] literal of channel type names ("{line}", "{facebook,instagram}", "{}" for none) of
+ * `one` (0: none) and the list, without repeats; NULL with ctx->err on an unknown value.
+ */
+static const char *channel_types_array(oc_rpc_ctx_t *ctx, int one, size_t n, const int *list)
+{
+    char buf[64] = "{";
+    bool seen[8] = {false};
+    size_t len = 1;
+
+    for (size_t i = 0; i <= n; i++) {
+        int v = i < n ? list[i] : one;
+        const char *name;
+        if (i == n && v == 0) break;
+        name = pst_channel_type_str(v);
+        if (name == NULL || v >= 8) {
+            if (i == n)
+                oc_error_set(&ctx->err, OC_E_INVALID, "channel_type: unknown value");
+            else
+                oc_error_set(&ctx->err, OC_E_INVALID, "channel_types[%zu]: unknown value %d", i, v);
+            return NULL;
+        }
+        if (seen[v]) continue;
+        seen[v] = true;
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", len > 1 ? "," : "", name);
+    }
+    snprintf(buf + len, sizeof buf - len, "}");
+    char *out = oc_arena_strdup(ctx->arena, buf);
+    if (out == NULL) oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    return out;
+}
 
 /* A digest of the caller's request: short, visible ASCII, compared byte for byte. */
 static bool check_fingerprint(oc_rpc_ctx_t *ctx, const char *v)
@@ -149,6 +181,10 @@ static oc_err_t create_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
         retry_key = k;
     }
 
+    const char *types =
+        channel_types_array(ctx, 0, req->n_channel_types, (const int *)req->channel_types);
+    if (types == NULL) return ctx->err.code;
+
     const char *p1[] = {req->tenant_id,
                         req->conversation_id,
                         req->idempotency_key,
@@ -162,8 +198,9 @@ static oc_err_t create_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
                         retry_key,
                         pst_opt(req->lease_owner),
                         pst_i64(ctx, lease_seconds),
-                        pst_new_id(ctx)};
-    oc_pg_query_t q[] = {{"ob_create", 14, p1, NULL}};
+                        pst_new_id(ctx),
+                        types};
+    oc_pg_query_t q[] = {{"ob_create", 15, p1, NULL}};
 
     if (p1[12] == NULL || p1[13] == NULL)
         return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
@@ -274,11 +311,12 @@ static oc_err_t claim_due_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in
     const PB(ClaimDueOutboundRequest) *req = (const void *)in;
     PB(ClaimDueOutboundResponse) * resp;
     PB(ClaimDueOutboundResponse) init = PB_INIT(CLAIM_DUE_OUTBOUND_RESPONSE);
-    const char *type = pst_channel_type_str(req->channel_type);
+    const char *type = channel_types_array(ctx, req->channel_type, req->n_channel_types,
+                                           (const int *)req->channel_types);
 
-    if (type == NULL)
-        return oc_error_set(&ctx->err, OC_E_INVALID, "channel_type: %s",
-                            req->channel_type == 0 ? "is required" : "unknown value");
+    if (type == NULL) return ctx->err.code;
+    if (strcmp(type, "{}") == 0)
+        return oc_error_set(&ctx->err, OC_E_INVALID, "channel_type: is required");
     if (req->limit < 1 || req->limit > CLAIM_MAX)
         return oc_error_set(&ctx->err, OC_E_INVALID, "limit: must be between 1 and %d", CLAIM_MAX);
     if (!pst_check_str(ctx, "lease_owner", req->lease_owner, LEASE_OWNER_MAX, true) ||

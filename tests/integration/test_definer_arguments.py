@@ -13,7 +13,7 @@ FB = pb.CHANNEL_TYPE_FACEBOOK  # nothing else in the suite makes Facebook messag
 
 # The definer functions this file covers. A new one must get its argument checks and its cases
 # here: test_every_definer_function_is_covered fails until it does.
-COVERED = {"claim_due_outbound", "resolve_channel_account"}
+COVERED = {"claim_due_outbound", "claim_due_outbound_types", "resolve_channel_account"}
 
 BAD_CLAIMS = {
     "type NULL": "NULL, 10, 'w', 60",
@@ -34,6 +34,19 @@ BAD_CLAIMS = {
     "lease negative": "'facebook', 10, 'w', -60",
     "lease above 3600": "'facebook', 10, 'w', 3601",
     "the issue's call": "'facebook', NULL, 'evil', 2147483647",
+}
+
+# The list form (0004): the same limit, owner and lease cases, and a type list that must name
+# 1 to 3 known types.
+BAD_TYPED_CLAIMS = {
+    "types NULL": "NULL, 10, 'w', 60",
+    "types empty": "'{}', 10, 'w', 60",
+    "type unknown": "'{facebook,twitter}', 10, 'w', 60",
+    "type NULL in the list": "'{facebook,NULL}', 10, 'w', 60",
+    "type upper case": "'{FACEBOOK}', 10, 'w', 60",
+    "four types": "'{line,facebook,instagram,line}', 10, 'w', 60",
+    **{what: "'{facebook}'" + args[args.index(","):]
+       for what, args in BAD_CLAIMS.items() if not what.startswith("type")},
 }
 
 BAD_RESOLVES = {
@@ -96,6 +109,24 @@ def test_claim_due_outbound_refuses_every_bad_argument_and_changes_nothing(clust
     # the refusals above were the checks, not a missing grant or nothing being due.
     ok, out, err = psql_app(cluster, "SELECT id FROM omnichat.claim_due_outbound("
                                      "'facebook', 100, 'definer-control', 60)")
+    assert ok, err
+    assert msg.message_id in out.split()
+    assert outbound_state(db) != before
+
+
+def test_claim_due_outbound_types_refuses_every_bad_argument_and_changes_nothing(cluster, db,
+                                                                                due_fb, b):
+    _, msg = due_fb
+    before = outbound_state(db)
+    for what, args in BAD_TYPED_CLAIMS.items():
+        ok, out, err = psql_app(cluster,
+                                f"SELECT id FROM omnichat.claim_due_outbound_types({args})")
+        assert not ok, f"{what}: claim_due_outbound_types({args}) was accepted: {out!r}"
+        assert "OCIA0" in err, f"{what}: expected INVALID_ARGUMENT (OCIA0), got {err!r}"
+        assert outbound_state(db) == before, f"{what}: a refused claim changed outbound rows"
+    # Positive control: good arguments lease this test's due message.
+    ok, out, err = psql_app(cluster, "SELECT id FROM omnichat.claim_due_outbound_types("
+                                     "'{facebook,instagram}', 100, 'definer-control', 60)")
     assert ok, err
     assert msg.message_id in out.split()
     assert outbound_state(db) != before

@@ -2,24 +2,17 @@
 #ifndef BL_H
 #define BL_H
 
-#include <curl/curl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
-#include "bench.h" /* bench_run & co. from tools/bench/load.c: timed phases of N callers */
+#include "benchlib.h" /* bench_run & co.: timed phases of N callers */
 #include "omnichat/buf.h"
-#include "omnichat/connector/v1/connector.pb-c.h"
-#include "omnichat/persistence/v1/persistence.pb-c.h"
+#include "omnichat/http_client.h"
+#include "omnichat/pb.h"
 #include "omnichat/rpc.h"
-
-#define PB(name) Omnichat__Persistence__V1__##name
-#define PBE(name) OMNICHAT__PERSISTENCE__V1__##name
-#define PB_INIT(name) OMNICHAT__PERSISTENCE__V1__##name##__INIT
-#define CPB(name) Omnichat__Connector__V1__##name
-#define CPB_INIT(name) OMNICHAT__CONNECTOR__V1__##name##__INIT
 
 #define BL_PST "/omnichat.persistence.v1.Persistence/"
 #define BL_CONN "/omnichat.connector.v1.Connector/"
@@ -49,10 +42,10 @@ typedef struct bl_user {
     int channel;
 } bl_user_t;
 
-/* Per-caller state of a phase: a keep-alive libcurl handle, a body buffer, what it saw. */
+/* Per-caller state of a phase: the HTTP client, a body buffer, what it saw. */
 typedef struct bl_thread {
-    CURL *curl;
-    char *body; /* BL_BODY_MAX bytes */
+    oc_http_client_t *http; /* shared by all threads, a keep-alive handle per thread */
+    char *body;             /* BL_BODY_MAX bytes */
     uint64_t rng;
     /* SendText: provider message ids of the SENT replies, BL_ID_LEN bytes each. */
     char *sent_ids;
@@ -107,8 +100,8 @@ bool bl_call(void *user, int thread, uint64_t seq, oc_arena_t *arena, char *err,
  * NULL-terminated (or NULL); body NULL means GET. The response body goes to out (optional,
  * appended). Returns the HTTP status, or -1 with err set when no answer came. Blocks.
  */
-int bl_http(CURL *h, const char *url, const char *const *headers, const char *body, size_t blen,
-            long timeout_ms, oc_buf_t *out, char *err, size_t errlen);
+int bl_http(oc_http_client_t *c, const char *url, const char *const *headers, const char *body,
+            size_t blen, long timeout_ms, oc_buf_t *out, char *err, size_t errlen);
 
 /* A webhook body of k text events from the given users of channel c (users[j] for j < k),
  * with message ids "<prefix>-<j>", into buf (cap bytes). Returns its length, 0 if too long. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bl.h"
+#include "line_wire.h"
 #include "omnichat/util.h"
 
 #define REF_LEASE_OWNER "bench-line-reference"
@@ -30,53 +31,28 @@ bool bl_rpc(oc_rpc_client_t *c, const char *path, const ProtobufCMessage *req,
     return false;
 }
 
-static size_t on_body(char *p, size_t sz, size_t n, void *u)
+int bl_http(oc_http_client_t *c, const char *url, const char *const *headers, const char *body,
+            size_t blen, long timeout_ms, oc_buf_t *out, char *err, size_t errlen)
 {
-    oc_buf_t *b = u;
+    oc_http_call_t call = {.method = body != NULL ? "POST" : "GET",
+                           .path = url,
+                           .headers = headers,
+                           .body = body,
+                           .body_len = blen,
+                           .timeout_ms = timeout_ms};
+    oc_http_result_t res;
+    int status = -1;
 
-    if (b != NULL && b->failed == OC_OK) oc_buf_append(b, p, sz * n);
-    return sz * n;
-}
-
-int bl_http(CURL *h, const char *url, const char *const *headers, const char *body, size_t blen,
-            long timeout_ms, oc_buf_t *out, char *err, size_t errlen)
-{
-    struct curl_slist *hl = NULL, *tmp;
-    long status = 0;
-    CURLcode rc;
-
-    curl_easy_reset(h); /* keeps the connection cache */
-    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
-        tmp = curl_slist_append(hl, headers[i]);
-        if (tmp == NULL) {
-            curl_slist_free_all(hl);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        hl = tmp;
-    }
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-    if (body != NULL) {
-        curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    }
-    rc = curl_easy_perform(h);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
-    curl_slist_free_all(hl);
-    if (rc != CURLE_OK) {
-        snprintf(err, errlen, "%s: %s", url, curl_easy_strerror(rc));
-        return -1;
-    }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    return (int)status;
+    oc_http_result_init(&res, out != NULL ? out->max : 0);
+    if (oc_http_client_call(c, &call, &res) != OC_OK)
+        snprintf(err, errlen, "%s: request could not be built", url);
+    else if (res.transport != OC_HTTP_TX_OK)
+        snprintf(err, errlen, "%s: %s", url, oc_http_transport_name(res.transport));
+    else
+        status = (int)res.status;
+    if (out != NULL && res.body.len > 0) oc_buf_append(out, res.body.data, res.body.len);
+    oc_http_result_dispose(&res);
+    return status;
 }
 
 static void rand_hex(uint64_t *rng, char *out, size_t n)
@@ -94,13 +70,7 @@ static void rand_hex(uint64_t *rng, char *out, size_t n)
 
 void bl_sign(const char *secret, const char *body, size_t len, char *out)
 {
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0;
-
-    out[0] = '\0';
-    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, len, mac,
-             &maclen) != NULL)
-        oc_base64_encode(mac, maclen, out);
+    line_sign(secret, strlen(secret), body, len, out);
 }
 
 /* The same text for webhook events and the PersistInbound reference (about 80 bytes). */
@@ -114,38 +84,34 @@ static void inbound_text(char *buf, size_t cap, uint64_t n)
 size_t bl_webhook_body(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
                        const char *id_prefix, uint64_t *rng, char *buf, size_t cap)
 {
-    size_t len = 0;
+    char ids[BL_MAX_K][BL_ID_LEN + 24], quote[BL_MAX_K][33], reply[BL_MAX_K][33];
+    char event_id[BL_MAX_K][27], text[BL_MAX_K][128];
+    line_text_event_t ev[BL_MAX_K];
     int64_t now = oc_now_ms();
-    int n;
+    oc_buf_t b;
+    size_t len = 0;
 
-    n = snprintf(buf, cap, "{\"destination\":\"%s\",\"events\":[", c->bot_user);
-    if (n < 0 || (size_t)n >= cap) return 0;
-    len = (size_t)n;
+    if (k < 1 || k > BL_MAX_K) return 0;
     for (int j = 0; j < k; j++) {
-        char quote[33], reply[33], event_id[27], text[128];
-        const bl_user_t *u = &ctx->users[users[j]];
-
-        rand_hex(rng, quote, 32);
-        rand_hex(rng, reply, 32);
-        rand_hex(rng, event_id, 26);
-        for (char *p = event_id; *p; p++)
+        rand_hex(rng, quote[j], 32);
+        rand_hex(rng, reply[j], 32);
+        rand_hex(rng, event_id[j], 26);
+        for (char *p = event_id[j]; *p; p++)
             if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
-        event_id[0] = '0';
-        event_id[1] = '1';
-        inbound_text(text, sizeof text, bench_rand(rng));
-        n = snprintf(buf + len, cap - len,
-                     "%s{\"type\":\"message\",\"message\":{\"type\":\"text\",\"id\":\"%s-%d\","
-                     "\"quoteToken\":\"%s\",\"text\":\"%s\"},\"webhookEventId\":\"%s\","
-                     "\"deliveryContext\":{\"isRedelivery\":false},\"timestamp\":%" PRId64 ","
-                     "\"source\":{\"type\":\"user\",\"userId\":\"%s\"},\"replyToken\":\"%s\","
-                     "\"mode\":\"active\"}",
-                     j > 0 ? "," : "", id_prefix, j, quote, text, event_id, now, u->id, reply);
-        if (n < 0 || (size_t)n >= cap - len) return 0;
-        len += (size_t)n;
+        event_id[j][0] = '0';
+        event_id[j][1] = '1';
+        inbound_text(text[j], sizeof text[j], bench_rand(rng));
+        snprintf(ids[j], sizeof ids[j], "%s-%d", id_prefix, j);
+        ev[j] = (line_text_event_t){
+            ctx->users[users[j]].id, ids[j], text[j], event_id[j], reply[j], quote[j], now};
     }
-    n = snprintf(buf + len, cap - len, "]}");
-    if (n < 0 || (size_t)n >= cap - len) return 0;
-    return len + (size_t)n;
+    oc_buf_init(&b, cap);
+    if (line_webhook_body(&b, c->bot_user, ev, (size_t)k) == OC_OK && b.len < cap) {
+        memcpy(buf, b.data, b.len + 1);
+        len = b.len;
+    }
+    oc_buf_dispose(&b);
+    return len;
 }
 
 void bl_threads_reset(bl_ctx_t *ctx)
@@ -311,7 +277,7 @@ static bool call_webhook(bl_job_t *job, int thread, uint64_t seq, char *err, siz
     bl_sign(c->secret, t->body, len, sig);
     snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
     oc_buf_init(&resp, 1024);
-    status = bl_http(t->curl, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
+    status = bl_http(t->http, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
                      errlen);
     if (status == 200) {
         t->items_ok += (uint64_t)job->k;
@@ -358,7 +324,7 @@ static bool call_raw_push(bl_job_t *job, int thread, uint64_t seq, char *err, si
                  "{\"to\":\"%s\",\"messages\":[{\"type\":\"text\",\"text\":\"%s\"}]}", u->id, text);
     oc_buf_init(&resp, 4096);
     status =
-        bl_http(t->curl, url, headers, t->body, (size_t)n, BL_CALL_TIMEOUT_MS, &resp, err, errlen);
+        bl_http(t->http, url, headers, t->body, (size_t)n, BL_CALL_TIMEOUT_MS, &resp, err, errlen);
     if (status == 200) {
         t->items_ok++;
     } else {

@@ -60,23 +60,6 @@ static void usage(FILE *f)
             "                     one global order (shows what lock-order cycles cost)\n");
 }
 
-static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void progress(const char *fmt, ...)
-{
-    char ts[16];
-    time_t t = time(NULL);
-    struct tm tm;
-    va_list ap;
-
-    localtime_r(&t, &tm);
-    strftime(ts, sizeof ts, "%H:%M:%S", &tm);
-    fprintf(stderr, "[%s] ", ts);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
 static int int_arg(const char *name, const char *v, int lo, int hi, int *out)
 {
     char *end;
@@ -334,11 +317,11 @@ static void run_phase(const opts_t *o, bl_ctx_t *ctx, bl_phase_t *ph, bl_job_t *
         ph->http_other += ctx->th[i].http_other;
         if (ctx->th[i].last_http_status != 0) ph->last_http_status = ctx->th[i].last_http_status;
     }
-    progress("  %s: %.0f %s (%.0f calls/s), p50 %.2f ms, p99 %.2f ms, max %.2f ms, %lld "
-             "deadlocks, %llu errors%s%s",
-             ph->title, ph->items_rate, ph->unit, ph->st.rate, ph->st.p50_ms, ph->st.p99_ms,
-             ph->st.max_ms, ph->deadlocks, (unsigned long long)ph->st.errors,
-             ph->st.errors ? ": " : "", ph->st.errors ? ph->st.first_error : "");
+    bench_progress("  %s: %.0f %s (%.0f calls/s), p50 %.2f ms, p99 %.2f ms, max %.2f ms, %lld "
+                   "deadlocks, %llu errors%s%s",
+                   ph->title, ph->items_rate, ph->unit, ph->st.rate, ph->st.p50_ms, ph->st.p99_ms,
+                   ph->st.max_ms, ph->deadlocks, (unsigned long long)ph->st.errors,
+                   ph->st.errors ? ": " : "", ph->st.errors ? ph->st.first_error : "");
 }
 
 static void set_job(bl_job_t *job, bl_ctx_t *ctx, bl_kind_t kind, int k, const char *tag)
@@ -355,23 +338,12 @@ static void checkpoint(bl_ctx_t *ctx)
     char err[BENCH_ERR_LEN];
 
     if (bl_checkpoint(ctx, err, sizeof err) != 0)
-        progress("warning: %s (the phase runs anyway)", err);
+        bench_progress("warning: %s (the phase runs anyway)", err);
 }
 
 static uint64_t per_thread(uint64_t total, int threads)
 {
     return total == 0 ? 0 : (total + (uint64_t)threads - 1) / (uint64_t)threads;
-}
-
-static void loadavg(char *buf, size_t cap)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    double a = 0, b = 0, c = 0;
-
-    snprintf(buf, cap, "?");
-    if (f != NULL && fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3)
-        snprintf(buf, cap, "%.2f %.2f %.2f", a, b, c);
-    if (f != NULL) fclose(f);
 }
 
 static void note(bl_report_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -474,7 +446,7 @@ int main(int argc, char **argv)
     rep.nusers = o.users;
     rep.k_big = o.k;
     snprintf(rep.flags, sizeof rep.flags, "%s", o.flags);
-    loadavg(rep.loadavg_start, sizeof rep.loadavg_start);
+    bench_loadavg(rep.loadavg_start, sizeof rep.loadavg_start);
 
     static const struct {
         const char *key, *title, *unit;
@@ -528,17 +500,17 @@ int main(int argc, char **argv)
     if (o.connector_pid > 0) rep.rss_idle_conn_kb = bench_proc_kb(o.connector_pid, "VmRSS");
     if (o.persistence_pid > 0) rep.rss_idle_pst_kb = bench_proc_kb(o.persistence_pid, "VmRSS");
 
-    progress("setup: %d bots over %d tenants, %d users (one conversation each)", o.channels,
-             o.tenants, o.users);
+    bench_progress("setup: %d bots over %d tenants, %d users (one conversation each)", o.channels,
+                   o.tenants, o.users);
     if (bl_setup(&ctx, o.tenants, o.channels, o.users, err, sizeof err) != 0) {
         fprintf(stderr, "omnichat-bench-line: setup failed: %s\n", err);
         goto out;
     }
-    progress("setup done (run id %s)", ctx.run);
+    bench_progress("setup done (run id %s)", ctx.run);
 
     if (o.sends) {
         bl_phase_t warm = {.title = "warm-up", .unit = "sends/s"};
-        progress("SendText: warm-up 2 s");
+        bench_progress("SendText: warm-up 2 s");
         set_job(&job, &ctx, BL_SENDTEXT, 1, "sw");
         run_phase(&o, &ctx, &warm, &job, 2, 0, 0);
         if (bl_sim_reset(&ctx, err, sizeof err) != 0) {
@@ -546,23 +518,23 @@ int main(int argc, char **argv)
             goto out;
         }
         checkpoint(&ctx);
-        progress("SendText: %d callers, %d s", o.threads, o.duration);
+        bench_progress("SendText: %d callers, %d s", o.threads, o.duration);
         set_job(&job, &ctx, BL_SENDTEXT, 1, "s");
         run_phase(&o, &ctx, &rep.ph[BL_PH_SENDTEXT], &job, o.duration, 0, o.connector_pid);
-        progress("SendText: checking the simulator's deliveries and the database");
+        bench_progress("SendText: checking the simulator's deliveries and the database");
         bl_verify_sends(&ctx, "s", &rep.sends);
         uint64_t sends = rep.ph[BL_PH_SENDTEXT].st.calls;
 
-        if (bl_sim_reset(&ctx, err, sizeof err) != 0) progress("warning: %s", err);
-        progress("reference: raw pushes to the simulator, %d callers, %d s", o.threads,
-                 o.ref_duration);
+        if (bl_sim_reset(&ctx, err, sizeof err) != 0) bench_progress("warning: %s", err);
+        bench_progress("reference: raw pushes to the simulator, %d callers, %d s", o.threads,
+                       o.ref_duration);
         set_job(&job, &ctx, BL_RAW_PUSH, 1, "rp");
         run_phase(&o, &ctx, &rep.ph[BL_PH_REF_PUSH], &job, o.ref_duration, 0, o.sim_pid);
-        if (bl_sim_reset(&ctx, err, sizeof err) != 0) progress("warning: %s", err);
+        if (bl_sim_reset(&ctx, err, sizeof err) != 0) bench_progress("warning: %s", err);
 
         checkpoint(&ctx);
-        progress("reference: %llu CreateOutbound+CompleteOutbound pairs, %d callers",
-                 (unsigned long long)sends, o.threads);
+        bench_progress("reference: %llu CreateOutbound+CompleteOutbound pairs, %d callers",
+                       (unsigned long long)sends, o.threads);
         set_job(&job, &ctx, BL_PST_OUTBOUND, 1, "o");
         run_phase(&o, &ctx, &rep.ph[BL_PH_REF_OUTBOUND], &job,
                   sends > 0 ? 3.0 * o.duration : o.duration, per_thread(sends, o.threads),
@@ -576,7 +548,7 @@ int main(int argc, char **argv)
         const int ref_ph[2] = {BL_PH_REF_INBOUND_K1, BL_PH_REF_INBOUND_K10};
         bl_ingest_check_t *checks[2] = {&rep.ingest_k1, &rep.ingest_k10};
 
-        progress("webhook: warm-up 1 s");
+        bench_progress("webhook: warm-up 1 s");
         set_job(&job, &ctx, BL_WEBHOOK, 1, "ww");
         run_phase(&o, &ctx, &warm, &job, 1, 0, 0);
         for (int i = 0; i < 2; i++) {
@@ -584,19 +556,19 @@ int main(int argc, char **argv)
             uint64_t posts;
 
             checkpoint(&ctx);
-            progress("webhook: %d callers, %d event%s per POST, %d s", o.threads, ks[i],
-                     ks[i] > 1 ? "s" : "", o.duration);
+            bench_progress("webhook: %d callers, %d event%s per POST, %d s", o.threads, ks[i],
+                           ks[i] > 1 ? "s" : "", o.duration);
             snprintf(tag, sizeof tag, "w%d", ks[i]);
             set_job(&job, &ctx, BL_WEBHOOK, ks[i], tag);
             run_phase(&o, &ctx, &rep.ph[main_ph[i]], &job, o.duration, 0, o.connector_pid);
             snprintf(prefix, sizeof prefix, "lb%s%s-", ctx.run, tag);
-            progress("webhook: matching the stored rows to the POSTs");
+            bench_progress("webhook: matching the stored rows to the POSTs");
             bl_verify_ingest(&ctx, prefix, ks[i], checks[i]);
             posts = rep.ph[main_ph[i]].st.calls;
 
             checkpoint(&ctx);
-            progress("reference: %llu PersistInbound calls of %d message%s, %d callers",
-                     (unsigned long long)posts, ks[i], ks[i] > 1 ? "s" : "", o.threads);
+            bench_progress("reference: %llu PersistInbound calls of %d message%s, %d callers",
+                           (unsigned long long)posts, ks[i], ks[i] > 1 ? "s" : "", o.threads);
             snprintf(tag, sizeof tag, "p%d", ks[i]);
             set_job(&job, &ctx, BL_PST_INBOUND, ks[i], tag);
             run_phase(&o, &ctx, &rep.ph[ref_ph[i]], &job, posts > 0 ? 3.0 * o.duration : o.duration,
@@ -610,7 +582,7 @@ int main(int argc, char **argv)
     rep.pg_connections = (long)bl_sql_count(
         &ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'", err,
         sizeof err);
-    loadavg(rep.loadavg_end, sizeof rep.loadavg_end);
+    bench_loadavg(rep.loadavg_end, sizeof rep.loadavg_end);
 
     /* ---- targets ---- */
     {

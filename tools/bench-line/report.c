@@ -23,43 +23,7 @@ static double others_pct(const bl_report_t *r, const bl_phase_t *p)
                : 0;
 }
 
-static void utc_now(char *buf, size_t cap)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static void jstr(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; s != NULL && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
-        else
-            fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 /* Markdown table cells must not hold a bare '|'. */
-static void mdcell(FILE *f, const char *s)
-{
-    for (; s != NULL && *s; s++) {
-        if (*s == '|')
-            fputs("\\|", f);
-        else if (*s == '\n')
-            fputc(' ', f);
-        else
-            fputc(*s, f);
-    }
-}
-
 /* ---- text ---- */
 
 void bl_report_print(const bl_report_t *r, FILE *f)
@@ -139,7 +103,7 @@ void bl_report_print(const bl_report_t *r, FILE *f)
 static void jphase(FILE *f, const bl_report_t *r, const bl_phase_t *p)
 {
     fprintf(f, "{\"title\": ");
-    jstr(f, p->title);
+    bench_json_str(f, p->title);
     fprintf(f,
             ", \"reference\": %s, \"callers\": %d, \"items_per_call\": %d, \"unit\": \"%s\", "
             "\"items\": %llu, \"items_per_s\": %.1f, \"calls\": %llu, \"calls_per_s\": %.1f, "
@@ -155,7 +119,7 @@ static void jphase(FILE *f, const bl_report_t *r, const bl_phase_t *p)
             p->st.max_ms, p->st.mean_ms, p->st.rss_max_kb, (unsigned long long)p->http_other,
             p->last_http_status, p->deadlocks, p->cpu.self_s, p->cpu.conn_s, p->cpu.pst_s,
             p->cpu.sim_s, p->cpu.pg_s, p->cpu.other_s, others_pct(r, p));
-    jstr(f, p->st.first_error);
+    bench_json_str(f, p->st.first_error);
     fputc('}', f);
 }
 
@@ -166,7 +130,7 @@ int bl_report_json(const bl_report_t *r, const char *path)
     bool first = true;
 
     if (f == NULL) return -1;
-    utc_now(now, sizeof now);
+    bench_utc_now(now, sizeof now);
     fprintf(f,
             "{\n  \"generated_at\": \"%s\",\n  \"duration_s\": %d,\n  \"ref_duration_s\": %d,\n"
             "  \"callers\": %d,\n  \"ncpu\": %d,\n  \"tenants\": %d,\n  \"channels\": %d,\n"
@@ -174,16 +138,11 @@ int bl_report_json(const bl_report_t *r, const char *path)
             "  \"services\": ",
             now, r->duration_s, r->ref_duration_s, r->threads, r->ncpu, r->ntenants, r->nch,
             r->nusers, r->loadavg_start, r->loadavg_end);
-    jstr(f, r->flags);
+    bench_json_str(f, r->flags);
     fprintf(f, ",\n  \"targets\": [\n");
     for (int i = 0; i < r->ntargets; i++) {
         const bl_target_t *t = &r->targets[i];
-        fprintf(f, "    {\"what\": ");
-        jstr(f, t->what);
-        fprintf(f, ", \"target\": ");
-        jstr(f, t->target);
-        fprintf(f, ", \"measured\": ");
-        jstr(f, t->measured);
+        bench_json_target(f, t->what, t->target, t->measured);
         fprintf(f, ", \"result\": \"%s\"}%s\n",
                 !t->measured_ok ? "n/a"
                 : t->pass       ? "PASS"
@@ -208,7 +167,7 @@ int bl_report_json(const bl_report_t *r, const char *path)
             (unsigned long long)r->sends.extra, (unsigned long long)r->sends.dup_ids,
             (unsigned long long)r->sends.dup_retry_keys, (unsigned long long)r->sends.db_sent,
             (unsigned long long)r->sends.db_total);
-    jstr(f, r->sends.error);
+    bench_json_str(f, r->sends.error);
     fprintf(f, "},\n");
     const bl_ingest_check_t *ic[2] = {&r->ingest_k1, &r->ingest_k10};
     for (int i = 0; i < 2; i++) {
@@ -223,7 +182,7 @@ int bl_report_json(const bl_report_t *r, const char *path)
                 (unsigned long long)ic[i]->duplicates, (unsigned long long)ic[i]->failed_events,
                 (unsigned long long)ic[i]->stored_of_failed, (unsigned long long)ic[i]->rows,
                 (unsigned long long)ic[i]->unparsed);
-        jstr(f, ic[i]->error);
+        bench_json_str(f, ic[i]->error);
         fprintf(f, "},\n");
     }
     fprintf(f,
@@ -234,7 +193,7 @@ int bl_report_json(const bl_report_t *r, const char *path)
             r->pg_connections);
     for (int i = 0; i < r->nnotes; i++) {
         fputs(i > 0 ? ", " : "", f);
-        jstr(f, r->notes[i]);
+        bench_json_str(f, r->notes[i]);
     }
     fprintf(f, "]\n}\n");
     return fclose(f) == 0 ? 0 : -1;
@@ -251,11 +210,11 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
     for (int i = 0; i < r->ntargets; i++) {
         const bl_target_t *t = &r->targets[i];
         fprintf(f, "| %s | ", !t->measured_ok ? "n/a" : t->pass ? "PASS" : "**MISS**");
-        mdcell(f, t->what);
+        bench_md_cell(f, t->what);
         fputs(" | ", f);
-        mdcell(f, t->target);
+        bench_md_cell(f, t->target);
         fputs(" | ", f);
-        mdcell(f, t->measured);
+        bench_md_cell(f, t->measured);
         fputs(" |\n", f);
     }
 
@@ -285,7 +244,7 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
             const bl_phase_t *p = &r->ph[i];
             if (!p->ran || p->st.errors == 0) continue;
             fprintf(f, "- %s: `", p->title);
-            mdcell(f, p->st.first_error);
+            bench_md_cell(f, p->st.first_error);
             fprintf(f, "`\n");
         }
     }
@@ -346,14 +305,6 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
             "(it keeps a log of every request). PostgreSQL client backends at the end: %ld.\n",
             mb(r->hwm_conn_kb), mb(r->rss_idle_conn_kb), mb(r->hwm_pst_kb), mb(r->rss_idle_pst_kb),
             mb(r->hwm_sim_kb), r->pg_connections);
-    fprintf(f,
-            "\nLoad average (1/5/15 min) when the benchmark program started: %s; when it "
-            "ended: %s.\n",
-            r->loadavg_start, r->loadavg_end);
-    if (r->nnotes > 0) {
-        fprintf(f, "\n### What the references say\n\n");
-        for (int i = 0; i < r->nnotes; i++)
-            fprintf(f, "- %s\n", r->notes[i]);
-    }
-    return fclose(f) == 0 ? 0 : -1;
+    return bench_md_finish(f, r->loadavg_start, r->loadavg_end, "### What the references say",
+                           &r->notes[0][0], sizeof r->notes[0], r->nnotes);
 }

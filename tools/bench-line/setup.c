@@ -31,7 +31,7 @@ int bl_sim_reset(bl_ctx_t *ctx, char *err, size_t errlen)
 
     snprintf(url, sizeof url, "%s/__sim/reset", ctx->sim_base);
     status =
-        bl_http(ctx->th[0].curl, url, (const char *const[]){"Content-Type: application/json", NULL},
+        bl_http(ctx->th[0].http, url, (const char *const[]){"Content-Type: application/json", NULL},
                 "{}", 2, 10000, NULL, err, errlen);
     if (status == 200) return 0;
     if (status > 0) snprintf(err, errlen, "POST /__sim/reset: HTTP %d", status);
@@ -49,7 +49,7 @@ static int add_bot(bl_ctx_t *ctx, const bl_channel_t *c, int i, char *err, size_
                  "{\"token\":\"%s\",\"bot_user_id\":\"%s\",\"display_name\":\"Bench Bot %d\"}",
                  c->token, c->bot_user, i + 1);
     status =
-        bl_http(ctx->th[0].curl, url, (const char *const[]){"Content-Type: application/json", NULL},
+        bl_http(ctx->th[0].http, url, (const char *const[]){"Content-Type: application/json", NULL},
                 body, (size_t)n, 10000, NULL, err, errlen);
     if (status == 200) return 0;
     if (status > 0) snprintf(err, errlen, "POST /__sim/bots: HTTP %d", status);
@@ -106,7 +106,7 @@ static int first_message(bl_ctx_t *ctx, int u, char *err, size_t errlen)
     bl_sign(c->secret, t->body, len, sig);
     snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
     oc_buf_init(&resp, 4096);
-    status = bl_http(t->curl, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
+    status = bl_http(t->http, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
                      errlen);
     if (status > 0 && status != 200)
         snprintf(err, errlen, "first webhook of user %d: HTTP %d: %.*s", u, status,
@@ -170,17 +170,22 @@ int bl_setup(bl_ctx_t *ctx, int ntenants, int nch, int nusers, char *err, size_t
     char uuid[OC_UUID_STR_LEN + 1];
     struct timespec ts;
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(err, errlen, "curl_global_init failed");
+    oc_http_client_opts_t hopts = {.user_agent = "bench-line/0.1", .reuse_connections = true};
+    oc_http_client_t *http;
+    oc_error_t herr;
+
+    oc_error_clear(&herr);
+    if ((http = oc_http_client_create(&hopts, &herr)) == NULL) {
+        snprintf(err, errlen, "HTTP client: %s", herr.msg);
         return -1;
     }
     clock_gettime(CLOCK_REALTIME, &ts);
     for (int i = 0; i < BENCH_MAX_THREADS; i++) {
         bl_thread_t *t = &ctx->th[i];
-        t->curl = curl_easy_init();
+        t->http = http;
         t->body = malloc(BL_BODY_MAX);
         t->rng = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15u + (uint64_t)i * 0xD1B54A32D192ED03u + 1;
-        if (t->curl == NULL || t->body == NULL) {
+        if (t->http == NULL || t->body == NULL) {
             snprintf(err, errlen, "out of memory (per-thread handles)");
             return -1;
         }
@@ -231,8 +236,8 @@ int bl_setup(bl_ctx_t *ctx, int ntenants, int nch, int nusers, char *err, size_t
 
 void bl_ctx_dispose(bl_ctx_t *ctx)
 {
+    oc_http_client_destroy(ctx->th[0].http); /* one client shared by every thread */
     for (int i = 0; i < BENCH_MAX_THREADS; i++) {
-        if (ctx->th[i].curl != NULL) curl_easy_cleanup(ctx->th[i].curl);
         free(ctx->th[i].body);
         free(ctx->th[i].sent_ids);
         free(ctx->th[i].post_ok);

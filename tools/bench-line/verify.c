@@ -94,7 +94,7 @@ static int read_deliveries(bl_ctx_t *ctx, const char *user, strs_t *ids, strs_t 
 
     snprintf(url, sizeof url, "%s/__sim/deliveries?to=%s", ctx->sim_base, user);
     oc_buf_init(&body, 64u << 20);
-    status = bl_http(ctx->th[0].curl, url, NULL, NULL, 0, 30000, &body, err, errlen);
+    status = bl_http(ctx->th[0].http, url, NULL, NULL, 0, 30000, &body, err, errlen);
     if (status != 200) {
         if (status > 0) snprintf(err, errlen, "GET /__sim/deliveries: HTTP %d", status);
         goto out;

@@ -9,68 +9,10 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "benchlib.h"
 #include "omnichat/arena.h"
 #include "omnichat/pg.h"
 #include "omnichat/rpc.h"
-
-#define BENCH_MAX_THREADS 256
-#define BENCH_ERR_LEN 256
-
-/* ---- load.c: timed phases, latency percentiles, process memory ---- */
-
-/* Figures of one phase. Latencies are of successful calls only. */
-typedef struct bench_stats {
-    int threads;
-    uint64_t calls;  /* successful calls */
-    uint64_t errors; /* failed calls */
-    double seconds;  /* wall time from the start signal until the last thread stopped */
-    double rate;     /* successful calls per second */
-    double p50_ms, p99_ms, max_ms, mean_ms;
-    long rss_max_kb; /* highest VmRSS sampled during the phase; 0 without a pid */
-    /* CPU seconds used during the phase by this program, the service and PostgreSQL (the
-     * postmaster and all its children), and by everything else on the machine. */
-    double cpu_self_s, cpu_svc_s, cpu_pg_s, cpu_other_s;
-    char first_error[BENCH_ERR_LEN];
-} bench_stats_t;
-
-/*
- * One call of a scenario, made by `thread` (0 .. threads-1); `seq` counts that thread's calls
- * from 0. `arena` is the thread's scratch memory, reset after each call. Returns true on
- * success; on failure writes a message into err[0..errlen) and returns false. Called from many
- * threads at once: it must be thread-safe for distinct `thread` values.
- */
-typedef bool (*bench_call_fn)(void *user, int thread, uint64_t seq, oc_arena_t *arena, char *err,
-                              size_t errlen);
-
-typedef struct bench_phase {
-    int threads;        /* concurrent callers, 1 .. BENCH_MAX_THREADS */
-    double seconds;     /* each thread stops calling once this much time has passed... */
-    uint64_t max_calls; /* ...or when it made this many calls (0: no limit) */
-    bench_call_fn fn;
-    void *user;
-    pid_t rss_pid; /* when > 0, VmRSS of this process is sampled every 20 ms */
-    pid_t pg_pid;  /* when > 0, the postmaster whose CPU use is measured */
-} bench_phase_t;
-
-/* Runs one phase to completion and fills *out. Blocks. Returns 0, or -1 when threads could not
- * be started (out->first_error says why). */
-int bench_run(const bench_phase_t *ph, bench_stats_t *out);
-
-/* A field of /proc/<pid>/status in kB ("VmHWM", "VmRSS"); -1 when it cannot be read. */
-long bench_proc_kb(pid_t pid, const char *field);
-
-/* CPU seconds so far: this process, `svc` (0: none), the postgres tree under `pm` (0: none),
- * and the whole machine's busy time (all CPUs). */
-typedef struct bench_cpu {
-    double self_s, svc_s, pg_s, machine_s;
-} bench_cpu_t;
-void bench_cpu_sample(pid_t svc, pid_t pm, bench_cpu_t *out);
-
-/* Monotonic clock in nanoseconds. */
-int64_t bench_now_ns(void);
-
-/* xorshift64*: a per-thread pseudo-random sequence (not for secrets). */
-uint64_t bench_rand(uint64_t *state);
 
 /* ---- scenarios.c: the calls of each phase, against the service and the reference SQL ---- */
 

@@ -59,23 +59,6 @@ static void usage(FILE *f)
             "  --phases         which phases to run (default reads,writes)\n");
 }
 
-static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void progress(const char *fmt, ...)
-{
-    char ts[16];
-    time_t t = time(NULL);
-    struct tm tm;
-    va_list ap;
-
-    localtime_r(&t, &tm);
-    strftime(ts, sizeof ts, "%H:%M:%S", &tm);
-    fprintf(stderr, "[%s] ", ts);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
 static int parse_levels(const char *s, opts_t *o)
 {
     char *end;
@@ -233,8 +216,9 @@ static void run_phase(bench_ctx_t *ctx, int kind, bool reference, int threads, i
     };
 
     bench_run(&ph, out);
-    progress("%-52s %8.0f calls/s  p50 %7.3f ms  p99 %7.3f ms%s%s", label, out->rate, out->p50_ms,
-             out->p99_ms, out->errors ? "  errors: " : "", out->errors ? out->first_error : "");
+    bench_progress("%-52s %8.0f calls/s  p50 %7.3f ms  p99 %7.3f ms%s%s", label, out->rate,
+                   out->p50_ms, out->p99_ms, out->errors ? "  errors: " : "",
+                   out->errors ? out->first_error : "");
 }
 
 static const char *sql_error_note(const bench_stats_t *s)
@@ -262,24 +246,12 @@ static void read_row(bench_report_t *r, bench_ctx_t *ctx, const opts_t *o, const
 }
 
 /* The three load averages, e.g. "0.52 0.61 0.70". */
-static void read_loadavg(char *buf, size_t cap)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    double a = 0, b = 0, c = 0;
-
-    if (f != NULL && fscanf(f, "%lf %lf %lf", &a, &b, &c) == 3)
-        snprintf(buf, cap, "%.2f %.2f %.2f", a, b, c);
-    else
-        snprintf(buf, cap, "unknown");
-    if (f != NULL) fclose(f);
-}
-
 static void checkpoint(const opts_t *o)
 {
     char err[BENCH_ERR_LEN];
 
     if (o->super_dsn != NULL && bench_sql(o->super_dsn, "CHECKPOINT", err, sizeof err) != 0)
-        progress("warning: %s", err);
+        bench_progress("warning: %s", err);
 }
 
 static double others(const bench_report_t *r, double cpu_other_s, double seconds)
@@ -421,16 +393,16 @@ static void write_phases(bench_report_t *rep, bench_ctx_t *ctx, const opts_t *o,
             checkpoint(o);
             bench_pgbench_run(o->pgbench, o->owner_dsn, pgdir, "new", c, o->duration, g_pg_pid,
                               &wn->pg);
-            progress("pgbench new, %-38d %8.0f tps      p50 %7.3f ms  p99 %7.3f ms %s", c,
-                     wn->pg.tps, wn->pg.p50_ms, wn->pg.p99_ms, wn->pg.error);
+            bench_progress("pgbench new, %-38d %8.0f tps      p50 %7.3f ms  p99 %7.3f ms %s", c,
+                           wn->pg.tps, wn->pg.p50_ms, wn->pg.p99_ms, wn->pg.error);
         }
         snprintf(label, sizeof label, "PersistInbound duplicate, %d callers", c);
         run_phase(ctx, BENCH_PERSIST_DUP, false, c, o->duration, o->service_pid, &wd->svc, label);
         if (o->pgbench != NULL) {
             bench_pgbench_run(o->pgbench, o->owner_dsn, pgdir, "dup", c, o->duration, g_pg_pid,
                               &wd->pg);
-            progress("pgbench duplicate, %-32d %8.0f tps      p50 %7.3f ms  p99 %7.3f ms %s", c,
-                     wd->pg.tps, wd->pg.p50_ms, wd->pg.p99_ms, wd->pg.error);
+            bench_progress("pgbench duplicate, %-32d %8.0f tps      p50 %7.3f ms  p99 %7.3f ms %s",
+                           c, wd->pg.tps, wd->pg.p50_ms, wd->pg.p99_ms, wd->pg.error);
         }
         for (int k = 0; k < 2; k++) {
             const bench_write_row_t *w = k == 0 ? wn : wd;
@@ -469,14 +441,14 @@ int main(int argc, char **argv)
     g_pg_pid = o.postgres_pid;
     rep.duration_s = o.duration;
     rep.ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    read_loadavg(rep.loadavg_start, sizeof rep.loadavg_start);
+    bench_loadavg(rep.loadavg_start, sizeof rep.loadavg_start);
     rep.list_duration_s = o.list_duration;
     rep.ctx = &ctx;
     ctx.deep_position = o.deep;
     snprintf(ctx.run_id, sizeof ctx.run_id, "%lx", (unsigned long)time(NULL));
     pthread_mutex_init(&ctx.keys_mu, NULL);
 
-    progress("loading the seed's ids and samples");
+    bench_progress("loading the seed's ids and samples");
     if (bench_ctx_load(&ctx, o.owner_dsn, err, sizeof err) != 0) goto fail;
     oc_error_clear(&e);
     ctx.rpc = oc_rpc_client_create_tls(o.target, o.tls.cert_file ? &o.tls : NULL, &e);
@@ -490,7 +462,8 @@ int main(int argc, char **argv)
     if (o.service_pid > 0) rep.rss_idle_kb = bench_proc_kb(o.service_pid, "VmRSS");
 
     if (o.reads) {
-        progress("walking %ld messages up and down the big conversation, and the inbox", o.deep);
+        bench_progress("walking %ld messages up and down the big conversation, and the inbox",
+                       o.deep);
         if (bench_ctx_walk(&ctx, err, sizeof err) != 0) goto fail;
         if (strcmp(ctx.deep_first_id_service, ctx.deep_first_id_sql) != 0)
             note(&rep, "the deep page's newest message is %s by the service but %s by SQL",
@@ -506,7 +479,7 @@ int main(int argc, char **argv)
     if (o.reads) read_phases(&rep, &ctx, &o);
     if (o.writes) write_phases(&rep, &ctx, &o, pgdir);
 
-    read_loadavg(rep.loadavg_end, sizeof rep.loadavg_end);
+    bench_loadavg(rep.loadavg_end, sizeof rep.loadavg_end);
     compute_targets(&rep, &o);
     bench_report_print(&rep, stdout);
     snprintf(path, sizeof path, "%s/results.json", o.out_dir);

@@ -33,15 +33,6 @@ static const char *verdict(const bench_target_t *t, bool markdown)
     return markdown ? "**MISS**" : "MISS";
 }
 
-static void utc_now(char *buf, size_t cap)
-{
-    time_t t = time(NULL);
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* ---- text ---- */
 
 void bench_report_print(const bench_report_t *r, FILE *f)
@@ -126,21 +117,6 @@ void bench_report_print(const bench_report_t *r, FILE *f)
 
 /* ---- JSON ---- */
 
-static void jstr(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; s != NULL && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static void jstats(FILE *f, const bench_stats_t *s)
 {
     fprintf(f,
@@ -152,7 +128,7 @@ static void jstats(FILE *f, const bench_stats_t *s)
             s->threads, (unsigned long long)s->calls, (unsigned long long)s->errors, s->seconds,
             s->rate, s->p50_ms, s->p99_ms, s->max_ms, s->mean_ms, s->rss_max_kb, s->cpu_self_s,
             s->cpu_svc_s, s->cpu_pg_s, s->cpu_other_s);
-    jstr(f, s->first_error);
+    bench_json_str(f, s->first_error);
     fputc('}', f);
 }
 
@@ -163,7 +139,7 @@ int bench_report_json(const bench_report_t *r, const char *path)
     FILE *f = fopen(path, "w");
 
     if (f == NULL) return -1;
-    utc_now(now, sizeof now);
+    bench_utc_now(now, sizeof now);
     fprintf(f,
             "{\n  \"generated_at\": \"%s\",\n  \"duration_s\": %d,\n  \"list_duration_s\": %d,\n"
             "  \"ncpu\": %d,\n  \"loadavg_start\": \"%s\",\n  \"loadavg_end\": \"%s\",\n",
@@ -189,7 +165,7 @@ int bench_report_json(const bench_report_t *r, const char *path)
                 w->pg.ok ? "true" : "false", w->pg.clients, w->pg.tps, w->pg.xacts, w->pg.failed,
                 w->pg.p50_ms, w->pg.p99_ms, w->pg.max_ms, w->pg.mean_ms, w->pg.seconds,
                 w->pg.cpu_pgbench_s, w->pg.cpu_pg_s, w->pg.cpu_other_s);
-        jstr(f, w->pg.error);
+        bench_json_str(f, w->pg.error);
         fprintf(f, "}, \"service_over_pgbench\": %.4f}%s\n", ratio(w->svc.rate, w->pg.tps),
                 i + 1 < r->nwrites ? "," : "");
     }
@@ -197,7 +173,7 @@ int bench_report_json(const bench_report_t *r, const char *path)
     for (int i = 0; i < r->nreads; i++) {
         const bench_read_row_t *x = &r->reads[i];
         fprintf(f, "    {\"rpc\": \"%s\", \"key\": \"%s\", \"page\": ", x->rpc, x->key);
-        jstr(f, x->page);
+        bench_json_str(f, x->page);
         fprintf(f, ", \"service\": ");
         jstats(f, &x->svc);
         fprintf(f, ", \"reference_sql\": ");
@@ -211,17 +187,12 @@ int bench_report_json(const bench_report_t *r, const char *path)
     fprintf(f, "  \"notes\": [");
     for (int i = 0; i < r->nnotes; i++) {
         fprintf(f, "%s", i ? ", " : "");
-        jstr(f, r->notes[i]);
+        bench_json_str(f, r->notes[i]);
     }
     fprintf(f, "],\n  \"targets\": [\n");
     for (int i = 0; i < r->ntargets; i++) {
         const bench_target_t *t = &r->targets[i];
-        fprintf(f, "    {\"what\": ");
-        jstr(f, t->what);
-        fprintf(f, ", \"target\": ");
-        jstr(f, t->target);
-        fprintf(f, ", \"measured\": ");
-        jstr(f, t->measured);
+        bench_json_target(f, t->what, t->target, t->measured);
         fprintf(f, ", \"others_pct\": %.1f, \"result\": \"%s\"}%s\n", t->others_pct,
                 verdict(t, false), i + 1 < r->ntargets ? "," : "");
     }
@@ -318,14 +289,6 @@ int bench_report_markdown(const bench_report_t *r, const char *path)
             "%.1f MB resident before any load; peak RSS (VmHWM) after the 64-caller phases "
             "%.1f MB; highest VmRSS sampled every 20 ms during them %.1f MB.\n",
             mb(r->rss_idle_kb), mb(r->rss_hwm_kb), mb(r->rss_max_64_kb));
-    fprintf(f,
-            "\nLoad average (1/5/15 min) when the benchmark program started: %s; when it "
-            "ended: %s.\n",
-            r->loadavg_start, r->loadavg_end);
-    if (r->nnotes > 0) {
-        fprintf(f, "\n## Notes\n\n");
-        for (int i = 0; i < r->nnotes; i++)
-            fprintf(f, "- %s\n", r->notes[i]);
-    }
-    return fclose(f) == 0 ? 0 : -1;
+    return bench_md_finish(f, r->loadavg_start, r->loadavg_end, "## Notes", &r->notes[0][0],
+                           sizeof r->notes[0], r->nnotes);
 }

@@ -8,7 +8,8 @@
 
 #include "omnichat/arena.h"
 #include "omnichat/util.h"
-#include "webhook.h"
+#include "line_webhook.h"
+#include "line_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -30,14 +31,8 @@ static const char secret[] = "fuzz-channel-secret-0123456789ab";
 
 static char *sign(const char *key, size_t key_len, const char *body, size_t len)
 {
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    if (HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)body, len, mac, &mac_len) ==
-        NULL)
-        abort();
-    char *out = malloc(oc_base64_encoded_len(mac_len) + 1);
-    if (out == NULL) abort();
-    oc_base64_encode(mac, mac_len, out);
+    char *out = malloc(LINE_SIGNATURE_LEN + 1);
+    if (out == NULL || !line_sign(key, key_len, body, len, out)) abort();
     return out;
 }
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "omnichat/err.h"
+#include "sim.h"
 
 typedef struct lsim lsim_t;
 
@@ -18,20 +19,16 @@ typedef struct lsim_opts {
     size_t max_retry_keys;   /* accepted retry keys kept (oldest dropped); 0 means 200000 */
 } lsim_opts_t;
 
-/* One bot (a LINE channel) the simulator accepts a channel access token for. */
-typedef struct lsim_bot_def {
-    const char *token;        /* channel access token, 1..1024 bytes */
-    const char *user_id;      /* the bot's userId (webhook "destination"), 1..63 bytes */
-    const char *display_name; /* NULL: "Bot " + last 6 characters of user_id */
-    const char *basic_id;     /* NULL: "@" + 8 characters of user_id */
-    const char *picture_url;  /* NULL: a fixed https URL */
-} lsim_bot_def_t;
+/* One bot (a LINE channel) the simulator accepts a channel access token for: an account of
+ * the simulator core (token 1..1024 bytes, user_id = the bot's userId, display_name NULL: "Bot "
+ * + last 6 characters of user_id, basic_id NULL: "@" + 8 characters of user_id, picture_url
+ * NULL: a fixed https URL). */
+typedef sim_account_def_t lsim_bot_def_t;
 
 /*
  * Creates the simulator and starts serving HTTP on opts->listen. Returns NULL with err on
  * failure (OC_E_IO when the address cannot be bound, OC_E_NOMEM). The caller owns the result
- * and frees it with lsim_destroy. curl_global_init must have been called (the webhook helper
- * uses libcurl).
+ * and frees it with lsim_destroy.
  */
 lsim_t *lsim_create(const lsim_opts_t *opts, oc_error_t *err);
 /* The bound TCP port (useful with port 0). */

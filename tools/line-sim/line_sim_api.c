@@ -54,8 +54,8 @@ typedef struct call {
     const char *retry_key;
     int64_t received_ms;
     bool have_fault;
-    lsim_fault_t fault;
-    char bot_user_id[LSIM_USER_ID_MAX];
+    sim_fault_t fault;
+    char bot_user_id[SIM_ID_MAX];
     bool executed;
     bool retry_conflict;
     bool retry_body_differs;
@@ -76,7 +76,7 @@ static void sleep_ms(long ms)
     }
 }
 
-static void fault_answer(const lsim_fault_t *f, answer_t *a)
+static void fault_answer(const sim_fault_t *f, answer_t *a)
 {
     if (f->drop) {
         a->drop = true;
@@ -112,7 +112,7 @@ static void fault_answer(const lsim_fault_t *f, answer_t *a)
 }
 
 /* Accepts "Bearer <token>" (scheme case-insensitive, as RFC 6750 says) of a known bot. */
-static bool authenticate(lsim_t *s, const oc_http_request_t *req, call_t *c, lsim_bot_view_t *bot,
+static bool authenticate(lsim_t *s, const oc_http_request_t *req, call_t *c, sim_account_t *bot,
                          answer_t *a)
 {
     const char *h = oc_http_header(req, "Authorization");
@@ -123,7 +123,7 @@ static bool authenticate(lsim_t *s, const oc_http_request_t *req, call_t *c, lsi
     const char *tok = h + 7;
     while (*tok == ' ')
         tok++;
-    if (!lsim__find_bot(s, tok, strlen(tok), bot)) {
+    if (!sim_find_account(&s->core, tok, strlen(tok), bot)) {
         answer_msg(a, 401, MSG_INVALID_TOKEN);
         return false;
     }
@@ -235,14 +235,14 @@ static void record_delivery(lsim_t *s, const call_t *c, const json_t *root, cons
     if (!rec) return;
     char *json = json_dumps(rec, JSON_COMPACT);
     json_decref(rec);
-    if (json) lsim__record(s, &s->deliveries, strdup(to), json, strlen(json));
+    if (json) sim_record(&s->core, &s->core.deliveries, strdup(to), json, strlen(json));
 }
 
 static void push(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_t *a)
 {
     json_t *root = NULL, *details = NULL, *sent = NULL;
     bool reserved = false;
-    lsim_bot_view_t bot;
+    sim_account_t bot;
 
     if (req->body_len > LSIM_MAX_PUSH_BODY) {
         answer_msg(a, 413, MSG_TOO_LARGE);
@@ -278,7 +278,7 @@ static void push(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_t *a
         uint8_t sha[32];
         char accepted[OC_UUID_STR_LEN + 1];
         char *prev_sent = NULL;
-        lsim__sha256(req->body, req->body_len, sha);
+        sim_sha256(req->body, req->body_len, sha);
         if (lsim__key_reserve(s, bot.user_id, c->retry_key, sha, accepted, &prev_sent,
                               &c->retry_body_differs) == LSIM_KEY_ACCEPTED) {
             answer_msg(a, 409, MSG_RETRY_ACCEPTED);
@@ -295,8 +295,8 @@ static void push(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_t *a
     if (c->have_fault && c->fault.hold_ms > 0) sleep_ms(c->fault.hold_ms);
 
     sent = new_sent_messages(s, json_array_size(json_object_get(root, "messages")));
-    lsim_profile_t prof;
-    bool blocked = lsim__find_profile(s, to, &prof) && prof.blocked;
+    sim_profile_t prof;
+    bool blocked = sim_find_profile(&s->core, to, &prof) && prof.blocked;
     record_delivery(s, c, root, sent, !blocked);
     c->executed = true;
     if (reserved) {
@@ -318,7 +318,7 @@ out:
 
 static void bot_info(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_t *a)
 {
-    lsim_bot_view_t bot;
+    sim_account_t bot;
     if (!authenticate(s, req, c, &bot, a)) return;
     json_decref(a->body);
     a->status = 200;
@@ -329,12 +329,12 @@ static void bot_info(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_
 
 static void profile(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_t *a)
 {
-    lsim_bot_view_t bot;
+    sim_account_t bot;
     if (!authenticate(s, req, c, &bot, a)) return;
     const char *uid = req->path + strlen(PROFILE_PREFIX);
-    lsim_profile_t p;
+    sim_profile_t p;
     json_t *body = NULL;
-    if (lsim__find_profile(s, uid, &p)) {
+    if (sim_find_profile(&s->core, uid, &p)) {
         if (p.not_found) {
             answer_msg(a, 404, MSG_NOT_FOUND);
             return;
@@ -386,7 +386,7 @@ static void dispatch(lsim_t *s, const oc_http_request_t *req, call_t *c, answer_
     /* LINE accepts retry keys only on the sending endpoints and answers 400 elsewhere; the
      * check follows authentication as it does for push. */
     if (c->retry_key) {
-        lsim_bot_view_t bot;
+        sim_account_t bot;
         if (!authenticate(s, req, c, &bot, a)) return;
         answer_msg(a, 400, MSG_RETRY_UNSUPPORTED);
         return;
@@ -455,7 +455,7 @@ static void record_request(lsim_t *s, const oc_http_request_t *req, const call_t
         json_object_set_new(rec, "accepted_request_id", json_string(a->accepted_id));
     char *json = json_dumps(rec, JSON_COMPACT);
     json_decref(rec);
-    if (json) lsim__record(s, &s->requests, strdup(req->path), json, strlen(json));
+    if (json) sim_record(&s->core, &s->core.requests, strdup(req->path), json, strlen(json));
 }
 
 void lsim__handle_line(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
@@ -467,7 +467,7 @@ void lsim__handle_line(void *user, const oc_http_request_t *req, oc_http_respons
     if (oc_uuid_v4(c.request_id) != OC_OK)
         snprintf(c.request_id, sizeof c.request_id, "00000000-0000-4000-8000-000000000000");
     c.retry_key = oc_http_header(req, "X-Line-Retry-Key");
-    c.have_fault = lsim__pop_fault(s, req->path, &c.fault);
+    c.have_fault = sim_pop_fault(&s->core, req->path, &c.fault);
 
     if (c.have_fault && !c.fault.execute) {
         fault_answer(&c.fault, &a);

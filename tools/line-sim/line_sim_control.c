@@ -3,13 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include "lsim_internal.h"
+#include "line_wire.h"
 
 #define MAX_DELAY_MS 600000L
 #define MAX_FAULT_REPEAT 100000L
@@ -99,7 +99,7 @@ static void post_faults(lsim_t *s, const oc_http_request_t *req, oc_http_respons
 {
     json_t *root = body_object(req, resp);
     if (!root) return;
-    lsim_fault_t *parsed = NULL;
+    sim_fault_t *parsed = NULL;
     long *repeat = NULL;
     const char *path = json_string_value(json_object_get(root, "path"));
     const json_t *arr = json_object_get(root, "faults");
@@ -121,7 +121,7 @@ static void post_faults(lsim_t *s, const oc_http_request_t *req, oc_http_respons
     /* Validate the whole list before queueing any of it, so a bad entry queues nothing. */
     for (size_t i = 0; i < n; i++) {
         const json_t *o = json_array_get(arr, i);
-        lsim_fault_t *f = &parsed[i];
+        sim_fault_t *f = &parsed[i];
         long status = 0;
         bool has_exec = false;
         repeat[i] = 1;
@@ -160,7 +160,7 @@ static void post_faults(lsim_t *s, const oc_http_request_t *req, oc_http_respons
     long queued = 0;
     for (size_t i = 0; i < n; i++) {
         for (long r = 0; r < repeat[i]; r++) {
-            if (lsim__push_fault(s, &parsed[i]) != OC_OK) {
+            if (sim_push_fault(&s->core, &parsed[i]) != OC_OK) {
                 oc_http_response_error(resp, 500, "out of memory");
                 goto out;
             }
@@ -176,7 +176,7 @@ out:
 
 static void get_faults(lsim_t *s, oc_http_response_t *resp)
 {
-    char *txt = lsim__faults_json(s);
+    char *txt = sim_faults_json(&s->core);
     if (txt)
         oc_buf_appends(&resp->body, txt);
     else
@@ -208,14 +208,14 @@ static void post_bot(lsim_t *s, const oc_http_request_t *req, oc_http_response_t
 static void get_bots(lsim_t *s, oc_http_response_t *resp)
 {
     json_t *arr = json_array();
-    pthread_mutex_lock(&s->mu);
+    pthread_mutex_lock(&s->core.mu);
     /* Tokens are kept only as digests and never listed. */
-    for (const lsim_bot_t *b = s->bots; b; b = b->next)
+    for (const sim_account_rec_t *b = s->core.accounts; b; b = b->next)
         json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:b}", "bot_user_id",
                                              b->v.user_id, "display_name", b->v.display_name,
                                              "basic_id", b->v.basic_id, "picture_url",
                                              b->v.picture_url, "revoked", b->revoked));
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->core.mu);
     send_json(resp, 200, arr);
 }
 
@@ -239,7 +239,7 @@ static void post_profile(lsim_t *s, const oc_http_request_t *req, oc_http_respon
 {
     json_t *root = body_object(req, resp);
     if (!root) return;
-    lsim_profile_t p = {0};
+    sim_profile_t p = {0};
     if (!opt_str(root, "user_id", p.user_id, sizeof p.user_id, resp) ||
         !opt_str(root, "display_name", p.display_name, sizeof p.display_name, resp) ||
         !opt_str(root, "picture_url", p.picture_url, sizeof p.picture_url, resp) ||
@@ -253,7 +253,7 @@ static void post_profile(lsim_t *s, const oc_http_request_t *req, oc_http_respon
         goto out;
     }
     if (!p.display_name[0]) snprintf(p.display_name, sizeof p.display_name, "%s", p.user_id);
-    if (lsim__set_profile(s, &p) != OC_OK)
+    if (sim_set_profile(&s->core, &p) != OC_OK)
         oc_http_response_error(resp, 500, "out of memory");
     else
         send_ok(resp);
@@ -262,7 +262,7 @@ out:
 }
 
 /* GET /__sim/requests?path=&limit= and GET /__sim/deliveries?to=&limit= */
-static void dump_log(lsim_t *s, lsim_ring_t *ring, const char *key, const oc_http_request_t *req,
+static void dump_log(lsim_t *s, sim_ring_t *ring, const char *key, const oc_http_request_t *req,
                      oc_http_response_t *resp)
 {
     const char *lim = oc_http_query(req, "limit");
@@ -276,7 +276,7 @@ static void dump_log(lsim_t *s, lsim_ring_t *ring, const char *key, const oc_htt
         }
         limit = (size_t)v;
     }
-    if (lsim__dump(s, ring, key, limit, &resp->body) != OC_OK) {
+    if (sim_dump(&s->core, ring, key, limit, &resp->body) != OC_OK) {
         oc_buf_reset(&resp->body);
         oc_http_response_error(resp, 500, "log too large for one response; use ?limit=");
     }
@@ -290,21 +290,13 @@ static void post_clock(lsim_t *s, const oc_http_request_t *req, oc_http_response
     if (!json_is_integer(v) || json_integer_value(v) < 0) {
         oc_http_response_error(resp, 400, "advance_ms: must be a non-negative integer");
     } else {
-        pthread_mutex_lock(&s->mu);
-        s->clock_offset_ms += (int64_t)json_integer_value(v);
-        int64_t off = s->clock_offset_ms;
-        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&s->core.mu);
+        s->core.clock_offset_ms += (int64_t)json_integer_value(v);
+        int64_t off = s->core.clock_offset_ms;
+        pthread_mutex_unlock(&s->core.mu);
         send_json(resp, 200, json_pack("{s:I}", "offset_ms", (json_int_t)off));
     }
     json_decref(root);
-}
-
-static size_t collect(char *ptr, size_t size, size_t nmemb, void *user)
-{
-    oc_buf_t *b = user;
-    /* A reply past the cap is cut, not an error: the status is what the caller wants. */
-    if (b->len + size * nmemb <= b->max) oc_buf_append(b, ptr, size * nmemb);
-    return size * nmemb;
 }
 
 /* POST /__sim/webhook {"url","channel_secret","body": string|JSON, "signature"?}: signs the raw
@@ -313,10 +305,11 @@ static void post_webhook(const oc_http_request_t *req, oc_http_response_t *resp)
 {
     json_t *root = body_object(req, resp);
     if (!root) return;
-    CURL *curl = NULL;
-    struct curl_slist *hdrs = NULL;
+    oc_error_t err;
     char *body = NULL;
     oc_buf_t reply;
+    long status = 0;
+    oc_error_clear(&err);
     oc_buf_init(&reply, WEBHOOK_MAX_REPLY);
 
     const char *url = json_string_value(json_object_get(root, "url"));
@@ -346,49 +339,23 @@ static void post_webhook(const oc_http_request_t *req, oc_http_response_t *resp)
     if (sig_override) {
         snprintf(sig, sizeof sig, "%s", sig_override);
     } else {
-        uint8_t mac[32];
-        unsigned int maclen = 0;
-        if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (const uint8_t *)body, blen, mac,
-                  &maclen)) {
+        if (!line_sign(secret, strlen(secret), body, blen, sig)) {
             oc_http_response_error(resp, 500, "could not compute the signature");
             goto out;
         }
-        oc_base64_encode(mac, maclen, sig);
     }
     char sig_hdr[160];
     snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
-    hdrs = curl_slist_append(hdrs, "Content-Type: application/json; charset=utf-8");
-    hdrs = curl_slist_append(hdrs, sig_hdr);
-    hdrs = curl_slist_append(hdrs, "User-Agent: LineBotWebhook/2.0");
-    curl = curl_easy_init();
-    if (!curl || !hdrs) {
-        oc_http_response_error(resp, 500, "could not set up libcurl");
+    if (sim_post_webhook(url, body, blen, sig_hdr, "LineBotWebhook/2.0", WEBHOOK_TIMEOUT_MS,
+                         &status, &reply, &err) != OC_OK) {
+        oc_http_response_error(resp, err.code == OC_E_UNAVAILABLE ? 502 : 500, err.msg);
         goto out;
     }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, WEBHOOK_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
-    CURLcode rc = curl_easy_perform(curl);
-    if (rc != CURLE_OK) {
-        char why[256];
-        snprintf(why, sizeof why, "could not deliver the webhook: %s", curl_easy_strerror(rc));
-        oc_http_response_error(resp, 502, why);
-        goto out;
-    }
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     json_t *out = json_pack("{s:i, s:s}", "status", (int)status, "signature", sig);
     json_t *rb = json_stringn(reply.data ? reply.data : "", reply.len);
     if (out && rb) json_object_set_new(out, "body", rb);
     send_json(resp, 200, out);
 out:
-    curl_slist_free_all(hdrs);
-    if (curl) curl_easy_cleanup(curl);
     free(body);
     oc_buf_dispose(&reply);
     json_decref(root);
@@ -416,9 +383,9 @@ void lsim__handle_control(void *user, const oc_http_request_t *req, oc_http_resp
     else if (post && strcmp(p, "profiles") == 0)
         post_profile(s, req, resp);
     else if (get && strcmp(p, "requests") == 0)
-        dump_log(s, &s->requests, oc_http_query(req, "path"), req, resp);
+        dump_log(s, &s->core.requests, oc_http_query(req, "path"), req, resp);
     else if (get && strcmp(p, "deliveries") == 0)
-        dump_log(s, &s->deliveries, oc_http_query(req, "to"), req, resp);
+        dump_log(s, &s->core.deliveries, oc_http_query(req, "to"), req, resp);
     else if (post && strcmp(p, "reset") == 0) {
         lsim_reset(s);
         send_ok(resp);

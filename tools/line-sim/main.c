@@ -1,16 +1,13 @@
 /* omnichat-line-sim: serves the simulated LINE Messaging API until SIGTERM or SIGINT. */
-#include <pthread.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
-
 #include "line_sim.h"
 #include "omnichat/config.h"
 #include "omnichat/log.h"
+#include "omnichat/svc.h"
 
 typedef struct sim_cfg {
     char *listen;
@@ -70,13 +67,8 @@ int main(int argc, char **argv)
     static const char *const passthrough[] = {"help", "check-config", NULL};
 
     /* Block the stop signals before any thread exists so every thread inherits the mask and
-     * only sigwait below ever sees them. */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    signal(SIGPIPE, SIG_IGN);
+     * only oc_svc_wait_for_signal below ever sees them. */
+    oc_svc_block_signals();
 
     if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h")) {
         printf("Simulated LINE Messaging API for tests and sandbox mode; see "
@@ -100,10 +92,6 @@ int main(int argc, char **argv)
     }
 
     oc_log_init("line-sim", (oc_log_level_t)oc_log_level_parse(cfg.log_level));
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        OC_ERROR("could not initialise libcurl");
-        goto out;
-    }
     oc_error_t err;
     oc_error_clear(&err);
     lsim_opts_t opts = {
@@ -118,11 +106,11 @@ int main(int argc, char **argv)
     if (!sim) {
         OC_ERROR("could not start the simulator", OC_LS("listen", cfg.listen),
                  OC_LS("error", err.msg));
-        goto out_curl;
+        goto out_sim;
     }
     if (cfg.tokens_file && lsim_load_tokens_file(sim, cfg.tokens_file, &err) != OC_OK) {
         OC_ERROR("could not load the tokens file", OC_LS("error", err.msg));
-        goto out_curl;
+        goto out_sim;
     }
     if (cfg.sandbox) {
         lsim_bot_def_t def = {.token = cfg.token,
@@ -131,20 +119,18 @@ int main(int argc, char **argv)
                               .basic_id = LSIM_SANDBOX_BASIC_ID};
         if (lsim_add_bot(sim, &def, &err) != OC_OK) {
             OC_ERROR("could not add the sandbox bot", OC_LS("error", err.msg));
-            goto out_curl;
+            goto out_sim;
         }
         OC_INFO("sandbox bot loaded", OC_LS("bot_user_id", LSIM_SANDBOX_USER_ID));
     }
     OC_INFO("listening", OC_LI("port", lsim_port(sim)), OC_LS("listen", cfg.listen));
 
-    int sig = 0;
-    while (sigwait(&stop, &sig) != 0) {
-    }
-    OC_INFO("shutting down", OC_LI("signal", sig));
+    /* Outside the log call: its arguments are not evaluated when info is off. */
+    const char *sig = oc_svc_wait_for_signal();
+    OC_INFO("shutting down", OC_LS("signal", sig));
     code = 0;
-out_curl:
+out_sim:
     lsim_destroy(sim);
-    curl_global_cleanup();
 out:
     oc_config_free(options, NOPTS, &cfg);
     oc_buf_dispose(&problems);

@@ -1,5 +1,4 @@
 /* omnichatctl simulate line-webhook: posts a signed LINE message event, as LINE would. */
-#include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -8,7 +7,9 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "line_wire.h"
 #include "omnichat/buf.h"
+#include "omnichat/http_client.h"
 #include "omnichat/util.h"
 #include "render.h"
 
@@ -52,8 +53,8 @@ static char *build_body(const char *destination, const char *user, const char *t
                         const char *message_id, int64_t now_ms)
 {
     char event_id[27], reply_token[33], quote[33];
-    json_t *root;
-    char *s;
+    line_text_event_t ev = {user, message_id, text, event_id, reply_token, quote, now_ms};
+    oc_buf_t b;
 
     if (!random_hex(reply_token, 16) || !random_hex(quote, 16) || !random_hex(event_id, 13))
         return NULL;
@@ -61,27 +62,12 @@ static char *build_body(const char *destination, const char *user, const char *t
     event_id[1] = '1';
     for (char *p = event_id; *p; p++)
         if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
-    root = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:{s:b}, s:{s:s, s:s}, s:s, "
-                     "s:{s:s, s:s, s:s, s:s}}]}",
-                     "destination", destination, "events", "type", "message", "mode", "active",
-                     "timestamp", (json_int_t)now_ms, "webhookEventId", event_id, "deliveryContext",
-                     "isRedelivery", 0, "source", "type", "user", "userId", user, "replyToken",
-                     reply_token, "message", "id", message_id, "type", "text", "text", text,
-                     "quoteToken", quote);
-    if (root == NULL) return NULL;
-    s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(root);
-    return s;
-}
-
-static size_t collect(char *data, size_t size, size_t nmemb, void *user)
-{
-    oc_buf_t *b = user;
-    size_t n = size * nmemb;
-
-    /* Keep what fits; the rest is read and dropped (the status is what matters). */
-    if (b->failed == OC_OK) oc_buf_append(b, data, n);
-    return n;
+    oc_buf_init(&b, 1u << 20);
+    if (line_webhook_body(&b, destination, &ev, 1) != OC_OK) {
+        oc_buf_dispose(&b);
+        return NULL;
+    }
+    return oc_buf_detach(&b, NULL);
 }
 
 /* The channel account's bot id, for the body's "destination" (best effort: LINE always sends
@@ -116,18 +102,15 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
                         {"user", &user, NULL},       {"text", &text, NULL},
                         {"url", &url, NULL},         {"destination", &destination, NULL}};
     char message_id[19], *secret = NULL, *body = NULL, *full_url = NULL, *sig_header = NULL;
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    char sig[64];
-    CURL *curl = NULL;
-    struct curl_slist *headers = NULL;
-    oc_buf_t response;
+    char sig[LINE_SIGNATURE_LEN + 1];
+    oc_http_client_t *http = NULL;
+    oc_http_result_t response;
     long status = 0;
-    bool curl_ready = false;
-    CURLcode cc;
+    oc_error_t err;
     int rc;
 
-    oc_buf_init(&response, RESPONSE_MAX);
+    oc_error_clear(&err);
+    oc_http_result_init(&response, RESPONSE_MAX);
     if ((rc = ctl_parse(ctl, argc, argv, opts, 6, pos, 1, &npos, usage)) != 0) goto out;
     if (npos != 1 || strcmp(pos[0], "line-webhook") != 0) {
         ctl_usage_error(ctl,
@@ -174,15 +157,12 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
         goto out;
     }
     /* x-line-signature = base64(HMAC-SHA256(channel secret, raw body)). */
-    if (HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, strlen(body),
-             mac, &mac_len) == NULL) {
+    if (!line_sign(secret, strlen(secret), body, strlen(body), sig)) {
         rc = ctl_fail(ctl, "could not sign the body");
         goto out;
     }
     ctl_secret_free(secret);
     secret = NULL;
-    oc_base64_encode(mac, mac_len, sig);
-    OPENSSL_cleanse(mac, sizeof mac);
 
     size_t ulen = strlen(url);
     while (ulen > 0 && url[ulen - 1] == '/')
@@ -194,41 +174,31 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
         goto out;
     }
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        rc = ctl_fail(ctl, "could not initialise libcurl");
+    const char *headers[] = {sig_header, NULL};
+    oc_http_call_t call = {.method = "POST",
+                           .path = full_url,
+                           .headers = headers,
+                           .content_type = "application/json; charset=utf-8",
+                           .body = body,
+                           .body_len = strlen(body),
+                           .timeout_ms = (long)ctl->timeout_ms};
+    oc_http_client_opts_t hopts = {.user_agent = "LineBotWebhook/2.0 (omnichatctl)"};
+    if ((http = oc_http_client_create(&hopts, &err)) == NULL) {
+        rc = ctl_fail(ctl, "could not set up the HTTP client: %s", err.msg);
         goto out;
     }
-    curl_ready = true;
-    if ((curl = curl_easy_init()) == NULL) {
-        rc = ctl_fail(ctl, "could not initialise libcurl");
+    if (oc_http_client_call(http, &call, &response) != OC_OK) {
+        rc = ctl_fail(ctl, "could not build the request");
         goto out;
     }
-    headers = curl_slist_append(headers, "Content-Type: application/json; charset=utf-8");
-    headers = curl_slist_append(headers, sig_header);
-    headers = curl_slist_append(headers, "User-Agent: LineBotWebhook/2.0 (omnichatctl)");
-    headers = curl_slist_append(headers, "Expect:");
-    if (headers == NULL) {
-        rc = ctl_fail(ctl, "out of memory");
-        goto out;
-    }
-    curl_easy_setopt(curl, CURLOPT_URL, full_url);
-    curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)ctl->timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response);
-    cc = curl_easy_perform(curl);
-    if (cc != CURLE_OK) {
-        rc = ctl_fail(ctl, "POST %s failed: %s", full_url, curl_easy_strerror(cc));
-        if (cc == CURLE_COULDNT_CONNECT)
+    if (response.transport != OC_HTTP_TX_OK) {
+        rc = ctl_fail(ctl, "POST %s failed: %s", full_url,
+                      oc_http_transport_name(response.transport));
+        if (response.transport == OC_HTTP_TX_CONNECT)
             fprintf(stderr, "  (is the connector's HTTP listener at %s? --url sets it)\n", url);
         goto out;
     }
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    status = response.status;
 
     if (ctl->json) {
         json_t *root = json_object();
@@ -245,7 +215,8 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
     printf("POST %s -> HTTP %ld\n", full_url, status);
     printf("LINE message id %s from %s\n", message_id, user);
     if (status < 200 || status > 299) {
-        const char *why = rnd_cell(ctl->arena, response.data != NULL ? response.data : "", 300, 0);
+        const char *why =
+            rnd_cell(ctl->arena, response.body.data != NULL ? response.body.data : "", 300, 0);
         rc = ctl_fail(ctl, "the webhook answered HTTP %ld%s%s", status, why[0] ? ": " : "", why);
         if (status == 401)
             fprintf(stderr, "  (signature refused: is --secret-file the channel secret this "
@@ -256,9 +227,7 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
 out:
     ctl_secret_free(secret);
     free(body);
-    curl_slist_free_all(headers);
-    if (curl != NULL) curl_easy_cleanup(curl);
-    if (curl_ready) curl_global_cleanup();
-    oc_buf_dispose(&response);
+    oc_http_client_destroy(http);
+    oc_http_result_dispose(&response);
     return rc;
 }

@@ -8,16 +8,8 @@
 #include <stddef.h>
 
 #include "omnichat/arena.h"
-#include "omnichat/connector/v1/connector.pb-c.h"
-#include "omnichat/persistence/v1/persistence.pb-c.h"
+#include "omnichat/pb.h"
 #include "omnichat/rpc.h"
-
-/* protobuf-c's names carry the whole package; these keep command code readable. */
-#define PB(name) Omnichat__Persistence__V1__##name
-#define PBE(name) OMNICHAT__PERSISTENCE__V1__##name
-#define PB_INIT(name) OMNICHAT__PERSISTENCE__V1__##name##__INIT
-#define CPB(name) Omnichat__Connector__V1__##name
-#define CPB_INIT(name) OMNICHAT__CONNECTOR__V1__##name##__INIT
 
 #define CTL_PERSISTENCE "/omnichat.persistence.v1.Persistence/"
 #define CTL_CONNECTOR "/omnichat.connector.v1.Connector/"

@@ -12,67 +12,52 @@
 #define REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD */
 #define ELLIPSIS "\xE2\x80\xA6"    /* U+2026 */
 
-/* The value's name without the enum's prefix, in lowercase: CHANNEL_TYPE_LINE → "line". */
-static const char *enum_short(oc_arena_t *a, const ProtobufCEnumDescriptor *d, int v,
-                              const char *prefix, const char *zero)
+/* The value's name (omnichat/pb.h): "line", "auth_error"; `zero` for 0, "unknown(N)" for a
+ * value this build does not know. */
+static const char *enum_short(oc_arena_t *a, oc_pb_enum_t e, int v, const char *zero)
 {
-    const ProtobufCEnumValue *ev;
-    size_t plen = strlen(prefix);
+    const char *name = oc_pb_enum_name(e, v);
     char *out;
 
     if (v == 0) return zero;
-    ev = protobuf_c_enum_descriptor_get_value(d, v);
-    if (ev == NULL || strncmp(ev->name, prefix, plen) != 0) {
-        out = oc_arena_sprintf(a, "unknown(%d)", v);
-        return out != NULL ? out : "unknown";
-    }
-    out = oc_arena_strdup(a, ev->name + plen);
-    if (out == NULL) return "?";
-    for (char *p = out; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return out;
+    if (name != NULL) return name;
+    out = oc_arena_sprintf(a, "unknown(%d)", v);
+    return out != NULL ? out : "unknown";
 }
 
 const char *rnd_channel(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__channel_type__descriptor, v, "CHANNEL_TYPE_",
-                      "unspecified");
+    return enum_short(a, OC_PB_CHANNEL_TYPE, v, "unspecified");
 }
 
 const char *rnd_channel_status(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__channel_status__descriptor, v,
-                      "CHANNEL_STATUS_", "unspecified");
+    return enum_short(a, OC_PB_CHANNEL_STATUS, v, "unspecified");
 }
 
 const char *rnd_direction(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__direction__descriptor, v, "DIRECTION_",
-                      "unspecified");
+    return enum_short(a, OC_PB_DIRECTION, v, "unspecified");
 }
 
 const char *rnd_sender_type(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__sender_type__descriptor, v, "SENDER_TYPE_",
-                      "unspecified");
+    return enum_short(a, OC_PB_SENDER_TYPE, v, "unspecified");
 }
 
 const char *rnd_content_type(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__content_type__descriptor, v, "CONTENT_TYPE_",
-                      "unspecified");
+    return enum_short(a, OC_PB_CONTENT_TYPE, v, "unspecified");
 }
 
 const char *rnd_message_status(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__message_status__descriptor, v,
-                      "MESSAGE_STATUS_", "unspecified");
+    return enum_short(a, OC_PB_MESSAGE_STATUS, v, "unspecified");
 }
 
 const char *rnd_error_category(oc_arena_t *a, int v)
 {
-    return enum_short(a, &omnichat__persistence__v1__error_category__descriptor, v,
-                      "ERROR_CATEGORY_", "");
+    return enum_short(a, OC_PB_ERROR_CATEGORY, v, "");
 }
 
 const char *rnd_time(int64_t ms, char *buf, size_t len)

@@ -32,6 +32,9 @@ const char *oc_svc_wait_for_signal(void);
  */
 oc_err_t oc_svc_forbid_core_dumps(oc_error_t *err);
 oc_err_t oc_svc_allow_core_dumps(oc_error_t *err);
+/* The --allow-core-dumps opt-in of a service's main: oc_svc_allow_core_dumps, with a warning
+ * that says what the dump will hold (or why dumps stay off). */
+void oc_svc_opt_in_core_dumps(void);
 
 /* Extra validation across options; appends one line per problem and returns false. */
 typedef bool (*oc_svc_check_fn)(const void *cfg, oc_buf_t *problems);

@@ -11,20 +11,20 @@
 
 #include "test_main.h"
 
-static line_transport_t transport_of(const char *s)
+static oc_http_transport_t transport_of(const char *s)
 {
-    if (strcmp(s, "timeout") == 0) return LINE_TX_TIMEOUT;
-    if (strcmp(s, "connect") == 0) return LINE_TX_CONNECT;
-    if (strcmp(s, "dropped") == 0) return LINE_TX_DROPPED;
-    return LINE_TX_OK;
+    if (strcmp(s, "timeout") == 0) return OC_HTTP_TX_TIMEOUT;
+    if (strcmp(s, "connect") == 0) return OC_HTTP_TX_CONNECT;
+    if (strcmp(s, "dropped") == 0) return OC_HTTP_TX_DROPPED;
+    return OC_HTTP_TX_OK;
 }
 
 static int run_case(const char *path)
 {
     json_error_t jerr;
     json_t *c = json_load_file(path, 0, &jerr), *jb, *want;
-    line_http_result_t res;
-    line_class_t cls;
+    oc_http_result_t res;
+    conn_class_t cls;
     char *body = NULL;
     const char *s;
     int ok = 1;
@@ -47,13 +47,13 @@ static int run_case(const char *path)
                            : 10000,
                        &cls);
     want = json_object_get(c, "expect");
-    if (strcmp(line_outcome_name(cls.outcome),
+    if (strcmp(conn_outcome_name(cls.outcome),
                json_string_value(json_object_get(want, "outcome"))) != 0 ||
-        strcmp(line_category_name(cls.category),
+        strcmp(conn_category_name(cls.category),
                json_string_value(json_object_get(want, "category"))) != 0 ||
         cls.auth_failed != json_is_true(json_object_get(want, "auth_failed"))) {
-        fprintf(stderr, "  %s: got %s/%s auth=%d\n", path, line_outcome_name(cls.outcome),
-                line_category_name(cls.category), cls.auth_failed);
+        fprintf(stderr, "  %s: got %s/%s auth=%d\n", path, conn_outcome_name(cls.outcome),
+                conn_category_name(cls.category), cls.auth_failed);
         ok = 0;
     }
     if ((s = json_string_value(json_object_get(want, "external_message_id"))) != NULL &&
@@ -68,9 +68,9 @@ static int run_case(const char *path)
     }
     /* The detail is ours: never a copy of what LINE said. */
     if (body != NULL && strlen(body) > 8 && strstr(cls.detail, body) != NULL) ok = 0;
-    if (cls.outcome != LINE_OUT_SENT && cls.detail[0] == '\0') ok = 0;
+    if (cls.outcome != CONN_OUT_SENT && cls.detail[0] == '\0') ok = 0;
     free(body);
-    line_http_result_dispose(&res);
+    oc_http_result_dispose(&res);
     json_decref(c);
     return ok;
 }

@@ -1,7 +1,8 @@
 /* Connector/ConnectChannel against fakes: final account state, plaintext credentials wiped. */
 #include <CUnit/Basic.h>
 
-#include "fake_servers.h"
+#include "connect.h"
+#include "fake_line.h"
 
 #include "test_main.h"
 
@@ -40,9 +41,9 @@ static oc_err_t do_connect(oc_arena_t *arena, CPB(ConnectChannelRequest) * req,
     memset(&ctx, 0, sizeof ctx);
     ctx.arena = arena;
     ctx.user = &L;
-    ctx.method = LINE_SERVICE "ConnectChannel";
+    ctx.method = CONN_SERVICE "ConnectChannel";
     snprintf(ctx.request_id, sizeof ctx.request_id, "req-unit");
-    rc = line_connect_channel(&ctx, &req->base, &out);
+    rc = conn_connect_channel(&ctx, &req->base, &out);
     CU_ASSERT_TRUE(zeroed(req->access_token, sizeof FAKE_TOKEN - 1));
     CU_ASSERT_TRUE(zeroed(req->channel_secret, sizeof FAKE_SECRET - 1));
     *resp = (CPB(ConnectChannelResponse) *)out;
@@ -95,7 +96,7 @@ static void test_failures_wipe_too(void)
     long_name[LONG_NAME_LEN] = '\0';
     CU_ASSERT_EQUAL(do_connect(arena, request(arena, long_name), &resp), OC_E_INVALID);
     /* LINE rejects the token */
-    F.bot_info_status = 401;
+    FL.bot_info_status = 401;
     CU_ASSERT_EQUAL(do_connect(arena, request(arena, "Shop"), &resp), OC_E_UNAUTHENTICATED);
     CU_ASSERT_EQUAL(fake_calls(M_REGISTER), 0);
     oc_arena_destroy(arena);

@@ -1,8 +1,8 @@
-/* line_deliver against a fake persistence and a fake LINE: what CompleteOutbound records. */
+/* conn_deliver against a fake persistence and a fake LINE: what CompleteOutbound records. */
 #include <CUnit/Basic.h>
 
-#include "fake_servers.h"
-#include "send.h"
+#include "fake_line.h"
+#include "outbound.h"
 
 #include "test_main.h"
 
@@ -39,10 +39,10 @@ static PB(CompleteOutboundRequest) * deliver(oc_arena_t *arena, const PB(Message
     oc_err_t rc;
 
     oc_error_clear(&err);
-    rc = line_deliver(&L, arena, "req-unit", OWNER, m, "U4af4980629a1b2c3d4e5f60718293a4b", &out,
+    rc = conn_deliver(&L, arena, "req-unit", OWNER, m, "U4af4980629a1b2c3d4e5f60718293a4b", &out,
                       &err);
     CU_ASSERT_EQUAL(rc, OC_OK);
-    if (rc != OC_OK) fprintf(stderr, "    line_deliver: %s\n", err.msg);
+    if (rc != OC_OK) fprintf(stderr, "    conn_deliver: %s\n", err.msg);
     CU_ASSERT_PTR_NOT_NULL(out);
     return fake_last_complete(arena);
 }
@@ -102,7 +102,7 @@ static void test_inside_window_pushes_with_key(void)
     fake_set_account(PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE), true);
     c = deliver(arena, &m);
     CU_ASSERT_EQUAL(fake_push_calls(), 1);
-    CU_ASSERT_STRING_EQUAL(F.last_retry_key, RETRY_KEY);
+    CU_ASSERT_STRING_EQUAL(FL.last_retry_key, RETRY_KEY);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_EQUAL(c->outcome, OUTCOME(SENT));
     CU_ASSERT_FALSE(c->no_provider_call);
@@ -120,10 +120,10 @@ static void test_give_up_after_unknown(void)
 
     fake_reset();
     fake_set_account(PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE), true);
-    L.cfg.line_timeout_ms = 200;
-    F.push_delay_ms = 600; /* the answer is lost to our timeout */
+    L.cfg.api_timeout_ms = 200;
+    FL.push_delay_ms = 600; /* the answer is lost to our timeout */
     c = deliver(arena, &m);
-    L.cfg.line_timeout_ms = 1000;
+    L.cfg.api_timeout_ms = 1000;
     CU_ASSERT_EQUAL(fake_push_calls(), 1);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_EQUAL(c->outcome, OUTCOME(UNKNOWN));
@@ -144,7 +144,7 @@ static void test_give_up_after_retry_fails(void)
 
     fake_reset();
     fake_set_account(PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE), true);
-    F.push_status = 500;
+    FL.push_status = 500;
     c = deliver(arena, &m);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_EQUAL(c->outcome, OUTCOME(FAILED));
@@ -177,15 +177,13 @@ static void test_no_retry_key_no_push(void)
     CU_ASSERT_EQUAL(c->outcome, OUTCOME(FAILED));
 
     /* The client refuses too, whoever calls it. */
-    line_http_result_t res;
+    oc_http_result_t res;
     line_http_result_init(&res);
-    CU_ASSERT_EQUAL(
-        line_api_push(L.api, FAKE_TOKEN, strlen(FAKE_TOKEN), "Ux", "hi", "", 1000, &res),
-        OC_E_INVALID);
-    CU_ASSERT_EQUAL(
-        line_api_push(L.api, FAKE_TOKEN, strlen(FAKE_TOKEN), "Ux", "hi", NULL, 1000, &res),
-        OC_E_INVALID);
-    line_http_result_dispose(&res);
+    CU_ASSERT_EQUAL(line_api_push(&L, FAKE_TOKEN, strlen(FAKE_TOKEN), "Ux", "hi", "", 1000, &res),
+                    OC_E_INVALID);
+    CU_ASSERT_EQUAL(line_api_push(&L, FAKE_TOKEN, strlen(FAKE_TOKEN), "Ux", "hi", NULL, 1000, &res),
+                    OC_E_INVALID);
+    oc_http_result_dispose(&res);
     CU_ASSERT_EQUAL(fake_push_calls(), 0);
     oc_arena_destroy(arena);
 }
@@ -223,7 +221,7 @@ int main(void)
 
     if (fake_start() != 0) return 1;
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
-    s = CU_add_suite("line_deliver", NULL, NULL);
+    s = CU_add_suite("conn_deliver", NULL, NULL);
     CU_add_test(s, "window closed: unknown stays unknown, no push",
                 test_window_closed_unknown_stays_unknown);
     CU_add_test(s, "window closed: pending fails, no push", test_window_closed_pending_fails);

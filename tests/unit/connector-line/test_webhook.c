@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "webhook.h"
+#include "line_webhook.h"
 
 #include "test_main.h"
 

@@ -1,10 +1,8 @@
 /* The webhook handler over real HTTP against a fake persistence: statuses and the deadline. */
 #include <CUnit/Basic.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
-#include "fake_servers.h"
-#include "webhook.h"
+#include "fake_line.h"
+#include "inbound.h"
 
 #include "test_main.h"
 
@@ -20,20 +18,16 @@ static int hook_port;
 
 static void sign(const char *body, char out[64])
 {
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-
-    HMAC(EVP_sha256(), FAKE_SECRET, (int)strlen(FAKE_SECRET), (const unsigned char *)body,
-         strlen(body), mac, &len);
-    oc_base64_encode(mac, len, out);
+    line_sign(FAKE_SECRET, strlen(FAKE_SECRET), body, strlen(body), out);
 }
 
 static int post(const char *body)
 {
-    char sig[64];
+    char sig[64], header[96];
 
     sign(body, sig);
-    return fake_http_post(hook_port, PATH, body, sig);
+    snprintf(header, sizeof header, "x-line-signature: %s", sig);
+    return fake_http_post(hook_port, PATH, body, header);
 }
 
 /* A persistence refusal after our own validation is our bug: 500, so LINE redelivers. */
@@ -110,7 +104,7 @@ int main(void)
 {
     CU_pSuite s;
     oc_error_t err;
-    oc_http_route_t route = {"POST", LINE_WEBHOOK_PREFIX, true, line_webhook_handle, &L};
+    oc_http_route_t route = {"POST", LINE_WEBHOOK_PREFIX, true, conn_webhook_handle, &L};
     oc_http_server_opts_t opts = {
         .listen = "127.0.0.1:0", .threads = 4, .routes = &route, .nroutes = 1};
     int failed;
@@ -121,7 +115,7 @@ int main(void)
     if (hook == NULL) return 1;
     hook_port = oc_http_server_port(hook);
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
-    s = CU_add_suite("line_webhook_handler", NULL, NULL);
+    s = CU_add_suite("conn_webhook_handler", NULL, NULL);
     CU_add_test(s, "persistence INVALID_ARGUMENT is 500", test_persist_invalid_argument_is_500);
     CU_add_test(s, "content problems are not 4xx", test_content_problems_are_not_4xx);
     CU_add_test(s, "one deadline per request", test_one_deadline_per_request);

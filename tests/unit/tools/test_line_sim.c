@@ -1,6 +1,6 @@
-/* Tests of the LINE simulator over real HTTP (libcurl): API semantics, faults, control API. */
+/* Tests of the LINE simulator over real HTTP (the common HTTP client): API semantics, faults,
+ * control API. */
 #include <CUnit/Basic.h>
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,7 +13,10 @@
 #include <unistd.h>
 
 /* The simulator's sources are compiled in, so this program needs nothing beyond
- * omnichat_common (tests/CMakeLists.txt links only that) and can reach the internals. */
+ * omnichat_common, the simulator core and line_wire (tests/CMakeLists.txt links those) and can
+ * reach the internals. */
+#include "omnichat/http_client.h"
+
 #include "../../../tools/line-sim/line_sim.c"
 #include "../../../tools/line-sim/line_sim_api.c"
 #include "../../../tools/line-sim/line_sim_control.c"
@@ -33,7 +36,7 @@ static char g_base[64];
 /* ---------- a small HTTP client ---------- */
 
 typedef struct http_res {
-    CURLcode rc;
+    oc_http_transport_t rc; /* how the exchange ended */
     long status;
     oc_buf_t body;
     char request_id[128];
@@ -49,77 +52,58 @@ static void res_free(http_res_t *r)
     memset(r, 0, sizeof *r);
 }
 
-static size_t on_body(char *p, size_t sz, size_t n, void *u)
-{
-    oc_buf_append(u, p, sz * n);
-    return sz * n;
-}
-
-static void header_value(const char *line, size_t len, const char *name, char *out, size_t cap)
-{
-    size_t nl = strlen(name);
-    if (len <= nl + 1 || strncasecmp(line, name, nl) != 0 || line[nl] != ':') return;
-    const char *v = line + nl + 1;
-    size_t vl = len - nl - 1;
-    while (vl && (*v == ' '))
-        v++, vl--;
-    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n'))
-        vl--;
-    snprintf(out, cap, "%.*s", (int)vl, v);
-}
-
-static size_t on_header(char *p, size_t sz, size_t n, void *u)
-{
-    http_res_t *r = u;
-    header_value(p, sz * n, "x-line-request-id", r->request_id, sizeof r->request_id);
-    header_value(p, sz * n, "x-line-accepted-request-id", r->accepted_id, sizeof r->accepted_id);
-    return sz * n;
-}
-
 /* One request on a fresh connection. token/retry_key/body may be NULL. */
 static void http(const char *method, const char *path, const char *token, const char *retry_key,
                  const char *body, long timeout_ms, http_res_t *r)
 {
+    static const char *const capture[] = {"x-line-request-id", "x-line-accepted-request-id", NULL};
+    char url[512], h2[128];
+    const char *headers[2] = {NULL, NULL};
+    oc_http_client_opts_t o = {.user_agent = "test-line-sim"};
+    oc_http_call_t call = {.method = method,
+                           .path = url,
+                           .headers = headers,
+                           .body = body,
+                           .body_len = body != NULL ? strlen(body) : 0,
+                           .timeout_ms = timeout_ms > 0 ? timeout_ms : 10000L,
+                           .capture = capture};
+    oc_http_result_t res;
+    oc_http_client_t *c;
+    oc_error_t err;
+
     memset(r, 0, sizeof *r);
+    oc_error_clear(&err);
     oc_buf_init(&r->body, (size_t)64 << 20);
-    char url[512], h1[1200], h2[128];
     snprintf(url, sizeof url, "%s%s", g_base, path);
-    CURL *c = curl_easy_init();
-    struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
-    if (token) {
-        snprintf(h1, sizeof h1, "Authorization: Bearer %s", token);
-        hs = curl_slist_append(hs, h1);
-    }
     if (retry_key) {
         snprintf(h2, sizeof h2, "X-Line-Retry-Key: %s", retry_key);
-        hs = curl_slist_append(hs, h2);
+        headers[0] = h2;
     }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    if (token) {
+        call.secret_in = OC_HTTP_SECRET_HEADER;
+        call.secret_name = "Authorization: Bearer ";
+        call.secret = token;
+        call.secret_len = strlen(token);
     }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r->body);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 10000L);
-    r->rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, &r->seconds);
+    c = oc_http_client_create(&o, &err);
+    oc_http_result_init(&res, r->body.max);
+    CU_ASSERT_EQUAL_FATAL(oc_http_client_call(c, &call, &res), OC_OK);
+    r->rc = res.transport;
+    r->status = res.status;
+    r->seconds = (double)res.latency_us / 1e6;
+    snprintf(r->request_id, sizeof r->request_id, "%s", res.captured[0]);
+    snprintf(r->accepted_id, sizeof r->accepted_id, "%s", res.captured[1]);
+    if (res.body.len > 0) oc_buf_append(&r->body, res.body.data, res.body.len);
     if (r->body.data) r->json = json_loadb(r->body.data, r->body.len, 0, NULL);
-    curl_slist_free_all(hs);
-    curl_easy_cleanup(c);
+    oc_http_result_dispose(&res);
+    oc_http_client_destroy(c);
 }
 
 static void control(const char *method, const char *path, const char *body, long want)
 {
     http_res_t r;
     http(method, path, NULL, NULL, body, 0, &r);
-    CU_ASSERT_EQUAL(r.rc, CURLE_OK);
+    CU_ASSERT_EQUAL(r.rc, OC_HTTP_TX_OK);
     CU_ASSERT_EQUAL(r.status, want);
     if (r.status != want) fprintf(stderr, "%s %s -> %ld %s\n", method, path, r.status, r.body.data);
     res_free(&r);
@@ -174,7 +158,6 @@ static int64_t mono_ms(void)
 
 static int suite_init(void)
 {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
     oc_error_t err;
     oc_error_clear(&err);
     lsim_opts_t o = {.listen = "127.0.0.1:0", .threads = 16};
@@ -192,7 +175,6 @@ static int suite_init(void)
 static int suite_clean(void)
 {
     lsim_destroy(g_sim);
-    curl_global_cleanup();
     return 0;
 }
 
@@ -334,7 +316,7 @@ static void test_delay_execute_then_retry(void)
         json_pack("{s:s, s:[{s:s, s:s}]}", "to", USER, "messages", "type", "text", "text", "slow");
     char *body = json_dumps(b, JSON_COMPACT);
     http("POST", "/v2/bot/message/push", TOKEN, key, body, 300, &r);
-    CU_ASSERT_EQUAL(r.rc, CURLE_OPERATION_TIMEDOUT);
+    CU_ASSERT_EQUAL(r.rc, OC_HTTP_TX_TIMEOUT);
     res_free(&r);
     /* The push was executed even though the client never saw the answer. */
     json_t *d = get_log("/__sim/deliveries");
@@ -364,12 +346,12 @@ static void test_drop(void)
     new_key(key);
     http_res_t r;
     push_text(TOKEN, key, "x", &r);
-    CU_ASSERT_EQUAL(r.rc, CURLE_GOT_NOTHING);
+    CU_ASSERT_EQUAL(r.rc, OC_HTTP_TX_DROPPED);
     res_free(&r);
     CU_ASSERT_EQUAL(log_size("/__sim/deliveries"), 0);
     /* Dropped without executing: the key is still free, but this one is executed then lost. */
     push_text(TOKEN, key, "x", &r);
-    CU_ASSERT_EQUAL(r.rc, CURLE_GOT_NOTHING);
+    CU_ASSERT_EQUAL(r.rc, OC_HTTP_TX_DROPPED);
     res_free(&r);
     CU_ASSERT_EQUAL(log_size("/__sim/deliveries"), 1);
     push_text(TOKEN, key, "x", &r);
@@ -750,36 +732,40 @@ static void test_webhook(void)
 static void *load_main(void *arg)
 {
     int *failures = arg;
-    CURL *c = curl_easy_init();
-    char url[128], auth[128];
-    snprintf(url, sizeof url, "%s/v2/bot/message/push", g_base);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", TOKEN);
+    char url[128], kh[80];
     const char *body = "{\"to\":\"" USER "\",\"messages\":[{\"type\":\"text\",\"text\":\"load\"}]}";
-    oc_buf_t sink;
-    oc_buf_init(&sink, 1 << 20);
+    const char *headers[] = {kh, NULL};
+    /* One client, one handle for this thread: the connection is kept alive, as a real client's
+     * would be. */
+    oc_http_client_opts_t o = {.base = g_base, .reuse_connections = true};
+    oc_http_call_t call = {.method = "POST",
+                           .path = url,
+                           .headers = headers,
+                           .body = body,
+                           .body_len = strlen(body),
+                           .secret_in = OC_HTTP_SECRET_HEADER,
+                           .secret_name = "Authorization: Bearer ",
+                           .secret = TOKEN,
+                           .secret_len = strlen(TOKEN),
+                           .timeout_ms = 10000};
+    oc_error_t err;
+    oc_http_client_t *c;
+
+    oc_error_clear(&err);
+    c = oc_http_client_create(&o, &err);
+    snprintf(url, sizeof url, "/v2/bot/message/push");
     for (int i = 0; i < LOAD_PER_THREAD; i++) {
-        char key[OC_UUID_STR_LEN + 1], kh[80];
+        char key[OC_UUID_STR_LEN + 1];
+        oc_http_result_t res;
         oc_uuid_v4(key);
         snprintf(kh, sizeof kh, "X-Line-Retry-Key: %s", key);
-        struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
-        hs = curl_slist_append(hs, auth);
-        hs = curl_slist_append(hs, kh);
-        /* Same handle each time: the connection is kept alive, as a real client would. */
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        long status = 0;
-        if (curl_easy_perform(c) != CURLE_OK ||
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK || status != 200)
+        oc_http_result_init(&res, 1 << 20);
+        if (c == NULL || oc_http_client_call(c, &call, &res) != OC_OK ||
+            res.transport != OC_HTTP_TX_OK || res.status != 200)
             (*failures)++;
-        oc_buf_reset(&sink);
-        curl_slist_free_all(hs);
+        oc_http_result_dispose(&res);
     }
-    oc_buf_dispose(&sink);
-    curl_easy_cleanup(c);
+    oc_http_client_destroy(c);
     return NULL;
 }
 

@@ -1,6 +1,7 @@
-/* A fake persistence (gRPC) and a fake LINE API (HTTP) for connector-line unit tests. */
-#ifndef LINE_TEST_FAKE_SERVERS_H
-#define LINE_TEST_FAKE_SERVERS_H
+/* A fake persistence (gRPC) shared by the unit tests of the connector engine and its providers:
+ * it answers one stored channel account and records what it was asked. */
+#ifndef TEST_FAKE_PERSISTENCE_H
+#define TEST_FAKE_PERSISTENCE_H
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,11 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "line.h"
-#include "cache.h"
-#include "line_api.h"
-#include "omnichat/http.h"
+#include "omnichat/pb.h"
+#include "omnichat/rpc.h"
 #include "omnichat/util.h"
+#include "omnichat/vault.h"
 
 #define FAKE_UNUSED __attribute__((unused))
 #define FAKE_TENANT "0191d7a2-3b4c-7d5e-8f60-718293a4b5c6"
@@ -25,18 +25,32 @@
 #define FAKE_TOKEN "fake-access-token-0123456789"
 #define FAKE_SECRET "fake-channel-secret-0123456789ab"
 #define FAKE_BOT "Ub0000000000000000000000000000042"
+
+/* Each user of this header defines it: forgets the provider fake's faults and counters. */
+static void fake_line_reset(void);
 /* A throw-away vault key (32 zero-free bytes, base64). */
 #define FAKE_VAULT_KEYS "unit-1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"
 
-enum { M_GET, M_RESOLVE, M_COMPLETE, M_RECORD, M_PERSIST, M_REGISTER, M_UPDATE, M_COUNT };
+enum {
+    M_GET,
+    M_RESOLVE,
+    M_COMPLETE,
+    M_RECORD,
+    M_PERSIST,
+    M_REGISTER,
+    M_UPDATE,
+    M_CLAIM,
+    M_RECONCILE,
+    M_COUNT
+};
 
-/* What the fakes answer and what they saw. Guarded by mu (handlers run on server threads). */
+#define FAKE_DUE_MAX 8
+
+/* What the fake answers and what it saw. Guarded by mu (handlers run on server threads). */
 typedef struct fake {
     pthread_mutex_t mu;
     oc_rpc_server_t *pst;
-    oc_http_server_t *line;
-    int pst_port, line_port;
-    /* persistence */
+    int pst_port;
     uint8_t *account; /* packed ChannelAccount answered by Get/Resolve/Record */
     size_t account_len;
     int sleep_ms[M_COUNT];
@@ -45,12 +59,17 @@ typedef struct fake {
     bool update_without_account;
     uint8_t *last_complete; /* packed CompleteOutboundRequest */
     size_t last_complete_len;
-    /* LINE */
-    int push_calls;
-    int push_status;
-    int push_delay_ms;
-    int bot_info_status;
-    char last_retry_key[80];
+    /* ClaimDueOutbound hands these out once (packed Messages), with thread key "thread-1" */
+    uint8_t *due[FAKE_DUE_MAX];
+    size_t due_len[FAKE_DUE_MAX];
+    int ndue;
+    int last_claim_types[4]; /* the channel types of the last claim */
+    size_t last_claim_ntypes;
+    char reconcile_known[40]; /* ReconcileOutbound finds this message id, NOT_FOUND otherwise */
+    char last_reconciled[40];
+    int persisted_messages;        /* InboundMessages received, in all */
+    char persisted_tenants[4][40]; /* tenant of each PersistInbound, in order */
+    int npersisted_tenants;
 } fake_t;
 
 static fake_t F = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -95,14 +114,28 @@ static oc_err_t fake_get(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Protobuf
     return OC_OK;
 }
 
+/* By id: the stored account. By external id: FAKE_EXTERNAL2 is the same account moved to
+ * FAKE_TENANT2 (a second tenant), FAKE_EXTERNAL_UNKNOWN is not connected. */
+#define FAKE_TENANT2 "0191d7a2-3b4c-7d5e-8f60-718293a4b5d6"
+#define FAKE_ACCOUNT2 "0191d7a2-3b4c-7d5e-8f60-718293a4b5d7"
+#define FAKE_EXTERNAL2 "page-2"
+#define FAKE_EXTERNAL_UNKNOWN "page-unknown"
+
 static oc_err_t fake_resolve(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 {
+    const PB(ResolveChannelAccountRequest) *req = (const void *)in;
     PB(ResolveChannelAccountResponse) *r = oc_arena_alloc(ctx->arena, sizeof *r);
     PB(ResolveChannelAccountResponse) init = PB_INIT(RESOLVE_CHANNEL_ACCOUNT_RESPONSE);
+    const char *ext = req->external_account_id;
 
-    (void)in;
     *r = init;
     r->channel_account = fake_enter(ctx, M_RESOLVE);
+    if (ext != NULL && strcmp(ext, FAKE_EXTERNAL_UNKNOWN) == 0) r->channel_account = NULL;
+    if (ext != NULL && strcmp(ext, FAKE_EXTERNAL2) == 0 && r->channel_account != NULL) {
+        r->channel_account->tenant_id = (char *)FAKE_TENANT2;
+        r->channel_account->channel_account_id = (char *)FAKE_ACCOUNT2;
+        r->channel_account->external_account_id = (char *)FAKE_EXTERNAL2;
+    }
     if (r->channel_account == NULL)
         return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "channel_account_id: not found");
     *out = &r->base;
@@ -164,6 +197,12 @@ static oc_err_t fake_persist(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Prot
     pthread_mutex_unlock(&F.mu);
     if (fail != OC_OK)
         return oc_error_set(&ctx->err, fail, "messages[0].content_text: not valid UTF-8");
+    pthread_mutex_lock(&F.mu);
+    F.persisted_messages += (int)req->n_messages;
+    if (F.npersisted_tenants < 4)
+        snprintf(F.persisted_tenants[F.npersisted_tenants++], sizeof F.persisted_tenants[0], "%s",
+                 req->tenant_id);
+    pthread_mutex_unlock(&F.mu);
     *r = init;
     r->n_results = req->n_messages;
     r->results = oc_arena_alloc(ctx->arena, (req->n_messages + 1) * sizeof *r->results);
@@ -212,9 +251,61 @@ static oc_err_t fake_update(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Proto
     return OC_OK;
 }
 
+static oc_err_t fake_claim(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
+{
+    const PB(ClaimDueOutboundRequest) *req = (const void *)in;
+    PB(ClaimDueOutboundResponse) *r = oc_arena_alloc(ctx->arena, sizeof *r);
+    PB(ClaimDueOutboundResponse) init = PB_INIT(CLAIM_DUE_OUTBOUND_RESPONSE);
+    ProtobufCAllocator alloc;
+
+    (void)fake_enter(ctx, M_CLAIM);
+    oc_arena_protobuf_allocator(ctx->arena, &alloc);
+    *r = init;
+    pthread_mutex_lock(&F.mu);
+    F.last_claim_ntypes = req->n_channel_types < 4 ? req->n_channel_types : 4;
+    for (size_t i = 0; i < F.last_claim_ntypes; i++)
+        F.last_claim_types[i] = req->channel_types[i];
+    r->claimed = oc_arena_alloc(ctx->arena, (size_t)(F.ndue + 1) * sizeof *r->claimed);
+    for (int i = 0; i < F.ndue && (int32_t)r->n_claimed < req->limit; i++) {
+        PB(ClaimedOutbound) *co = oc_arena_alloc(ctx->arena, sizeof *co);
+        PB(ClaimedOutbound) coinit = PB_INIT(CLAIMED_OUTBOUND);
+        *co = coinit;
+        co->message = (PB(Message) *)protobuf_c_message_unpack(
+            &omnichat__persistence__v1__message__descriptor, &alloc, F.due_len[i], F.due[i]);
+        co->thread_key = (char *)"thread-1";
+        r->claimed[r->n_claimed++] = co;
+        free(F.due[i]);
+        F.due[i] = NULL;
+    }
+    F.ndue = 0;
+    pthread_mutex_unlock(&F.mu);
+    *out = &r->base;
+    return OC_OK;
+}
+
+static oc_err_t fake_reconcile(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
+                               ProtobufCMessage **out)
+{
+    const PB(ReconcileOutboundRequest) *req = (const void *)in;
+    PB(ReconcileOutboundResponse) *r = oc_arena_alloc(ctx->arena, sizeof *r);
+    PB(ReconcileOutboundResponse) init = PB_INIT(RECONCILE_OUTBOUND_RESPONSE);
+    bool known;
+
+    (void)fake_enter(ctx, M_RECONCILE);
+    pthread_mutex_lock(&F.mu);
+    known = strcmp(req->message_id, F.reconcile_known) == 0;
+    if (known) snprintf(F.last_reconciled, sizeof F.last_reconciled, "%s", req->message_id);
+    pthread_mutex_unlock(&F.mu);
+    if (!known) return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "message_id: not found");
+    *r = init;
+    *out = &r->base;
+    return OC_OK;
+}
+
+#define FAKE_PST_SERVICE "/omnichat.persistence.v1.Persistence/"
 #define FAKE_METHOD(name, fn, snake) \
     { \
-        LINE_PST_SERVICE name, &omnichat__persistence__v1__##snake##_request__descriptor, \
+        FAKE_PST_SERVICE name, &omnichat__persistence__v1__##snake##_request__descriptor, \
             &omnichat__persistence__v1__##snake##_response__descriptor, fn, OC_RPC_ROLE_CONNECTOR, \
             NULL \
     }
@@ -227,64 +318,13 @@ static const oc_rpc_method_t fake_methods[] = {
     FAKE_METHOD("PersistInbound", fake_persist, persist_inbound),
     FAKE_METHOD("RegisterChannelAccount", fake_register, register_channel_account),
     FAKE_METHOD("UpdateChannelCredentials", fake_update, update_channel_credentials),
+    FAKE_METHOD("ClaimDueOutbound", fake_claim, claim_due_outbound),
+    FAKE_METHOD("ReconcileOutbound", fake_reconcile, reconcile_outbound),
 };
-
-/* ---------- LINE ---------- */
-
-static void fake_push(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
-{
-    const char *key = oc_http_header(req, "x-line-retry-key");
-    int status, delay;
-
-    (void)user;
-    pthread_mutex_lock(&F.mu);
-    F.push_calls++;
-    snprintf(F.last_retry_key, sizeof F.last_retry_key, "%s", key != NULL ? key : "");
-    status = F.push_status != 0 ? F.push_status : 200;
-    delay = F.push_delay_ms;
-    pthread_mutex_unlock(&F.mu);
-    fake_sleep_ms(delay);
-    resp->status = status;
-    oc_buf_appends(&resp->body, status == 200
-                                    ? "{\"sentMessages\":[{\"id\":\"461230966842064897\"}]}"
-                                    : "{\"message\":\"An internal server error occurred\"}");
-}
-
-static void fake_bot_info(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
-{
-    int status;
-
-    (void)user;
-    (void)req;
-    pthread_mutex_lock(&F.mu);
-    status = F.bot_info_status != 0 ? F.bot_info_status : 200;
-    pthread_mutex_unlock(&F.mu);
-    resp->status = status;
-    oc_buf_appends(&resp->body, status == 200 ? "{\"userId\":\"" FAKE_BOT
-                                                "\",\"displayName\":\"Fake Bot\"}"
-                                              : "{\"message\":\"Authentication failed\"}");
-}
-
-static void fake_profile(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
-{
-    (void)user;
-    (void)req;
-    oc_buf_appends(&resp->body, "{\"displayName\":\"Someone\"}");
-}
-
-static const oc_http_route_t fake_routes[] = {
-    {"POST", "/v2/bot/message/push", false, fake_push, NULL},
-    {"GET", "/v2/bot/info", false, fake_bot_info, NULL},
-    {"GET", "/v2/bot/profile/", true, fake_profile, NULL},
-};
-
-/* ---------- the connector's context against the fakes ---------- */
-
-static line_t L;
 
 /* Seals value for the fake account and appends it to acc's credentials (arena-owned). */
-static void fake_add_credential(oc_arena_t *arena, PB(ChannelAccount) * acc, const char *field,
-                                const char *value)
+static void fake_add_credential(oc_vault_t *vault, oc_arena_t *arena, PB(ChannelAccount) * acc,
+                                const char *field, const char *value)
 {
     PB(SealedCredential) *c = oc_arena_alloc(arena, sizeof *c);
     PB(SealedCredential) init = PB_INIT(SEALED_CREDENTIAL);
@@ -295,7 +335,7 @@ static void fake_add_credential(oc_arena_t *arena, PB(ChannelAccount) * acc, con
     oc_error_t err;
 
     oc_error_clear(&err);
-    if (oc_vault_seal(L.vault, acc->tenant_id, acc->channel_account_id, field, value, strlen(value),
+    if (oc_vault_seal(vault, acc->tenant_id, acc->channel_account_id, field, value, strlen(value),
                       &key_id, &sealed, &len, &err) != OC_OK)
         abort();
     *c = init;
@@ -311,7 +351,12 @@ static void fake_add_credential(oc_arena_t *arena, PB(ChannelAccount) * acc, con
     acc->credentials = list;
 }
 
-/* Makes the fakes answer this account: ACTIVE or not, with or without credentials. */
+/* The vault that seals the fake account's credentials (the connector's, so it can open them),
+ * and the channel type and external id of the account. */
+static oc_vault_t *fake_vault;
+static int fake_channel_type = OMNICHAT__PERSISTENCE__V1__CHANNEL_TYPE__CHANNEL_TYPE_LINE;
+
+/* Makes the fake answer this account: ACTIVE or not, with or without credentials. */
 static FAKE_UNUSED void fake_set_account(int status, bool with_credentials)
 {
     oc_arena_t *arena = oc_arena_create(0);
@@ -319,13 +364,13 @@ static FAKE_UNUSED void fake_set_account(int status, bool with_credentials)
 
     acc.channel_account_id = (char *)FAKE_ACCOUNT;
     acc.tenant_id = (char *)FAKE_TENANT;
-    acc.channel_type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
+    acc.channel_type = fake_channel_type;
     acc.external_account_id = (char *)FAKE_BOT;
     acc.status = status;
     acc.last_success_at_ms = oc_now_ms();
     if (with_credentials) {
-        fake_add_credential(arena, &acc, "access_token", FAKE_TOKEN);
-        fake_add_credential(arena, &acc, "channel_secret", FAKE_SECRET);
+        fake_add_credential(fake_vault, arena, &acc, "access_token", FAKE_TOKEN);
+        fake_add_credential(fake_vault, arena, &acc, "channel_secret", FAKE_SECRET);
     }
     pthread_mutex_lock(&F.mu);
     free(F.account);
@@ -347,12 +392,14 @@ static FAKE_UNUSED void fake_reset(void)
     free(F.last_complete);
     F.last_complete = NULL;
     F.last_complete_len = 0;
-    F.push_calls = 0;
-    F.push_status = 0;
-    F.push_delay_ms = 0;
-    F.bot_info_status = 0;
-    F.last_retry_key[0] = '\0';
+    for (int i = 0; i < F.ndue; i++)
+        free(F.due[i]);
+    F.ndue = 0;
+    F.last_claim_ntypes = 0;
+    F.reconcile_known[0] = F.last_reconciled[0] = '\0';
+    F.persisted_messages = F.npersisted_tenants = 0;
     pthread_mutex_unlock(&F.mu);
+    fake_line_reset();
 }
 
 static FAKE_UNUSED int fake_calls(int m)
@@ -361,16 +408,6 @@ static FAKE_UNUSED int fake_calls(int m)
 
     pthread_mutex_lock(&F.mu);
     n = F.calls[m];
-    pthread_mutex_unlock(&F.mu);
-    return n;
-}
-
-static FAKE_UNUSED int fake_push_calls(void)
-{
-    int n;
-
-    pthread_mutex_lock(&F.mu);
-    n = F.push_calls;
     pthread_mutex_unlock(&F.mu);
     return n;
 }
@@ -391,72 +428,55 @@ static FAKE_UNUSED PB(CompleteOutboundRequest) * fake_last_complete(oc_arena_t *
     return r;
 }
 
-/* Starts both fakes and fills L as line_service_create would (no account cache). */
-static int fake_start(void)
+/* Queues a message for the next ClaimDueOutbound. */
+static FAKE_UNUSED void fake_add_due(const PB(Message) * m)
+{
+    pthread_mutex_lock(&F.mu);
+    if (F.ndue < FAKE_DUE_MAX) {
+        F.due_len[F.ndue] = protobuf_c_message_get_packed_size(&m->base);
+        F.due[F.ndue] = malloc(F.due_len[F.ndue] + 1);
+        protobuf_c_message_pack(&m->base, F.due[F.ndue]);
+        F.ndue++;
+    }
+    pthread_mutex_unlock(&F.mu);
+}
+
+/* Starts the fake persistence; target gets "127.0.0.1:<port>". 0 or -1. */
+static FAKE_UNUSED int fake_pst_start(char *target, size_t cap)
 {
     oc_rpc_server_opts_t opts = {.listen = "127.0.0.1:0", .workers = 8};
-    oc_http_server_opts_t hopts = {.listen = "127.0.0.1:0",
-                                   .threads = 8,
-                                   .routes = fake_routes,
-                                   .nroutes = sizeof fake_routes / sizeof fake_routes[0]};
-    char target[64], base[64];
     oc_error_t err;
 
     oc_error_clear(&err);
     F.pst = oc_rpc_server_create(&opts, fake_methods, sizeof fake_methods / sizeof fake_methods[0],
                                  &err);
-    if (F.pst == NULL || oc_rpc_server_start(F.pst, &err) != OC_OK) goto fail;
+    if (F.pst == NULL || oc_rpc_server_start(F.pst, &err) != OC_OK) {
+        fprintf(stderr, "fake persistence: %s\n", err.msg);
+        return -1;
+    }
     F.pst_port = oc_rpc_server_port(F.pst);
-    F.line = oc_http_server_start(&hopts, &err);
-    if (F.line == NULL) goto fail;
-    F.line_port = oc_http_server_port(F.line);
-
-    memset(&L, 0, sizeof L);
-    L.cfg.persistence_timeout_ms = 3000;
-    L.cfg.webhook_timeout_ms = 1500;
-    L.cfg.line_timeout_ms = 1000;
-    L.cfg.profile_timeout_ms = 500;
-    L.cfg.max_attempts = 8;
-    L.cfg.backoff_base_ms = 100;
-    L.cfg.backoff_max_ms = 800;
-    L.cfg.retry_window_s = 82620;
-    L.cfg.lease_seconds = 30;
-    L.cfg.instance_id = (char *)"unit";
-    L.vault = oc_vault_create_from_buffer(FAKE_VAULT_KEYS, strlen(FAKE_VAULT_KEYS), &err);
-    if (L.vault == NULL) goto fail;
-    snprintf(target, sizeof target, "127.0.0.1:%d", F.pst_port);
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", F.line_port);
-    L.pst = oc_rpc_client_create(target, &err);
-    L.api = line_api_create(base, NULL, &err);
-    L.conversations = line_cache_create(100, 0);
-    L.profiles = line_cache_create(100, 0);
-    if (L.pst == NULL || L.api == NULL || L.conversations == NULL || L.profiles == NULL) goto fail;
+    snprintf(target, cap, "127.0.0.1:%d", F.pst_port);
     return 0;
-fail:
-    fprintf(stderr, "fake servers: %s\n", err.msg);
-    return -1;
 }
 
-static void fake_stop(void)
+static FAKE_UNUSED void fake_pst_stop(void)
 {
-    line_cache_destroy(L.conversations);
-    line_cache_destroy(L.profiles);
-    line_api_destroy(L.api);
-    oc_rpc_client_destroy(L.pst);
-    oc_vault_destroy(L.vault);
-    oc_http_server_stop(F.line);
     oc_rpc_server_destroy(F.pst);
     free(F.account);
     free(F.last_complete);
-    memset(&L, 0, sizeof L);
+    for (int i = 0; i < F.ndue; i++)
+        free(F.due[i]);
+    F.ndue = 0;
+    F.account = NULL;
+    F.last_complete = NULL;
 }
 
 /*
- * POST body to the connector's own HTTP server on `port` with the given signature header
- * (NULL: none); returns the HTTP status (-1 on a transport failure).
+ * POST body to an HTTP server on `port` with one extra header line ("x-line-signature: ...",
+ * NULL: none); returns the HTTP status (-1 on a transport failure).
  */
 static FAKE_UNUSED int fake_http_post(int port, const char *path, const char *body,
-                                      const char *signature)
+                                      const char *header)
 {
     struct sockaddr_in sa;
     char head[512], resp[256];
@@ -472,9 +492,8 @@ static FAKE_UNUSED int fake_http_post(int port, const char *path, const char *bo
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) goto out;
     snprintf(head, sizeof head,
              "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-             "Content-Length: %zu\r\nConnection: close\r\n%s%s%s\r\n",
-             path, strlen(body), signature != NULL ? "x-line-signature: " : "",
-             signature != NULL ? signature : "", signature != NULL ? "\r\n" : "");
+             "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
+             path, strlen(body), header != NULL ? header : "", header != NULL ? "\r\n" : "");
     if (write(fd, head, strlen(head)) < 0 || write(fd, body, strlen(body)) < 0) goto out;
     while (got < sizeof resp - 1 && (n = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
         got += (size_t)n;

@@ -1,4 +1,4 @@
-/* Retry worker: one claimer thread feeding a small queue of delivery threads. */
+/* The retry worker: one claimer thread feeding a small queue of delivery threads. */
 #include "worker.h"
 
 #include <errno.h>
@@ -9,18 +9,18 @@
 
 #include "omnichat/log.h"
 #include "omnichat/util.h"
-#include "send.h"
+#include "outbound.h"
 
 #define WORKER_THREADS_MAX 64
 
 typedef struct job {
     uint8_t *packed; /* a packed ClaimedOutbound: each job owns its bytes */
     size_t len;
-    char owner[LINE_LEASE_OWNER_MAX + 1]; /* the lease owner of the claim that leased it */
+    char owner[CONN_LEASE_OWNER_MAX + 1]; /* the lease owner of the claim that leased it */
 } job_t;
 
-struct line_worker {
-    line_t *l;
+struct conn_worker {
+    conn_t *c;
     pthread_mutex_t mu;
     pthread_cond_t cond; /* jobs queued, or stop */
     pthread_cond_t idle; /* room in the queue, or stop */
@@ -47,14 +47,14 @@ static void deadline_in(struct timespec *ts, long long ms)
 }
 
 /* Claims at most `limit` messages and queues them; returns how many were claimed. */
-static size_t claim(line_worker_t *w, size_t limit)
+static size_t claim(conn_worker_t *w, size_t limit)
 {
-    line_t *l = w->l;
+    conn_t *c = w->c;
     PB(ClaimDueOutboundRequest) req = PB_INIT(CLAIM_DUE_OUTBOUND_REQUEST);
     PB(ClaimDueOutboundResponse) *resp = NULL;
     oc_arena_t *arena = oc_arena_create(0);
     char request_id[OC_UUID_STR_LEN + 1];
-    char owner[LINE_LEASE_OWNER_MAX + 1];
+    char owner[CONN_LEASE_OWNER_MAX + 1];
     oc_error_t err;
     size_t n = 0;
 
@@ -63,15 +63,16 @@ static size_t claim(line_worker_t *w, size_t limit)
     if (oc_uuid_v4(request_id) != OC_OK) request_id[0] = '\0';
     /* One owner per claim, never reused: a delivery thread of an earlier claim whose lease ran
      * out cannot complete what this claim took over (and the other way round). */
-    if (line_lease_owner(l->cfg.instance_id, owner) != OC_OK) {
+    if (conn_lease_owner(c->cfg.instance_id, owner) != OC_OK) {
         oc_arena_destroy(arena);
         return 0;
     }
-    req.channel_type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
+    req.n_channel_types = c->p->n_channel_types;
+    req.channel_types = (PB(ChannelType) *)c->p->channel_types;
     req.limit = (int32_t)limit;
     req.lease_owner = owner;
-    req.lease_seconds = (int32_t)l->cfg.lease_seconds;
-    if (line_pst_call(l, 0, "ClaimDueOutbound", &req.base,
+    req.lease_seconds = (int32_t)c->cfg.lease_seconds;
+    if (conn_pst_call(c, 0, "ClaimDueOutbound", &req.base,
                       &omnichat__persistence__v1__claim_due_outbound_response__descriptor,
                       request_id, arena, (ProtobufCMessage **)&resp, &err) != OC_OK) {
         if (!w->claim_failing) OC_WARN("retry worker cannot claim", OC_LS("detail", err.msg));
@@ -83,7 +84,7 @@ static size_t claim(line_worker_t *w, size_t limit)
     w->claim_failing = false;
     n = resp->n_claimed;
     if (n > 0) {
-        oc_metric_inc(l->m_retry_claimed, NULL, (double)n);
+        oc_metric_inc(c->m_retry_claimed, NULL, (double)n);
         OC_DEBUG("claimed due messages", OC_LI("count", (long long)n));
     }
     pthread_mutex_lock(&w->mu);
@@ -108,7 +109,7 @@ static size_t claim(line_worker_t *w, size_t limit)
 
 static void *claimer_main(void *arg)
 {
-    line_worker_t *w = arg;
+    conn_worker_t *w = arg;
     struct timespec ts;
 
     pthread_mutex_lock(&w->mu);
@@ -116,8 +117,8 @@ static void *claimer_main(void *arg)
         /* Claim only what idle threads can start now: a claimed message waiting in a queue
          * would burn its lease. */
         size_t free_slots = (size_t)w->nthreads - w->busy - w->count;
-        size_t limit = free_slots < (size_t)w->l->cfg.worker_batch ? free_slots
-                                                                   : (size_t)w->l->cfg.worker_batch;
+        size_t limit = free_slots < (size_t)w->c->cfg.worker_batch ? free_slots
+                                                                   : (size_t)w->c->cfg.worker_batch;
         size_t got = 0;
 
         if (w->busy + w->count >= (size_t)w->nthreads) limit = 0;
@@ -129,7 +130,7 @@ static void *claimer_main(void *arg)
         if (w->stop) break;
         if (limit > 0 && got == limit)
             continue; /* more may be due: go on without waiting, once threads are free */
-        deadline_in(&ts, w->l->cfg.worker_interval_ms);
+        deadline_in(&ts, w->c->cfg.worker_interval_ms);
         while (!w->stop) {
             int rc = pthread_cond_timedwait(&w->idle, &w->mu, &ts);
             if (rc == ETIMEDOUT) break;
@@ -141,12 +142,12 @@ static void *claimer_main(void *arg)
     return NULL;
 }
 
-static void run_job(line_worker_t *w, job_t *j)
+static void run_job(conn_worker_t *w, job_t *j)
 {
-    line_t *l = w->l;
+    conn_t *c = w->c;
     oc_arena_t *arena = oc_arena_create(0);
     ProtobufCAllocator alloc;
-    PB(ClaimedOutbound) * c;
+    PB(ClaimedOutbound) * co;
     PB(Message) *out = NULL;
     char request_id[OC_UUID_STR_LEN + 1];
     oc_error_t err;
@@ -154,21 +155,21 @@ static void run_job(line_worker_t *w, job_t *j)
     if (arena == NULL) return;
     oc_error_clear(&err);
     oc_arena_protobuf_allocator(arena, &alloc);
-    c = (PB(ClaimedOutbound) *)protobuf_c_message_unpack(
+    co = (PB(ClaimedOutbound) *)protobuf_c_message_unpack(
         &omnichat__persistence__v1__claimed_outbound__descriptor, &alloc, j->len, j->packed);
     if (oc_uuid_v4(request_id) != OC_OK) request_id[0] = '\0';
-    if (c != NULL && c->message != NULL &&
-        line_deliver(l, arena, request_id, j->owner, c->message, c->thread_key, &out, &err) !=
+    if (co != NULL && co->message != NULL &&
+        conn_deliver(c, arena, request_id, j->owner, co->message, co->thread_key, &out, &err) !=
             OC_OK)
         OC_WARN("retry attempt not recorded", OC_LS("request_id", request_id),
-                OC_LS("tenant_id", c->message->tenant_id),
-                OC_LS("message_id", c->message->message_id), OC_LS("detail", err.msg));
+                OC_LS("tenant_id", co->message->tenant_id),
+                OC_LS("message_id", co->message->message_id), OC_LS("detail", err.msg));
     oc_arena_destroy(arena);
 }
 
 static void *delivery_main(void *arg)
 {
-    line_worker_t *w = arg;
+    conn_worker_t *w = arg;
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
@@ -190,17 +191,17 @@ static void *delivery_main(void *arg)
     return NULL;
 }
 
-line_worker_t *line_worker_start(line_t *l, oc_error_t *err)
+conn_worker_t *conn_worker_start(conn_t *c, oc_error_t *err)
 {
-    line_worker_t *w = calloc(1, sizeof *w);
+    conn_worker_t *w = calloc(1, sizeof *w);
     pthread_condattr_t ca;
 
     if (w == NULL) {
         oc_error_set(err, OC_E_NOMEM, "out of memory");
         return NULL;
     }
-    w->l = l;
-    w->cap = (size_t)(l->cfg.worker_threads > 0 ? l->cfg.worker_threads : 1);
+    w->c = c;
+    w->cap = (size_t)(c->cfg.worker_threads > 0 ? c->cfg.worker_threads : 1);
     if (w->cap > WORKER_THREADS_MAX) w->cap = WORKER_THREADS_MAX;
     w->queue = calloc(w->cap, sizeof *w->queue);
     if (w->queue == NULL) {
@@ -221,14 +222,14 @@ line_worker_t *line_worker_start(line_t *l, oc_error_t *err)
     if (w->nthreads == (int)w->cap && pthread_create(&w->claimer, NULL, claimer_main, w) == 0)
         w->claimer_started = true;
     if (!w->claimer_started) {
-        line_worker_stop(w);
+        conn_worker_stop(w);
         oc_error_set(err, OC_E_INTERNAL, "retry worker: could not start threads");
         return NULL;
     }
     return w;
 }
 
-void line_worker_stop(line_worker_t *w)
+void conn_worker_stop(conn_worker_t *w)
 {
     if (w == NULL) return;
     pthread_mutex_lock(&w->mu);

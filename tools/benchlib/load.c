@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench.h"
+#include "benchlib.h"
 
 int64_t bench_now_ns(void)
 {

@@ -1,5 +1,5 @@
 /* Bounded LRU cache with TTL: chained hash table plus a recency list, under one mutex. */
-#include "cache.h"
+#include "omnichat/lru.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@ typedef struct entry {
     char *val; /* NUL-terminated after len */
 } entry_t;
 
-struct line_cache {
+struct oc_lru {
     pthread_mutex_t mu;
     entry_t **buckets;
     size_t nbuckets;
@@ -36,9 +36,9 @@ static uint64_t hash(const char *s)
     return h;
 }
 
-line_cache_t *line_cache_create(size_t capacity, int64_t ttl_ms)
+oc_lru_t *oc_lru_create(size_t capacity, int64_t ttl_ms)
 {
-    line_cache_t *c = calloc(1, sizeof *c);
+    oc_lru_t *c = calloc(1, sizeof *c);
 
     if (c == NULL) return NULL;
     c->capacity = capacity > 0 ? capacity : 1;
@@ -62,7 +62,7 @@ static void free_entry(entry_t *e)
     free(e);
 }
 
-void line_cache_destroy(line_cache_t *c)
+void oc_lru_destroy(oc_lru_t *c)
 {
     if (c == NULL) return;
     for (entry_t *e = c->head, *n; e != NULL; e = n) {
@@ -74,7 +74,7 @@ void line_cache_destroy(line_cache_t *c)
     free(c);
 }
 
-static void list_unlink(line_cache_t *c, entry_t *e)
+static void list_unlink(oc_lru_t *c, entry_t *e)
 {
     if (e->prev != NULL)
         e->prev->next = e->next;
@@ -87,7 +87,7 @@ static void list_unlink(line_cache_t *c, entry_t *e)
     e->prev = e->next = NULL;
 }
 
-static void list_push_front(line_cache_t *c, entry_t *e)
+static void list_push_front(oc_lru_t *c, entry_t *e)
 {
     e->prev = NULL;
     e->next = c->head;
@@ -97,7 +97,7 @@ static void list_push_front(line_cache_t *c, entry_t *e)
 }
 
 /* Finds the entry and the link pointing at it (for removal). Caller holds the lock. */
-static entry_t **find(line_cache_t *c, const char *key)
+static entry_t **find(oc_lru_t *c, const char *key)
 {
     entry_t **pp = &c->buckets[hash(key) & (c->nbuckets - 1)];
 
@@ -106,7 +106,7 @@ static entry_t **find(line_cache_t *c, const char *key)
     return pp;
 }
 
-static void drop(line_cache_t *c, entry_t **pp)
+static void drop(oc_lru_t *c, entry_t **pp)
 {
     entry_t *e = *pp;
 
@@ -116,7 +116,7 @@ static void drop(line_cache_t *c, entry_t **pp)
     free_entry(e);
 }
 
-bool line_cache_get(line_cache_t *c, const char *key, oc_arena_t *arena, char **val, size_t *len)
+bool oc_lru_get(oc_lru_t *c, const char *key, oc_arena_t *arena, char **val, size_t *len)
 {
     bool hit = false;
 
@@ -143,7 +143,7 @@ bool line_cache_get(line_cache_t *c, const char *key, oc_arena_t *arena, char **
     return hit;
 }
 
-void line_cache_put(line_cache_t *c, const char *key, const void *val, size_t len)
+void oc_lru_put(oc_lru_t *c, const char *key, const void *val, size_t len)
 {
     entry_t *e;
 
@@ -173,7 +173,7 @@ void line_cache_put(line_cache_t *c, const char *key, const void *val, size_t le
     pthread_mutex_unlock(&c->mu);
 }
 
-void line_cache_remove(line_cache_t *c, const char *key)
+void oc_lru_remove(oc_lru_t *c, const char *key)
 {
     if (c == NULL) return;
     pthread_mutex_lock(&c->mu);
@@ -182,7 +182,7 @@ void line_cache_remove(line_cache_t *c, const char *key)
     pthread_mutex_unlock(&c->mu);
 }
 
-size_t line_cache_size(line_cache_t *c)
+size_t oc_lru_size(oc_lru_t *c)
 {
     size_t n;
 

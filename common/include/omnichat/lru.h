@@ -1,6 +1,6 @@
 /* A bounded, thread-safe LRU cache of byte strings with a time to live. */
-#ifndef LINE_CACHE_H
-#define LINE_CACHE_H
+#ifndef OMNICHAT_LRU_H
+#define OMNICHAT_LRU_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -8,7 +8,7 @@
 
 #include "omnichat/arena.h"
 
-typedef struct line_cache line_cache_t;
+typedef struct oc_lru oc_lru_t;
 
 /*
  * Every function below accepts a NULL cache, which holds nothing (a disabled cache).
@@ -18,17 +18,17 @@ typedef struct line_cache line_cache_t;
  * Values are copied in and out, so nothing handed out ever dangles. Values are not wiped:
  * never put a plaintext secret in here.
  */
-line_cache_t *line_cache_create(size_t capacity, int64_t ttl_ms);
-void line_cache_destroy(line_cache_t *c);
+oc_lru_t *oc_lru_create(size_t capacity, int64_t ttl_ms);
+void oc_lru_destroy(oc_lru_t *c);
 
 /*
  * Copies the value of `key` into the arena (NUL-terminated after *len) when present and fresh.
  * Returns false when absent, expired (then dropped) or on OOM.
  */
-bool line_cache_get(line_cache_t *c, const char *key, oc_arena_t *arena, char **val, size_t *len);
+bool oc_lru_get(oc_lru_t *c, const char *key, oc_arena_t *arena, char **val, size_t *len);
 /* Inserts or replaces. Silently does nothing on OOM (a cache may forget). */
-void line_cache_put(line_cache_t *c, const char *key, const void *val, size_t len);
-void line_cache_remove(line_cache_t *c, const char *key);
-size_t line_cache_size(line_cache_t *c);
+void oc_lru_put(oc_lru_t *c, const char *key, const void *val, size_t len);
+void oc_lru_remove(oc_lru_t *c, const char *key);
+size_t oc_lru_size(oc_lru_t *c);
 
 #endif

@@ -1,12 +1,12 @@
-/* Connector/ConnectChannel: verify the token with LINE, register the account, seal and store. */
+/* Connector/ConnectChannel: verify the token with the provider, register the account, seal the
+ * credentials and store them, read the result back. */
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "line.h"
-#include "line_api.h"
+#include "connect.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
 
@@ -19,9 +19,9 @@ static bool check_credential(oc_rpc_ctx_t *ctx, const char *field, const char *v
         oc_error_set(&ctx->err, OC_E_INVALID, "%s: is required", field);
         return false;
     }
-    if (n > LINE_CREDENTIAL_MAX) {
+    if (n > CONN_CREDENTIAL_MAX) {
         oc_error_set(&ctx->err, OC_E_INVALID, "%s: must be at most %d bytes", field,
-                     LINE_CREDENTIAL_MAX);
+                     CONN_CREDENTIAL_MAX);
         return false;
     }
     for (size_t i = 0; i < n; i++)
@@ -32,59 +32,10 @@ static bool check_credential(oc_rpc_ctx_t *ctx, const char *field, const char *v
     return true;
 }
 
-/* GET /v2/bot/info: the bot's user id and name, or why the token is not usable. */
-static oc_err_t bot_info(line_t *l, oc_rpc_ctx_t *ctx, const char *token, char *user_id,
-                         size_t user_cap, char **display_name)
-{
-    line_http_result_t res;
-    json_t *root = NULL;
-    const char *uid, *name;
-    oc_err_t rc = OC_OK;
-
-    line_http_result_init(&res);
-    if (line_api_get(l->api, token, strlen(token), "/v2/bot/info", "bot_info",
-                     (long)l->cfg.line_timeout_ms, &res) != OC_OK) {
-        rc = oc_error_set(&ctx->err, OC_E_INTERNAL, "LINE request could not be built");
-        goto out;
-    }
-    if (res.transport != LINE_TX_OK) {
-        rc = oc_error_set(&ctx->err, OC_E_UNAVAILABLE, "LINE: %s, retry",
-                          res.transport == LINE_TX_TIMEOUT ? "timed out" : "could not be reached");
-        goto out;
-    }
-    if (res.status == 401 || res.status == 403) {
-        rc = oc_error_set(&ctx->err, OC_E_UNAUTHENTICATED, "access_token: rejected by LINE");
-        goto out;
-    }
-    if (res.status != 200) {
-        rc = oc_error_set(&ctx->err,
-                          res.status >= 500 || res.status == 429 ? OC_E_UNAVAILABLE
-                                                                 : OC_E_FAILED_PRECONDITION,
-                          "LINE answered %ld to the bot info request", res.status);
-        goto out;
-    }
-    root = json_loadb(res.body.data != NULL ? res.body.data : "", res.body.len, 0, NULL);
-    uid = json_string_value(json_object_get(root, "userId"));
-    name = json_string_value(json_object_get(root, "displayName"));
-    if (uid == NULL || uid[0] == '\0' || strlen(uid) >= user_cap) {
-        rc = oc_error_set(&ctx->err, OC_E_UNAVAILABLE, "LINE: bot info without a user id");
-        goto out;
-    }
-    strcpy(user_id, uid);
-    *display_name = oc_arena_strdup(ctx->arena, name != NULL && strlen(name) <= LINE_NAME_MAX &&
-                                                        oc_utf8_valid(name, strlen(name))
-                                                    ? name
-                                                    : "");
-out:
-    json_decref(root);
-    line_http_result_dispose(&res);
-    return rc;
-}
-
-static PB(SealedCredential) * seal(line_t *l, oc_rpc_ctx_t *ctx, const char *tenant,
+static PB(SealedCredential) * seal(conn_t *c, oc_rpc_ctx_t *ctx, const char *tenant,
                                    const char *account, const char *field, const char *value)
 {
-    PB(SealedCredential) *c = oc_arena_alloc(ctx->arena, sizeof *c);
+    PB(SealedCredential) *sc = oc_arena_alloc(ctx->arena, sizeof *sc);
     PB(SealedCredential) init = PB_INIT(SEALED_CREDENTIAL);
     const char *key_id = NULL;
     uint8_t *sealed = NULL;
@@ -92,24 +43,24 @@ static PB(SealedCredential) * seal(line_t *l, oc_rpc_ctx_t *ctx, const char *ten
     oc_error_t err;
 
     oc_error_clear(&err);
-    if (c == NULL) return NULL;
-    if (oc_vault_seal(l->vault, tenant, account, field, value, strlen(value), &key_id, &sealed,
+    if (sc == NULL) return NULL;
+    if (oc_vault_seal(c->vault, tenant, account, field, value, strlen(value), &key_id, &sealed,
                       &len, &err) != OC_OK) {
         oc_error_set(&ctx->err, OC_E_INTERNAL, "credential: could not be sealed");
         return NULL;
     }
-    *c = init;
-    c->field = (char *)field;
-    c->key_id = (char *)key_id;
-    c->ciphertext.data = oc_arena_alloc(ctx->arena, len);
-    if (c->ciphertext.data == NULL) {
+    *sc = init;
+    sc->field = (char *)field;
+    sc->key_id = (char *)key_id;
+    sc->ciphertext.data = oc_arena_alloc(ctx->arena, len);
+    if (sc->ciphertext.data == NULL) {
         free(sealed);
         return NULL;
     }
-    memcpy(c->ciphertext.data, sealed, len);
-    c->ciphertext.len = len;
+    memcpy(sc->ciphertext.data, sealed, len);
+    sc->ciphertext.len = len;
     free(sealed);
-    return c;
+    return sc;
 }
 
 /* The plaintext credentials of the decoded request (strings in the call's arena). */
@@ -124,7 +75,7 @@ static void wipe_credentials(const CPB(ConnectChannelRequest) * req)
 static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelRequest) * req,
                                 ProtobufCMessage **out)
 {
-    line_t *l = ctx->user;
+    conn_t *c = ctx->user;
     CPB(ConnectChannelResponse) * resp;
     CPB(ConnectChannelResponse) init = CPB_INIT(CONNECT_CHANNEL_RESPONSE);
     PB(RegisterChannelAccountRequest) rreq = PB_INIT(REGISTER_CHANNEL_ACCOUNT_REQUEST);
@@ -133,8 +84,9 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
     PB(UpdateChannelCredentialsResponse) *uresp = NULL;
     PB(SealedCredential) * creds[2];
     PB(ChannelAccount) * acc;
-    char user_id[128];
-    char *reported_name = NULL;
+    conn_verified_t v = {.external_account_id = "", .display_name = NULL};
+    bool per_account = c->p->secret_scope == CONN_SECRET_PER_ACCOUNT;
+    int type = req->channel_type != 0 ? (int)req->channel_type : c->p->channel_types[0];
     oc_error_t e;
     oc_err_t rc;
 
@@ -142,31 +94,36 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
         return oc_error_set(&ctx->err, OC_E_INVALID, "tenant_id: %s",
                             req->tenant_id[0] == '\0' ? "is required" : "must be a UUID");
     snprintf(ctx->tenant_id, sizeof ctx->tenant_id, "%s", req->tenant_id);
+    if (!conn_serves(c, type))
+        return oc_error_set(&ctx->err, OC_E_INVALID, "channel_type: not served by this connector");
     if (!check_credential(ctx, "access_token", req->access_token) ||
-        !check_credential(ctx, "channel_secret", req->channel_secret))
+        (per_account && !check_credential(ctx, "channel_secret", req->channel_secret)))
         return ctx->err.code;
-    if (strlen(req->display_name) > LINE_NAME_MAX ||
+    if (strlen(req->display_name) > CONN_NAME_MAX ||
         !oc_utf8_valid(req->display_name, strlen(req->display_name)))
         return oc_error_set(&ctx->err, OC_E_INVALID,
-                            "display_name: must be valid UTF-8 of at most %d bytes", LINE_NAME_MAX);
-    if (req->external_account_id[0] != '\0' && strlen(req->external_account_id) > LINE_KEY_MAX)
+                            "display_name: must be valid UTF-8 of at most %d bytes", CONN_NAME_MAX);
+    if (req->external_account_id[0] != '\0' && strlen(req->external_account_id) > CONN_KEY_MAX)
         return oc_error_set(&ctx->err, OC_E_INVALID, "external_account_id: too long");
 
-    if (bot_info(l, ctx, req->access_token, user_id, sizeof user_id, &reported_name) != OC_OK)
-        return ctx->err.code;
-    /* LINE reports its bot id itself; a caller's different claim is a mistake worth telling. */
-    if (req->external_account_id[0] != '\0' && strcmp(req->external_account_id, user_id) != 0)
+    conn_verify_t vr = {req->access_token, req->external_account_id, type};
+    if (c->p->verify(c, ctx, &vr, &v) != OC_OK) return ctx->err.code;
+    /* The provider reports the account id itself; a caller's different claim is a mistake
+     * worth telling. */
+    if (req->external_account_id[0] != '\0' &&
+        strcmp(req->external_account_id, v.external_account_id) != 0)
         return oc_error_set(&ctx->err, OC_E_INVALID,
-                            "external_account_id: does not match the bot of this access_token");
+                            "external_account_id: does not match the account of this "
+                            "access_token");
 
     oc_error_clear(&e);
     rreq.tenant_id = req->tenant_id;
-    rreq.channel_type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
-    rreq.external_account_id = user_id;
+    rreq.channel_type = type;
+    rreq.external_account_id = v.external_account_id;
     rreq.display_name = req->display_name[0] != '\0' ? req->display_name
-                        : reported_name != NULL      ? reported_name
+                        : v.display_name != NULL     ? v.display_name
                                                      : (char *)"";
-    rc = line_pst_call(l, 0, "RegisterChannelAccount", &rreq.base,
+    rc = conn_pst_call(c, 0, "RegisterChannelAccount", &rreq.base,
                        &omnichat__persistence__v1__register_channel_account_response__descriptor,
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&rresp, &e);
     if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
@@ -175,21 +132,22 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
     acc = rresp->channel_account;
 
     creds[0] =
-        seal(l, ctx, acc->tenant_id, acc->channel_account_id, "access_token", req->access_token);
-    creds[1] = seal(l, ctx, acc->tenant_id, acc->channel_account_id, "channel_secret",
-                    req->channel_secret);
+        seal(c, ctx, acc->tenant_id, acc->channel_account_id, c->p->token_field, req->access_token);
+    creds[1] = per_account ? seal(c, ctx, acc->tenant_id, acc->channel_account_id,
+                                  c->p->secret_field, req->channel_secret)
+                           : NULL;
     wipe_credentials(req); /* sealed (or failed to be): the plaintext is not needed any more */
-    if (creds[0] == NULL || creds[1] == NULL)
+    if (creds[0] == NULL || (per_account && creds[1] == NULL))
         return ctx->err.code != OC_OK ? ctx->err.code
                                       : oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     ureq.tenant_id = acc->tenant_id;
     ureq.channel_account_id = acc->channel_account_id;
-    ureq.n_credentials = 2;
+    ureq.n_credentials = per_account ? 2 : 1;
     ureq.credentials = creds;
-    rc = line_pst_call(l, 0, "UpdateChannelCredentials", &ureq.base,
+    rc = conn_pst_call(c, 0, "UpdateChannelCredentials", &ureq.base,
                        &omnichat__persistence__v1__update_channel_credentials_response__descriptor,
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&uresp, &e);
-    line_account_invalidate(l, acc->channel_account_id);
+    conn_account_invalidate(c, acc->channel_account_id);
     if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
     /* A new account is AUTH_FAILED until its credentials are stored: the reply shows the
      * account as it is now, read back if the answer did not carry it. */
@@ -197,7 +155,7 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
         acc = uresp->channel_account;
     } else {
         PB(ChannelAccount) *now = NULL;
-        rc = line_account_get(l, 0, acc->tenant_id, acc->channel_account_id, ctx->request_id,
+        rc = conn_account_get(c, 0, acc->tenant_id, acc->channel_account_id, ctx->request_id,
                               ctx->arena, &now, &e);
         if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
         acc = now;
@@ -215,13 +173,16 @@ static oc_err_t connect_channel(oc_rpc_ctx_t *ctx, const CPB(ConnectChannelReque
     if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *resp = init;
     resp->channel_account = acc;
-    resp->webhook_path = oc_arena_sprintf(ctx->arena, "/webhooks/line/%s", acc->channel_account_id);
+    resp->webhook_path =
+        c->p->routing == CONN_ROUTE_PATH
+            ? oc_arena_sprintf(ctx->arena, "%s%s", c->p->webhook_path, acc->channel_account_id)
+            : oc_arena_strdup(ctx->arena, c->p->webhook_path);
     if (resp->webhook_path == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
     *out = &resp->base;
     return OC_OK;
 }
 
-oc_err_t line_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
+oc_err_t conn_connect_channel(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 {
     const CPB(ConnectChannelRequest) *req = (const void *)in;
     oc_err_t rc = connect_channel(ctx, req, out);

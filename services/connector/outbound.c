@@ -1,5 +1,6 @@
-/* Connector/SendText: validation, Stripe-style create-or-get, and one delivery attempt. */
-#include "send.h"
+/* The outbound engine: SendText validation, Stripe-style create-or-get, one delivery attempt,
+ * and the retry policy of both delivery guarantees. */
+#include "outbound.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -8,8 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cache.h"
-#include "line_api.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
 
@@ -31,8 +30,8 @@ static void hash_field(EVP_MD_CTX *md, const char *s)
     if (n > 0) EVP_DigestUpdate(md, s, (size_t)n);
 }
 
-void line_fingerprint(const char *conversation_id, const char *text, const char *sender_id,
-                      const char *sender_display_name, char out[LINE_FINGERPRINT_LEN + 1])
+void conn_fingerprint(const char *conversation_id, const char *text, const char *sender_id,
+                      const char *sender_display_name, char out[CONN_FINGERPRINT_LEN + 1])
 {
     uint8_t digest[32];
     unsigned int dlen = 0;
@@ -56,7 +55,7 @@ void line_fingerprint(const char *conversation_id, const char *text, const char 
     oc_hex_encode(digest, sizeof digest, out);
 }
 
-int64_t line_backoff_ms(const line_retry_policy_t *p, int attempts, double jitter01)
+int64_t conn_backoff_ms(const conn_policy_t *p, int attempts, double jitter01)
 {
     int64_t d = p->base_ms;
 
@@ -70,24 +69,39 @@ int64_t line_backoff_ms(const line_retry_policy_t *p, int attempts, double jitte
     return d > 0 ? d : 1;
 }
 
-int64_t line_next_attempt_ms(const line_retry_policy_t *p, int attempts, int64_t now_ms,
-                             int64_t created_at_ms, double jitter01)
+void conn_policy_of(const conn_t *c, conn_policy_t *p)
 {
-    int64_t next;
+    *p = (conn_policy_t){.max_attempts = (int)c->cfg.max_attempts,
+                         .base_ms = c->cfg.backoff_base_ms,
+                         .max_ms = c->cfg.backoff_max_ms,
+                         .window_ms = c->cfg.retry_window_s * 1000,
+                         .delivery = c->p->delivery,
+                         .echo_grace_ms = c->cfg.echo_grace_ms,
+                         .echo_resend = c->p->echo_resend};
+}
+
+int64_t conn_next_attempt_ms(const conn_policy_t *p, int attempts, int64_t now_ms,
+                             int64_t created_at_ms, double jitter01, bool unknown)
+{
+    int64_t delay, next;
 
     if (attempts + 1 >= p->max_attempts) return 0;
-    next = now_ms + line_backoff_ms(p, attempts, jitter01);
-    /* An attempt due at the very end would find the window closed (line_window_closed). */
-    if (created_at_ms > 0 && next >= created_at_ms + p->window_ms) return 0;
+    delay = conn_backoff_ms(p, attempts, jitter01);
+    /* Without a retry key the echo may still settle it: give the echo its time first. */
+    if (unknown && p->delivery == CONN_DELIVERY_ECHO_CONFIRMS && delay < p->echo_grace_ms)
+        delay = p->echo_grace_ms;
+    next = now_ms + delay;
+    /* An attempt due at the very end would find the window closed (conn_window_closed). */
+    if (p->window_ms > 0 && created_at_ms > 0 && next >= created_at_ms + p->window_ms) return 0;
     return next;
 }
 
-bool line_window_closed(const line_retry_policy_t *p, int64_t now_ms, int64_t created_at_ms)
+bool conn_window_closed(const conn_policy_t *p, int64_t now_ms, int64_t created_at_ms)
 {
-    return created_at_ms > 0 && now_ms - created_at_ms >= p->window_ms;
+    return p->window_ms > 0 && created_at_ms > 0 && now_ms - created_at_ms >= p->window_ms;
 }
 
-oc_err_t line_lease_owner(const char *instance_id, char out[LINE_LEASE_OWNER_MAX + 1])
+oc_err_t conn_lease_owner(const char *instance_id, char out[CONN_LEASE_OWNER_MAX + 1])
 {
     char uuid[OC_UUID_STR_LEN + 1];
     int n = 0;
@@ -98,61 +112,67 @@ oc_err_t line_lease_owner(const char *instance_id, char out[LINE_LEASE_OWNER_MAX
     }
     if (instance_id != NULL) {
         size_t len = strlen(instance_id);
-        n = (int)(len < LINE_INSTANCE_ID_MAX ? len : LINE_INSTANCE_ID_MAX);
+        n = (int)(len < CONN_INSTANCE_ID_MAX ? len : CONN_INSTANCE_ID_MAX);
     }
-    snprintf(out, LINE_LEASE_OWNER_MAX + 1, "%.*s:%s", n, instance_id != NULL ? instance_id : "",
+    snprintf(out, CONN_LEASE_OWNER_MAX + 1, "%.*s:%s", n, instance_id != NULL ? instance_id : "",
              uuid);
     return OC_OK;
 }
 
-bool line_window_verdict(const line_retry_policy_t *p, const line_attempt_t *a, line_verdict_t *v)
+bool conn_pre_verdict(const conn_policy_t *p, const conn_attempt_t *a, conn_verdict_t *v)
 {
-    if (!line_window_closed(p, a->now_ms, a->created_at_ms)) return false;
+    bool echo_wait = p->delivery == CONN_DELIVERY_ECHO_CONFIRMS && !p->echo_resend &&
+                     a->prior_status == STATUS(UNKNOWN);
+
+    if (!conn_window_closed(p, a->now_ms, a->created_at_ms) && !echo_wait) return false;
     memset(v, 0, sizeof *v);
     v->category = a->prior_category != 0 ? a->prior_category : CAT(INTERNAL_ERROR);
-    if (a->prior_status == STATUS(UNKNOWN)) {
-        v->outcome = LINE_OUT_UNKNOWN; /* next_attempt_at 0: unknown for good */
+    if (!conn_window_closed(p, a->now_ms, a->created_at_ms)) {
+        v->outcome = CONN_OUT_UNKNOWN; /* next_attempt_at 0: unknown for good */
+        snprintf(v->detail, sizeof v->detail, "no echo within the grace period; delivery unknown");
+    } else if (a->prior_status == STATUS(UNKNOWN)) {
+        v->outcome = CONN_OUT_UNKNOWN; /* next_attempt_at 0: unknown for good */
         snprintf(v->detail, sizeof v->detail, "provider retry window closed; delivery unknown");
     } else {
-        v->outcome = LINE_OUT_FAILED;
+        v->outcome = CONN_OUT_FAILED;
         snprintf(v->detail, sizeof v->detail, "provider retry window closed");
     }
     return true;
 }
 
 /* A refusal of the request itself: the identical earlier request was refused too. */
-static bool request_refused(const line_attempt_t *a, const line_class_t *cls)
+static bool request_refused(const conn_attempt_t *a, const conn_class_t *cls)
 {
     return a->called &&
            (cls->category == CAT(INVALID_REQUEST_ERROR) || cls->category == CAT(RECIPIENT_ERROR));
 }
 
-void line_settle(const line_retry_policy_t *p, const line_attempt_t *a, const line_class_t *cls,
-                 line_verdict_t *v)
+void conn_settle(const conn_policy_t *p, const conn_attempt_t *a, const conn_class_t *cls,
+                 conn_verdict_t *v)
 {
     bool was_unknown = a->prior_status == STATUS(UNKNOWN);
     int calls = a->attempts + (a->called ? 1 : 0);
 
     memset(v, 0, sizeof *v);
     v->outcome = cls->outcome;
-    if (cls->outcome == LINE_OUT_SENT) return;
+    if (cls->outcome == CONN_OUT_SENT) return;
     v->category = cls->category != 0 ? cls->category : CAT(INTERNAL_ERROR);
     snprintf(v->detail, sizeof v->detail, "%s", cls->detail);
-    if (was_unknown && cls->outcome == LINE_OUT_RETRY) v->outcome = LINE_OUT_UNKNOWN;
-    if (cls->outcome == LINE_OUT_FAILED) {
+    if (was_unknown && cls->outcome == CONN_OUT_RETRY) v->outcome = CONN_OUT_UNKNOWN;
+    if (cls->outcome == CONN_OUT_FAILED) {
         if (!was_unknown || request_refused(a, cls)) return;
-        v->outcome = LINE_OUT_UNKNOWN; /* next_attempt_at 0: unknown for good */
+        v->outcome = CONN_OUT_UNKNOWN; /* next_attempt_at 0: unknown for good */
         snprintf(v->detail, sizeof v->detail, "%s; delivery unknown", cls->detail);
         return;
     }
-    v->next_attempt_at_ms =
-        line_next_attempt_ms(p, a->attempts, a->now_ms, a->created_at_ms, a->jitter01);
+    v->next_attempt_at_ms = conn_next_attempt_ms(p, a->attempts, a->now_ms, a->created_at_ms,
+                                                 a->jitter01, v->outcome == CONN_OUT_UNKNOWN);
     if (v->next_attempt_at_ms != 0) return;
-    if (v->outcome == LINE_OUT_UNKNOWN) {
+    if (v->outcome == CONN_OUT_UNKNOWN) {
         snprintf(v->detail, sizeof v->detail, "%s; gave up after %d attempts; delivery unknown",
                  cls->detail, calls);
     } else {
-        v->outcome = LINE_OUT_FAILED;
+        v->outcome = CONN_OUT_FAILED;
         snprintf(v->detail, sizeof v->detail, "%s; gave up after %d attempts", cls->detail, calls);
     }
 }
@@ -167,7 +187,7 @@ static double jitter(void)
 
 /* ---------- one delivery attempt ---------- */
 
-static void record_status(line_t *l, oc_arena_t *arena, const char *request_id,
+static void record_status(conn_t *c, oc_arena_t *arena, const char *request_id,
                           const PB(ChannelAccount) * acc, int status, int category)
 {
     PB(RecordChannelStatusRequest) req = PB_INIT(RECORD_CHANNEL_STATUS_REQUEST);
@@ -180,80 +200,77 @@ static void record_status(line_t *l, oc_arena_t *arena, const char *request_id,
     req.status = status;
     req.error_category = category;
     /* A 401 seen with a token that was replaced meanwhile must not mark the new one. */
-    const PB(SealedCredential) *used = line_account_credential(acc, "access_token");
+    const PB(SealedCredential) *used = conn_account_credential(acc, c->p->token_field);
     if (status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED) && used != NULL) {
-        req.if_credential_field = (char *)"access_token";
+        req.if_credential_field = (char *)c->p->token_field;
         req.if_credential_ciphertext = used->ciphertext;
     }
-    if (line_pst_call(l, 0, "RecordChannelStatus", &req.base,
+    if (conn_pst_call(c, 0, "RecordChannelStatus", &req.base,
                       &omnichat__persistence__v1__record_channel_status_response__descriptor,
                       request_id, arena, (ProtobufCMessage **)&resp, &err) == OC_OK &&
         resp->channel_account != NULL) {
-        line_account_put(l, resp->channel_account);
+        conn_account_put(c, resp->channel_account);
     } else {
-        line_account_invalidate(l, acc->channel_account_id);
+        conn_account_invalidate(c, acc->channel_account_id);
         OC_WARN("could not record channel status", OC_LS("request_id", request_id),
                 OC_LS("tenant_id", acc->tenant_id),
                 OC_LS("channel_account_id", acc->channel_account_id), OC_LS("detail", err.msg));
     }
 }
 
-/* Unseals the token and pushes; fills cls. Returns false when no provider call was made. */
-static bool push_once(line_t *l, const PB(ChannelAccount) * acc, const PB(Message) * msg,
-                      const char *thread_key, line_class_t *cls)
+/* Unseals the token and makes one provider call; fills cls. Returns false when no request
+ * could have reached the provider. */
+static bool call_provider(conn_t *c, const PB(ChannelAccount) * acc, const PB(Message) * msg,
+                          const char *thread_key, conn_class_t *cls)
 {
-    const PB(SealedCredential) *cred = line_account_credential(acc, "access_token");
+    const char *field = c->p->token_field;
+    const PB(SealedCredential) *cred = conn_account_credential(acc, field);
     oc_vault_secret_t token = {NULL, 0};
-    line_http_result_t res;
     oc_error_t err;
-    oc_err_t rc;
+    bool called;
 
     oc_error_clear(&err);
     memset(cls, 0, sizeof *cls);
-    /* Without the stored key a retry could deliver twice: never push without it. */
-    if (msg->provider_retry_key == NULL || !oc_uuid_valid(msg->provider_retry_key)) {
-        cls->outcome = LINE_OUT_FAILED;
+    /* With a retry-key provider a retry without the stored key could deliver twice: never
+     * send without it. */
+    if (c->p->delivery == CONN_DELIVERY_RETRY_KEY &&
+        (msg->provider_retry_key == NULL || !oc_uuid_valid(msg->provider_retry_key))) {
+        cls->outcome = CONN_OUT_FAILED;
         cls->category = CAT(INTERNAL_ERROR);
         snprintf(cls->detail, sizeof cls->detail, "message has no provider retry key");
         return false;
     }
     if (cred == NULL) {
-        cls->outcome = LINE_OUT_FAILED;
+        cls->outcome = CONN_OUT_FAILED;
         cls->category = CAT(AUTH_ERROR);
         snprintf(cls->detail, sizeof cls->detail, "channel account has no access token");
         return false;
     }
-    if (oc_vault_open(l->vault, acc->tenant_id, acc->channel_account_id, "access_token",
-                      cred->key_id, cred->ciphertext.data, cred->ciphertext.len, &token,
-                      &err) != OC_OK) {
+    if (oc_vault_open(c->vault, acc->tenant_id, acc->channel_account_id, field, cred->key_id,
+                      cred->ciphertext.data, cred->ciphertext.len, &token, &err) != OC_OK) {
         /* An operator problem (key removed or mismatched), not the message's fault: keep it
          * pending so that fixing the key file lets it go out. */
         OC_ERROR("could not unseal the access token", OC_LS("tenant_id", acc->tenant_id),
                  OC_LS("channel_account_id", acc->channel_account_id),
                  OC_LS("key_id", cred->key_id), OC_LS("detail", err.msg));
-        cls->outcome = LINE_OUT_RETRY;
+        cls->outcome = CONN_OUT_RETRY;
         cls->category = CAT(INTERNAL_ERROR);
         snprintf(cls->detail, sizeof cls->detail, "access token could not be unsealed");
         return false;
     }
-    line_http_result_init(&res);
-    rc = line_api_push(l->api, token.data, token.len, thread_key, msg->content_text,
-                       msg->provider_retry_key, (long)l->cfg.line_timeout_ms, &res);
+    conn_send_t s = {.account = acc,
+                     .message = msg,
+                     .thread_key = thread_key,
+                     .token = token.data,
+                     .token_len = token.len,
+                     .timeout_ms = (long)c->cfg.api_timeout_ms};
+    called = c->p->send(c, &s, cls);
     oc_vault_secret_dispose(&token);
-    if (rc != OC_OK) {
-        line_http_result_dispose(&res);
-        cls->outcome = LINE_OUT_RETRY;
-        cls->category = CAT(INTERNAL_ERROR);
-        snprintf(cls->detail, sizeof cls->detail, "request could not be built");
-        return false;
-    }
-    line_classify_push(&res, (long)l->cfg.line_timeout_ms, cls);
-    line_http_result_dispose(&res);
-    return true;
+    return called;
 }
 
 /* Fail-fast checks of the channel account; false (cls filled) when the push must not happen. */
-static bool account_usable(const PB(ChannelAccount) * acc, line_class_t *cls)
+static bool account_usable(const PB(ChannelAccount) * acc, conn_class_t *cls)
 {
     const char *why = NULL;
 
@@ -262,87 +279,87 @@ static bool account_usable(const PB(ChannelAccount) * acc, line_class_t *cls)
     else if (acc->status == PBE(CHANNEL_STATUS__CHANNEL_STATUS_DISABLED))
         why = "channel account is disabled";
     if (why == NULL) return true;
-    cls->outcome = LINE_OUT_FAILED;
+    cls->outcome = CONN_OUT_FAILED;
     cls->category = CAT(AUTH_ERROR);
     snprintf(cls->detail, sizeof cls->detail, "%s", why);
     return false;
 }
 
-oc_err_t line_deliver(line_t *l, oc_arena_t *arena, const char *request_id, const char *lease_owner,
+oc_err_t conn_deliver(conn_t *c, oc_arena_t *arena, const char *request_id, const char *lease_owner,
                       const PB(Message) * msg, const char *thread_key, PB(Message) * *out,
                       oc_error_t *err)
 {
     PB(ChannelAccount) *acc = NULL;
     PB(CompleteOutboundRequest) creq = PB_INIT(COMPLETE_OUTBOUND_REQUEST);
     PB(CompleteOutboundResponse) *cresp = NULL;
-    line_retry_policy_t policy = {(int)l->cfg.max_attempts, l->cfg.backoff_base_ms,
-                                  l->cfg.backoff_max_ms, l->cfg.retry_window_s * 1000};
-    line_attempt_t at = {.prior_status = msg->status,
+    conn_policy_t policy;
+    conn_attempt_t at = {.prior_status = msg->status,
                          .prior_category = msg->error_category,
                          .attempts = msg->attempts,
                          .created_at_ms = msg->created_at_ms,
                          .now_ms = oc_now_ms(),
                          .jitter01 = 1.0,
                          .called = false};
-    line_class_t cls;
-    line_verdict_t v;
+    conn_class_t cls;
+    conn_verdict_t v;
     int64_t t0 = oc_mono_us();
     oc_err_t rc;
 
     *out = NULL;
     memset(&cls, 0, sizeof cls);
-    /* First, before even the account: past the window a push could deliver a second copy. */
-    if (!line_window_verdict(&policy, &at, &v)) {
-        rc = line_account_get(l, 0, msg->tenant_id, msg->channel_account_id, request_id, arena,
+    conn_policy_of(c, &policy);
+    /* First, before even the account: past the window a call could deliver a second copy. */
+    if (!conn_pre_verdict(&policy, &at, &v)) {
+        rc = conn_account_get(c, 0, msg->tenant_id, msg->channel_account_id, request_id, arena,
                               &acc, err);
         if (rc == OC_E_NOT_FOUND) {
-            cls.outcome = LINE_OUT_FAILED;
+            cls.outcome = CONN_OUT_FAILED;
             cls.category = CAT(INTERNAL_ERROR);
             snprintf(cls.detail, sizeof cls.detail, "channel account not found");
             oc_error_clear(err);
         } else if (rc != OC_OK) {
             return rc; /* our lease expires; the worker tries again */
         } else if (account_usable(acc, &cls)) {
-            at.called = push_once(l, acc, msg, thread_key, &cls);
+            at.called = call_provider(c, acc, msg, thread_key, &cls);
         }
         at.now_ms = oc_now_ms();
         at.jitter01 = jitter();
-        line_settle(&policy, &at, &cls, &v);
+        conn_settle(&policy, &at, &cls, &v);
     }
 
     creq.tenant_id = msg->tenant_id;
     creq.message_id = msg->message_id;
     creq.lease_owner = (char *)lease_owner;
-    creq.outcome = (int)v.outcome; /* line_outcome_t mirrors OutboundOutcome */
+    creq.outcome = (int)v.outcome; /* conn_outcome_t mirrors OutboundOutcome */
     creq.external_message_id = cls.external_message_id;
     creq.error_category = v.category;
     creq.error_detail = v.detail;
     creq.next_attempt_at_ms = v.next_attempt_at_ms;
     creq.no_provider_call = !at.called; /* attempts counts provider calls only */
-    rc = line_pst_call(l, 0, "CompleteOutbound", &creq.base,
+    rc = conn_pst_call(c, 0, "CompleteOutbound", &creq.base,
                        &omnichat__persistence__v1__complete_outbound_response__descriptor,
                        request_id, arena, (ProtobufCMessage **)&cresp, err);
 
-    oc_metric_inc(
-        l->m_sends,
-        (const char *const[]){"line", line_outcome_name(v.outcome), line_category_name(v.category)},
-        1);
-    OC_LOG(v.outcome == LINE_OUT_SENT ? OC_LOG_DEBUG : OC_LOG_INFO, "send attempt",
+    oc_metric_inc(c->m_sends,
+                  (const char *const[]){c->p->name, conn_outcome_name(v.outcome),
+                                        conn_category_name(v.category)},
+                  1);
+    OC_LOG(v.outcome == CONN_OUT_SENT ? OC_LOG_DEBUG : OC_LOG_INFO, "send attempt",
            OC_LS("request_id", request_id), OC_LS("tenant_id", msg->tenant_id),
            OC_LS("message_id", msg->message_id), OC_LB("provider_called", at.called),
-           OC_LS("outcome", line_outcome_name(v.outcome)),
-           OC_LS("category", line_category_name(v.category)),
+           OC_LS("outcome", conn_outcome_name(v.outcome)),
+           OC_LS("category", conn_category_name(v.category)),
            OC_LB("final", v.next_attempt_at_ms == 0), OC_LS("detail", v.detail),
            OC_LI("attempt", msg->attempts + (at.called ? 1 : 0)),
            OC_LI("latency_us", oc_mono_us() - t0));
 
     if (acc != NULL && at.called && cls.auth_failed)
-        record_status(l, arena, request_id, acc, PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED),
+        record_status(c, arena, request_id, acc, PBE(CHANNEL_STATUS__CHANNEL_STATUS_AUTH_FAILED),
                       CAT(AUTH_ERROR));
-    else if (acc != NULL && v.outcome == LINE_OUT_SENT &&
+    else if (acc != NULL && v.outcome == CONN_OUT_SENT &&
              (acc->status != PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE) ||
               oc_now_ms() - acc->last_success_at_ms > SUCCESS_REFRESH_MS))
-        record_status(l, arena, request_id, acc, PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE), 0);
+        record_status(c, arena, request_id, acc, PBE(CHANNEL_STATUS__CHANNEL_STATUS_ACTIVE), 0);
 
     if (rc == OC_E_FAILED_PRECONDITION) {
         /* Someone else took the message over (our lease had run out): they settle it. */
@@ -393,7 +410,15 @@ static bool check_uuid(oc_rpc_ctx_t *ctx, const char *field, const char *v)
     return true;
 }
 
-static oc_err_t validate(oc_rpc_ctx_t *ctx, const CPB(SendTextRequest) * req)
+/* The provider's text rule: at most text_max UTF-16 units or characters. */
+static bool text_fits(const conn_provider_t *p, const char *text, size_t n)
+{
+    size_t units =
+        p->text_unit == CONN_TEXT_UTF16_UNITS ? oc_utf16_units(text, n) : oc_utf8_chars(text, n);
+    return units <= p->text_max;
+}
+
+static oc_err_t validate(const conn_t *c, oc_rpc_ctx_t *ctx, const CPB(SendTextRequest) * req)
 {
     size_t n = strlen(req->text);
 
@@ -403,82 +428,36 @@ static oc_err_t validate(oc_rpc_ctx_t *ctx, const CPB(SendTextRequest) * req)
     if (n == 0) return oc_error_set(&ctx->err, OC_E_INVALID, "text: is required");
     if (!oc_utf8_valid(req->text, n))
         return oc_error_set(&ctx->err, OC_E_INVALID, "text: must be valid UTF-8");
-    if (oc_utf16_units(req->text, n) > LINE_TEXT_MAX_UNITS)
-        return oc_error_set(&ctx->err, OC_E_INVALID,
-                            "text: must be at most %d UTF-16 code units for LINE",
-                            LINE_TEXT_MAX_UNITS);
-    if (!check_str(ctx, "idempotency_key", req->idempotency_key, LINE_KEY_MAX, true) ||
-        !check_str(ctx, "sender_id", req->sender_id, LINE_KEY_MAX, true) ||
-        !check_str(ctx, "sender_display_name", req->sender_display_name, LINE_NAME_MAX, false))
+    if (!text_fits(c->p, req->text, n))
+        return oc_error_set(&ctx->err, OC_E_INVALID, "text: must be %s", c->p->text_rule);
+    if (!check_str(ctx, "idempotency_key", req->idempotency_key, CONN_KEY_MAX, true) ||
+        !check_str(ctx, "sender_id", req->sender_id, CONN_KEY_MAX, true) ||
+        !check_str(ctx, "sender_display_name", req->sender_display_name, CONN_NAME_MAX, false))
         return ctx->err.code;
     return OC_OK;
 }
 
-/* The conversation must be one of ours; its channel type never changes, so it is cached. */
-static oc_err_t check_conversation(line_t *l, oc_rpc_ctx_t *ctx, const char *tenant_id,
-                                   const char *conversation_id)
-{
-    char key[2 * OC_UUID_STR_LEN + 2];
-    char *val = NULL;
-    size_t len = 0;
-    int type;
-
-    snprintf(key, sizeof key, "%s/%s", tenant_id, conversation_id);
-    for (char *p = key; *p != '\0'; p++)
-        *p = (char)tolower((unsigned char)*p);
-    if (line_cache_get(l->conversations, key, ctx->arena, &val, &len)) {
-        type = val[0] - '0';
-    } else {
-        PB(GetConversationRequest) req = PB_INIT(GET_CONVERSATION_REQUEST);
-        PB(GetConversationResponse) *resp = NULL;
-        oc_error_t e;
-        oc_err_t rc;
-        char t;
-
-        oc_error_clear(&e);
-        req.tenant_id = (char *)tenant_id;
-        req.conversation_id = (char *)conversation_id;
-        rc = line_pst_call(l, 0, "GetConversation", &req.base,
-                           &omnichat__persistence__v1__get_conversation_response__descriptor,
-                           ctx->request_id, ctx->arena, (ProtobufCMessage **)&resp, &e);
-        if (rc == OC_E_NOT_FOUND)
-            return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "conversation_id: not found");
-        if (rc != OC_OK) return oc_error_set(&ctx->err, rc, "%s", e.msg);
-        if (resp->conversation == NULL)
-            return oc_error_set(&ctx->err, OC_E_INTERNAL, "conversation: missing in the answer");
-        type = resp->conversation->channel_type;
-        t = (char)('0' + (type >= 0 && type <= 9 ? type : 0));
-        line_cache_put(l->conversations, key, &t, 1);
-    }
-    if (type != PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE))
-        return oc_error_set(&ctx->err, OC_E_FAILED_PRECONDITION,
-                            "conversation_id: is not a LINE conversation");
-    return OC_OK;
-}
-
-oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
+oc_err_t conn_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
 {
     const CPB(SendTextRequest) *req = (const void *)in;
-    line_t *l = ctx->user;
+    conn_t *c = ctx->user;
     CPB(SendTextResponse) * resp;
     CPB(SendTextResponse) init = CPB_INIT(SEND_TEXT_RESPONSE);
     PB(CreateOutboundRequest) creq = PB_INIT(CREATE_OUTBOUND_REQUEST);
     PB(CreateOutboundResponse) *cresp = NULL;
     PB(Message) *msg = NULL;
-    char fingerprint[LINE_FINGERPRINT_LEN + 1];
+    char fingerprint[CONN_FINGERPRINT_LEN + 1];
     char retry_key[OC_UUID_STR_LEN + 1];
-    char owner[LINE_LEASE_OWNER_MAX + 1];
+    char owner[CONN_LEASE_OWNER_MAX + 1];
     oc_error_t e;
     oc_err_t rc;
 
-    if (validate(ctx, req) != OC_OK) return ctx->err.code;
+    if (validate(c, ctx, req) != OC_OK) return ctx->err.code;
     snprintf(ctx->tenant_id, sizeof ctx->tenant_id, "%s", req->tenant_id);
-    if (check_conversation(l, ctx, req->tenant_id, req->conversation_id) != OC_OK)
-        return ctx->err.code;
 
-    line_fingerprint(req->conversation_id, req->text, req->sender_id, req->sender_display_name,
+    conn_fingerprint(req->conversation_id, req->text, req->sender_id, req->sender_display_name,
                      fingerprint);
-    if (oc_uuid_v4(retry_key) != OC_OK || line_lease_owner(l->cfg.instance_id, owner) != OC_OK)
+    if (oc_uuid_v4(retry_key) != OC_OK || conn_lease_owner(c->cfg.instance_id, owner) != OC_OK)
         return oc_error_set(&ctx->err, OC_E_INTERNAL,
                             "retry key or lease owner: could not be made");
     creq.tenant_id = req->tenant_id;
@@ -491,10 +470,14 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
     creq.content_type = PBE(CONTENT_TYPE__CONTENT_TYPE_TEXT);
     creq.content_text = req->text;
     creq.provider_retry_key = retry_key;
-    creq.lease_owner = owner; /* this attempt's own: see line_lease_owner */
-    creq.lease_seconds = (int32_t)l->cfg.lease_seconds;
+    creq.lease_owner = owner; /* this attempt's own: see conn_lease_owner */
+    creq.lease_seconds = (int32_t)c->cfg.lease_seconds;
+    /* Persistence checks the conversation's channel type in the same statement that creates
+     * the message (FAILED_PRECONDITION, nothing written): no GetConversation round trip. */
+    creq.n_channel_types = c->p->n_channel_types;
+    creq.channel_types = (PB(ChannelType) *)c->p->channel_types;
     oc_error_clear(&e);
-    rc = line_pst_call(l, 0, "CreateOutbound", &creq.base,
+    rc = conn_pst_call(c, 0, "CreateOutbound", &creq.base,
                        &omnichat__persistence__v1__create_outbound_response__descriptor,
                        ctx->request_id, ctx->arena, (ProtobufCMessage **)&cresp, &e);
     if (rc == OC_E_NOT_FOUND)
@@ -505,7 +488,7 @@ oc_err_t line_send_text(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufC
 
     msg = cresp->message;
     if (cresp->lease_acquired) {
-        rc = line_deliver(l, ctx->arena, ctx->request_id, owner, cresp->message, cresp->thread_key,
+        rc = conn_deliver(c, ctx->arena, ctx->request_id, owner, cresp->message, cresp->thread_key,
                           &msg, &ctx->err);
         if (rc != OC_OK) return rc;
     }
