@@ -34,8 +34,8 @@ ALLOWED = {
     "sizeof", "_Alignof",
     # table look-ups returning static strings
     "oc_err_name", "oc_err_message", "oc_grpc_status_name", "oc_log_level_name",
-    "curl_easy_strerror", "curl_multi_strerror", "line_category_name",
-    "line_outcome_name", "PBE",
+    "curl_easy_strerror", "curl_multi_strerror", "conn_category_name",
+    "conn_outcome_name", "PBE",
     # reads of their arguments, of a field or of a clock
     "strlen", "lsim_port", "atomic_load", "oc_mono_us",
 }
