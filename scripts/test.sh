@@ -5,7 +5,8 @@
 #   all          deps, format check, release + asan builds, ctest and pytest in both builds,
 #                the libFuzzer seed corpora replayed (scripts/fuzz.sh --regress, build-fuzz/)
 #   unit         deps, builds, ctest in both builds
-#   integration  deps, builds, tests/integration (pytest) in both builds
+#   integration  deps, builds, tests/integration (pytest) in both builds, and once more in the
+#                release build with every service on mutual TLS (OMNICHAT_TEST_TLS=1)
 #   format       deps, scripts/format.sh --check
 #   fuzz         deps, scripts/fuzz.sh --regress
 # Environment:
@@ -227,6 +228,12 @@ if [[ $WHAT != format && $WHAT != fuzz ]]; then
         fi
         if [[ $WHAT == all || $WHAT == integration ]]; then
             run_pytest "integration-$b" "$dir/bin" "${envs[@]}"
+            # The sandbox runs mutual TLS: once more with every service the suite starts on
+            # mutual TLS and method roles (the release build; the sanitizer build runs the same
+            # C code plaintext).
+            if [[ $b == release ]]; then
+                run_pytest "integration-$b-tls" "$dir/bin" "${envs[@]}" OMNICHAT_TEST_TLS=1
+            fi
         fi
     done
     if [[ ${OMNICHAT_SKIP_ASAN:-0} == 1 ]]; then
