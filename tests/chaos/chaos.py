@@ -32,9 +32,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration", "line"))
 import grpc  # noqa: E402
 
 import harness  # noqa: E402
-from harness import Api, Builder, Db, PgCluster, Service, free_port, pb, sql_lit  # noqa: E402
+from harness import Api, Builder, Db, PgCluster, Service, free_port, sql_lit  # noqa: E402
 import line_harness  # noqa: E402
-from line_harness import Connector, LineChannel, Sim, text_event, line_message_id  # noqa: E402
+from line_harness import Connector, LineChannel, Sim, text_event  # noqa: E402
 
 CALL_TIMEOUT = 5.0
 

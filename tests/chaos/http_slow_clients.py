@@ -29,7 +29,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "integration", "line"))
 
-import harness  # noqa: E402
 from harness import Api, Db, PgCluster, Service  # noqa: E402
 from line_harness import (Connector, LineChannel, Sim, new_user_id, payload, sign,  # noqa: E402
                           text_event)

@@ -17,10 +17,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import harness  # noqa: E402
-from harness import Api, Builder, Db, PgCluster, Service, log_tail, sanitizer_lines  # noqa: E402
+from harness import (Api, Builder, Db, PgCluster, Service, assert_clean_exit, log_tail,  # noqa: E402
+                     sanitizer_lines)
 
 
-def start_stack(name):
+def start_stack(name, extra_args=()):
     """Cluster + migrations + grant + service; returns (cluster, service)."""
     if not os.path.exists(harness.PG_CLUSTER):
         pytest.exit(f"{harness.PG_CLUSTER} is missing", returncode=3)
@@ -29,7 +30,7 @@ def start_stack(name):
                     f"(set OMNICHAT_BIN_DIR)", returncode=3)
     cluster = PgCluster().init()
     try:
-        svc = Service(cluster, name=name)
+        svc = Service(cluster, name=name, extra_args=extra_args)
         svc.migrate()
         cluster.grant()
         svc.start()
@@ -46,12 +47,7 @@ def stop_stack(cluster, svc):
     try:
         cluster.destroy()
     finally:
-        text = svc.log_text()
-        bad = sanitizer_lines(text)
-        assert not bad, (f"sanitizer report in the {svc.work} service log:\n"
-                         + "\n".join(bad[:20]) + "\n--- log tail ---\n" + log_tail(svc.log_path))
-        assert rc in (0, -15), (f"service exit code after SIGTERM: {rc}\n--- log tail ---\n"
-                                + log_tail(svc.log_path))
+        assert_clean_exit(svc, "service", rc)
 
 
 @pytest.fixture(scope="session")

@@ -277,7 +277,135 @@ def ctl_tls_env():
 # The service process
 
 
-class Service:
+def assert_clean_exit(proc, label, rc):
+    """After a process stopped on SIGTERM with exit code rc: no sanitizer report in its whole log
+    (LeakSanitizer reports only at exit, so this is the last word) and a clean exit."""
+    text = proc.log_text()
+    bad = sanitizer_lines(text)
+    assert not bad, (f"sanitizer report in the {label} log ({proc.log_path}):\n"
+                     + "\n".join(bad[:20]) + "\n--- log tail ---\n" + log_tail(proc.log_path))
+    assert rc in (0, -15), (f"{label} exit code after SIGTERM: {rc}\n--- log tail ---\n"
+                            + log_tail(proc.log_path))
+
+
+def read_listening(log_path, offset, key):
+    """The first JSON log line "listening" with field `key`, from byte `offset` on, or None."""
+    try:
+        with open(log_path, "r", errors="replace") as f:
+            f.seek(offset)
+            for line in f:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if ev.get("msg") == "listening" and ev.get(key):
+                    return ev
+    except OSError:
+        pass
+    return None
+
+
+def child_env(strip_omnichat=False):
+    """The environment of a child process: sanitizer defaults, and without the caller's
+    OMNICHAT_* settings when the child gets every setting as a flag."""
+    env = dict(os.environ)
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    if strip_omnichat:
+        for k in list(env):
+            if k.startswith("OMNICHAT_") and k != "OMNICHAT_BIN_DIR":
+                del env[k]
+    return env
+
+
+class ChildProcess:
+    """A child process with stderr/stdout appended to files in its own work dir: every process
+    the integration tests start (services, simulators) is one. `slow` stretches its waits (an
+    ASan build runs about 3x slower). `marks`: starts and kills are noted in the log as "###"
+    lines for the reader (off where tests require every stderr line to be a JSON event)."""
+
+    def __init__(self, name, slow=1.0, marks=True):
+        self.work = tempfile.mkdtemp(prefix=f"omnichat-it-{name}-")
+        self.log_path = os.path.join(self.work, "stderr.log")
+        self.out_path = os.path.join(self.work, "stdout.log")
+        self.proc = None
+        self.slow = slow
+        self.marks = marks
+        self._check_offset = 0
+        self._start_offset = 0
+        self.starts = 0
+
+    def _spawn(self, cmd, env, preexec_fn=None):
+        if self.marks:
+            with open(self.log_path, "ab") as f:
+                f.write(f"### start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
+        self._start_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        err = open(self.log_path, "ab")
+        out = open(self.out_path, "ab")
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env,
+                                         preexec_fn=preexec_fn)
+        finally:
+            err.close()
+            out.close()
+        self.starts += 1
+
+    def _wait_listening(self, key, timeout):
+        """The "listening" line of the latest start (an earlier start's line never counts)."""
+        deadline = time.time() + timeout * self.slow
+        while time.time() < deadline:
+            ev = read_listening(self.log_path, self._start_offset, key)
+            if ev:
+                return ev
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.work}: exited with {self.proc.returncode} before "
+                                   f"listening:\n{log_tail(self.log_path)}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.work}: no 'listening' line within {timeout}s:\n"
+                           f"{log_tail(self.log_path)}")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            return f.read()
+
+    def new_log_since_last_check(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            f.seek(self._check_offset)
+            text = f.read()
+            self._check_offset = f.tell()
+        return text
+
+    def terminate(self, timeout=30):
+        """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=timeout * self.slow)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                rc = None
+        return rc
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        if self.marks:
+            with open(self.log_path, "ab") as f:
+                f.write(b"### SIGKILL by the test\n")
+
+
+class Service(ChildProcess):
     def __init__(self, cluster, name="persistence", extra_args=(), tls=SUITE, tls_client=None,
                  client_roles=CLIENT_ROLES, grpc_port=0, nofile=None):
         """tls: a Certs with a "persistence" certificate → mutual TLS with client_roles, and
@@ -285,33 +413,26 @@ class Service:
         None → plaintext; SUITE (default) → as OMNICHAT_TEST_TLS says. grpc_port: 0 → any free
         port (tests); a fixed port lets a restarted service keep its address for clients that
         were given it (the chaos run kills and restarts persistence under load)."""
+        super().__init__(name, marks=False)
         self.cluster = cluster
         self.fixed_grpc_port = grpc_port
         self.tls = suite_certs() if tls is SUITE else tls
         self.tls_client = tls_client or "omnichatctl"
         self.client_roles = client_roles
         self.bin = os.path.join(BIN_DIR, "omnichat-persistence")
-        self.work = tempfile.mkdtemp(prefix=f"omnichat-it-{name}-")
-        self.log_path = os.path.join(self.work, "stderr.log")
-        self.out_path = os.path.join(self.work, "stdout.log")
         self.key_path = os.path.join(self.work, "cursor.key")
         self.extra_args = list(extra_args)
         self.nofile = nofile  # RLIMIT_NOFILE of the process: n (soft = hard) or (soft, hard)
-        self.proc = None
         self.grpc_port = None
         self.admin_port = None
         self.channel = None
-        self._log_offset = 0
 
     @staticmethod
     def binary_present():
         return os.access(os.path.join(BIN_DIR, "omnichat-persistence"), os.X_OK)
 
     def env(self):
-        env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-        return env
+        return child_env()
 
     def migrate(self):
         r = subprocess.run([self.bin, "migrate", "--database-url", self.cluster.dsn("owner")],
@@ -338,8 +459,6 @@ class Service:
             cmd += ["--log-level", "debug"]
         if self.tls is not None:
             cmd += self.tls.flags("persistence", self.client_roles)
-        self._err = open(self.log_path, "ab")
-        self._out = open(self.out_path, "ab")
         preexec = None
         if self.nofile is not None:
             import resource
@@ -347,22 +466,13 @@ class Service:
 
             def preexec():
                 resource.setrlimit(resource.RLIMIT_NOFILE, limit)
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=self.env(),
-                                     preexec_fn=preexec)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            ev = self._find_listening()
-            if ev:
-                self.grpc_port = int(ev["grpc_port"])
-                self.admin_port = int(ev["admin_port"]) if ev.get("admin_port") else None
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode} before "
-                                   f"listening:\n{log_tail(self.log_path)}")
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"service did not log 'listening' within {timeout}s:\n"
-                               f"{log_tail(self.log_path)}")
+        self._spawn(cmd, self.env(), preexec)
+        try:
+            ev = self._wait_listening("grpc_port", timeout)
+        except RuntimeError as e:
+            raise RuntimeError(f"persistence did not start: {e}") from None
+        self.grpc_port = int(ev["grpc_port"])
+        self.admin_port = int(ev["admin_port"]) if ev.get("admin_port") else None
         self.channel = self.new_channel()
         grpc.channel_ready_future(self.channel).result(timeout=30)
         return self
@@ -373,53 +483,12 @@ class Service:
             return grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         return self.tls.channel(self.grpc_port, identity or self.tls_client)
 
-    def _find_listening(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            for line in f:
-                line = line.strip()
-                if not line.startswith("{"):
-                    continue
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                if ev.get("msg") == "listening" and ev.get("grpc_port"):
-                    return ev
-        return None
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            return f.read()
-
-    def new_log_since_last_check(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            f.seek(self._log_offset)
-            text = f.read()
-            self._log_offset = f.tell()
-        return text
-
     def stop(self, timeout=30):
         """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
         if self.channel is not None:
             self.channel.close()
             self.channel = None
-        if self.proc is None:
-            return None
-        rc = self.proc.poll()
-        if rc is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                rc = None
-        self._err.close()
-        self._out.close()
-        return rc
+        return self.terminate(timeout)
 
     def admin_get(self, path, timeout=10):
         """(status, body) of GET http://127.0.0.1:{admin_port}{path}."""

@@ -11,8 +11,8 @@ import threading
 import grpc
 import pytest
 
-from conftest import stop_stack
-from harness import Api, Builder, Db, PgCluster, Service, log_tail, run_concurrently
+from conftest import start_stack, stop_stack
+from harness import Api, Builder, Db, log_tail, run_concurrently
 
 TS = 1_700_000_000_000
 WORKERS = 6
@@ -20,16 +20,8 @@ WORKERS = 6
 
 @pytest.fixture(scope="module")
 def own_stack():
-    cluster = PgCluster().init()
-    try:
-        # A smaller pool than the default, so that all of it is warmed below.
-        svc = Service(cluster, name="db-restart", extra_args=["--workers", str(WORKERS)])
-        svc.migrate()
-        cluster.grant()
-        svc.start()
-    except BaseException:
-        cluster.destroy()
-        raise
+    # A smaller pool than the default, so that all of it is warmed below.
+    cluster, svc = start_stack("db-restart", ["--workers", str(WORKERS)])
     yield cluster, svc
     stop_stack(cluster, svc)
 

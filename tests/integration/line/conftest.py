@@ -21,17 +21,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import log_tail, sanitizer_lines  # noqa: E402
+from harness import assert_clean_exit, log_tail  # noqa: E402
 from line_harness import Connector, LineChannel, Sim, check_logs  # noqa: E402
 
 
-def _final_log_check(proc, label, rc):
-    text = proc.log_text()
-    bad = sanitizer_lines(text)
-    assert not bad, (f"sanitizer report in the {label} log ({proc.log_path}):\n"
-                     + "\n".join(bad[:20]) + "\n--- log tail ---\n" + log_tail(proc.log_path))
-    assert rc in (0, -15), (f"{label} exit code after SIGTERM: {rc}\n--- log tail ---\n"
-                            + log_tail(proc.log_path))
+_final_log_check = assert_clean_exit
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,10 @@ import hmac
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -129,109 +127,20 @@ def wait_for(pred, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
-def _read_listening(log_path, offset, key):
-    try:
-        with open(log_path, "r", errors="replace") as f:
-            f.seek(offset)
-            for line in f:
-                line = line.strip()
-                if not line.startswith("{"):
-                    continue
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                if ev.get("msg") == "listening" and ev.get(key):
-                    return ev
-    except OSError:
-        pass
-    return None
-
-
 def _env():
-    env = dict(os.environ)
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     # Flags are given explicitly; stray OMNICHAT_* settings from the caller must not leak in.
-    for k in list(env):
-        if k.startswith("OMNICHAT_") and k not in ("OMNICHAT_BIN_DIR",):
-            del env[k]
-    return env
+    return harness.child_env(strip_omnichat=True)
 
 
-class _Proc:
-    """A child process with stderr/stdout appended to files in its own work dir."""
+class _Proc(harness.ChildProcess):
+    """A child process of this suite (simulator, connector): the shared harness's, with this
+    suite's environment and slow factor."""
 
     def __init__(self, name):
-        self.work = tempfile.mkdtemp(prefix=f"omnichat-it-{name}-")
-        self.log_path = os.path.join(self.work, "stderr.log")
-        self.out_path = os.path.join(self.work, "stdout.log")
-        self.proc = None
-        self._check_offset = 0
-        self._start_offset = 0
-        self.starts = 0
+        super().__init__(name, slow=SLOW)
 
-    def _spawn(self, cmd):
-        with open(self.log_path, "ab") as f:
-            f.write(f"### start #{self.starts + 1}: {' '.join(cmd)}\n".encode())
-        self._start_offset = os.path.getsize(self.log_path)
-        err = open(self.log_path, "ab")
-        out = open(self.out_path, "ab")
-        try:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=_env())
-        finally:
-            err.close()
-            out.close()
-        self.starts += 1
-
-    def _wait_listening(self, key, timeout):
-        deadline = time.time() + timeout * SLOW
-        while time.time() < deadline:
-            ev = _read_listening(self.log_path, self._start_offset, key)
-            if ev:
-                return ev
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.work}: exited with {self.proc.returncode} before "
-                                   f"listening:\n{log_tail(self.log_path)}")
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.work}: no 'listening' line within {timeout}s:\n"
-                           f"{log_tail(self.log_path)}")
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            return f.read()
-
-    def new_log_since_last_check(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            f.seek(self._check_offset)
-            text = f.read()
-            self._check_offset = f.tell()
-        return text
-
-    def terminate(self, timeout=30):
-        """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
-        if self.proc is None:
-            return None
-        rc = self.proc.poll()
-        if rc is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=timeout * SLOW)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                rc = None
-        return rc
-
-    def kill9(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-        with open(self.log_path, "ab") as f:
-            f.write(b"### SIGKILL by the test\n")
+    def _spawn(self, cmd, env=None, preexec_fn=None):
+        super()._spawn(cmd, env if env is not None else _env(), preexec_fn)
 
 
 # ---------------------------------------------------------------------------------------------
