@@ -249,8 +249,9 @@ class Certs:
             private_key=read(self.key(name)) if name else None,
             certificate_chain=read(self.crt(name)) if name else None)
 
-    def channel(self, port, name=None, ca=None):
-        return grpc.secure_channel(f"127.0.0.1:{port}", self.credentials(name, ca))
+    def channel(self, port, name=None, ca=None, options=None):
+        return grpc.secure_channel(f"127.0.0.1:{port}", self.credentials(name, ca),
+                                   options=options)
 
 
 _suite_certs = None
@@ -477,11 +478,12 @@ class Service(ChildProcess):
         grpc.channel_ready_future(self.channel).result(timeout=30)
         return self
 
-    def new_channel(self, identity=None):
-        """A channel to the service: plaintext, or over TLS as `identity` (default tls_client)."""
+    def new_channel(self, identity=None, options=None):
+        """A channel to the service: plaintext, or over TLS as `identity` (default tls_client);
+        options: grpc channel options."""
         if self.tls is None:
-            return grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        return self.tls.channel(self.grpc_port, identity or self.tls_client)
+            return grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}", options=options)
+        return self.tls.channel(self.grpc_port, identity or self.tls_client, options=options)
 
     def stop(self, timeout=30):
         """SIGTERM and wait; returns the exit code (None if it had to be killed)."""

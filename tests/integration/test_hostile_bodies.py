@@ -57,8 +57,7 @@ def _bodies(size):
 
 @pytest.fixture
 def big_channel(service):
-    ch = grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}",
-                               options=[("grpc.max_send_message_length", 64 * MIB)])
+    ch = service.new_channel(options=[("grpc.max_send_message_length", 64 * MIB)])
     yield ch
     ch.close()
 
