@@ -22,20 +22,21 @@
 #define BL_ID_LEN 40             /* provider message ids ("18 digits") with room to spare */
 #define BL_MAX_USERS_PER_CHANNEL 4096
 
-/* One connected LINE bot: a tenant's channel account, its simulated bot and credentials. */
+/* One connected channel: a tenant's channel account, its account at the provider's simulator
+ * and its credentials (the driver fills the provider's fields). */
 typedef struct bl_channel {
     char tenant[37];
     char account[37];
-    char bot_user[34]; /* U + 32 hex */
-    char token[44];    /* channel access token (random, registered in the simulator) */
-    char secret[33];   /* channel secret (random) */
+    char provider_account[64]; /* the provider's id of the account (LINE: the bot's user id) */
+    char token[64];            /* access token (random, registered in the simulator) */
+    char secret[64];           /* webhook signing secret (random) */
     char webhook_url[256];
     int first_user, nusers; /* its users: ctx->users[first_user .. first_user+nusers) */
 } bl_channel_t;
 
-/* A LINE user who wrote to one bot once, so that a conversation exists. */
+/* A provider user who wrote to one channel once, so that a conversation exists. */
 typedef struct bl_user {
-    char id[34]; /* U + 32 hex */
+    char id[48]; /* the provider's user id (LINE: U + 32 hex) */
     char conversation[37];
     char display_name[32]; /* what the simulator's profile answers ("User xxxxxx") */
     char avatar[128];
@@ -60,7 +61,10 @@ typedef struct bl_thread {
     size_t npost, cappost;
 } bl_thread_t;
 
+typedef struct bl_driver bl_driver_t;
+
 typedef struct bl_ctx {
+    const bl_driver_t *drv; /* the provider under test */
     const char *connector_target, *persistence_target, *webhook_base, *sim_base, *super_dsn;
     pid_t connector_pid, persistence_pid, sim_pid, postmaster_pid;
     int threads;
@@ -103,12 +107,12 @@ bool bl_call(void *user, int thread, uint64_t seq, oc_arena_t *arena, char *err,
 int bl_http(oc_http_client_t *c, const char *url, const char *const *headers, const char *body,
             size_t blen, long timeout_ms, oc_buf_t *out, char *err, size_t errlen);
 
-/* A webhook body of k text events from the given users of channel c (users[j] for j < k),
- * with message ids "<prefix>-<j>", into buf (cap bytes). Returns its length, 0 if too long. */
-size_t bl_webhook_body(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
-                       const char *id_prefix, uint64_t *rng, char *buf, size_t cap);
-/* x-line-signature of body under secret, into out (at least 48 bytes). */
-void bl_sign(const char *secret, const char *body, size_t len, char *out);
+/* Random lowercase hex: n characters and a NUL into out. */
+void bl_rand_hex(uint64_t *rng, char *out, size_t n);
+/* The text of webhook events and of the PersistInbound reference (about 80 bytes). */
+void bl_inbound_text(char *buf, size_t cap, uint64_t n);
+/* The text of provider sends in the raw-send reference (the size of an agent's reply). */
+void bl_reply_text(char *buf, size_t cap, uint64_t n);
 
 /* Unary gRPC call with the benchmark's deadline; false with err "Method: STATUS: message". */
 bool bl_rpc(oc_rpc_client_t *c, const char *path, const ProtobufCMessage *req,
@@ -118,9 +122,49 @@ bool bl_rpc(oc_rpc_client_t *c, const char *path, const ProtobufCMessage *req,
 /* Zeroes the per-phase counters of every thread (keeps handles and buffers). */
 void bl_threads_reset(bl_ctx_t *ctx);
 
-/* ---- setup.c: bots, channels, conversations ---- */
+/* ---- the provider driver: everything the benchmark knows of one provider ---- */
 
-/* Prepares per-thread handles, registers nch bots in the simulator, connects them through
+#define BL_HEADERS_MAX 6
+/* Header lines of one request, and their storage. */
+typedef struct bl_headers {
+    const char *line[BL_HEADERS_MAX + 1]; /* NULL-terminated */
+    char buf[BL_HEADERS_MAX][160];
+} bl_headers_t;
+
+struct bl_driver {
+    const char *name; /* --provider: "line" */
+    /* Gives channel number i its provider account id and credentials (random) and registers
+     * them at the provider's simulator. 0, or -1 with err. */
+    int (*add_channel)(bl_ctx_t *ctx, bl_channel_t *c, int i, char *err, size_t errlen);
+    /* Sets the provider's fields of Connector/ConnectChannel for channel c. */
+    void (*connect_request)(const bl_channel_t *c, CPB(ConnectChannelRequest) * req);
+    /* A new user of channel c: the provider's user id, and the display name and avatar URL the
+     * simulator's profile answers (so the PersistInbound reference stores what the connector
+     * stores). */
+    void (*new_user)(const bl_channel_t *c, uint64_t *rng, bl_user_t *u);
+    /* A signed webhook of k text events from users[j] of channel c, with provider message ids
+     * "<id_prefix>-<j>": the body into buf (cap bytes) and the request's header lines into h.
+     * Returns the body's length, 0 when it does not fit. */
+    size_t (*webhook)(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
+                      const char *id_prefix, uint64_t *rng, char *buf, size_t cap, bl_headers_t *h);
+    /* Reference: one send straight to the simulator, as the connector makes it (text n). The
+     * HTTP status, or -1 with err when no answer came; the answer's body in resp. */
+    int (*raw_send)(bl_ctx_t *ctx, bl_thread_t *t, const bl_channel_t *c, const bl_user_t *u,
+                    uint64_t n, oc_buf_t *resp, char *err, size_t errlen);
+    /* The simulator's delivery log of one user: its URL (GET, a JSON array). */
+    void (*deliveries_url)(const bl_ctx_t *ctx, const char *user, char *url, size_t cap);
+    /* Of one entry of that log: the provider message id and the provider's de-duplication
+     * key of the send ("" when the provider has none). Pointers into the entry. */
+    void (*delivery_fields)(const void *json_entry, const char **id, const char **dedupe_key);
+};
+
+/* The drivers this benchmark has; bl_driver_find("line"). NULL when unknown. */
+extern const bl_driver_t bl_driver_line;
+const bl_driver_t *bl_driver_find(const char *name);
+
+/* ---- setup.c: provider accounts, channels, conversations ---- */
+
+/* Prepares per-thread handles, registers nch accounts in the simulator, connects them through
  * Connector/ConnectChannel (tenants round-robin over ntenants), delivers one signed webhook per
  * user (nusers spread over the channels) and reads back every conversation id. 0 or -1. */
 int bl_setup(bl_ctx_t *ctx, int ntenants, int nch, int nusers, char *err, size_t errlen);

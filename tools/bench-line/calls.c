@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "bl.h"
-#include "line_wire.h"
 #include "omnichat/util.h"
 
 #define REF_LEASE_OWNER "bench-line-reference"
@@ -55,7 +54,7 @@ int bl_http(oc_http_client_t *c, const char *url, const char *const *headers, co
     return status;
 }
 
-static void rand_hex(uint64_t *rng, char *out, size_t n)
+void bl_rand_hex(uint64_t *rng, char *out, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     uint64_t r = 0;
@@ -68,50 +67,19 @@ static void rand_hex(uint64_t *rng, char *out, size_t n)
     out[n] = '\0';
 }
 
-void bl_sign(const char *secret, const char *body, size_t len, char *out)
-{
-    line_sign(secret, strlen(secret), body, len, out);
-}
-
-/* The same text for webhook events and the PersistInbound reference (about 80 bytes). */
-static void inbound_text(char *buf, size_t cap, uint64_t n)
+void bl_inbound_text(char *buf, size_t cap, uint64_t n)
 {
     snprintf(buf, cap,
              "Hi! Is order %" PRIu64 " ready to pick up? I could come by the store after work.",
              n % 1000000);
 }
 
-size_t bl_webhook_body(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
-                       const char *id_prefix, uint64_t *rng, char *buf, size_t cap)
+void bl_reply_text(char *buf, size_t cap, uint64_t n)
 {
-    char ids[BL_MAX_K][BL_ID_LEN + 24], quote[BL_MAX_K][33], reply[BL_MAX_K][33];
-    char event_id[BL_MAX_K][27], text[BL_MAX_K][128];
-    line_text_event_t ev[BL_MAX_K];
-    int64_t now = oc_now_ms();
-    oc_buf_t b;
-    size_t len = 0;
-
-    if (k < 1 || k > BL_MAX_K) return 0;
-    for (int j = 0; j < k; j++) {
-        rand_hex(rng, quote[j], 32);
-        rand_hex(rng, reply[j], 32);
-        rand_hex(rng, event_id[j], 26);
-        for (char *p = event_id[j]; *p; p++)
-            if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
-        event_id[j][0] = '0';
-        event_id[j][1] = '1';
-        inbound_text(text[j], sizeof text[j], bench_rand(rng));
-        snprintf(ids[j], sizeof ids[j], "%s-%d", id_prefix, j);
-        ev[j] = (line_text_event_t){
-            ctx->users[users[j]].id, ids[j], text[j], event_id[j], reply[j], quote[j], now};
-    }
-    oc_buf_init(&b, cap);
-    if (line_webhook_body(&b, c->bot_user, ev, (size_t)k) == OC_OK && b.len < cap) {
-        memcpy(buf, b.data, b.len + 1);
-        len = b.len;
-    }
-    oc_buf_dispose(&b);
-    return len;
+    snprintf(buf, cap,
+             "Thanks for waiting! Your order %" PRIu64
+             " left the warehouse today and arrives tomorrow.",
+             n % 1000000);
 }
 
 void bl_threads_reset(bl_ctx_t *ctx)
@@ -261,23 +229,20 @@ static bool call_webhook(bl_job_t *job, int thread, uint64_t seq, char *err, siz
     bl_thread_t *t = &ctx->th[thread];
     int users[BL_MAX_K];
     const bl_channel_t *c = pick_batch(ctx, thread, seq, job->k, users);
-    char prefix[96], sig[64], sig_hdr[96];
-    const char *headers[] = {"Content-Type: application/json", sig_hdr,
-                             "User-Agent: LineBotWebhook/2.0", "Expect:", NULL};
+    char prefix[96];
+    bl_headers_t h;
     oc_buf_t resp;
     size_t len;
     int status;
 
     snprintf(prefix, sizeof prefix, "lb%s%s-%d-%" PRIu64, ctx->run, job->tag, thread, seq);
-    len = bl_webhook_body(ctx, c, users, job->k, prefix, &t->rng, t->body, BL_BODY_MAX);
+    len = ctx->drv->webhook(ctx, c, users, job->k, prefix, &t->rng, t->body, BL_BODY_MAX, &h);
     if (len == 0) {
         snprintf(err, errlen, "webhook body too large");
         return false;
     }
-    bl_sign(c->secret, t->body, len, sig);
-    snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
     oc_buf_init(&resp, 1024);
-    status = bl_http(t->http, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
+    status = bl_http(t->http, c->webhook_url, h.line, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
                      errlen);
     if (status == 200) {
         t->items_ok += (uint64_t)job->k;
@@ -297,41 +262,24 @@ static bool call_webhook(bl_job_t *job, int thread, uint64_t seq, char *err, siz
     return status == 200;
 }
 
-static bool call_raw_push(bl_job_t *job, int thread, uint64_t seq, char *err, size_t errlen)
+static bool call_raw_send(bl_job_t *job, int thread, uint64_t seq, char *err, size_t errlen)
 {
     bl_ctx_t *ctx = job->ctx;
     bl_thread_t *t = &ctx->th[thread];
     const bl_user_t *u = &ctx->users[pick_user(ctx, thread, seq)];
     const bl_channel_t *c = &ctx->ch[u->channel];
-    char auth[96], key_hdr[64], key[OC_UUID_STR_LEN + 1], url[300], text[160];
-    const char *headers[] = {auth, "Content-Type: application/json", key_hdr, "Expect:", NULL};
     oc_buf_t resp;
-    int status, n;
+    int status;
 
-    /* The same request the connector makes: a fresh retry key, the same shape of body. */
-    if (oc_uuid_v4(key) != OC_OK) {
-        snprintf(err, errlen, "no randomness for the retry key");
-        return false;
-    }
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token);
-    snprintf(key_hdr, sizeof key_hdr, "X-Line-Retry-Key: %s", key);
-    snprintf(url, sizeof url, "%s/v2/bot/message/push", ctx->sim_base);
-    snprintf(text, sizeof text,
-             "Thanks for waiting! Your order %" PRIu64
-             " left the warehouse today and arrives tomorrow.",
-             ((uint64_t)thread << 32 | seq) % 1000000);
-    n = snprintf(t->body, BL_BODY_MAX,
-                 "{\"to\":\"%s\",\"messages\":[{\"type\":\"text\",\"text\":\"%s\"}]}", u->id, text);
     oc_buf_init(&resp, 4096);
-    status =
-        bl_http(t->http, url, headers, t->body, (size_t)n, BL_CALL_TIMEOUT_MS, &resp, err, errlen);
+    status = ctx->drv->raw_send(ctx, t, c, u, (uint64_t)thread << 32 | seq, &resp, err, errlen);
     if (status == 200) {
         t->items_ok++;
     } else {
         t->http_other++;
         t->last_http_status = status;
         if (status > 0)
-            snprintf(err, errlen, "push: HTTP %d: %.*s", status,
+            snprintf(err, errlen, "%s send: HTTP %d: %.*s", ctx->drv->name, status,
                      (int)(resp.len < 160 ? resp.len : 160), resp.data != NULL ? resp.data : "");
     }
     oc_buf_dispose(&resp);
@@ -429,9 +377,9 @@ static bool call_pst_inbound(bl_job_t *job, int thread, uint64_t seq, oc_arena_t
         PB(InboundMessage) init = PB_INIT(INBOUND_MESSAGE);
         char quote[33], event_id[27], text[128];
 
-        rand_hex(&t->rng, quote, 32);
-        rand_hex(&t->rng, event_id, 26);
-        inbound_text(text, sizeof text, bench_rand(&t->rng));
+        bl_rand_hex(&t->rng, quote, 32);
+        bl_rand_hex(&t->rng, event_id, 26);
+        bl_inbound_text(text, sizeof text, bench_rand(&t->rng));
         msgs[j] = init;
         msgs[j].channel_account_id = (char *)c->account;
         msgs[j].external_user_id = (char *)u->id;
@@ -489,7 +437,7 @@ bool bl_call(void *user, int thread, uint64_t seq, oc_arena_t *arena, char *err,
     case BL_WEBHOOK:
         return call_webhook(job, thread, seq, err, errlen);
     case BL_RAW_PUSH:
-        return call_raw_push(job, thread, seq, err, errlen);
+        return call_raw_send(job, thread, seq, err, errlen);
     case BL_PST_OUTBOUND:
         return call_pst_outbound(job, thread, seq, arena, err, errlen);
     case BL_PST_INBOUND:

@@ -20,6 +20,7 @@ typedef struct opts {
     pid_t connector_pid, persistence_pid, sim_pid, postgres_pid;
     int duration, ref_duration, threads, tenants, channels, users, k;
     bool sends, ingest, ordered;
+    const bl_driver_t *drv;
 } opts_t;
 
 static void usage(FILE *f)
@@ -30,7 +31,7 @@ static void usage(FILE *f)
             "           [--connector-pid P] [--persistence-pid P] [--sim-pid P]\n"
             "           [--postgres-pid P] [--duration S] [--ref-duration S] [--threads N]\n"
             "           [--tenants N] [--channels N] [--users N] [--k N] [--out-dir DIR]\n"
-            "           [--phases send,ingest] [--flags TEXT]\n"
+            "           [--phases send,ingest] [--flags TEXT] [--provider NAME]\n"
             "\n"
             "Runs against a fresh stack started by scripts/bench-line.sh (the one documented way\n"
             "to run it). Connects --channels bots through the connector, makes one conversation\n"
@@ -39,6 +40,8 @@ static void usage(FILE *f)
             "directly). Prints a table and writes DIR/results.json and DIR/results.md. Figures\n"
             "are results, not tests: the exit status is 0 when the run completed, whatever the\n"
             "targets say.\n"
+            "  --provider         the provider driver (default line): how channels are made at\n"
+            "                     the simulator, webhooks signed and sends checked\n"
             "  --connector        the connector's gRPC address\n"
             "  --persistence      the persistence service's gRPC address\n"
             "  --tls-cert-file, --tls-key-file, --tls-ca-file\n"
@@ -99,7 +102,8 @@ static int parse(int argc, char **argv, opts_t *o)
         O_HELP,
         O_TLS_CERT,
         O_TLS_KEY,
-        O_TLS_CA
+        O_TLS_CA,
+        O_PROVIDER
     };
     static const struct option longopts[] = {
         {"connector", required_argument, NULL, O_CONN},
@@ -126,6 +130,7 @@ static int parse(int argc, char **argv, opts_t *o)
         {"tls-cert-file", required_argument, NULL, O_TLS_CERT},
         {"tls-key-file", required_argument, NULL, O_TLS_KEY},
         {"tls-ca-file", required_argument, NULL, O_TLS_CA},
+        {"provider", required_argument, NULL, O_PROVIDER},
         {NULL, 0, NULL, 0},
     };
     int c, v;
@@ -141,8 +146,16 @@ static int parse(int argc, char **argv, opts_t *o)
     o->out_dir = "var/bench-line";
     o->flags = "";
     o->sends = o->ingest = true;
+    o->drv = &bl_driver_line;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
+        case O_PROVIDER:
+            o->drv = bl_driver_find(optarg);
+            if (o->drv == NULL) {
+                fprintf(stderr, "omnichat-bench-line: --provider: unknown driver '%s'\n", optarg);
+                return -1;
+            }
+            break;
         case O_CONN:
             o->connector = optarg;
             break;
@@ -478,6 +491,7 @@ int main(int argc, char **argv)
     rep.ph[BL_PH_WEBHOOK_K10].title = title_k[0];
     rep.ph[BL_PH_REF_INBOUND_K10].title = title_k[1];
 
+    ctx.drv = o.drv;
     ctx.connector_target = o.connector;
     ctx.persistence_target = o.persistence;
     ctx.webhook_base = o.webhook_base;

@@ -9,21 +9,6 @@
 #include "bl.h"
 #include "omnichat/util.h"
 
-static void random_hex(char *out, size_t n)
-{
-    uint8_t r[64];
-
-    if (n / 2 + 1 > sizeof r || RAND_bytes(r, (int)(n / 2 + 1)) != 1) {
-        /* Not secrets: a weaker source still gives distinct test ids. */
-        for (size_t i = 0; i < sizeof r; i++)
-            r[i] = (uint8_t)(rand() & 0xff);
-    }
-    char hex[2 * sizeof r + 1];
-    oc_hex_encode(r, n / 2 + 1, hex);
-    memcpy(out, hex, n);
-    out[n] = '\0';
-}
-
 int bl_sim_reset(bl_ctx_t *ctx, char *err, size_t errlen)
 {
     char url[300];
@@ -35,24 +20,6 @@ int bl_sim_reset(bl_ctx_t *ctx, char *err, size_t errlen)
                 "{}", 2, 10000, NULL, err, errlen);
     if (status == 200) return 0;
     if (status > 0) snprintf(err, errlen, "POST /__sim/reset: HTTP %d", status);
-    return -1;
-}
-
-/* POST /__sim/bots: the simulator learns the bot's token. */
-static int add_bot(bl_ctx_t *ctx, const bl_channel_t *c, int i, char *err, size_t errlen)
-{
-    char url[300], body[512];
-    int status, n;
-
-    snprintf(url, sizeof url, "%s/__sim/bots", ctx->sim_base);
-    n = snprintf(body, sizeof body,
-                 "{\"token\":\"%s\",\"bot_user_id\":\"%s\",\"display_name\":\"Bench Bot %d\"}",
-                 c->token, c->bot_user, i + 1);
-    status =
-        bl_http(ctx->th[0].http, url, (const char *const[]){"Content-Type: application/json", NULL},
-                body, (size_t)n, 10000, NULL, err, errlen);
-    if (status == 200) return 0;
-    if (status > 0) snprintf(err, errlen, "POST /__sim/bots: HTTP %d", status);
     return -1;
 }
 
@@ -70,8 +37,7 @@ static int connect_channel(bl_ctx_t *ctx, bl_channel_t *c, int i, char *err, siz
     }
     snprintf(name, sizeof name, "Bench Bot %d", i + 1);
     req.tenant_id = c->tenant;
-    req.access_token = c->token;
-    req.channel_secret = c->secret;
+    ctx->drv->connect_request(c, &req);
     req.display_name = name;
     if (!bl_rpc(ctx->conn, BL_CONN "ConnectChannel", &req.base,
                 &omnichat__connector__v1__connect_channel_response__descriptor, arena,
@@ -95,18 +61,20 @@ static int first_message(bl_ctx_t *ctx, int u, char *err, size_t errlen)
 {
     bl_thread_t *t = &ctx->th[0];
     const bl_channel_t *c = &ctx->ch[ctx->users[u].channel];
-    char prefix[64], sig[64], sig_hdr[96];
-    const char *headers[] = {"Content-Type: application/json", sig_hdr, "Expect:", NULL};
+    char prefix[64];
+    bl_headers_t h;
     oc_buf_t resp;
     size_t len;
     int status;
 
     snprintf(prefix, sizeof prefix, "lb%sinit-%d", ctx->run, u);
-    len = bl_webhook_body(ctx, c, &u, 1, prefix, &t->rng, t->body, BL_BODY_MAX);
-    bl_sign(c->secret, t->body, len, sig);
-    snprintf(sig_hdr, sizeof sig_hdr, "x-line-signature: %s", sig);
+    len = ctx->drv->webhook(ctx, c, &u, 1, prefix, &t->rng, t->body, BL_BODY_MAX, &h);
+    if (len == 0) {
+        snprintf(err, errlen, "first webhook of user %d: body too large", u);
+        return -1;
+    }
     oc_buf_init(&resp, 4096);
-    status = bl_http(t->http, c->webhook_url, headers, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
+    status = bl_http(t->http, c->webhook_url, h.line, t->body, len, BL_CALL_TIMEOUT_MS, &resp, err,
                      errlen);
     if (status > 0 && status != 200)
         snprintf(err, errlen, "first webhook of user %d: HTTP %d: %.*s", u, status,
@@ -207,24 +175,15 @@ int bl_setup(bl_ctx_t *ctx, int ntenants, int nch, int nusers, char *err, size_t
     for (int i = 0, next = 0; i < nch; i++) {
         bl_channel_t *c = &ctx->ch[i];
         snprintf(c->tenant, sizeof c->tenant, "b1e00000-0000-4000-8000-%012d", i % ntenants + 1);
-        c->bot_user[0] = 'U';
-        random_hex(c->bot_user + 1, 32);
-        random_hex(c->token, 40);
-        random_hex(c->secret, 32);
         c->first_user = next;
         c->nusers = nusers / nch + (i < nusers % nch ? 1 : 0);
         next += c->nusers;
-        if (add_bot(ctx, c, i, err, errlen) != 0 || connect_channel(ctx, c, i, err, errlen) != 0)
+        if (ctx->drv->add_channel(ctx, c, i, err, errlen) != 0 ||
+            connect_channel(ctx, c, i, err, errlen) != 0)
             return -1;
         for (int u = c->first_user; u < c->first_user + c->nusers; u++) {
-            bl_user_t *usr = &ctx->users[u];
-            usr->channel = i;
-            usr->id[0] = 'U';
-            random_hex(usr->id + 1, 32);
-            /* What the simulator's profile answers, so the reference stores the same. */
-            snprintf(usr->display_name, sizeof usr->display_name, "User %s", usr->id + 27);
-            snprintf(usr->avatar, sizeof usr->avatar, "https://profile.line-scdn.net/line-sim/%s",
-                     usr->id);
+            ctx->users[u].channel = i;
+            ctx->drv->new_user(c, &ctx->th[0].rng, &ctx->users[u]);
         }
     }
     for (int u = 0; u < nusers; u++)

@@ -82,7 +82,7 @@ int bl_checkpoint(bl_ctx_t *ctx, char *err, size_t errlen)
     return rc;
 }
 
-/* Adds the provider ids and retry keys of every push the simulator executed for user. */
+/* Adds the provider ids and de-duplication keys of every send the simulator executed for user. */
 static int read_deliveries(bl_ctx_t *ctx, const char *user, strs_t *ids, strs_t *keys, char *err,
                            size_t errlen)
 {
@@ -92,26 +92,25 @@ static int read_deliveries(bl_ctx_t *ctx, const char *user, strs_t *ids, strs_t 
     size_t i;
     int status, rc = -1;
 
-    snprintf(url, sizeof url, "%s/__sim/deliveries?to=%s", ctx->sim_base, user);
+    ctx->drv->deliveries_url(ctx, user, url, sizeof url);
     oc_buf_init(&body, 64u << 20);
     status = bl_http(ctx->th[0].http, url, NULL, NULL, 0, 30000, &body, err, errlen);
     if (status != 200) {
-        if (status > 0) snprintf(err, errlen, "GET /__sim/deliveries: HTTP %d", status);
+        if (status > 0) snprintf(err, errlen, "GET %.120s: HTTP %d", url, status);
         goto out;
     }
     root = json_loadb(body.data, body.len, 0, NULL);
     if (!json_is_array(root)) {
-        snprintf(err, errlen, "GET /__sim/deliveries: not a JSON array");
+        snprintf(err, errlen, "GET %.120s: not a JSON array", url);
         goto out;
     }
     json_array_foreach(root, i, d)
     {
-        const char *id = json_string_value(
-            json_object_get(json_array_get(json_object_get(d, "sentMessages"), 0), "id"));
-        const char *key = json_string_value(json_object_get(d, "retry_key"));
+        const char *id = NULL, *key = NULL;
         char lowered[64];
         size_t n = 0;
 
+        ctx->drv->delivery_fields(d, &id, &key);
         for (; key != NULL && key[n] != '\0' && n < sizeof lowered - 1; n++)
             lowered[n] = (char)tolower((unsigned char)key[n]);
         lowered[n] = '\0';
