@@ -9,6 +9,7 @@ own user may read /proc/<pid>/environ only when the service is dumpable.
 import os
 import pwd
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,11 +72,17 @@ def _dontdump_kib(pid):
 def _start_connector(service, line_sim, work, opt_in, uid):
     gport, hport = free_port(), free_port()
     key = write_vault_key_file(os.path.join(work, "vault.keys"))
+    binary = CONNECTOR_BIN
     if uid is not None:
         os.chmod(work, 0o755)
         os.chown(key, uid, -1)
         os.chown(work, uid, -1)
-    cmd = [CONNECTOR_BIN, "--grpc-listen", f"127.0.0.1:{gport}",
+        # `nobody` may not be able to reach the checkout (one under /root is mode 0700): run a
+        # copy from the work directory, which it owns.
+        binary = os.path.join(work, os.path.basename(CONNECTOR_BIN))
+        shutil.copy2(CONNECTOR_BIN, binary)
+        os.chmod(binary, 0o755)
+    cmd = [binary, "--grpc-listen", f"127.0.0.1:{gport}",
            "--http-listen", f"127.0.0.1:{hport}",
            "--persistence-target", f"127.0.0.1:{service.grpc_port}",
            "--line-api-base", line_sim.base, "--vault-key-file", key,
