@@ -201,4 +201,21 @@ typedef struct conn_provider {
 
 #define CONN_PROVIDER_CFG_MAX 512
 
+/* Facts that go together, for a provider's initializer. */
+#define CONN_FACTS_TEXT(unit, max, rule) .text_unit = (unit), .text_max = (max), .text_rule = (rule)
+#define CONN_FACTS_API(option, base, timeout_max, agent) \
+    .api_option = (option), .api_base_default = (base), .api_timeout_max_ms = (timeout_max), \
+    .user_agent = (agent)
+#define CONN_FACTS_TOKEN(field, in, name) \
+    .token_field = (field), .token_in = (in), .token_name = (name)
+#define CONN_FACTS_LISTEN(grpc, http) .grpc_listen_default = (grpc), .http_listen_default = (http)
+#define CONN_FACTS_OPTIONS(rows, cfg_type) \
+    .options = (rows), .noptions = sizeof(rows) / sizeof((rows)[0]), .config_size = sizeof(cfg_type)
+#define CONN_FACTS_WEBHOOK(path, timeout_default, timeout_help) \
+    .webhook_path = (path), .webhook_timeout_default = (timeout_default), \
+    .webhook_timeout_help = (timeout_help)
+#define CONN_FACTS_RETRY_WINDOW(def, min_s, max_s, help) \
+    .retry_window_default = (def), .retry_window_min_s = (min_s), .retry_window_max_s = (max_s), \
+    .retry_window_help = (help)
+
 #endif
