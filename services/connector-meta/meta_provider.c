@@ -36,9 +36,9 @@ static bool meta_send(conn_t *c, const conn_send_t *s, conn_class_t *out)
     oc_buf_t form;
     oc_err_t rc;
 
-    /* With Facebook Login an Instagram account sends through its Page's token: /me/messages. */
-    snprintf(path, sizeof path, "%s/messages",
-             IS_IG(s->account->channel_type) ? "me" : s->account->external_account_id);
+    /* /{page-id}/messages; an Instagram account sends as /{ig-id}/messages with its Page's
+     * token (Facebook Login) or its own (Instagram Login, with the API base changed). */
+    snprintf(path, sizeof path, "%s/messages", s->account->external_account_id);
     oc_http_result_init(&res, META_BODY_MAX);
     oc_buf_init(&form, 1u << 20);
     form_json(&form, "recipient", json_pack("{s:s}", "id", psid));

@@ -112,7 +112,8 @@ static const char *normalize(oc_arena_t *arena, const char *account, json_t *ev,
     it->display_name = "";
     it->avatar_url = "";
     if (it->thread_key == NULL || it->external_user_id == NULL || it->external_message_id == NULL ||
-        it->content_text == NULL || it->content_struct_json == NULL || it->echo_message_id == NULL)
+        it->content_text == NULL || it->content_struct_json == NULL ||
+        (it->echo && it->echo_message_id == NULL))
         return OOM;
     return NULL;
 }
