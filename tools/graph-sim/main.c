@@ -87,7 +87,8 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    OC_INFO("listening", OC_LI("port", gsim_port(sim)), OC_LS("listen", cfg.listen));
+    int port = gsim_port(sim);
+    OC_INFO("listening", OC_LI("port", port), OC_LS("listen", cfg.listen));
     const char *sig = oc_svc_wait_for_signal();
     OC_INFO("shutting down", OC_LS("signal", sig));
     code = 0;
