@@ -49,11 +49,13 @@ static const struct {
                   "(#10) This message is sent outside of allowed window.", "OAuthException"},
     [K_BLOCKED] = {"blocked", 400, 551, 1545041, false,
                    "(#551) This person isn't available right now.", "OAuthException"},
-    [K_RATE] = {"rate_limit", 400, 613, 0, false, "(#613) Calls to this api have exceeded the "
-                                                   "rate limit.",
+    [K_RATE] = {"rate_limit", 400, 613, 0, false,
+                "(#613) Calls to this api have exceeded the "
+                "rate limit.",
                 "OAuthException"},
-    [K_TRANSIENT] = {"transient", 500, 2, 0, true, "An unexpected error has occurred. Please "
-                                                    "retry your request later.",
+    [K_TRANSIENT] = {"transient", 500, 2, 0, true,
+                     "An unexpected error has occurred. Please "
+                     "retry your request later.",
                      "OAuthException"},
 };
 #define NKINDS (int)(sizeof kinds / sizeof kinds[0])
@@ -304,8 +306,7 @@ static void send_message(gsim_t *s, const oc_http_request_t *req, const char *id
         goto out;
     }
     if (to == NULL || to[0] == '\0') {
-        graph_error(a, 400, 100, 2018001, false, "OAuthException",
-                    "(#100) No matching user found");
+        graph_error(a, 400, 100, 2018001, false, "OAuthException", "(#100) No matching user found");
         goto out;
     }
     if (text == NULL || text[0] == '\0' || oc_utf8_chars(text, strlen(text)) > TEXT_MAX_CHARS ||
@@ -320,10 +321,10 @@ static void send_message(gsim_t *s, const oc_http_request_t *req, const char *id
     long delay = s->echo_delay_ms;
     pthread_mutex_unlock(&s->core.mu);
     c->executed = true;
-    json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s?, s:s, s:b}", "time_ms",
-                            (json_int_t)c->received_ms, "page_id", page.user_id, "account_id", id,
-                            "to", to, "text", text, "metadata", metadata, "message_id", c->mid,
-                            "instagram", ig);
+    json_t *rec =
+        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s?, s:s, s:b}", "time_ms",
+                  (json_int_t)c->received_ms, "page_id", page.user_id, "account_id", id, "to", to,
+                  "text", text, "metadata", metadata, "message_id", c->mid, "instagram", ig);
     char *rj = rec != NULL ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     if (rj != NULL) sim_record(&s->core, &s->core.deliveries, strdup(to), rj, strlen(rj));
@@ -354,8 +355,7 @@ out:
     free(message);
 }
 
-static void lookup(gsim_t *s, const oc_http_request_t *req, const char *id, call_t *c,
-                   answer_t *a)
+static void lookup(gsim_t *s, const oc_http_request_t *req, const char *id, call_t *c, answer_t *a)
 {
     sim_account_t page;
     char username[SIM_ID_MAX + 8];
@@ -384,8 +384,8 @@ static void dispatch(gsim_t *s, const oc_http_request_t *req, call_t *c, answer_
     const char *rest = p != NULL ? strchr(p + 1, '/') : NULL;
     size_t n = p == NULL ? 0 : rest != NULL ? (size_t)(rest - p - 1) : strlen(p + 1);
     char *method = field(req, "method");
-    bool get = strcmp(req->method, "GET") == 0 ||
-               (method != NULL && strcasecmp(method, "GET") == 0);
+    bool get =
+        strcmp(req->method, "GET") == 0 || (method != NULL && strcasecmp(method, "GET") == 0);
 
     free(method);
     if (req->path[1] != 'v' || n == 0 || n >= sizeof id) {
@@ -406,8 +406,8 @@ static void record_request(gsim_t *s, const oc_http_request_t *req, const call_t
                            const answer_t *a)
 {
     /* The form body without its access_token: the token is logged as its SHA-256 only. */
-    char *fields[] = {field(req, "recipient"), field(req, "message"),
-                      field(req, "messaging_type"), field(req, "appsecret_proof")};
+    char *fields[] = {field(req, "recipient"), field(req, "message"), field(req, "messaging_type"),
+                      field(req, "appsecret_proof")};
     json_t *rec = json_pack(
         "{s:I, s:s, s:s, s:s?, s:s?, s:s?, s:b, s:s?, s:s?, s:i, s:b, s:b, s:b, s:s?, s:s?}",
         "time_ms", (json_int_t)c->received_ms, "method", req->method, "path", req->path,
@@ -422,7 +422,8 @@ static void record_request(gsim_t *s, const oc_http_request_t *req, const call_t
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         free(fields[i]);
     json_decref(rec);
-    if (json != NULL) sim_record(&s->core, &s->core.requests, strdup(req->path), json, strlen(json));
+    if (json != NULL)
+        sim_record(&s->core, &s->core.requests, strdup(req->path), json, strlen(json));
 }
 
 static void handle_api(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
@@ -549,16 +550,16 @@ static void post_events(gsim_t *s, const oc_http_request_t *req, oc_http_respons
         json_array_foreach(evs, i, e)
         {
             const char *k = json_string_value(json_object_get(e, "kind"));
-            ev[n] = (meta_event_t){
-                .kind = k != NULL && strcmp(k, "delivery") == 0 ? META_EV_DELIVERY
-                        : k != NULL && strcmp(k, "read") == 0   ? META_EV_READ
-                                                                : META_EV_MESSAGE,
-                .sender_id = json_string_value(json_object_get(e, "sender")),
-                .recipient_id = json_string_value(json_object_get(e, "recipient")),
-                .timestamp_ms = json_integer_value(json_object_get(e, "timestamp")),
-                .mid = json_string_value(json_object_get(e, "mid")),
-                .text = json_string_value(json_object_get(e, "text")),
-                .watermark_ms = json_integer_value(json_object_get(e, "watermark"))};
+            ev[n] =
+                (meta_event_t){.kind = k != NULL && strcmp(k, "delivery") == 0 ? META_EV_DELIVERY
+                                       : k != NULL && strcmp(k, "read") == 0   ? META_EV_READ
+                                                                               : META_EV_MESSAGE,
+                               .sender_id = json_string_value(json_object_get(e, "sender")),
+                               .recipient_id = json_string_value(json_object_get(e, "recipient")),
+                               .timestamp_ms = json_integer_value(json_object_get(e, "timestamp")),
+                               .mid = json_string_value(json_object_get(e, "mid")),
+                               .text = json_string_value(json_object_get(e, "text")),
+                               .watermark_ms = json_integer_value(json_object_get(e, "watermark"))};
             if (ev[n].timestamp_ms == 0) ev[n].timestamp_ms = sim_now_ms(&s->core);
             if (ev[n].sender_id == NULL || ev[n].recipient_id == NULL) {
                 oc_http_response_error(resp, 400, "events[]: sender and recipient required");
@@ -568,8 +569,9 @@ static void post_events(gsim_t *s, const oc_http_request_t *req, oc_http_respons
         }
         meta_webhook_body(&body, object, acct, ev, n);
     } else {
-        oc_http_response_error(resp, 400, "give \"body\", or \"object\", \"account_id\" and 1..64 "
-                                          "\"events\"");
+        oc_http_response_error(resp, 400,
+                               "give \"body\", or \"object\", \"account_id\" and 1..64 "
+                               "\"events\"");
         goto out;
     }
     pthread_mutex_lock(&s->core.mu);
@@ -589,8 +591,8 @@ static void post_events(gsim_t *s, const oc_http_request_t *req, oc_http_respons
     }
     sim_send_json(resp, 200,
                   json_pack("{s:i, s:s%, s:s%}", "status", (int)status, "body",
-                            reply.data != NULL ? reply.data : "", reply.len, "sent",
-                            body.data, body.len));
+                            reply.data != NULL ? reply.data : "", reply.len, "sent", body.data,
+                            body.len));
 out:
     oc_buf_dispose(&body);
     oc_buf_dispose(&reply);

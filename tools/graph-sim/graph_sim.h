@@ -12,10 +12,10 @@
 typedef struct gsim gsim_t;
 
 typedef struct gsim_opts {
-    const char *listen;     /* "127.0.0.1:0" picks a free port; NULL means that */
-    int threads;            /* HTTP handler threads; 0 means 16 */
-    size_t max_requests;    /* recorded requests and deliveries kept; 0 means 100000 */
-    const char *app_secret; /* signs webhooks, checks appsecret_proof when given; NULL: none */
+    const char *listen;      /* "127.0.0.1:0" picks a free port; NULL means that */
+    int threads;             /* HTTP handler threads; 0 means 16 */
+    size_t max_requests;     /* recorded requests and deliveries kept; 0 means 100000 */
+    const char *app_secret;  /* signs webhooks, checks appsecret_proof when given; NULL: none */
     const char *webhook_url; /* where echoes and events go; NULL: nowhere (set by /__sim/config) */
 } gsim_opts_t;
 

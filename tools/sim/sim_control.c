@@ -40,8 +40,7 @@ json_t *sim_body_object(const oc_http_request_t *req, oc_http_response_t *resp)
 
 /* Reads an optional string field into dst; false (with a 400 sent) when it is not a string or
  * does not fit. */
-bool sim_opt_str(const json_t *o, const char *name, char *dst, size_t cap,
-                    oc_http_response_t *resp)
+bool sim_opt_str(const json_t *o, const char *name, char *dst, size_t cap, oc_http_response_t *resp)
 {
     const json_t *v = json_object_get(o, name);
     if (!v || json_is_null(v)) return true;
@@ -56,7 +55,7 @@ bool sim_opt_str(const json_t *o, const char *name, char *dst, size_t cap,
 }
 
 bool sim_opt_int(const json_t *o, const char *name, long min, long max, long *dst,
-                    oc_http_response_t *resp)
+                 oc_http_response_t *resp)
 {
     const json_t *v = json_object_get(o, name);
     if (!v) return true;
@@ -71,7 +70,7 @@ bool sim_opt_int(const json_t *o, const char *name, long min, long max, long *ds
 }
 
 bool sim_opt_bool(const json_t *o, const char *name, bool *dst, bool *present,
-                     oc_http_response_t *resp)
+                  oc_http_response_t *resp)
 {
     const json_t *v = json_object_get(o, name);
     if (present) *present = v != NULL;
@@ -178,7 +177,7 @@ void sim_get_faults(sim_t *s, oc_http_response_t *resp)
 
 /* GET /__sim/requests?path=&limit= and GET /__sim/deliveries?to=&limit= */
 void sim_dump_log(sim_t *s, sim_ring_t *ring, const char *key, const oc_http_request_t *req,
-                     oc_http_response_t *resp)
+                  oc_http_response_t *resp)
 {
     const char *lim = oc_http_query(req, "limit");
     size_t limit = 0;
@@ -213,4 +212,3 @@ void sim_post_clock(sim_t *s, const oc_http_request_t *req, oc_http_response_t *
     }
     json_decref(root);
 }
-
