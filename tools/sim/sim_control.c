@@ -139,10 +139,10 @@ void sim_post_faults(sim_t *s, const oc_http_request_t *req, oc_http_response_t 
                 goto out;
             }
         }
-        /* A fault that answers for the provider (status or drop) skips the work unless told
+        /* A fault that answers for the provider (status, kind or drop) skips the work unless told
          * otherwise; a pure delay or hold is a slow provider that still does the work. */
-        if (!has_exec) f->execute = !(f->status || f->drop);
-        if (!f->execute && !f->status && !f->drop) {
+        if (!has_exec) f->execute = !(f->status || f->drop || f->kind);
+        if (!f->execute && !f->status && !f->drop && !f->kind) {
             oc_http_response_error(resp, 400,
                                    "a fault with \"execute\": false needs \"status\" or \"drop\"");
             goto out;

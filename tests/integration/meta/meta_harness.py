@@ -206,8 +206,7 @@ class MetaChannel(lh.LineChannel):
         return self.sim.fault(*faults, path=self.send_path)
 
     def send_requests(self):
-        return [r for r in self.sim.requests() if r.get("page_id") == self.page_id
-                and r["path"].endswith("/messages")]
+        return self.sim.requests(self.send_path)
 
     def deliveries(self):
         return [d for d in self.sim.deliveries() if d.get("page_id") == self.page_id]
