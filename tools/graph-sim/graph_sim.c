@@ -24,6 +24,8 @@
 #define TEXT_MAX_CHARS 1999
 #define METADATA_MAX 999
 #define WEBHOOK_TIMEOUT_MS 10000L
+#define ECHO_TRIES 100 /* Meta retries failed deliveries "at once and repeatedly" */
+#define ECHO_RETRY_MS 200
 
 /* Fault kinds: the error bodies of the PROVIDERS.md table. */
 enum { K_NONE, K_TOKEN, K_PERMISSION, K_PERMISSION_200, K_WINDOW, K_BLOCKED, K_RATE, K_TRANSIENT };
@@ -68,7 +70,8 @@ struct gsim {
     bool echo;
     long echo_delay_ms;
     uint64_t next_mid;
-    int pending; /* echo deliveries in flight */
+    int pending;   /* echo deliveries in flight */
+    bool stopping; /* echo deliveries give up */
     pthread_cond_t idle;
 };
 
@@ -233,21 +236,34 @@ typedef struct echo_job {
     gsim_t *s;
 } echo_job_t;
 
+/* Delivers one echo like Meta: retried while it fails (the connector may be restarting, at
+ * another address: the URL is read again before every attempt), until ECHO_TRIES or shutdown. */
 static void *echo_thread(void *arg)
 {
     echo_job_t *j = arg;
-    char hdr[META_SIGNATURE_LEN + 32];
+    char hdr[META_SIGNATURE_LEN + 32], url[sizeof j->s->webhook_url];
     oc_buf_t reply;
     oc_error_t err;
     long status = 0;
+    bool stop = false;
 
     if (j->delay_ms > 0) sleep_ms(j->delay_ms);
     snprintf(hdr, sizeof hdr, "X-Hub-Signature-256: %s", j->sig);
-    oc_buf_init(&reply, 4096);
-    oc_error_clear(&err);
-    sim_post_webhook(j->url, j->body, strlen(j->body), hdr, "facebookexternalua",
-                     WEBHOOK_TIMEOUT_MS, &status, &reply, &err);
-    oc_buf_dispose(&reply);
+    for (int i = 0; i < ECHO_TRIES && !stop; i++) {
+        pthread_mutex_lock(&j->s->core.mu);
+        memcpy(url, j->s->webhook_url, sizeof url);
+        stop = j->s->stopping;
+        pthread_mutex_unlock(&j->s->core.mu);
+        if (stop || url[0] == '\0') break;
+        oc_buf_init(&reply, 4096);
+        oc_error_clear(&err);
+        status = 0;
+        sim_post_webhook(url, j->body, strlen(j->body), hdr, "facebookexternalua",
+                         WEBHOOK_TIMEOUT_MS, &status, &reply, &err);
+        oc_buf_dispose(&reply);
+        if (status == 200) break;
+        sleep_ms(ECHO_RETRY_MS);
+    }
     pthread_mutex_lock(&j->s->core.mu);
     if (--j->s->pending == 0) pthread_cond_broadcast(&j->s->idle);
     pthread_mutex_unlock(&j->s->core.mu);
@@ -685,6 +701,7 @@ void gsim_destroy(gsim_t *s)
     if (s == NULL) return;
     sim_stop(&s->core);
     pthread_mutex_lock(&s->core.mu);
+    s->stopping = true;
     while (s->pending > 0)
         pthread_cond_wait(&s->idle, &s->core.mu);
     pthread_mutex_unlock(&s->core.mu);
