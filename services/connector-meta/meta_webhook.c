@@ -118,6 +118,38 @@ static const char *normalize(oc_arena_t *arena, const char *account, json_t *ev,
     return NULL;
 }
 
+/* A delivery {mids?, watermark} or read {watermark} event of the person `sender` as a receipt
+ * for the thread (account, sender). NULL when usable, else why not, or OOM. */
+static const char *normalize_receipt(oc_arena_t *arena, const char *account, json_t *ev,
+                                     conn_item_t *it)
+{
+    json_t *d = json_object_get(ev, "delivery"), *r = d != NULL ? d : json_object_get(ev, "read");
+    json_t *wm = json_object_get(r, "watermark"), *mids = json_object_get(d, "mids"), *v;
+    const char *sender = conn_json_id(json_object_get(ev, "sender"), "id");
+    size_t i;
+
+    if (sender == NULL) return "sender.id: missing";
+    if (wm != NULL && (!json_is_integer(wm) || json_integer_value(wm) < 0 ||
+                       json_integer_value(wm) > CONN_TIMESTAMP_MAX_MS))
+        return "watermark: not a timestamp";
+    if (json_array_size(mids) > 100) return "delivery.mids: more than 100";
+    it->receipt = d != NULL ? PBE(MESSAGE_STATUS__MESSAGE_STATUS_DELIVERED)
+                            : PBE(MESSAGE_STATUS__MESSAGE_STATUS_READ);
+    it->watermark_ms = wm != NULL ? (int64_t)json_integer_value(wm) : 0;
+    it->thread_key = thread_of(arena, account, sender);
+    it->receipt_mids = oc_arena_alloc(arena, (json_array_size(mids) + 1) * sizeof(char *));
+    if (it->thread_key == NULL || it->receipt_mids == NULL) return OOM;
+    json_array_foreach(mids, i, v)
+    {
+        const char *m = json_string_value(v);
+        if (m == NULL || m[0] == '\0' || strlen(m) > CONN_ID_MAX) continue;
+        if ((it->receipt_mids[it->n_receipt_mids++] = oc_arena_strdup(arena, m)) == NULL)
+            return OOM;
+    }
+    if (it->watermark_ms == 0 && it->n_receipt_mids == 0) return "receipt: no watermark or mids";
+    return NULL;
+}
+
 /* Items of one entry. OC_OK, or OC_E_NOMEM with err. */
 static oc_err_t parse_entry(oc_arena_t *arena, int channel_type, json_t *entry, size_t *index,
                             conn_batch_t *out, oc_error_t *err)
@@ -139,15 +171,19 @@ static oc_err_t parse_entry(oc_arena_t *arena, int channel_type, json_t *entry, 
         const char *why;
 
         (*index)++;
-        if (!json_is_object(json_object_get(ev, "message"))) {
-            /* delivery, read, postback, reaction, ...: acknowledged and counted. */
+        bool receipt = json_is_object(json_object_get(ev, "delivery")) ||
+                       json_is_object(json_object_get(ev, "read"));
+        if (!json_is_object(json_object_get(ev, "message")) && !receipt) {
+            /* postback, reaction, referral, ...: acknowledged and counted. */
             out->ignored++;
             continue;
         }
         memset(it, 0, sizeof *it);
         it->channel_type = channel_type;
         it->route_id = oc_arena_strdup(arena, id);
-        why = it->route_id == NULL ? OOM : normalize(arena, id, ev, it);
+        why = it->route_id == NULL ? OOM
+              : receipt            ? normalize_receipt(arena, id, ev, it)
+                                   : normalize(arena, id, ev, it);
         if (why == OOM) return oc_error_set(err, OC_E_NOMEM, "out of memory");
         if (why == NULL)
             out->nitems++;

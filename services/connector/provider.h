@@ -116,6 +116,13 @@ typedef struct conn_item {
     const char *content_struct_json;
     const char *display_name; /* "" until enriched */
     const char *avatar_url;
+    /* A receipt instead of a message: persistence MessageStatus DELIVERED or READ for the
+     * outbound messages of thread_key up to watermark_ms and those listed (ApplyReceipt); 0 for
+     * a message. Only the routing fields and thread_key matter then. */
+    int receipt;
+    int64_t watermark_ms;
+    char **receipt_mids;
+    size_t n_receipt_mids;
     /* Filled by the engine: the account the item routed to (NULL: unroutable). */
     const PB(ChannelAccount) * account;
 } conn_item_t;
@@ -194,9 +201,6 @@ typedef struct conn_provider {
     /* Optional: GET on webhook_path (Meta's hub.challenge subscription check); served by the
      * engine's HTTP server when set. */
     void (*webhook_get)(conn_t *c, const oc_http_request_t *req, oc_http_response_t *resp);
-    /* TODO(issue 8): delivery and read receipts (watermarks) need a persistence RPC that
-     * moves a conversation's outbound statuses forward; they become an item kind here then.
-     * Until then a provider counts them as ignored. */
 } conn_provider_t;
 
 #define CONN_PROVIDER_CFG_MAX 512

@@ -84,8 +84,8 @@ static long call(const char *method, const char *path, const char *body, const c
         status = -2;
     else
         status = res.transport == OC_HTTP_TX_OK ? res.status : -1;
-    if (out != NULL) *out = json_loadb(res.body.data != NULL ? res.body.data : "", res.body.len, 0,
-                                       NULL);
+    if (out != NULL)
+        *out = json_loadb(res.body.data != NULL ? res.body.data : "", res.body.len, 0, NULL);
     oc_http_result_dispose(&res);
     oc_http_client_destroy(http);
     return status;
@@ -128,8 +128,8 @@ static int suite_init(void)
 {
     oc_error_t err;
     static oc_http_route_t route = {.method = "POST", .path = "/webhooks/meta", .handler = hook};
-    oc_http_server_opts_t so = {.listen = "127.0.0.1:0", .threads = 4, .routes = &route,
-                                .nroutes = 1};
+    oc_http_server_opts_t so = {
+        .listen = "127.0.0.1:0", .threads = 4, .routes = &route, .nroutes = 1};
     gsim_opts_t o = {.app_secret = SECRET};
     gsim_page_def_t page = {.token = TOKEN, .page_id = PAGE, .name = "Test Page", .ig_id = IG};
     char cfg[256];
@@ -192,9 +192,9 @@ static void test_error_bodies(void)
         long status, code, subcode;
         bool transient;
     } cases[] = {
-        {"token", 400, 190, 460, false},    {"permission", 403, 10, 0, false},
+        {"token", 400, 190, 460, false},        {"permission", 403, 10, 0, false},
         {"permission_200", 403, 200, 0, false}, {"window", 400, 10, 2018278, false},
-        {"blocked", 400, 551, 1545041, false}, {"rate_limit", 400, 613, 0, false},
+        {"blocked", 400, 551, 1545041, false},  {"rate_limit", 400, 613, 0, false},
         {"transient", 500, 2, 0, true},
     };
     char f[256];
@@ -215,8 +215,10 @@ static void test_error_bodies(void)
     CU_ASSERT_EQUAL(control("/__sim/faults", "{\"path\":\"/*\",\"faults\":[{\"kind\":\"nope\"}]}"),
                     400);
     /* A plain 500, and a dropped connection. */
-    snprintf(f, sizeof f, "{\"path\":\"/v21.0/%s/messages\",\"faults\":[{\"status\":500},"
-                          "{\"drop\":true}]}", PAGE);
+    snprintf(f, sizeof f,
+             "{\"path\":\"/v21.0/%s/messages\",\"faults\":[{\"status\":500},"
+             "{\"drop\":true}]}",
+             PAGE);
     CU_ASSERT_EQUAL(control("/__sim/faults", f), 200);
     CU_ASSERT_EQUAL(send_text(PAGE, TOKEN, "x", NULL), 500);
     CU_ASSERT_EQUAL(send_text(PAGE, TOKEN, "x", NULL), -1);
@@ -246,12 +248,10 @@ static void test_lookup_and_proof(void)
                     200);
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "name")), "Test Page");
     json_decref(j);
-    CU_ASSERT_EQUAL(call("POST", "/v21.0/" IG, body, "application/x-www-form-urlencoded", &j),
-                    200);
+    CU_ASSERT_EQUAL(call("POST", "/v21.0/" IG, body, "application/x-www-form-urlencoded", &j), 200);
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "id")), IG);
     json_decref(j);
-    CU_ASSERT_EQUAL(call("POST", "/v21.0/999", body, "application/x-www-form-urlencoded", &j),
-                    400);
+    CU_ASSERT_EQUAL(call("POST", "/v21.0/999", body, "application/x-www-form-urlencoded", &j), 400);
     CU_ASSERT_EQUAL(err_code(j, "code"), 100);
     json_decref(j);
 }
