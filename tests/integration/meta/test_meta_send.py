@@ -10,7 +10,7 @@ import grpc
 import harness
 from harness import assert_code, rpc_error
 from line_harness import LINE_TIMEOUT_MS, SLOW, WORKER_INTERVAL_MS
-from meta_harness import (ECHO_GRACE_MS, FACEBOOK, INSTAGRAM, echo_event, new_psid, settle,
+from meta_harness import (ECHO_GRACE_MS, FACEBOOK, INSTAGRAM, echo_event, new_psid,
                           wait_for)
 
 pb = harness.pb
@@ -131,7 +131,7 @@ def test_echo_confirms_a_timed_out_send_without_a_second_send(fb):
     assert m.status in (pb.MESSAGE_STATUS_UNKNOWN, pb.MESSAGE_STATUS_SENT), m
     final = fb.wait_status(conv, m.message_id, pb.MESSAGE_STATUS_SENT, 5)
     assert final.external_message_id == fb.deliveries()[0]["message_id"]
-    settle(ECHO_GRACE_MS / 1000 + 1)  # past the grace period: still no second send
+    time.sleep(ECHO_GRACE_MS / 1000 + 1)  # past the grace period: still no second send
     assert len(fb.send_requests()) == 1 and len(fb.deliveries()) == 1
     assert _only(outbound(fb), "outbound row")["status"] == "sent"
 
@@ -143,7 +143,7 @@ def test_dropped_after_read_reaches_the_sim_once_and_waits_for_its_echo(fb):
     m = fb.send(conv, "connection dropped")
     assert m.status == pb.MESSAGE_STATUS_UNKNOWN, m
     # No silent re-send by the HTTP client, and none before the echo grace period.
-    settle(ECHO_GRACE_MS / 1000 / 2)
+    time.sleep(ECHO_GRACE_MS / 1000 / 2)
     assert len(fb.send_requests()) == 1
     row = _only(outbound(fb), "outbound row")
     assert row["status"] == "unknown"
@@ -156,7 +156,7 @@ def test_dropped_after_read_reaches_the_sim_once_and_waits_for_its_echo(fb):
     assert status == 200
     final = fb.wait_status(conv, m.message_id, pb.MESSAGE_STATUS_SENT, 5)
     assert final.external_message_id == d["message_id"]
-    settle(ECHO_GRACE_MS / 1000 + 0.5)
+    time.sleep(ECHO_GRACE_MS / 1000 + 0.5)
     assert len(fb.send_requests()) == 1 and len(outbound(fb)) == 1
 
 
