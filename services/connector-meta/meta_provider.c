@@ -66,10 +66,11 @@ static oc_err_t meta_verify(conn_t *c, oc_rpc_ctx_t *ctx, const conn_verify_t *v
     char path[300];
     oc_err_t rc = OC_OK;
 
-    if (claimed == NULL || claimed[0] == '\0' || strlen(claimed) > 128 || strchr(claimed, '/') ||
-        strchr(claimed, '?'))
+    /* Graph ids are digits; anything else would change the path of the look-up. */
+    if (claimed == NULL || claimed[0] == '\0' || strlen(claimed) > 64 ||
+        strspn(claimed, "0123456789") != strlen(claimed))
         return oc_error_set(&ctx->err, OC_E_INVALID,
-                            "external_account_id: the %s id is required for Meta",
+                            "external_account_id: the %s id (digits) is required for Meta",
                             ig ? "Instagram account" : "Page");
     snprintf(path, sizeof path, "%s", claimed);
     /* A POST with method=GET keeps the token a form field, out of the URL. */
