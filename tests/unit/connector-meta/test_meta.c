@@ -50,8 +50,8 @@ static void test_error_table(void)
         {400, "{\"error\":{\"code\":100}}", CONN_OUT_FAILED, CAT(INVALID_REQUEST_ERROR), false},
         {400, "{\"error\":{\"code\":613}}", CONN_OUT_RETRY, CAT(RATE_LIMIT_ERROR), false},
         {400, "{\"error\":{\"code\":4}}", CONN_OUT_RETRY, CAT(RATE_LIMIT_ERROR), false},
-        {401, "{\"error\":{\"code\":2,\"is_transient\":true}}", CONN_OUT_RETRY,
-         CAT(PROVIDER_ERROR), false},
+        {401, "{\"error\":{\"code\":2,\"is_transient\":true}}", CONN_OUT_RETRY, CAT(PROVIDER_ERROR),
+         false},
         /* A transient flag wins over the code; the text never decides. */
         {400, "{\"error\":{\"code\":190,\"is_transient\":true}}", CONN_OUT_RETRY,
          CAT(PROVIDER_ERROR), false},
@@ -144,9 +144,10 @@ static void test_parse(void)
     a = oc_arena_create(0);
     CU_ASSERT_EQUAL(meta_parse("[1]", 3, a, &b, &err), OC_E_INVALID);
     CU_ASSERT_EQUAL(meta_parse("{\"object\":\"page\"}", 17, a, &b, &err), OC_E_INVALID);
-    const char *ig = "{\"object\":\"instagram\",\"entry\":[{\"id\":\"I1\",\"messaging\":[{\"sender\":"
-                     "{\"id\":\"S\"},\"recipient\":{\"id\":\"I1\"},\"timestamp\":5,\"message\":"
-                     "{\"mid\":\"m\",\"text\":\"t\"}}]}]}";
+    const char *ig =
+        "{\"object\":\"instagram\",\"entry\":[{\"id\":\"I1\",\"messaging\":[{\"sender\":"
+        "{\"id\":\"S\"},\"recipient\":{\"id\":\"I1\"},\"timestamp\":5,\"message\":"
+        "{\"mid\":\"m\",\"text\":\"t\"}}]}]}";
     CU_ASSERT_EQUAL(meta_parse(ig, strlen(ig), a, &b, &err), OC_OK);
     CU_ASSERT_EQUAL_FATAL(b.nitems, 1);
     CU_ASSERT_EQUAL(b.items[0].channel_type, PBE(CHANNEL_TYPE__CHANNEL_TYPE_INSTAGRAM));
