@@ -136,3 +136,10 @@ def test_non_text_kept_unsupported_and_other_events_acknowledged(fb):
     conv = fb.conversation_by_thread(f"{fb.page_id}:{psid}")
     m = fb.messages(conv)[0]
     assert json.loads(m.content_struct_json)["attachments"][0]["type"] == "image"
+
+
+def test_body_over_the_cap_is_413_and_bad_json_400(fb):
+    big = b'{"object":"page","entry":[],"pad":"' + b"x" * (1 << 20) + b'"}'
+    assert fb.conn.meta_webhook(big)[0] == 413
+    assert fb.conn.meta_webhook(b'{"object":"page","entry":')[0] == 400
+    assert fb.conn.meta_webhook(b'{"object":"user","entry":[{"id":"1","changes":[]}]}')[0] == 200
