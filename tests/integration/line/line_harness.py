@@ -765,6 +765,51 @@ class LineChannel:
             time.sleep(0.1)
 
 
+def kill_mid_send(ch, conn, arm, reached, after_start=None):
+    """SendText on a fresh conversation of ch with the simulator armed by arm(); SIGKILL the
+    connector once reached() says the request is at the simulator; restart it. Until the kill
+    the connector runs with a provider timeout as long as the lease allows (lease > timeout + 2
+    persistence timeouts), so the call is surely still in flight when it dies. after_start(conn)
+    runs after each start (Meta: point the simulator's webhooks at the new port). Returns
+    (conversation, message id, request) with the message recorded PENDING or UNKNOWN."""
+    saved = dict(conn.settings)
+    try:
+        conn.settings["persistence-timeout-ms"] = 500
+        conn.settings[f"{conn.API}-timeout-ms"] = LEASE_SECONDS * 1000 - 2 * 500 - 200
+        rc = conn.stop()
+        assert rc in (0, -15), f"connector exit code after SIGTERM: {rc}"
+        conn.start()
+        if after_start:
+            after_start(conn)
+        conv, _ = ch.conversation()
+        arm()
+        req = ch.send_request(conv, "survives a crash")
+        outcome = {}
+
+        def call():
+            try:
+                outcome["reply"] = conn.api.SendText(req, timeout=20)
+            except grpc.RpcError as e:
+                outcome["error"] = e
+
+        t = threading.Thread(target=call)
+        t.start()
+        wait_for(reached, 10, 0.01, "the send to reach the simulator")
+        conn.kill9()
+        t.join(10)
+        assert "reply" not in outcome, f"SendText answered although the send was in flight: {outcome}"
+        rows = ch.db_messages()
+        assert len(rows) == 1, f"the message must be recorded before the send: {rows}"
+        assert rows[0]["status"] in ("pending", "unknown"), rows
+        return conv, rows[0]["id"], req
+    finally:
+        conn.settings = saved
+        if not conn.alive():
+            conn.start()
+        if after_start:
+            after_start(conn)
+
+
 def find_in_tree(obj, pred):
     """True if pred(value) holds for any scalar inside a JSON-like tree."""
     if isinstance(obj, dict):

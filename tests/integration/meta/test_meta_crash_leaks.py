@@ -1,14 +1,13 @@
 """The Meta connector killed mid-send, and no credential leaks."""
 import os
 import subprocess
-import threading
 import uuid
 
 import grpc
 
 import harness
 from harness import rpc_error
-from line_harness import LEASE_SECONDS
+from line_harness import LEASE_SECONDS, kill_mid_send
 from meta_harness import echo_event, new_psid, wait_for
 from test_line_leaks import PG_DUMP, _find, _read
 
@@ -16,42 +15,14 @@ pb = harness.pb
 
 
 def _kill_mid_send(ch, fault, echo_delay_ms):
-    """SendText with `fault` at the simulator; SIGKILL the connector once the request reached
-    it; restart it (the simulator's webhook URL follows) and return the settled message."""
-    conn = ch.conn
-    saved = dict(conn.settings)
-    try:
-        conn.settings["persistence-timeout-ms"] = 500
-        conn.settings["meta-timeout-ms"] = LEASE_SECONDS * 1000 - 2 * 500 - 200
-        assert conn.stop() in (0, -15)
-        conn.start()
-        ch.sim.config(webhook_url=conn.webhook_url, echo_delay_ms=echo_delay_ms)
-        conv, _ = ch.conversation()
-        ch.fault(fault)
-        req = ch.send_request(conv, "survives a crash")
-        outcome = {}
+    """line_harness.kill_mid_send with a Meta fault; the simulator's webhook URL follows the
+    restarted connector. Returns the conversation and the settled message."""
+    def point(conn, delay=echo_delay_ms):
+        ch.sim.config(webhook_url=conn.webhook_url, echo_delay_ms=delay)
 
-        def call():
-            try:
-                outcome["reply"] = conn.api.SendText(req, timeout=20)
-            except grpc.RpcError as e:
-                outcome["error"] = e
-
-        t = threading.Thread(target=call)
-        t.start()
-        wait_for(lambda: ch.sim.ctl("GET", "/__sim/faults") == [], 10, 0.01,
-                 "the send to reach the simulator")
-        conn.kill9()
-        t.join(10)
-        assert "reply" not in outcome, outcome
-        rows = ch.db_messages()
-        assert len(rows) == 1 and rows[0]["status"] in ("pending", "unknown"), rows
-        mid = rows[0]["id"]
-    finally:
-        conn.settings = saved
-        if not conn.alive():
-            conn.start()
-        ch.sim.config(webhook_url=conn.webhook_url, echo_delay_ms=20)
+    conv, mid, _ = kill_mid_send(ch, ch.conn, lambda: ch.fault(fault),
+                                 lambda: ch.sim.ctl("GET", "/__sim/faults") == [], point)
+    ch.sim.config(echo_delay_ms=20)
     return conv, ch.wait_status(conv, mid, pb.MESSAGE_STATUS_SENT, 4 * LEASE_SECONDS + 5)
 
 
