@@ -658,7 +658,7 @@ int gsim_port(const gsim_t *s)
 
 gsim_t *gsim_create(const gsim_opts_t *opts, oc_error_t *err)
 {
-    gsim_t *s = calloc(1, sizeof *s);
+    gsim_t *s;
     sim_opts_t so = {.listen = opts->listen,
                      .threads = opts->threads,
                      .max_requests = opts->max_requests,
@@ -670,15 +670,7 @@ gsim_t *gsim_create(const gsim_opts_t *opts, oc_error_t *err)
                      .kind_name = kind_name};
     uint32_t r = 0;
 
-    if (s == NULL) {
-        oc_error_set(err, OC_E_NOMEM, "could not allocate the simulator");
-        return NULL;
-    }
-    so.user = s;
-    if (sim_init(&s->core, &so, err) != OC_OK) {
-        free(s);
-        return NULL;
-    }
+    if ((s = sim_new(sizeof *s, &so, err)) == NULL) return NULL;
     pthread_cond_init(&s->idle, NULL);
     snprintf(s->app_secret, sizeof s->app_secret, "%s",
              opts->app_secret != NULL ? opts->app_secret : "");

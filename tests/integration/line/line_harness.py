@@ -810,6 +810,22 @@ def kill_mid_send(ch, conn, arm, reached, after_start=None):
             after_start(conn)
 
 
+def channel_factory(cls, *args):
+    """The body of a factory fixture: yields make(**kw) -> cls(*args, **kw), then drains every
+    connected channel it made (`yield from channel_factory(...)`)."""
+    made = []
+
+    def make(**kw):
+        ch = cls(*args, **kw)
+        made.append(ch)
+        return ch
+
+    yield make
+    for ch in made:
+        if ch.account is not None:
+            ch.drain()
+
+
 def find_in_tree(obj, pred):
     """True if pred(value) holds for any scalar inside a JSON-like tree."""
     if isinstance(obj, dict):

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "lin
 sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import log_tail, sanitizer_lines  # noqa: E402
-from line_harness import check_logs  # noqa: E402
+from line_harness import channel_factory, check_logs  # noqa: E402
 from meta_harness import FACEBOOK, INSTAGRAM, GraphSim, MetaChannel, MetaConnector  # noqa: E402
 
 APP_SECRET = "it-app-secret-" + uuid.uuid4().hex
@@ -81,14 +81,5 @@ def ig(mconn, graph_sim, api, db):
 
 @pytest.fixture
 def meta_factory(mconn, graph_sim, api, db):
-    made = []
-
-    def make(**kw):
-        ch = MetaChannel(mconn, graph_sim, api, db, **kw)
-        made.append(ch)
-        return ch
-
-    yield make
-    for ch in made:
-        if ch.account is not None:
-            ch.drain()
+    """More channels (other tenants, chosen token or ids, facebook or instagram)."""
+    yield from channel_factory(MetaChannel, mconn, graph_sim, api, db)
