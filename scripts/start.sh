@@ -7,8 +7,9 @@
 # cluster in var/pg (scripts/pg-cluster.sh) -> migrations -> runtime grant -> secrets in
 # var/secrets (generated once) -> a private CA and per-service certificates in var/certs
 # (scripts/certs.sh; mutual TLS on every gRPC port) -> services in the background (logs in var/log, pids in var/run)
-# -> sandbox mode: the LINE API simulator, the LINE connector, a connected demo channel with one
-# conversation, and the omnichatctl commands to try (docs/omnichatctl.md).
+# -> sandbox mode: the LINE API simulator and the LINE connector, the Graph API simulator and the
+# Meta connector, connected demo channels (a LINE bot, a Facebook Page and its Instagram
+# account) with one conversation each, and the omnichatctl commands to try (docs/omnichatctl.md).
 # Stop everything with scripts/stop.sh.
 #
 # Environment (start.sh's own knobs; the services also read OMNICHAT_* variables themselves):
@@ -20,6 +21,9 @@
 #   CONNECTOR_LINE_GRPC_LISTEN  default 127.0.0.1:50052   (sandbox mode)
 #   CONNECTOR_LINE_HTTP_LISTEN  default 127.0.0.1:8081    (sandbox mode; LINE webhooks)
 #   LINE_SIM_LISTEN             default 127.0.0.1:8091    (sandbox mode; never expose it)
+#   CONNECTOR_META_GRPC_LISTEN  default 127.0.0.1:50053   (sandbox mode)
+#   CONNECTOR_META_HTTP_LISTEN  default 127.0.0.1:8082    (sandbox mode; Meta webhooks)
+#   GRAPH_SIM_LISTEN            default 127.0.0.1:8092    (sandbox mode; never expose it)
 #   SANDBOX_TENANT              default de000000-0000-4000-8000-000000000001 (the demo tenant)
 #   OMNICHAT_TLS                1 = mutual TLS between all processes (default), 0 = plaintext
 #                               gRPC (the services then warn at start)
@@ -42,12 +46,20 @@ PERSISTENCE_ADMIN_LISTEN=${PERSISTENCE_ADMIN_LISTEN:-127.0.0.1:8080}
 CONNECTOR_LINE_GRPC_LISTEN=${CONNECTOR_LINE_GRPC_LISTEN:-127.0.0.1:50052}
 CONNECTOR_LINE_HTTP_LISTEN=${CONNECTOR_LINE_HTTP_LISTEN:-127.0.0.1:8081}
 LINE_SIM_LISTEN=${LINE_SIM_LISTEN:-127.0.0.1:8091}
+CONNECTOR_META_GRPC_LISTEN=${CONNECTOR_META_GRPC_LISTEN:-127.0.0.1:50053}
+CONNECTOR_META_HTTP_LISTEN=${CONNECTOR_META_HTTP_LISTEN:-127.0.0.1:8082}
+GRAPH_SIM_LISTEN=${GRAPH_SIM_LISTEN:-127.0.0.1:8092}
 SANDBOX_TENANT=${SANDBOX_TENANT:-de000000-0000-4000-8000-000000000001}
 # The demo LINE user who writes to the sandbox bot (U + 32 hex digits, like a real user id).
 SANDBOX_USER=Ude00000000000000000000000000c0de
+# The demo Messenger user (a page-scoped id) and the sandbox Page and Instagram account of
+# omnichat-graph-sim --sandbox.
+SANDBOX_PSID=24000000000000001
+SANDBOX_PAGE=100000000000001
+SANDBOX_IG=17841400000000001
 
 # Who may call what (docs/operations.md): the certificates' names and their roles.
-CLIENT_ROLES=connector-line=connector,inbox=inbox,omnichatctl=operator
+CLIENT_ROLES=connector-line=connector,connector-meta=connector,inbox=inbox,omnichatctl=operator
 TLS=${OMNICHAT_TLS:-1}
 [[ $TLS == 0 || $TLS == 1 ]] || {
     echo "start.sh: error: OMNICHAT_TLS must be 0 or 1, not '$TLS'" >&2
@@ -187,7 +199,8 @@ sandbox_mode() {
         echo 0
         return
     fi
-    for bin in omnichat-connector-line omnichat-line-sim omnichatctl; do
+    for bin in omnichat-connector-line omnichat-line-sim omnichat-connector-meta \
+        omnichat-graph-sim omnichatctl; do
         if [[ ! -x $BIN/$bin ]]; then
             [[ $want == 1 ]] && die "OMNICHAT_SANDBOX=1 but $BIN/$bin was not built"
             echo "start.sh: sandbox mode off: $bin was not built (persistence only)" >&2
@@ -225,15 +238,18 @@ tls_flags() {
     printf '%s\n' --tls-cert-file "$CERTS/$1.crt" --tls-key-file "$CERTS/$1.key" \
         --tls-ca-file "$CERTS/ca.crt"
 }
-PST_TLS=() CONN_TLS=() CTL_TLS=()
+PST_TLS=() CONN_TLS=() META_TLS=() CTL_TLS=()
 if [[ $TLS == 1 ]]; then
     step "certificates (private CA in $CERTS; OMNICHAT_TLS=0 turns mutual TLS off)"
     # inbox: a certificate to try the inbox role with (reads and SendText only).
-    bash "$ROOT/scripts/certs.sh" "$CERTS" persistence connector-line omnichatctl inbox
+    bash "$ROOT/scripts/certs.sh" "$CERTS" persistence connector-line connector-meta omnichatctl \
+        inbox
     mapfile -t PST_TLS < <(tls_flags persistence)
     PST_TLS+=(--tls-client-roles "$CLIENT_ROLES")
     mapfile -t CONN_TLS < <(tls_flags connector-line)
     CONN_TLS+=(--tls-client-roles "$CLIENT_ROLES")
+    mapfile -t META_TLS < <(tls_flags connector-meta)
+    META_TLS+=(--tls-client-roles "$CLIENT_ROLES")
     mapfile -t CTL_TLS < <(tls_flags omnichatctl)
 fi
 
@@ -319,11 +335,80 @@ if [[ $SANDBOX == 1 ]]; then
         echo "start.sh: delivered one simulated LINE message (conversation $conv)"
     fi
 
+    step "sandbox (Graph API simulator + Meta connector: a Facebook Page and its Instagram account)"
+    ensure_secret meta-sandbox.token 32
+    ensure_secret meta-app.secret 16
+    ensure_secret meta-verify.token 16
+    start_service graph-sim "$BIN/omnichat-graph-sim" \
+        --listen "$GRAPH_SIM_LISTEN" \
+        --sandbox --token-file "$SECRETS/meta-sandbox.token" \
+        --app-secret-file "$SECRETS/meta-app.secret"
+    gsim_port=$(json_field "$LISTEN_LINE" port)
+    [[ -n $gsim_port ]] || die "graph-sim did not report its port"
+    GSIM_URL=http://$(dial_addr "$GRAPH_SIM_LISTEN" "$gsim_port")
+    SUMMARY+=(
+        "graph-sim     http   $GSIM_URL  (Graph API simulator, sandbox Page $SANDBOX_PAGE;"
+        "                     control API $GSIM_URL/__sim/...)"
+        "              log    $LOGS/graph-sim.log   pid $(cat "$RUN/graph-sim.pid")"
+    )
+    start_service connector-meta "$BIN/omnichat-connector-meta" \
+        --grpc-listen "$CONNECTOR_META_GRPC_LISTEN" \
+        --http-listen "$CONNECTOR_META_HTTP_LISTEN" \
+        --persistence-target "$PERSISTENCE_ADDR" \
+        --meta-api-base "$GSIM_URL" \
+        --vault-key-file "$SECRETS/vault.key" \
+        --app-secret-file "$SECRETS/meta-app.secret" \
+        --verify-token-file "$SECRETS/meta-verify.token" \
+        ${META_TLS[@]+"${META_TLS[@]}"}
+    meta_grpc_port=$(json_field "$LISTEN_LINE" grpc_port)
+    meta_http_port=$(json_field "$LISTEN_LINE" http_port)
+    META_ADDR=$(dial_addr "$CONNECTOR_META_GRPC_LISTEN" "${meta_grpc_port:-50053}")
+    META_URL=http://$(dial_addr "$CONNECTOR_META_HTTP_LISTEN" "${meta_http_port:-8082}")
+    SUMMARY+=(
+        "connector-meta gRPC   $META_ADDR  (omnichat.connector.v1.Connector: facebook, instagram)"
+        "              http   $META_URL/  (/webhooks/meta, /healthz, /metrics)"
+        "              log    $LOGS/connector-meta.log   pid $(cat "$RUN/connector-meta.pid")"
+    )
+    # The simulator posts echoes and receipts to the connector, signed with the app secret.
+    curl -fsS -o /dev/null -X POST "$GSIM_URL/__sim/config" \
+        -d "{\"webhook_url\":\"$META_URL/webhooks/meta\"}" ||
+        die "could not point graph-sim at the Meta connector"
+    CTL+=(--meta-connector "$META_ADDR")
+    for kind in facebook instagram; do
+        id=$SANDBOX_PAGE
+        [[ $kind == instagram ]] && id=$SANDBOX_IG
+        out=$("${CTL[@]}" --json connect $kind --account-id "$id" \
+            --token-file "$SECRETS/meta-sandbox.token") ||
+            die "could not connect the sandbox $kind channel (see $LOGS/connector-meta.log)"
+        id=$(json_field "$out" channel_account_id)
+        [[ $kind == facebook ]] && fb_account=$id
+        echo "start.sh: sandbox $kind channel connected (account $id)"
+    done
+    find_fb_conv() {
+        local list
+        list=$("${CTL[@]}" --json conversations --account "$fb_account" \
+            --thread "$SANDBOX_PAGE:$SANDBOX_PSID") || return 1
+        json_field "$list" conversation_id
+    }
+    fb_conv=$(find_fb_conv) || die "could not list the sandbox Messenger conversations"
+    if [[ -z $fb_conv ]]; then
+        "${CTL[@]}" simulate meta-webhook --account-id "$SANDBOX_PAGE" --url "$META_URL" \
+            --app-secret-file "$SECRETS/meta-app.secret" --user "$SANDBOX_PSID" \
+            --text "Hi! Do you ship to Chiang Mai?" >/dev/null ||
+            die "the simulated Messenger webhook failed (see $LOGS/connector-meta.log)"
+        fb_conv=$(find_fb_conv) || die "could not list the sandbox Messenger conversations"
+        [[ -n $fb_conv ]] || die "the simulated Messenger webhook created no conversation"
+        echo "start.sh: delivered one simulated Messenger message (conversation $fb_conv)"
+    fi
+
     ctl_cmd=$BIN/omnichatctl
     env_line="export OMNICHAT_TENANT=$SANDBOX_TENANT"
     [[ $PERSISTENCE_ADDR == 127.0.0.1:50051 ]] ||
         env_line+=" OMNICHAT_PERSISTENCE=$PERSISTENCE_ADDR"
     [[ $CONNECTOR_ADDR == 127.0.0.1:50052 ]] || env_line+=" OMNICHAT_CONNECTOR=$CONNECTOR_ADDR"
+    [[ $META_ADDR == 127.0.0.1:50053 ]] || env_line+=" OMNICHAT_META_CONNECTOR=$META_ADDR"
+    meta_url_opt=""
+    [[ $META_URL == http://127.0.0.1:8082 ]] || meta_url_opt=" --url $META_URL"
     tls_line="export OMNICHAT_TLS_CERT_FILE=$CERTS/omnichatctl.crt"
     tls_line+=" OMNICHAT_TLS_KEY_FILE=$CERTS/omnichatctl.key OMNICHAT_TLS_CA_FILE=$CERTS/ca.crt"
     url_opt=""
@@ -337,11 +422,21 @@ if [[ $SANDBOX == 1 ]]; then
         "$ctl_cmd simulate line-webhook --account $account --user $SANDBOX_USER \\"
         "    --secret-file $SECRETS/line-sandbox.secret$url_opt --text 'Thank you!'"
         "curl -s '$SIM_URL/__sim/deliveries?to=$SANDBOX_USER'   # what the LINE user received"
+        ""
+        "# Messenger: the same, through the Meta connector (Graph API simulator)"
+        "$ctl_cmd timeline $fb_conv"
+        "$ctl_cmd send $fb_conv --text 'Yes, in 2 days.' --agent-name 'Agent Demo'"
+        "$ctl_cmd simulate meta-webhook --account-id $SANDBOX_PAGE --user $SANDBOX_PSID \\"
+        "    --app-secret-file $SECRETS/meta-app.secret$meta_url_opt --text 'Great, thanks!'"
+        "curl -s -X POST $GSIM_URL/__sim/events -d '{\"object\":\"page\",\"account_id\":\"$SANDBOX_PAGE\",\"events\":[{\"kind\":\"read\",\"sender\":\"$SANDBOX_PSID\",\"recipient\":\"$SANDBOX_PAGE\",\"watermark\":4102444800000}]}'   # the user read everything: the timeline says read"
+        "curl -s '$GSIM_URL/__sim/deliveries?to=$SANDBOX_PSID'   # what the Messenger user received"
     )
 else
     # A previous sandbox run must not linger beside a persistence-only one.
     bash "$ROOT/scripts/stop.sh" --service connector-line
     bash "$ROOT/scripts/stop.sh" --service line-sim
+    bash "$ROOT/scripts/stop.sh" --service connector-meta
+    bash "$ROOT/scripts/stop.sh" --service graph-sim
 fi
 
 printf '\nOmnichat is running%s.\n\n' "$([[ $SANDBOX == 1 ]] && echo ' in sandbox mode')"
@@ -357,7 +452,7 @@ else
     printf '  %s\n' "certificates  none: gRPC is plaintext (OMNICHAT_TLS=0)"
 fi
 if [[ ${#TRY[@]} -gt 0 ]]; then
-    printf '\n  Try it (a simulated LINE Official Account; nothing leaves this machine):\n\n'
+    printf '\n  Try it (a simulated LINE Official Account and Facebook Page; nothing leaves this machine):\n\n'
     printf '    %s\n' "${TRY[@]}"
 fi
 printf '\n  API descriptor set: %s\n' "$ROOT/build/omnichat.protoset"

@@ -273,3 +273,20 @@ char *oc_buf_detach(oc_buf_t *b, size_t *len_out)
     if (len_out != NULL) *len_out = len;
     return d;
 }
+
+oc_err_t oc_buf_append_form_encoded(oc_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (size_t i = 0; i < n && b->failed == OC_OK; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            oc_buf_append(b, &s[i], 1);
+        } else {
+            char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+            oc_buf_append(b, e, 3);
+        }
+    }
+    return b->failed;
+}

@@ -254,22 +254,6 @@ static bool secret_ok(const oc_http_call_t *call)
 }
 
 /* Appends s percent-encoded for a form body (RFC 3986 unreserved characters stay). */
-static void append_form_encoded(oc_buf_t *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            oc_buf_append(b, &s[i], 1);
-        } else {
-            char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
-            oc_buf_append(b, e, 3);
-        }
-    }
-}
-
 static bool has_header(const char *const *headers, const char *prefix)
 {
     for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
@@ -343,9 +327,9 @@ oc_err_t oc_http_client_call(oc_http_client_t *c, const oc_http_call_t *call, oc
         if (call->body_len > 0) oc_buf_append(&body, call->body, call->body_len);
         if (call->secret_in == OC_HTTP_SECRET_FORM) {
             if (call->body_len > 0) oc_buf_append(&body, "&", 1);
-            append_form_encoded(&body, call->secret_name, strlen(call->secret_name));
+            oc_buf_append_form_encoded(&body, call->secret_name, strlen(call->secret_name));
             oc_buf_append(&body, "=", 1);
-            append_form_encoded(&body, call->secret, call->secret_len);
+            oc_buf_append_form_encoded(&body, call->secret, call->secret_len);
         }
         if (body.failed != OC_OK) {
             ret = body.failed == OC_E_TOO_LARGE ? OC_E_INVALID : OC_E_NOMEM;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "items.h"
 #include "line.h"
 #include "line_api.h"
 #include "line_webhook.h"
@@ -54,17 +55,7 @@ static bool line_send(conn_t *c, const conn_send_t *s, conn_class_t *out)
     line_http_result_init(&res);
     rc = line_api_push(c, s->token, s->token_len, s->thread_key, s->message->content_text,
                        s->message->provider_retry_key, s->timeout_ms, &res);
-    if (rc != OC_OK) {
-        oc_http_result_dispose(&res);
-        memset(out, 0, sizeof *out);
-        out->outcome = CONN_OUT_RETRY;
-        out->category = PBE(ERROR_CATEGORY__ERROR_CATEGORY_INTERNAL_ERROR);
-        snprintf(out->detail, sizeof out->detail, "request could not be built");
-        return false;
-    }
-    line_classify_push(&res, s->timeout_ms, out);
-    oc_http_result_dispose(&res);
-    return true;
+    return conn_class_finish(rc, &res, line_classify_push, s->timeout_ms, out);
 }
 
 /* GET /v2/bot/info: the bot's user id and name, or why the token is not usable (LINE reports
@@ -75,8 +66,6 @@ static oc_err_t line_verify(conn_t *c, oc_rpc_ctx_t *ctx, const conn_verify_t *v
     const char *token = vr->token;
 
     oc_http_result_t res;
-    json_t *root = NULL;
-    const char *uid, *name;
     oc_err_t rc = OC_OK;
 
     line_http_result_init(&res);
@@ -85,12 +74,7 @@ static oc_err_t line_verify(conn_t *c, oc_rpc_ctx_t *ctx, const conn_verify_t *v
         rc = oc_error_set(&ctx->err, OC_E_INTERNAL, "LINE request could not be built");
         goto out;
     }
-    if (res.transport != OC_HTTP_TX_OK) {
-        rc = oc_error_set(&ctx->err, OC_E_UNAVAILABLE, "LINE: %s, retry",
-                          res.transport == OC_HTTP_TX_TIMEOUT ? "timed out"
-                                                              : "could not be reached");
-        goto out;
-    }
+    if ((rc = conn_verify_reached(ctx, &res, "LINE")) != OC_OK) goto out;
     if (res.status == 401 || res.status == 403) {
         rc = oc_error_set(&ctx->err, OC_E_UNAUTHENTICATED, "access_token: rejected by LINE");
         goto out;
@@ -102,20 +86,8 @@ static oc_err_t line_verify(conn_t *c, oc_rpc_ctx_t *ctx, const conn_verify_t *v
                           "LINE answered %ld to the bot info request", res.status);
         goto out;
     }
-    root = json_loadb(res.body.data != NULL ? res.body.data : "", res.body.len, 0, NULL);
-    uid = json_string_value(json_object_get(root, "userId"));
-    name = json_string_value(json_object_get(root, "displayName"));
-    if (uid == NULL || uid[0] == '\0' || strlen(uid) >= sizeof v->external_account_id) {
-        rc = oc_error_set(&ctx->err, OC_E_UNAVAILABLE, "LINE: bot info without a user id");
-        goto out;
-    }
-    strcpy(v->external_account_id, uid);
-    v->display_name = oc_arena_strdup(ctx->arena, name != NULL && strlen(name) <= CONN_NAME_MAX &&
-                                                          oc_utf8_valid(name, strlen(name))
-                                                      ? name
-                                                      : "");
+    rc = conn_verified_from(ctx, &res, "userId", "displayName", "LINE", v);
 out:
-    json_decref(root);
     oc_http_result_dispose(&res);
     return rc;
 }

@@ -9,37 +9,21 @@
 #include <string.h>
 
 #include "omnichat/lru.h"
+#include "items.h"
 #include "line_api.h"
-#include "omnichat/json_lenient.h"
 #include "omnichat/log.h"
 #include "omnichat/util.h"
 
 #define CT(name) PBE(CONTENT_TYPE__CONTENT_TYPE_##name)
-#define STRUCT_MAX 65536 /* persistence's content_struct_json limit */
-#define TEXT_MAX 20000   /* persistence's content_text limit (bytes) */
-#define ID_MAX 256
 
 /* ---------- parsing ---------- */
-
-/* A non-empty string member of at most ID_MAX bytes, else NULL. */
-static const char *str_member(json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    const char *s = json_string_value(v);
-
-    /* A NUL inside (the lenient pre-pass leaves none) would silently shorten an id: refuse it. */
-    if (s == NULL || s[0] == '\0' || json_string_length(v) > ID_MAX ||
-        strlen(s) != json_string_length(v))
-        return NULL;
-    return s;
-}
 
 /* The raw message object plus the event fields that say how it arrived. */
 static char *struct_json(oc_arena_t *arena, json_t *event, json_t *message)
 {
     json_t *copy = json_deep_copy(message);
     json_t *v;
-    char *s, *out = NULL;
+    char *out;
 
     if (copy == NULL) return NULL;
     if ((v = json_object_get(event, "webhookEventId")) != NULL && json_is_string(v))
@@ -48,17 +32,7 @@ static char *struct_json(oc_arena_t *arena, json_t *event, json_t *message)
     if (v != NULL && json_is_boolean(v)) json_object_set(copy, "isRedelivery", v);
     if ((v = json_object_get(event, "mode")) != NULL && json_is_string(v))
         json_object_set(copy, "mode", v);
-    s = json_dumps(copy, JSON_COMPACT | JSON_ENSURE_ASCII);
-    if (s != NULL && strlen(s) > STRUCT_MAX) {
-        /* Far beyond anything LINE sends; keep the identity, not the bulk. */
-        free(s);
-        json_t *small = json_pack("{s:O?,s:O?,s:b}", "id", json_object_get(message, "id"), "type",
-                                  json_object_get(message, "type"), "truncated", 1);
-        s = small != NULL ? json_dumps(small, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-        json_decref(small);
-    }
-    if (s != NULL) out = oc_arena_strdup(arena, s);
-    free(s);
+    out = conn_json_struct(arena, copy, "id");
     json_decref(copy);
     return out;
 }
@@ -74,13 +48,12 @@ static const char *normalize(oc_arena_t *arena, json_t *ev, line_inbound_item_t 
     json_t *msg = json_object_get(ev, "message");
     json_t *src = json_object_get(ev, "source");
     json_t *ts = json_object_get(ev, "timestamp");
-    json_t *jtext = json_object_get(msg, "text");
     const char *stype = json_string_value(json_object_get(src, "type"));
-    const char *user = str_member(src, "userId");
+    const char *user = conn_json_id(src, "userId");
     const char *thread = NULL;
-    const char *mid = str_member(msg, "id");
+    const char *mid = conn_json_id(msg, "id");
     const char *mtype = json_string_value(json_object_get(msg, "type"));
-    const char *text = json_string_value(jtext);
+    const char *text = conn_json_text(msg, "text");
     json_int_t t;
 
     if (!json_is_object(msg)) return "message: missing";
@@ -94,15 +67,14 @@ static const char *normalize(oc_arena_t *arena, json_t *ev, line_inbound_item_t 
     if (strcmp(stype, "user") == 0)
         thread = user;
     else if (strcmp(stype, "group") == 0)
-        thread = str_member(src, "groupId");
+        thread = conn_json_id(src, "groupId");
     else if (strcmp(stype, "room") == 0)
-        thread = str_member(src, "roomId");
+        thread = conn_json_id(src, "roomId");
     if (thread == NULL) return "source: no user, group or room id";
     it->thread_key = oc_arena_strdup(arena, thread);
     it->external_user_id = oc_arena_strdup(arena, user != NULL ? user : thread);
     it->external_message_id = oc_arena_strdup(arena, mid);
-    if (mtype != NULL && strcmp(mtype, "text") == 0 && text != NULL && text[0] != '\0' &&
-        strlen(text) == json_string_length(jtext) && strlen(text) <= TEXT_MAX) {
+    if (mtype != NULL && strcmp(mtype, "text") == 0 && text != NULL) {
         it->content_type = CT(TEXT);
         it->content_text = oc_arena_strdup(arena, text);
     } else {
@@ -118,30 +90,15 @@ static const char *normalize(oc_arena_t *arena, json_t *ev, line_inbound_item_t 
     return NULL;
 }
 
-static void note_invalid(line_webhook_batch_t *out, size_t index, const char *why)
-{
-    if (out->invalid++ == 0) {
-        out->first_invalid_index = index;
-        out->first_invalid_reason = why;
-    }
-}
-
 oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,
                             line_webhook_batch_t *out, oc_error_t *err)
 {
     json_t *root = NULL, *events, *ev;
-    oc_error_t jerr;
     size_t i;
     oc_err_t rc = OC_OK;
 
     memset(out, 0, sizeof *out);
-    oc_error_clear(&jerr);
-    root = oc_json_lenient_load(body, len, &jerr);
-    if (root == NULL) return oc_error_set(err, jerr.code, "%s", jerr.msg);
-    if (!json_is_object(root)) {
-        rc = oc_error_set(err, OC_E_INVALID, "body: not a JSON object");
-        goto out;
-    }
+    if ((root = conn_json_body(body, len, err)) == NULL) return err->code;
     events = json_object_get(root, "events");
     if (!json_is_array(events)) {
         rc = oc_error_set(err, OC_E_INVALID, "events: must be an array");
@@ -158,7 +115,7 @@ oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,
         const char *why;
 
         if (type == NULL) {
-            note_invalid(out, i, "type: missing");
+            conn_batch_invalid(out, i, "type: missing");
         } else if (strcmp(type, "message") != 0) {
             out->ignored++;
         } else {
@@ -172,7 +129,7 @@ oc_err_t line_webhook_parse(const char *body, size_t len, oc_arena_t *arena,
             if (why == NULL)
                 out->nitems++;
             else
-                note_invalid(out, i, why);
+                conn_batch_invalid(out, i, why);
         }
     }
 out:
@@ -227,9 +184,7 @@ static void profile_fetch(conn_t *c, oc_arena_t *arena, const oc_vault_secret_t 
         const char *pic = json_string_value(json_object_get(root, "pictureUrl"));
         oc_buf_t v;
 
-        name = name != NULL && strlen(name) <= CONN_NAME_MAX && oc_utf8_valid(name, strlen(name))
-                   ? name
-                   : "";
+        name = conn_display_name(arena, name);
         pic = pic != NULL && strlen(pic) <= 2048 && strncmp(pic, "https://", 8) == 0 ? pic : "";
         oc_buf_init(&v, 4096);
         oc_buf_append(&v, name, strlen(name) + 1);

@@ -147,6 +147,31 @@ static bool reconcile(hook_t *h, conn_item_t *it, oc_err_t *failed)
     return false;
 }
 
+/* Applies a receipt item to its conversation. OC_OK, or a failure (in h->err) to answer. */
+static oc_err_t receipt(hook_t *h, conn_item_t *it)
+{
+    PB(ApplyReceiptRequest) req = PB_INIT(APPLY_RECEIPT_REQUEST);
+    PB(ApplyReceiptResponse) *resp = NULL;
+    long left = left_ms(h->deadline);
+    oc_err_t rc;
+
+    req.tenant_id = it->account->tenant_id;
+    req.channel_account_id = it->account->channel_account_id;
+    req.thread_key = (char *)it->thread_key;
+    req.status = it->receipt;
+    req.watermark_ms = it->watermark_ms;
+    req.external_message_ids = it->receipt_mids;
+    req.n_external_message_ids = it->n_receipt_mids;
+    rc = left < CALL_MIN_MS
+             ? oc_error_set(&h->err, OC_E_UNAVAILABLE, "webhook deadline reached, retry")
+             : conn_pst_call(h->c, (int)left, "ApplyReceipt", &req.base,
+                             &omnichat__persistence__v1__apply_receipt_response__descriptor,
+                             h->request_id, h->arena, (ProtobufCMessage **)&resp, &h->err);
+    if (rc == OC_E_INVALID) rc = OC_OK; /* a receipt we cannot apply: acknowledged, counted */
+    count(h->c, rc == OC_OK && resp != NULL ? "receipt" : "receipt_skipped", 1);
+    return rc;
+}
+
 /* The signing secret of a path-routed POST: the account's sealed secret_field. 0 when it
  * could be unsealed; otherwise the HTTP status already answered. */
 static int path_secret(hook_t *h, const oc_http_request_t *req, oc_http_response_t *resp,
@@ -352,6 +377,15 @@ void conn_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
         count(c, "unroutable", unroutable);
         OC_WARN("webhook items for no connected account acknowledged",
                 OC_LS("request_id", h.request_id), OC_LI("items", (long long)unroutable));
+    }
+    for (size_t i = 0; i < batch.nitems; i++) {
+        conn_item_t *it = &batch.items[i];
+        if (it->account == NULL || it->receipt == 0) continue;
+        if (receipt(&h, it) != OC_OK) {
+            oc_http_response_error(resp, http_status_of(h.err.code), "could not apply a receipt");
+            goto out;
+        }
+        it->account = NULL; /* applied: nothing to store */
     }
     for (size_t i = 0; i < batch.nitems; i++) {
         conn_item_t *it = &batch.items[i];

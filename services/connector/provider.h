@@ -116,6 +116,13 @@ typedef struct conn_item {
     const char *content_struct_json;
     const char *display_name; /* "" until enriched */
     const char *avatar_url;
+    /* A receipt instead of a message: persistence MessageStatus DELIVERED or READ for the
+     * outbound messages of thread_key up to watermark_ms and those listed (ApplyReceipt); 0 for
+     * a message. Only the routing fields and thread_key matter then. */
+    int receipt;
+    int64_t watermark_ms;
+    char **receipt_mids;
+    size_t n_receipt_mids;
     /* Filled by the engine: the account the item routed to (NULL: unroutable). */
     const PB(ChannelAccount) * account;
 } conn_item_t;
@@ -194,11 +201,25 @@ typedef struct conn_provider {
     /* Optional: GET on webhook_path (Meta's hub.challenge subscription check); served by the
      * engine's HTTP server when set. */
     void (*webhook_get)(conn_t *c, const oc_http_request_t *req, oc_http_response_t *resp);
-    /* TODO(issue 8): delivery and read receipts (watermarks) need a persistence RPC that
-     * moves a conversation's outbound statuses forward; they become an item kind here then.
-     * Until then a provider counts them as ignored. */
 } conn_provider_t;
 
 #define CONN_PROVIDER_CFG_MAX 512
+
+/* Facts that go together, for a provider's initializer. */
+#define CONN_FACTS_TEXT(unit, max, rule) .text_unit = (unit), .text_max = (max), .text_rule = (rule)
+#define CONN_FACTS_API(option, base, timeout_max, agent) \
+    .api_option = (option), .api_base_default = (base), .api_timeout_max_ms = (timeout_max), \
+    .user_agent = (agent)
+#define CONN_FACTS_TOKEN(field, in, name) \
+    .token_field = (field), .token_in = (in), .token_name = (name)
+#define CONN_FACTS_LISTEN(grpc, http) .grpc_listen_default = (grpc), .http_listen_default = (http)
+#define CONN_FACTS_OPTIONS(rows, cfg_type) \
+    .options = (rows), .noptions = sizeof(rows) / sizeof((rows)[0]), .config_size = sizeof(cfg_type)
+#define CONN_FACTS_WEBHOOK(path, timeout_default, timeout_help) \
+    .webhook_path = (path), .webhook_timeout_default = (timeout_default), \
+    .webhook_timeout_help = (timeout_help)
+#define CONN_FACTS_RETRY_WINDOW(def, min_s, max_s, help) \
+    .retry_window_default = (def), .retry_window_min_s = (min_s), .retry_window_max_s = (max_s), \
+    .retry_window_help = (help)
 
 #endif

@@ -28,6 +28,7 @@ static const oc_pb_field_limit_t attachments[] = {{"attachments", PST_MAX_ATTACH
 static const oc_pb_field_limit_t inbound[] = {{"messages", PST_MAX_BATCH},
                                               {"messages.attachments", PST_MAX_ATTACHMENTS}};
 static const oc_pb_field_limit_t credentials[] = {{"credentials", PST_MAX_CREDENTIALS}};
+static const oc_pb_field_limit_t receipt_mids[] = {{"external_message_ids", 100}};
 
 static const row_t rows[] = {
     /* 100 messages with texts, JSON and attachments; gRPC's own limit is the server's. */
@@ -44,6 +45,9 @@ static const row_t rows[] = {
     {"UpdateChannelCredentials",
      {.max_request_bytes = SMALL,
       .wire = {.fields = credentials, .nfields = 1, .max_unknown = UNKNOWN_FIELDS}}},
+    {"ApplyReceipt",
+     {.max_request_bytes = SMALL,
+      .wire = {.fields = receipt_mids, .nfields = 1, .max_unknown = UNKNOWN_FIELDS}}},
     ONE("UpsertContact", SMALL),
     ONE("UpsertConversation", SMALL),
     ONE("GetConversation", SMALL),

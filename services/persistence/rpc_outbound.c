@@ -67,7 +67,20 @@ const oc_pg_stmt_t pst_stmts_outbound[] = {
      "UPDATE omnichat.messages SET status = 'sent', external_message_id = $3,"
      " error_category = NULL, error_detail = NULL, next_attempt_at = NULL, lease_owner = NULL,"
      " lease_until = NULL, updated_at = now()"
-     " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound' AND status <> 'sent'",
+     " WHERE tenant_id = $1 AND id = $2 AND direction = 'outbound'"
+     " AND status NOT IN ('sent', 'delivered', 'read')",
+     OC_PG_IDEMPOTENT},
+    /* Receipts move statuses forward only: sent -> delivered -> read. */
+    {"ob_receipt",
+     "UPDATE omnichat.messages m SET status = $4, updated_at = now()"
+     " FROM omnichat.conversations c"
+     " WHERE c.tenant_id = $1 AND c.channel_account_id = $2 AND c.thread_key = $3"
+     " AND m.tenant_id = $1 AND m.conversation_id = c.id AND m.direction = 'outbound'"
+     " AND (m.status = 'sent' OR ($4 = 'read' AND m.status = 'delivered'))"
+     /* The watermark is whole milliseconds: it covers the whole millisecond it names. */
+     " AND (m.channel_timestamp < omnichat.from_ms(NULLIF($5, '0')::bigint + 1)"
+     " OR m.external_message_id = ANY ($6::text[]))"
+     " RETURNING m.id",
      OC_PG_IDEMPOTENT},
 };
 const size_t pst_nstmts_outbound = sizeof pst_stmts_outbound / sizeof pst_stmts_outbound[0];
@@ -386,6 +399,73 @@ static oc_err_t reconcile_outbound(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in
     return OC_OK;
 }
 
+/* A text[] literal of the ids: each quoted, quotes and backslashes escaped. */
+static const char *text_array(oc_rpc_ctx_t *ctx, char **ids, size_t n)
+{
+    oc_buf_t b;
+    char *out;
+
+    oc_buf_init(&b, 1u << 20);
+    oc_buf_appends(&b, "{");
+    for (size_t i = 0; i < n; i++) {
+        oc_buf_appends(&b, i > 0 ? ",\"" : "\"");
+        for (const char *p = ids[i]; *p != '\0'; p++) {
+            if (*p == '"' || *p == '\\') oc_buf_append(&b, "\\", 1);
+            oc_buf_append(&b, p, 1);
+        }
+        oc_buf_appends(&b, "\"");
+    }
+    oc_buf_appends(&b, "}");
+    out = b.failed == OC_OK ? oc_arena_strdup(ctx->arena, b.data) : NULL;
+    oc_buf_dispose(&b);
+    if (out == NULL) oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    return out;
+}
+
+static oc_err_t apply_receipt(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, ProtobufCMessage **out)
+{
+    const PB(ApplyReceiptRequest) *req = (const void *)in;
+    PB(ApplyReceiptResponse) * resp;
+    PB(ApplyReceiptResponse) init = PB_INIT(APPLY_RECEIPT_RESPONSE);
+    char wm[24];
+    const char *ids;
+
+    if (!pst_check_uuid(ctx, "tenant_id", req->tenant_id, true) ||
+        !pst_check_uuid(ctx, "channel_account_id", req->channel_account_id, true) ||
+        !pst_check_str(ctx, "thread_key", req->thread_key, PST_MAX_KEY, true))
+        return ctx->err.code;
+    if (req->status != PBE(MESSAGE_STATUS__MESSAGE_STATUS_DELIVERED) &&
+        req->status != PBE(MESSAGE_STATUS__MESSAGE_STATUS_READ))
+        return oc_error_set(&ctx->err, OC_E_INVALID, "status: must be DELIVERED or READ");
+    if (req->watermark_ms < 0 || req->watermark_ms > TS_MAX_MS)
+        return oc_error_set(&ctx->err, OC_E_INVALID, "watermark_ms: out of range");
+    if (req->n_external_message_ids > 100)
+        return oc_error_set(&ctx->err, OC_E_INVALID, "external_message_ids: at most 100");
+    for (size_t i = 0; i < req->n_external_message_ids; i++)
+        if (!pst_check_str(ctx, "external_message_ids[]", req->external_message_ids[i], PST_MAX_KEY,
+                           true))
+            return ctx->err.code;
+    if ((ids = text_array(ctx, req->external_message_ids, req->n_external_message_ids)) == NULL)
+        return ctx->err.code;
+    snprintf(wm, sizeof wm, "%" PRId64, req->watermark_ms);
+    const char *p[] = {req->tenant_id,
+                       req->channel_account_id,
+                       req->thread_key,
+                       req->status == PBE(MESSAGE_STATUS__MESSAGE_STATUS_READ) ? "read"
+                                                                               : "delivered",
+                       wm,
+                       ids};
+    oc_pg_query_t q[] = {{"ob_receipt", 6, p, NULL}};
+
+    if (pst_exec(ctx, req->tenant_id, q, 1) != OC_OK) return ctx->err.code;
+    resp = oc_arena_alloc(ctx->arena, sizeof *resp);
+    if (resp == NULL) return oc_error_set(&ctx->err, OC_E_NOMEM, "out of memory");
+    *resp = init;
+    resp->updated = oc_pg_ntuples(q[0].res);
+    *out = &resp->base;
+    return OC_OK;
+}
+
 const oc_rpc_method_t pst_methods_outbound[] = {
     PST_METHOD("CreateOutbound", create_outbound, create_outbound_request, create_outbound_response,
                PST_CONNECTOR),
@@ -395,5 +475,7 @@ const oc_rpc_method_t pst_methods_outbound[] = {
                claim_due_outbound_response, PST_CONNECTOR),
     PST_METHOD("ReconcileOutbound", reconcile_outbound, reconcile_outbound_request,
                reconcile_outbound_response, PST_CONNECTOR),
+    PST_METHOD("ApplyReceipt", apply_receipt, apply_receipt_request, apply_receipt_response,
+               PST_CONNECTOR),
 };
 const size_t pst_nmethods_outbound = sizeof pst_methods_outbound / sizeof pst_methods_outbound[0];

@@ -30,7 +30,8 @@ HEALTH_PROTO_DIR = "/usr/share/grpc-proto/grpc/health/v1"
 PG_CLUSTER = os.path.join(REPO, "scripts", "pg-cluster.sh")
 CERTS_SH = os.path.join(REPO, "scripts", "certs.sh")
 # The identities of the sandbox and of the TLS tests (scripts/certs.sh names) and their roles.
-CLIENT_ROLES = "connector-line=connector,inbox=inbox,omnichatctl=operator"
+CLIENT_ROLES = ("connector-line=connector,connector-meta=connector,inbox=inbox,"
+                "omnichatctl=operator")
 # OMNICHAT_TEST_TLS=1 runs every service the suite starts with mutual TLS (its clients present
 # the operator's certificate); by default they run plaintext. test_tls.py runs its own mutual-TLS
 # stack either way.
@@ -261,7 +262,8 @@ def suite_certs():
     """The suite's certificates when OMNICHAT_TEST_TLS=1 (made once), else None."""
     global _suite_certs
     if TEST_TLS and _suite_certs is None:
-        _suite_certs = Certs().make("persistence", "connector-line", "omnichatctl", "inbox")
+        _suite_certs = Certs().make("persistence", "connector-line", "connector-meta", "omnichatctl",
+                                    "inbox")
     return _suite_certs
 
 

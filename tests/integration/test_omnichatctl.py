@@ -496,7 +496,9 @@ def test_connect_failures(world, tmp_path):
     fails(world.run("connect", "line", "--token-file", empty, "--secret-file",
                     world.secret_file), 1, "is empty")
     fails(world.run("connect", "facebook", "--token-file", world.token_file, "--secret-file",
-                    world.secret_file), 2, "only line")
+                    world.secret_file), 2, "--account-id")
+    fails(world.run("connect", "whatsapp", "--token-file", world.token_file), 2,
+          "line, facebook, instagram")
     # The connector is unreachable: the gRPC status is named.
     r = fails(ctl("--connector", f"127.0.0.1:{harness.free_port()}", "connect", "line",
                   "--token-file", world.token_file, "--secret-file", world.secret_file,

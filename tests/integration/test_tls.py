@@ -32,7 +32,7 @@ CONN = "/omnichat.connector.v1.Connector/"
 CONNECTOR_ONLY = {"UpsertContact", "UpsertConversation", "InsertMessage", "PersistInbound",
                   "AddAttachments", "RegisterChannelAccount", "UpdateChannelCredentials",
                   "ResolveChannelAccount", "RecordChannelStatus", "CreateOutbound",
-                  "CompleteOutbound", "ClaimDueOutbound", "ReconcileOutbound"}
+                  "CompleteOutbound", "ClaimDueOutbound", "ReconcileOutbound", "ApplyReceipt"}
 CONNECTOR_AND_INBOX = {"GetConversation", "GetChannelAccount"}
 INBOX_ONLY = {"ListConversations", "ListMessages", "ListChannelAccounts"}
 

@@ -218,6 +218,14 @@ OTHER_CASES = [
                                                                lease_seconds=30), "lease_owner"),
     ("ReconcileOutbound", "malformed message id", lambda c: dict(tenant_id=c.tenant, message_id="m",
                                                                  external_message_id="x"), "message_id"),
+    ("ApplyReceipt", "status sent", lambda c: dict(tenant_id=c.tenant, channel_account_id=c.tenant,
+                                                   thread_key="t", status=pb.MESSAGE_STATUS_SENT,
+                                                   watermark_ms=1), "status"),
+    ("ApplyReceipt", "missing thread key", lambda c: dict(tenant_id=c.tenant, channel_account_id=c.tenant,
+                                                          status=pb.MESSAGE_STATUS_READ), "thread_key"),
+    ("ApplyReceipt", "negative watermark", lambda c: dict(tenant_id=c.tenant, channel_account_id=c.tenant,
+                                                          thread_key="t", status=pb.MESSAGE_STATUS_READ,
+                                                          watermark_ms=-1), "watermark_ms"),
 ]
 
 

@@ -242,7 +242,7 @@ int lsim_port(const lsim_t *s)
 
 lsim_t *lsim_create(const lsim_opts_t *opts, oc_error_t *err)
 {
-    lsim_t *s = calloc(1, sizeof *s);
+    lsim_t *s;
     sim_opts_t so = {
         .listen = opts->listen,
         .threads = opts->threads,
@@ -256,15 +256,8 @@ lsim_t *lsim_create(const lsim_opts_t *opts, oc_error_t *err)
         .kind_name = kind_name,
     };
 
-    if (!s) {
-        oc_error_set(err, OC_E_NOMEM, "could not allocate the simulator");
-        return NULL;
-    }
-    so.user = s;
-    if (sim_init(&s->core, &so, err) != OC_OK) {
-        free(s);
-        return NULL;
-    }
+    s = sim_new(sizeof *s, &so, err);
+    if (s == NULL) return NULL;
     pthread_cond_init(&s->key_cv, NULL);
     s->max_keys = opts->max_retry_keys ? opts->max_retry_keys : 200000;
     s->nbuckets = LSIM_MIN_BUCKETS;

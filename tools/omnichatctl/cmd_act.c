@@ -19,13 +19,16 @@
 int cmd_connect(ctl_t *ctl, int argc, char **argv)
 {
     static const char usage[] =
-        "omnichatctl connect line --token-file FILE --secret-file FILE [--name NAME]";
+        "omnichatctl connect line --token-file FILE --secret-file FILE [--name NAME]\n"
+        "       omnichatctl connect facebook|instagram --token-file FILE --account-id ID "
+        "[--name NAME]";
     const char *token_file = NULL, *secret_file = NULL, *name = NULL, *token_arg = NULL,
-               *secret_arg = NULL, *tenant = NULL, *pos[1];
+               *secret_arg = NULL, *account_id = NULL, *tenant = NULL, *pos[1];
     size_t npos;
     ctl_opt_t opts[] = {{"token-file", &token_file, NULL},
                         {"secret-file", &secret_file, NULL},
                         {"name", &name, NULL},
+                        {"account-id", &account_id, NULL},
                         /* Accepted only to refuse them with a clear reason. */
                         {"token", &token_arg, NULL},
                         {"secret", &secret_arg, NULL}};
@@ -33,35 +36,52 @@ int cmd_connect(ctl_t *ctl, int argc, char **argv)
     CPB(ConnectChannelResponse) *resp = NULL;
     char *token = NULL, *secret = NULL;
     const PB(ChannelAccount) * acc;
+    PB(ChannelType) type = PBE(CHANNEL_TYPE__CHANNEL_TYPE_LINE);
+    bool meta;
     int rc;
 
-    if ((rc = ctl_parse(ctl, argc, argv, opts, 5, pos, 1, &npos, usage)) != 0) return rc;
+    if ((rc = ctl_parse(ctl, argc, argv, opts, 6, pos, 1, &npos, usage)) != 0) return rc;
     if (token_arg != NULL || secret_arg != NULL)
         return ctl_usage_error(ctl, "credentials are read from files only, never from the "
                                     "command line (other users can see it): use --token-file "
                                     "and --secret-file");
-    if (npos != 1 || strcmp(pos[0], "line") != 0) {
+    if (npos != 1 || (strcmp(pos[0], "line") != 0 && strcmp(pos[0], "facebook") != 0 &&
+                      strcmp(pos[0], "instagram") != 0)) {
         if (npos == 1)
-            ctl_usage_error(ctl, "channel '%s' is not supported here yet (only line)", pos[0]);
+            ctl_usage_error(ctl, "channel '%s' is not supported (line, facebook, instagram)",
+                            pos[0]);
         else
-            ctl_usage_error(ctl, "which channel? (line)");
+            ctl_usage_error(ctl, "which channel? (line, facebook, instagram)");
         fprintf(stderr, "usage: %s\n", usage);
         return CTL_EXIT_USAGE;
     }
-    if (token_file == NULL || secret_file == NULL)
+    meta = strcmp(pos[0], "line") != 0;
+    if (meta)
+        type = strcmp(pos[0], "facebook") == 0 ? PBE(CHANNEL_TYPE__CHANNEL_TYPE_FACEBOOK)
+                                               : PBE(CHANNEL_TYPE__CHANNEL_TYPE_INSTAGRAM);
+    if (!meta && (token_file == NULL || secret_file == NULL))
         return ctl_usage_error(ctl, "--token-file and --secret-file are required");
+    if (meta && (token_file == NULL || account_id == NULL || account_id[0] == '\0'))
+        return ctl_usage_error(
+            ctl,
+            "--token-file (the Page access token) and --account-id (the "
+            "%s id) are required",
+            type == PBE(CHANNEL_TYPE__CHANNEL_TYPE_FACEBOOK) ? "Page" : "Instagram account");
     if ((rc = ctl_need_tenant(ctl, &tenant)) != 0) return rc;
 
-    if ((rc = ctl_read_secret(ctl, "channel access token", token_file, SECRET_FILE_MAX, &token)) !=
-        0)
+    if ((rc = ctl_read_secret(ctl, meta ? "Page access token" : "channel access token", token_file,
+                              SECRET_FILE_MAX, &token)) != 0)
         goto out;
-    if ((rc = ctl_read_secret(ctl, "channel secret", secret_file, SECRET_FILE_MAX, &secret)) != 0)
+    if (!meta &&
+        (rc = ctl_read_secret(ctl, "channel secret", secret_file, SECRET_FILE_MAX, &secret)) != 0)
         goto out;
+    req.channel_type = type;
+    req.external_account_id = (char *)(account_id != NULL ? account_id : "");
     req.tenant_id = (char *)tenant;
     req.access_token = token;
-    req.channel_secret = secret;
+    req.channel_secret = (char *)(secret != NULL ? secret : "");
     req.display_name = (char *)(name != NULL ? name : "");
-    rc = ctl_call(ctl, ctl->connector, CTL_CONNECTOR "ConnectChannel", &req.base,
+    rc = ctl_call(ctl, ctl_connector_for(ctl, type), CTL_CONNECTOR "ConnectChannel", &req.base,
                   &omnichat__connector__v1__connect_channel_response__descriptor,
                   (ProtobufCMessage **)&resp, NULL);
     /* The plaintext is no longer needed, whatever the outcome. */
@@ -91,7 +111,8 @@ int cmd_connect(ctl_t *ctl, int argc, char **argv)
     printf("  name:          %s\n", rnd_cell(ctl->arena, acc->display_name, 0, 0));
     printf("  status:        %s\n", rnd_channel_status(ctl->arena, acc->status));
     printf("  webhook path:  %s\n", rnd_cell(ctl->arena, resp->webhook_path, 0, 0));
-    printf("                 (LINE must POST to the connector's HTTP address + this path)\n");
+    printf("                 (%s must POST to the connector's HTTP address + this path)\n",
+           meta ? "Meta" : "LINE");
     rc = CTL_EXIT_OK;
 out:
     ctl_secret_free(token);
@@ -100,6 +121,25 @@ out:
 }
 
 /* ---- send ------------------------------------------------------------------------------- */
+
+/* The connector of the conversation's channel type (persistence knows it); the LINE one when
+ * the look-up fails (SendText then reports what is wrong). */
+static const char *conversation_connector(ctl_t *ctl, const char *tenant, const char *conv)
+{
+    PB(GetConversationRequest) req = PB_INIT(GET_CONVERSATION_REQUEST);
+    PB(GetConversationResponse) *resp = NULL;
+    int rc;
+
+    req.tenant_id = (char *)tenant;
+    req.conversation_id = (char *)conv;
+    ctl->quiet = true;
+    rc = ctl_call(ctl, ctl->persistence, CTL_PERSISTENCE "GetConversation", &req.base,
+                  &omnichat__persistence__v1__get_conversation_response__descriptor,
+                  (ProtobufCMessage **)&resp, NULL);
+    ctl->quiet = false;
+    if (rc != 0 || resp->conversation == NULL) return ctl->connector;
+    return ctl_connector_for(ctl, resp->conversation->channel_type);
+}
 
 int cmd_send(ctl_t *ctl, int argc, char **argv)
 {
@@ -136,10 +176,11 @@ int cmd_send(ctl_t *ctl, int argc, char **argv)
     req.tenant_id = (char *)tenant;
     req.conversation_id = (char *)pos[0];
     req.text = (char *)text;
+    const char *target = conversation_connector(ctl, tenant, pos[0]);
     req.idempotency_key = (char *)key;
     req.sender_id = (char *)agent;
     req.sender_display_name = (char *)agent_name;
-    rc = ctl_call(ctl, ctl->connector, CTL_CONNECTOR "SendText", &req.base,
+    rc = ctl_call(ctl, target, CTL_CONNECTOR "SendText", &req.base,
                   &omnichat__connector__v1__send_text_response__descriptor,
                   (ProtobufCMessage **)&resp, NULL);
     if (rc != 0) {

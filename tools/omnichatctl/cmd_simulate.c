@@ -1,4 +1,5 @@
-/* omnichatctl simulate line-webhook: posts a signed LINE message event, as LINE would. */
+/* omnichatctl simulate line-webhook / meta-webhook: posts a signed message event, as LINE or
+ * Meta would. */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -8,6 +9,7 @@
 
 #include "ctl.h"
 #include "line_wire.h"
+#include "meta_wire.h"
 #include "omnichat/buf.h"
 #include "omnichat/http_client.h"
 #include "omnichat/util.h"
@@ -16,6 +18,7 @@
 #define SECRET_FILE_MAX 4096
 #define RESPONSE_MAX 4096
 #define DEFAULT_URL "http://127.0.0.1:8081"
+#define DEFAULT_META_URL "http://127.0.0.1:8082"
 
 /* LINE ids: U/C/R then 32 lowercase hex digits. */
 static bool line_user_id(const char *s)
@@ -90,32 +93,161 @@ static const char *lookup_destination(ctl_t *ctl, const char *account)
     return resp->channel_account->external_account_id;
 }
 
+/* POSTs a signed webhook body; fills *response. 0, or the failure already reported. */
+static int post_signed(ctl_t *ctl, const char *full_url, const char *url, const char *body,
+                       const char *sig_header, const char *agent, oc_http_result_t *response)
+{
+    const char *headers[] = {sig_header, NULL};
+    oc_http_call_t call = {.method = "POST",
+                           .path = full_url,
+                           .headers = headers,
+                           .content_type = "application/json; charset=utf-8",
+                           .body = body,
+                           .body_len = strlen(body),
+                           .timeout_ms = (long)ctl->timeout_ms};
+    oc_http_client_opts_t hopts = {.user_agent = agent};
+    oc_http_client_t *http;
+    oc_error_t err;
+    int rc = 0;
+
+    oc_error_clear(&err);
+    if ((http = oc_http_client_create(&hopts, &err)) == NULL)
+        return ctl_fail(ctl, "could not set up the HTTP client: %s", err.msg);
+    if (oc_http_client_call(http, &call, response) != OC_OK) {
+        rc = ctl_fail(ctl, "could not build the request");
+    } else if (response->transport != OC_HTTP_TX_OK) {
+        rc = ctl_fail(ctl, "POST %s failed: %s", full_url,
+                      oc_http_transport_name(response->transport));
+        if (response->transport == OC_HTTP_TX_CONNECT)
+            fprintf(stderr, "  (is the connector's HTTP listener at %s? --url sets it)\n", url);
+    }
+    oc_http_client_destroy(http);
+    return rc;
+}
+
+/* A non-2xx answer of the webhook, reported. */
+static int webhook_refused(ctl_t *ctl, const oc_http_result_t *response, const char *secret_hint)
+{
+    const char *why =
+        rnd_cell(ctl->arena, response->body.data != NULL ? response->body.data : "", 300, 0);
+    int rc = ctl_fail(ctl, "the webhook answered HTTP %ld%s%s", response->status,
+                      why[0] ? ": " : "", why);
+    if (response->status == 401) fprintf(stderr, "  (signature refused: is %s?)\n", secret_hint);
+    return rc;
+}
+
+/* simulate meta-webhook: one Messenger (or Instagram) text message, signed with the app
+ * secret over the raw bytes (non-ASCII escaped as Meta does). */
+static int simulate_meta(ctl_t *ctl, const char *account, const char *secret_file, const char *user,
+                         const char *text, const char *url, bool instagram)
+{
+    char mid[40], hex[33], sig[META_SIGNATURE_LEN + 1], *secret = NULL, *full_url, *sig_header;
+    oc_http_result_t response;
+    oc_buf_t b;
+    int rc;
+
+    oc_http_result_init(&response, RESPONSE_MAX);
+    oc_buf_init(&b, 1u << 20);
+    if (!random_hex(hex, 16)) {
+        rc = ctl_fail(ctl, "could not make a message id (no randomness)");
+        goto out;
+    }
+    snprintf(mid, sizeof mid, "m_%s", hex);
+    meta_event_t ev = {.kind = META_EV_MESSAGE,
+                       .sender_id = user,
+                       .recipient_id = account,
+                       .timestamp_ms = oc_now_ms(),
+                       .mid = mid,
+                       .text = text};
+    if (meta_webhook_body(&b, instagram ? "instagram" : "page", account, &ev, 1) != OC_OK) {
+        rc = ctl_fail(ctl, "could not build the webhook body");
+        goto out;
+    }
+    if ((rc = ctl_read_secret(ctl, "app secret", secret_file, SECRET_FILE_MAX, &secret)) != 0)
+        goto out;
+    if (!meta_sign(secret, strlen(secret), b.data, b.len, sig)) {
+        rc = ctl_fail(ctl, "could not sign the body");
+        goto out;
+    }
+    size_t ulen = strlen(url);
+    while (ulen > 0 && url[ulen - 1] == '/')
+        ulen--;
+    full_url = oc_arena_sprintf(ctl->arena, "%.*s/webhooks/meta", (int)ulen, url);
+    sig_header = oc_arena_sprintf(ctl->arena, "X-Hub-Signature-256: %s", sig);
+    if (full_url == NULL || sig_header == NULL) {
+        rc = ctl_fail(ctl, "out of memory");
+        goto out;
+    }
+    if ((rc = post_signed(ctl, full_url, url, b.data, sig_header, "facebookexternalua",
+                          &response)) != 0)
+        goto out;
+    if (ctl->json) {
+        rc = ctl_print_json(json_pack("{s:s, s:I, s:s, s:s}", "url", full_url, "status",
+                                      (json_int_t)response.status, "message_id", mid, "user_id",
+                                      user));
+        if (rc == 0 && (response.status < 200 || response.status > 299)) rc = CTL_EXIT_FAIL;
+        goto out;
+    }
+    printf("POST %s -> HTTP %ld\n", full_url, response.status);
+    printf("%s message id %s from %s\n", instagram ? "Instagram" : "Messenger", mid, user);
+    rc = response.status >= 200 && response.status <= 299
+             ? CTL_EXIT_OK
+             : webhook_refused(ctl, &response, "--app-secret-file the connector's app secret");
+out:
+    ctl_secret_free(secret);
+    oc_buf_dispose(&b);
+    oc_http_result_dispose(&response);
+    return rc;
+}
+
 int cmd_simulate(ctl_t *ctl, int argc, char **argv)
 {
     static const char usage[] =
         "omnichatctl simulate line-webhook --account ID --secret-file FILE --user U... "
-        "--text TEXT [--url http://127.0.0.1:8081] [--destination BOT_USER_ID]";
-    const char *account = NULL, *secret_file = NULL, *user = NULL, *text = NULL, *url = DEFAULT_URL,
-               *destination = NULL, *pos[1];
+        "--text TEXT [--url http://127.0.0.1:8081] [--destination BOT_USER_ID]\n"
+        "       omnichatctl simulate meta-webhook --account-id ID --app-secret-file FILE "
+        "--user PSID --text TEXT [--instagram] [--url http://127.0.0.1:8082]";
+    const char *account = NULL, *secret_file = NULL, *user = NULL, *text = NULL, *url = NULL,
+               *destination = NULL, *account_id = NULL, *app_secret_file = NULL, *pos[1];
+    bool instagram = false;
     size_t npos;
-    ctl_opt_t opts[] = {{"account", &account, NULL}, {"secret-file", &secret_file, NULL},
-                        {"user", &user, NULL},       {"text", &text, NULL},
-                        {"url", &url, NULL},         {"destination", &destination, NULL}};
+    ctl_opt_t opts[] = {{"account", &account, NULL},
+                        {"secret-file", &secret_file, NULL},
+                        {"user", &user, NULL},
+                        {"text", &text, NULL},
+                        {"url", &url, NULL},
+                        {"destination", &destination, NULL},
+                        {"account-id", &account_id, NULL},
+                        {"app-secret-file", &app_secret_file, NULL},
+                        {"instagram", NULL, &instagram}};
     char message_id[19], *secret = NULL, *body = NULL, *full_url = NULL, *sig_header = NULL;
     char sig[LINE_SIGNATURE_LEN + 1];
-    oc_http_client_t *http = NULL;
     oc_http_result_t response;
     long status = 0;
-    oc_error_t err;
     int rc;
 
-    oc_error_clear(&err);
     oc_http_result_init(&response, RESPONSE_MAX);
-    if ((rc = ctl_parse(ctl, argc, argv, opts, 6, pos, 1, &npos, usage)) != 0) goto out;
+    if ((rc = ctl_parse(ctl, argc, argv, opts, 9, pos, 1, &npos, usage)) != 0) goto out;
+    const char *url_given = url;
+    if (url == NULL) url = DEFAULT_URL;
+    if (npos == 1 && strcmp(pos[0], "meta-webhook") == 0) {
+        if (account_id == NULL || app_secret_file == NULL || user == NULL || text == NULL) {
+            rc = ctl_usage_error(ctl, "--account-id, --app-secret-file, --user and --text are "
+                                      "required");
+            goto out;
+        }
+        if (text[0] == '\0' || !oc_utf8_valid(text, strlen(text))) {
+            rc = ctl_usage_error(ctl, "--text: must be non-empty UTF-8");
+            goto out;
+        }
+        rc = simulate_meta(ctl, account_id, app_secret_file, user, text,
+                           url_given != NULL ? url_given : DEFAULT_META_URL, instagram);
+        goto out;
+    }
     if (npos != 1 || strcmp(pos[0], "line-webhook") != 0) {
         ctl_usage_error(ctl,
-                        npos == 1 ? "unknown simulation '%s' (only line-webhook)"
-                                  : "what to simulate? (line-webhook)%s",
+                        npos == 1 ? "unknown simulation '%s' (line-webhook, meta-webhook)"
+                                  : "what to simulate? (line-webhook, meta-webhook)%s",
                         npos == 1 ? pos[0] : "");
         fprintf(stderr, "usage: %s\n", usage);
         rc = CTL_EXIT_USAGE;
@@ -174,30 +306,9 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
         goto out;
     }
 
-    const char *headers[] = {sig_header, NULL};
-    oc_http_call_t call = {.method = "POST",
-                           .path = full_url,
-                           .headers = headers,
-                           .content_type = "application/json; charset=utf-8",
-                           .body = body,
-                           .body_len = strlen(body),
-                           .timeout_ms = (long)ctl->timeout_ms};
-    oc_http_client_opts_t hopts = {.user_agent = "LineBotWebhook/2.0 (omnichatctl)"};
-    if ((http = oc_http_client_create(&hopts, &err)) == NULL) {
-        rc = ctl_fail(ctl, "could not set up the HTTP client: %s", err.msg);
+    if ((rc = post_signed(ctl, full_url, url, body, sig_header, "LineBotWebhook/2.0 (omnichatctl)",
+                          &response)) != 0)
         goto out;
-    }
-    if (oc_http_client_call(http, &call, &response) != OC_OK) {
-        rc = ctl_fail(ctl, "could not build the request");
-        goto out;
-    }
-    if (response.transport != OC_HTTP_TX_OK) {
-        rc = ctl_fail(ctl, "POST %s failed: %s", full_url,
-                      oc_http_transport_name(response.transport));
-        if (response.transport == OC_HTTP_TX_CONNECT)
-            fprintf(stderr, "  (is the connector's HTTP listener at %s? --url sets it)\n", url);
-        goto out;
-    }
     status = response.status;
 
     if (ctl->json) {
@@ -215,19 +326,14 @@ int cmd_simulate(ctl_t *ctl, int argc, char **argv)
     printf("POST %s -> HTTP %ld\n", full_url, status);
     printf("LINE message id %s from %s\n", message_id, user);
     if (status < 200 || status > 299) {
-        const char *why =
-            rnd_cell(ctl->arena, response.body.data != NULL ? response.body.data : "", 300, 0);
-        rc = ctl_fail(ctl, "the webhook answered HTTP %ld%s%s", status, why[0] ? ": " : "", why);
-        if (status == 401)
-            fprintf(stderr, "  (signature refused: is --secret-file the channel secret this "
-                            "account was connected with?)\n");
+        rc = webhook_refused(ctl, &response,
+                             "--secret-file the channel secret this account was connected with");
         goto out;
     }
     rc = CTL_EXIT_OK;
 out:
     ctl_secret_free(secret);
     free(body);
-    oc_http_client_destroy(http);
     oc_http_result_dispose(&response);
     return rc;
 }

@@ -46,6 +46,14 @@ int ctl_fail(const ctl_t *ctl, const char *fmt, ...)
     return CTL_EXIT_FAIL;
 }
 
+const char *ctl_connector_for(const ctl_t *ctl, int channel_type)
+{
+    return channel_type == PBE(CHANNEL_TYPE__CHANNEL_TYPE_FACEBOOK) ||
+                   channel_type == PBE(CHANNEL_TYPE__CHANNEL_TYPE_INSTAGRAM)
+               ? ctl->meta_connector
+               : ctl->connector;
+}
+
 /* Global options: recognised anywhere on the command line. */
 static int global_opt(ctl_t *ctl, const char *name, const char *value, bool *takes_value,
                       bool *matched)
@@ -56,6 +64,8 @@ static int global_opt(ctl_t *ctl, const char *name, const char *value, bool *tak
         if (value) ctl->persistence = value;
     } else if (strcmp(name, "connector") == 0) {
         if (value) ctl->connector = value;
+    } else if (strcmp(name, "meta-connector") == 0) {
+        if (value) ctl->meta_connector = value;
     } else if (strcmp(name, "tenant") == 0) {
         if (value) ctl->tenant = value;
     } else if (strcmp(name, "timeout-ms") == 0) {

@@ -21,13 +21,15 @@
 
 #define CTL_DEFAULT_PERSISTENCE "127.0.0.1:50051"
 #define CTL_DEFAULT_CONNECTOR "127.0.0.1:50052"
+#define CTL_DEFAULT_META_CONNECTOR "127.0.0.1:50053"
 #define CTL_DEFAULT_TIMEOUT_MS 10000
 
 /* Options every command accepts (anywhere on the command line). */
 typedef struct ctl {
-    const char *persistence; /* --persistence, OMNICHAT_PERSISTENCE, default above */
-    const char *connector;   /* --connector, OMNICHAT_CONNECTOR, default above */
-    const char *tenant;      /* --tenant, OMNICHAT_TENANT; NULL when neither is given */
+    const char *persistence;    /* --persistence, OMNICHAT_PERSISTENCE, default above */
+    const char *connector;      /* --connector, OMNICHAT_CONNECTOR, default above: LINE */
+    const char *meta_connector; /* --meta-connector, OMNICHAT_META_CONNECTOR: facebook, instagram */
+    const char *tenant;         /* --tenant, OMNICHAT_TENANT; NULL when neither is given */
     /* --tls-cert-file/--tls-key-file/--tls-ca-file (OMNICHAT_TLS_*_FILE): mutual TLS to both
      * services when all three are set, plaintext when none is. */
     oc_rpc_tls_t tls;
@@ -44,6 +46,9 @@ typedef struct ctl {
     } clients[4];
     size_t nclients;
 } ctl_t;
+
+/* The connector address serving a channel type (one connector per provider). */
+const char *ctl_connector_for(const ctl_t *ctl, int channel_type);
 
 /* Closes the channels ctl_call opened. */
 void ctl_dispose(ctl_t *ctl);

@@ -16,6 +16,9 @@ static const char usage_text[] =
     "Commands:\n"
     "  connect line --token-file F --secret-file F [--name N]\n"
     "                         connect a LINE Official Account (Connector/ConnectChannel)\n"
+    "  connect facebook|instagram --token-file F --account-id ID [--name N]\n"
+    "                         connect a Facebook Page (ID: the Page id) or its Instagram\n"
+    "                         account (ID: the Instagram account id) with the Page token\n"
     "  channels [--channel line|facebook|instagram]\n"
     "                         list the tenant's channel accounts (never their credentials)\n"
     "  conversations [--channel C] [--account ID] [--thread KEY] [--limit N] [--page-token T]\n"
@@ -25,6 +28,9 @@ static const char usage_text[] =
     "  send CONVERSATION_ID --text T [--key K] [--agent ID] [--agent-name N]\n"
     "                         send a text through the connector (Connector/SendText)\n"
     "  simulate line-webhook --account ID --secret-file F --user U... --text T [--url URL]\n"
+    "  simulate meta-webhook --account-id ID --app-secret-file F --user PSID --text T\n"
+    "                         [--instagram] [--url URL]: a signed Messenger (or Instagram)\n"
+    "                         message, as Meta posts it\n"
     "                         post a signed LINE webhook, as LINE would (sandbox, tests)\n"
     "  vault-keygen [--key-id ID]\n"
     "                         print a new vault key-file line (docs/vault.md)\n"
@@ -34,8 +40,10 @@ static const char usage_text[] =
     "Global options (anywhere on the line):\n"
     "  --persistence ADDR     persistence gRPC address (OMNICHAT_PERSISTENCE, "
     "default " CTL_DEFAULT_PERSISTENCE ")\n"
-    "  --connector ADDR       connector gRPC address (OMNICHAT_CONNECTOR, "
+    "  --connector ADDR       LINE connector gRPC address (OMNICHAT_CONNECTOR, "
     "default " CTL_DEFAULT_CONNECTOR ")\n"
+    "  --meta-connector ADDR  Meta connector (facebook, instagram) gRPC address\n"
+    "                         (OMNICHAT_META_CONNECTOR, default " CTL_DEFAULT_META_CONNECTOR ")\n"
     "  --tenant UUID          the tenant (OMNICHAT_TENANT)\n"
     "  --tls-cert-file F      client certificate (PEM) for mutual TLS (OMNICHAT_TLS_CERT_FILE)\n"
     "  --tls-key-file F       its private key (OMNICHAT_TLS_KEY_FILE)\n"
@@ -84,6 +92,7 @@ int main(int argc, char **argv)
     memset(&ctl, 0, sizeof ctl);
     ctl.persistence = env_or("OMNICHAT_PERSISTENCE", CTL_DEFAULT_PERSISTENCE);
     ctl.connector = env_or("OMNICHAT_CONNECTOR", CTL_DEFAULT_CONNECTOR);
+    ctl.meta_connector = env_or("OMNICHAT_META_CONNECTOR", CTL_DEFAULT_META_CONNECTOR);
     ctl.tenant = env_or("OMNICHAT_TENANT", NULL);
     ctl.tls.cert_file = env_or("OMNICHAT_TLS_CERT_FILE", NULL);
     ctl.tls.key_file = env_or("OMNICHAT_TLS_KEY_FILE", NULL);
@@ -122,6 +131,8 @@ int main(int argc, char **argv)
             ctl.persistence = val;
         else if (n == 11 && strncmp(a, "--connector", n) == 0)
             ctl.connector = val;
+        else if (n == 16 && strncmp(a, "--meta-connector", n) == 0)
+            ctl.meta_connector = val;
         else if (n == 8 && strncmp(a, "--tenant", n) == 0)
             ctl.tenant = val;
         else if (n == 15 && strncmp(a, "--tls-cert-file", n) == 0)

@@ -380,6 +380,22 @@ int sim_port(const sim_t *s)
     return oc_http_server_port(s->server);
 }
 
+void *sim_new(size_t size, sim_opts_t *opts, oc_error_t *err)
+{
+    sim_t *s = size >= sizeof *s ? calloc(1, size) : NULL;
+
+    if (s == NULL) {
+        oc_error_set(err, OC_E_NOMEM, "could not allocate the simulator");
+        return NULL;
+    }
+    opts->user = s;
+    if (sim_init(s, opts, err) != OC_OK) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
 oc_err_t sim_init(sim_t *s, const sim_opts_t *opts, oc_error_t *err)
 {
     memset(s, 0, sizeof *s);

@@ -115,6 +115,10 @@ typedef struct sim {
     oc_http_server_t *server;
 } sim_t;
 
+/* A provider simulator of `size` bytes (zeroed) whose first member is the core, initialised with
+ * *opts, whose `user` becomes the new simulator. NULL with err (OC_E_NOMEM); free with free()
+ * after sim_dispose. */
+void *sim_new(size_t size, sim_opts_t *opts, oc_error_t *err);
 /* Initialises the state (nothing listens yet). OC_E_NOMEM with err. */
 oc_err_t sim_init(sim_t *s, const sim_opts_t *opts, oc_error_t *err);
 /* Starts serving: /__sim/ to opts->control, everything else to opts->api. OC_E_IO when the

@@ -33,6 +33,9 @@ oc_err_t oc_buf_appendf(oc_buf_t *b, const char *fmt, ...) __attribute__((format
 /* Appends s as the inside of a JSON string (escapes quotes, backslash, control characters;
  * passes valid UTF-8 through, replaces invalid bytes with U+FFFD). */
 oc_err_t oc_buf_append_json_str(oc_buf_t *b, const char *s, size_t len);
+/* Appends s[0..n) percent-encoded for application/x-www-form-urlencoded (unreserved
+ * characters as they are, every other byte as %XX). */
+oc_err_t oc_buf_append_form_encoded(oc_buf_t *b, const char *s, size_t n);
 
 /* Takes the data out: the caller owns it (free()), the buffer is empty again. NULL if empty. */
 char *oc_buf_detach(oc_buf_t *b, size_t *len_out);

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import assert_clean_exit, log_tail  # noqa: E402
-from line_harness import Connector, LineChannel, Sim, check_logs  # noqa: E402
+from line_harness import Connector, LineChannel, Sim, channel_factory, check_logs  # noqa: E402
 
 
 _final_log_check = assert_clean_exit
@@ -70,17 +70,7 @@ def line(conn, line_sim, api, db):
 @pytest.fixture
 def line_factory(conn, line_sim, api, db):
     """More channels (other tenants, or chosen token/secret/bot id)."""
-    made = []
-
-    def make(**kw):
-        ch = LineChannel(conn, line_sim, api, db, **kw)
-        made.append(ch)
-        return ch
-
-    yield make
-    for ch in made:
-        if ch.account is not None:
-            ch.drain()
+    yield from channel_factory(LineChannel, conn, line_sim, api, db)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -218,17 +218,24 @@ def _recv_head(s):
 
 
 class Sim(_Proc):
+    """A provider simulator on tools/sim (the LINE one here; meta_harness.GraphSim too)."""
+    BIN = SIM_BIN
+    NAME = "line-sim"
+
     def __init__(self):
-        super().__init__("line-sim")
+        super().__init__(self.NAME)
         self.port = None
 
-    @staticmethod
-    def binary_present():
-        return os.access(SIM_BIN, os.X_OK)
+    @classmethod
+    def binary_present(cls):
+        return os.access(cls.BIN, os.X_OK)
+
+    def extra_flags(self):
+        return []
 
     def start(self, timeout=30):
-        self._spawn([SIM_BIN, "--listen", "127.0.0.1:0", "--log-level", "info",
-                     "--threads", "32"])
+        self._spawn([self.BIN, "--listen", "127.0.0.1:0", "--log-level", "info",
+                     "--threads", "32"] + self.extra_flags())
         self.port = int(self._wait_listening("port", timeout)["port"])
         return self
 
@@ -317,19 +324,24 @@ def write_vault_key_file(path, key_id="it-line-1"):
 
 
 class Connector(_Proc):
-    def __init__(self, persistence_port, sim_port, name="connector-line", tls=harness.SUITE,
+    """A connector on the engine (LINE here; meta_harness.MetaConnector the Meta one)."""
+    BIN = CONNECTOR_BIN
+    NAME = "connector-line"
+    API = "line"  # options <API>-api-base, <API>-timeout-ms
+
+    def __init__(self, persistence_port, sim_port, name=None, tls=harness.SUITE,
                  client_roles=harness.CLIENT_ROLES, **overrides):
         """tls: a harness.Certs with a "connector-line" certificate → mutual TLS on the gRPC
         server and to persistence; self.channel then presents "omnichatctl" (the operator).
         None → plaintext; SUITE (default) → as OMNICHAT_TEST_TLS says."""
-        super().__init__(name)
+        super().__init__(name or self.NAME)
         self.tls = harness.suite_certs() if tls is harness.SUITE else tls
         self.client_roles = client_roles
         self.persistence_port = persistence_port
         self.sim_port = sim_port
         self.key_path = write_vault_key_file(os.path.join(self.work, "vault.keys"))
         self.settings = {
-            "line-timeout-ms": LINE_TIMEOUT_MS,
+            f"{self.API}-timeout-ms": LINE_TIMEOUT_MS,
             "persistence-timeout-ms": PERSISTENCE_TIMEOUT_MS,
             "lease-seconds": LEASE_SECONDS,
             "worker-interval-ms": WORKER_INTERVAL_MS,
@@ -344,19 +356,19 @@ class Connector(_Proc):
         self.channel = None
         self.api = None
 
-    @staticmethod
-    def binary_present():
-        return os.access(CONNECTOR_BIN, os.X_OK)
+    @classmethod
+    def binary_present(cls):
+        return os.access(cls.BIN, os.X_OK)
 
     def command(self):
-        cmd = [CONNECTOR_BIN, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+        cmd = [self.BIN, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                "--persistence-target", f"127.0.0.1:{self.persistence_port}",
-               "--line-api-base", f"http://127.0.0.1:{self.sim_port}",
+               f"--{self.API}-api-base", f"http://127.0.0.1:{self.sim_port}",
                "--vault-key-file", self.key_path]
         for k, v in self.settings.items():
             cmd += [f"--{k}", str(v)]
         if self.tls is not None:
-            cmd += self.tls.flags("connector-line", self.client_roles)
+            cmd += self.tls.flags(self.NAME, self.client_roles)
         return cmd
 
     def start(self, timeout=60):
@@ -660,6 +672,67 @@ class LineChannel:
             if left == 0 or time.time() > deadline:
                 return left
             time.sleep(0.1)
+
+
+def kill_mid_send(ch, conn, arm, reached, after_start=None):
+    """SendText on a fresh conversation of ch with the simulator armed by arm(); SIGKILL the
+    connector once reached() says the request is at the simulator; restart it. Until the kill
+    the connector runs with a provider timeout as long as the lease allows (lease > timeout + 2
+    persistence timeouts), so the call is surely still in flight when it dies. after_start(conn)
+    runs after each start (Meta: point the simulator's webhooks at the new port). Returns
+    (conversation, message id, request) with the message recorded PENDING or UNKNOWN."""
+    saved = dict(conn.settings)
+    try:
+        conn.settings["persistence-timeout-ms"] = 500
+        conn.settings[f"{conn.API}-timeout-ms"] = LEASE_SECONDS * 1000 - 2 * 500 - 200
+        rc = conn.stop()
+        assert rc in (0, -15), f"connector exit code after SIGTERM: {rc}"
+        conn.start()
+        if after_start:
+            after_start(conn)
+        conv, _ = ch.conversation()
+        arm()
+        req = ch.send_request(conv, "survives a crash")
+        outcome = {}
+
+        def call():
+            try:
+                outcome["reply"] = conn.api.SendText(req, timeout=20)
+            except grpc.RpcError as e:
+                outcome["error"] = e
+
+        t = threading.Thread(target=call)
+        t.start()
+        wait_for(reached, 10, 0.01, "the send to reach the simulator")
+        conn.kill9()
+        t.join(10)
+        assert "reply" not in outcome, f"SendText answered although the send was in flight: {outcome}"
+        rows = ch.db_messages()
+        assert len(rows) == 1, f"the message must be recorded before the send: {rows}"
+        assert rows[0]["status"] in ("pending", "unknown"), rows
+        return conv, rows[0]["id"], req
+    finally:
+        conn.settings = saved
+        if not conn.alive():
+            conn.start()
+        if after_start:
+            after_start(conn)
+
+
+def channel_factory(cls, *args):
+    """The body of a factory fixture: yields make(**kw) -> cls(*args, **kw), then drains every
+    connected channel it made (`yield from channel_factory(...)`)."""
+    made = []
+
+    def make(**kw):
+        ch = cls(*args, **kw)
+        made.append(ch)
+        return ch
+
+    yield make
+    for ch in made:
+        if ch.account is not None:
+            ch.drain()
 
 
 def find_in_tree(obj, pred):

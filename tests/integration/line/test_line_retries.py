@@ -6,7 +6,8 @@ import time
 import grpc
 
 from harness import assert_code, pb, rpc_error
-from line_harness import (LEASE_SECONDS, LINE_TIMEOUT_MS, SLOW, WORKER_INTERVAL_MS, wait_for)
+from line_harness import (LEASE_SECONDS, LINE_TIMEOUT_MS, SLOW, WORKER_INTERVAL_MS, kill_mid_send,
+                          wait_for)
 
 SETTLE = 15  # seconds a retry may take to settle (lease + backoff, before SLOW)
 
@@ -201,44 +202,9 @@ def test_max_attempts_ends_failed(line):
 
 def _kill_during_push(line, conn, fault):
     """Send with `fault` at the simulator, SIGKILL the connector while the push is in flight,
-    restart it (short lease) and wait for the message to settle. Until the kill the connector
-    runs with a LINE timeout as long as the lease allows (the connector requires lease >
-    LINE timeout + 2 persistence timeouts), so the push is surely still in flight when it
-    dies."""
-    saved = dict(conn.settings)
-    try:
-        conn.settings["persistence-timeout-ms"] = 500
-        conn.settings["line-timeout-ms"] = LEASE_SECONDS * 1000 - 2 * 500 - 200
-        rc = conn.stop()
-        assert rc in (0, -15), f"connector exit code after SIGTERM: {rc}"
-        conn.start()
-        conv, _ = line.conversation()
-        line.sim.fault(fault)
-        req = line.send_request(conv, "survives a crash")
-        outcome = {}
-
-        def call():
-            try:
-                outcome["reply"] = conn.api.SendText(req, timeout=20)
-            except grpc.RpcError as e:
-                outcome["error"] = e
-
-        t = threading.Thread(target=call)
-        t.start()
-        # The push has reached LINE (the simulator consumed the fault) → kill the connector.
-        wait_for(lambda: line.sim.pending_faults() == [], 10, 0.01,
-                 "the push to reach the simulator")
-        conn.kill9()
-        t.join(10)
-        assert "reply" not in outcome, f"SendText answered although the push was in flight: {outcome}"
-        rows = line.db_messages()
-        assert len(rows) == 1, f"the message must be recorded before the push: {rows}"
-        assert rows[0]["status"] in ("pending", "unknown"), rows
-        mid = rows[0]["id"]
-    finally:
-        conn.settings = saved
-        if not conn.alive():
-            conn.start()
+    restart it (short lease) and wait for the message to settle (line_harness.kill_mid_send)."""
+    conv, mid, req = kill_mid_send(line, conn, lambda: line.sim.fault(fault),
+                                   lambda: line.sim.pending_faults() == [])
     final = line.wait_status(conv, mid, pb.MESSAGE_STATUS_SENT, SETTLE + LEASE_SECONDS)
     return conv, final, req
 
