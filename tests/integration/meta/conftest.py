@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "line"))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import assert_clean_exit  # noqa: E402
+from harness import assert_clean_exit, log_tail  # noqa: E402
 from line_harness import channel_factory, check_logs  # noqa: E402
 from meta_harness import FACEBOOK, INSTAGRAM, GraphSim, MetaChannel, MetaConnector  # noqa: E402
 

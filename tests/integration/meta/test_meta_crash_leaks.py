@@ -1,14 +1,11 @@
 """The Meta connector killed mid-send, and no credential leaks."""
-import os
 import subprocess
 import uuid
-
-import grpc
 
 import harness
 from harness import rpc_error
 from line_harness import LEASE_SECONDS, kill_mid_send
-from meta_harness import echo_event, new_psid, wait_for
+from meta_harness import echo_event, wait_for
 from test_line_leaks import PG_DUMP, _find, _read
 
 pb = harness.pb

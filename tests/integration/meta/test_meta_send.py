@@ -1,14 +1,12 @@
 """Meta SendText: success linked to the conversation, idempotency, the error table (190, 10,
 2018278, 613), echo confirmation of lost responses, Page-inbox echoes, ConnectChannel."""
 import json
-import threading
 import time
-import urllib.parse
 
 import grpc
 
 import harness
-from harness import assert_code, rpc_error
+from harness import rpc_error
 from line_harness import LINE_TIMEOUT_MS, SLOW, WORKER_INTERVAL_MS
 from meta_harness import (ECHO_GRACE_MS, FACEBOOK, INSTAGRAM, echo_event, new_psid,
                           wait_for)

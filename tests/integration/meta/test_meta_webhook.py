@@ -4,7 +4,7 @@ import json
 import threading
 
 import harness
-from meta_harness import (FACEBOOK, INSTAGRAM, body_bytes, entry, new_mid, new_page_id,
+from meta_harness import (INSTAGRAM, body_bytes, entry, new_mid, new_page_id,
                           new_psid, payload, sign, text_event)
 
 pb = harness.pb
