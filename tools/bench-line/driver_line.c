@@ -47,8 +47,7 @@ static void new_user(const bl_channel_t *c, uint64_t *rng, bl_user_t *u)
 }
 
 static size_t webhook(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
-                      const char *id_prefix, uint64_t *rng, char *buf, size_t cap,
-                      bl_headers_t *h)
+                      const char *id_prefix, uint64_t *rng, char *buf, size_t cap, bl_headers_t *h)
 {
     char ids[BL_MAX_K][BL_ID_LEN + 24], quote[BL_MAX_K][33], reply[BL_MAX_K][33];
     char event_id[BL_MAX_K][27], text[BL_MAX_K][128], sig[64];
@@ -104,9 +103,9 @@ static int raw_send(bl_ctx_t *ctx, bl_thread_t *t, const bl_channel_t *c, const 
     snprintf(key_hdr, sizeof key_hdr, "X-Line-Retry-Key: %s", key);
     snprintf(url, sizeof url, "%s/v2/bot/message/push", ctx->sim_base);
     bl_reply_text(text, sizeof text, n);
-    len = snprintf(t->body, BL_BODY_MAX,
-                   "{\"to\":\"%s\",\"messages\":[{\"type\":\"text\",\"text\":\"%s\"}]}", u->id,
-                   text);
+    len =
+        snprintf(t->body, BL_BODY_MAX,
+                 "{\"to\":\"%s\",\"messages\":[{\"type\":\"text\",\"text\":\"%s\"}]}", u->id, text);
     return bl_http(t->http, url, headers, t->body, (size_t)len, BL_CALL_TIMEOUT_MS, resp, err,
                    errlen);
 }
