@@ -21,7 +21,12 @@ import urllib.error
 import urllib.request
 import uuid
 
-import grpc
+# Before grpc is imported: its fork handlers join grpcio's executor threads in the parent, which
+# can deadlock a subprocess started with preexec_fn (a real fork, as the core-dump, descriptor
+# and privilege tests need); an exec follows every fork here, so they have nothing to protect.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PROTO_DIR = os.path.join(REPO, "proto")
