@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# bench-line.sh: the LINE connector benchmark, end to end, in one command.
+# bench-line.sh: the connector benchmark (LINE, or Meta), end to end, in one command.
 #
-# Usage: scripts/bench-line.sh [--duration SECONDS] [--ref-duration SECONDS] [--keep]
+# Usage: scripts/bench-line.sh [--provider line|meta] [--duration SECONDS] [--ref-duration SECONDS]
+#                              [--keep]
+#   --provider P      which connector: line (default: omnichat-line-sim and
+#                     omnichat-connector-line; results in var/bench-line) or meta
+#                     (omnichat-graph-sim and omnichat-connector-meta, facebook channels;
+#                     results in var/bench-meta)
 #   --duration S      seconds of each main phase (SendText, webhook k=1, webhook k=10; default 15)
-#   --ref-duration S  seconds of the simulator's raw push reference (default 10)
-#   --keep            leave the cluster in var/bench-line/pg running afterwards (default: stop it)
+#   --ref-duration S  seconds of the simulator's raw send reference (default 10)
+#   --keep            leave the cluster in var/bench-<provider>/pg running afterwards
 #
 # Steps: release build -> fresh PostgreSQL cluster in var/bench-line/pg with durable commits ->
 # migrations -> runtime grant -> cursor key and vault key (omnichatctl vault-keygen) ->
@@ -15,7 +20,9 @@
 # (1 and 10 events per POST), each beside its references (raw pushes straight to the
 # simulator; the same persistence calls made directly), exactly-once checks (simulator
 # deliveries vs SENT replies; stored rows vs accepted events) and peak RSS ->
-# var/bench-line/results.{json,md} -> the "LINE connector" section of docs/benchmarks.md.
+# var/bench-<provider>/results.{json,md} -> the "LINE connector" (or "Meta connector") section of
+# docs/benchmarks.md. The same program drives both: omnichat-bench-line --provider (a driver per
+# provider, tools/bench-line/driver_*.c).
 #
 # Environment:
 #   BENCH_BUILD_DIR   build here with CMake (RelWithDebInfo, -Werror) instead of
@@ -32,8 +39,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 
 PROG=bench-line.sh
-OUT=$ROOT/var/bench-line
-PG=$OUT/pg
+PROVIDER=line
 PGC=(bash "$ROOT/scripts/pg-cluster.sh")
 PGBIN=${OMNICHAT_PGBIN:-/usr/lib/postgresql/15/bin}
 DURATION=15
@@ -61,13 +67,32 @@ while [[ $# -gt 0 ]]; do
         KEEP=1
         shift
         ;;
+    --provider)
+        [[ $# -ge 2 && ($2 == line || $2 == meta) ]] || die "--provider needs line or meta"
+        PROVIDER=$2
+        shift 2
+        ;;
     -h | --help)
-        sed -n '3,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '3,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
+
+OUT=$ROOT/var/bench-$PROVIDER
+PG=$OUT/pg
+if [[ $PROVIDER == line ]]; then
+    SIM=line-sim
+    CONN=connector-line
+    SECTION="LINE connector"
+    NOTES=line-notes
+else
+    SIM=graph-sim
+    CONN=connector-meta
+    SECTION="Meta connector"
+    NOTES=meta-notes
+fi
 
 # Processes this script started, stopped in reverse order on exit (by pid, never by name).
 PIDS=()
@@ -128,8 +153,7 @@ done
 [[ -x $PGBIN/psql ]] || die "psql not found in $PGBIN (scripts/deps.sh)"
 
 step "build (release)"
-TARGETS=(omnichat-persistence omnichat-connector-line omnichat-line-sim omnichatctl
-    omnichat-bench-line)
+TARGETS=(omnichat-persistence "omnichat-$CONN" "omnichat-$SIM" omnichatctl omnichat-bench-line)
 if [[ -n ${BENCH_BUILD_DIR:-} ]]; then
     BUILD=$(realpath -m -- "$BENCH_BUILD_DIR")
     if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
@@ -160,6 +184,9 @@ step "secrets"
 (
     umask 077
     head -c 32 /dev/urandom | base64 -w 0 >"$OUT/cursor.key"
+    # Meta signs webhooks with the app's secret, and checks the subscription's verify token.
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OUT/app.secret"
+    head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OUT/verify.token"
     {
         echo "# Omnichat vault keys (docs/vault.md), for the benchmark only."
         "$BIN/omnichatctl" vault-keygen --key-id "bench-line-$(date -u +%Y%m%d)"
@@ -168,7 +195,11 @@ step "secrets"
 
 step "services"
 PST_FLAGS=(--workers 64)
-SIM_FLAGS=(--threads 64 --max-requests 2000000 --max-record-mb 2048)
+if [[ $PROVIDER == line ]]; then
+    SIM_FLAGS=(--threads 64 --max-requests 2000000 --max-record-mb 2048)
+else
+    SIM_FLAGS=(--threads 64 --max-requests 2000000)
+fi
 CONN_FLAGS=(--workers 64 --http-threads 64)
 start persistence "$OUT/persistence.log" "$BIN/omnichat-persistence" serve \
     --database-url "$APP_DSN" --cursor-key-file "$OUT/cursor.key" \
@@ -177,24 +208,32 @@ PST_PID=$LAST_PID
 PST_PORT=$(json_num "$LISTEN_LINE" grpc_port)
 [[ -n $PST_PORT ]] || die "persistence did not report its port"
 
-start line-sim "$OUT/line-sim.log" "$BIN/omnichat-line-sim" --listen 127.0.0.1:0 \
+start "$SIM" "$OUT/$SIM.log" "$BIN/omnichat-$SIM" --listen 127.0.0.1:0 \
     --log-level info "${SIM_FLAGS[@]}"
 SIM_PID=$LAST_PID
 SIM_PORT=$(json_num "$LISTEN_LINE" port)
-[[ -n $SIM_PORT ]] || die "line-sim did not report its port"
+[[ -n $SIM_PORT ]] || die "$SIM did not report its port"
 SIM_URL=http://127.0.0.1:$SIM_PORT
 
-start connector-line "$OUT/connector-line.log" "$BIN/omnichat-connector-line" \
+if [[ $PROVIDER == line ]]; then
+    PROVIDER_FLAGS=(--line-api-base "$SIM_URL")
+    BENCH_PROVIDER=(--provider line)
+else
+    PROVIDER_FLAGS=(--meta-api-base "$SIM_URL" --app-secret-file "$OUT/app.secret"
+        --verify-token-file "$OUT/verify.token")
+    BENCH_PROVIDER=(--provider meta --app-secret-file "$OUT/app.secret")
+fi
+start "$CONN" "$OUT/$CONN.log" "$BIN/omnichat-$CONN" \
     --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-    --persistence-target "127.0.0.1:$PST_PORT" --line-api-base "$SIM_URL" \
+    --persistence-target "127.0.0.1:$PST_PORT" "${PROVIDER_FLAGS[@]}" \
     --vault-key-file "$OUT/vault.key" --log-level info "${CONN_FLAGS[@]}"
 CONN_PID=$LAST_PID
 CONN_GRPC=$(json_num "$LISTEN_LINE" grpc_port)
 CONN_HTTP=$(json_num "$LISTEN_LINE" http_port)
 [[ -n $CONN_GRPC && -n $CONN_HTTP ]] || die "the connector did not report its ports"
-echo "$PROG: persistence pid $PST_PID (127.0.0.1:$PST_PORT), line-sim pid $SIM_PID ($SIM_URL)," \
+echo "$PROG: persistence pid $PST_PID (127.0.0.1:$PST_PORT), $SIM pid $SIM_PID ($SIM_URL)," \
     "connector pid $CONN_PID (gRPC 127.0.0.1:$CONN_GRPC, HTTP 127.0.0.1:$CONN_HTTP)"
-FLAGS="omnichat-persistence ${PST_FLAGS[*]}; omnichat-line-sim ${SIM_FLAGS[*]}; omnichat-connector-line ${CONN_FLAGS[*]} (other flags at their defaults; logs at info)"
+FLAGS="omnichat-persistence ${PST_FLAGS[*]}; omnichat-$SIM ${SIM_FLAGS[*]}; omnichat-$CONN ${CONN_FLAGS[*]} (other flags at their defaults; logs at info)"
 
 step "benchmark"
 PM_PID=$(head -n 1 "$PG/data/postmaster.pid")
@@ -209,10 +248,10 @@ read -r -a EXTRA <<<"${BENCH_EXTRA_ARGS:-}"
     --connector-pid "$CONN_PID" --persistence-pid "$PST_PID" --sim-pid "$SIM_PID" \
     --postgres-pid "$PM_PID" --duration "$DURATION" --ref-duration "$REF_DURATION" \
     --threads "$THREADS" --tenants "$TENANTS" --channels "$CHANNELS" --users "$USERS" --k "$K" \
-    --out-dir "$OUT" --flags "$FLAGS" "${EXTRA[@]}" ||
+    --out-dir "$OUT" --flags "$FLAGS" "${BENCH_PROVIDER[@]}" "${EXTRA[@]}" ||
     die "the benchmark program failed"
 
-for svc in persistence connector-line line-sim; do
+for svc in persistence "$CONN" "$SIM"; do
     if grep -q '"level":"error"' "$OUT/$svc.log"; then
         echo "$PROG: $svc logged errors during the run (see $OUT/$svc.log)" >&2
     fi
@@ -238,11 +277,11 @@ if [[ ${BENCH_NO_DOC:-0} != 1 && -z ${BENCH_EXTRA_ARGS:-} ]]; then
     dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
     section=$OUT/section.md
     {
-        echo "<!-- analysis:begin: LINE connector (written by scripts/bench-line.sh; edit only between the line-notes markers) -->"
+        echo "<!-- analysis:begin: $SECTION (written by scripts/bench-line.sh; edit only between the $NOTES markers) -->"
         cat <<EOF
-## LINE connector
+## $SECTION
 
-Figures of the last run of the LINE connector benchmark. They are results, not tests: a MISS is
+Figures of the last run of the $SECTION benchmark. They are results, not tests: a MISS is
 reported here as measured, never hidden. Regenerate this section with the one command below
 (about 2 minutes after the build; it rewrites only this section).
 
@@ -250,10 +289,10 @@ reported here as measured, never hidden. Regenerate this section with the one co
 $CMDLINE
 \`\`\`
 
-What it does: a release build; a fresh PostgreSQL cluster in \`var/bench-line/pg\` (durable
+What it does: a release build; a fresh PostgreSQL cluster in \`var/bench-$PROVIDER/pg\` (durable
 commits); the migrations and the runtime grant; a vault key from \`omnichatctl vault-keygen\`;
-\`omnichat-persistence\`, \`omnichat-line-sim\` and \`omnichat-connector-line\` (pointed at the
-simulator); then \`omnichat-bench-line\`, which connects $CHANNELS bots of $TENANTS tenants through
+\`omnichat-persistence\`, \`omnichat-$SIM\` and \`omnichat-$CONN\` (pointed at the
+simulator); then \`omnichat-bench-line --provider $PROVIDER\`, which connects $CHANNELS channels of $TENANTS tenants through
 \`Connector/ConnectChannel\`, makes one conversation for each of $USERS users with a signed
 webhook, and runs each phase with $THREADS blocking callers: SendText (unique idempotency keys,
 over the conversations), signed webhook POSTs with 1 and $K message events (libcurl,
@@ -262,7 +301,7 @@ simulator (the provider-side ceiling) and the same persistence calls without the
 (CreateOutbound+CompleteOutbound pairs as SendText makes them; PersistInbound with the
 webhook's batches), each as many calls as the main phase made. Afterwards it matches the
 simulator's delivery log to the SENT replies, and every stored event to the POST that carried it.
-Raw figures: \`var/bench-line/results.json\`.
+Raw figures: \`var/bench-$PROVIDER/results.json\`.
 
 ### Machine
 
@@ -282,23 +321,23 @@ CPU use is part of every figure.
 
 EOF
         cat "$OUT/results.md"
-        if [[ -f $DOC ]] && grep -q '^<!-- line-notes:begin' "$DOC"; then
+        if [[ -f $DOC ]] && grep -q "^<!-- $NOTES:begin" "$DOC"; then
             echo
-            sed -n '/^<!-- line-notes:begin/,/^<!-- line-notes:end/p' "$DOC"
+            sed -n "/^<!-- $NOTES:begin/,/^<!-- $NOTES:end/p" "$DOC"
         fi
-        echo "<!-- analysis:end: LINE connector -->"
+        echo "<!-- analysis:end: $SECTION -->"
     } >"$section"
-    if [[ -f $DOC ]] && grep -q '^<!-- analysis:begin: LINE connector' "$DOC"; then
+    if [[ -f $DOC ]] && grep -q "^<!-- analysis:begin: $SECTION" "$DOC"; then
         # Replace the old section in place; everything else stays as it is.
-        awk -v sec="$section" '
-            /^<!-- analysis:begin: LINE connector/ { while ((getline l < sec) > 0) print l; skip = 1; next }
-            skip && /^<!-- analysis:end: LINE connector/ { skip = 0; next }
+        awk -v sec="$section" -v begin="<!-- analysis:begin: $SECTION" -v end="<!-- analysis:end: $SECTION" '
+            index($0, begin) == 1 { while ((getline l < sec) > 0) print l; skip = 1; next }
+            skip && index($0, end) == 1 { skip = 0; next }
             !skip { print }
         ' "$DOC" >"$DOC.line.tmp"
     else
         { [[ -f $DOC ]] && cat "$DOC" && echo; cat "$section"; } >"$DOC.line.tmp"
     fi
     mv -f "$DOC.line.tmp" "$DOC"
-    echo "$PROG: wrote the LINE connector section of docs/benchmarks.md"
+    echo "$PROG: wrote the $SECTION section of docs/benchmarks.md"
 fi
 echo "$PROG: results in $OUT/results.json and $OUT/results.md"

@@ -29,7 +29,7 @@ typedef struct bl_channel {
     char account[37];
     char provider_account[64]; /* the provider's id of the account (LINE: the bot's user id) */
     char token[64];            /* access token (random, registered in the simulator) */
-    char secret[64];           /* webhook signing secret (random) */
+    char secret[128];          /* webhook signing secret (random, or the app secret) */
     char webhook_url[256];
     int first_user, nusers; /* its users: ctx->users[first_user .. first_user+nusers) */
 } bl_channel_t;
@@ -65,6 +65,7 @@ typedef struct bl_driver bl_driver_t;
 
 typedef struct bl_ctx {
     const bl_driver_t *drv; /* the provider under test */
+    char app_secret[128];   /* a per-app webhook secret (Meta), from --app-secret-file */
     const char *connector_target, *persistence_target, *webhook_base, *sim_base, *super_dsn;
     pid_t connector_pid, persistence_pid, sim_pid, postmaster_pid;
     int threads;
@@ -132,7 +133,10 @@ typedef struct bl_headers {
 } bl_headers_t;
 
 struct bl_driver {
-    const char *name; /* --provider: "line" */
+    const char *name;      /* --provider: "line" */
+    bool needs_app_secret; /* webhooks are signed with one secret per app (--app-secret-file) */
+    /* Optional: prepares the simulator once before any channel (0, or -1 with err). */
+    int (*prepare)(bl_ctx_t *ctx, char *err, size_t errlen);
     /* Gives channel number i its provider account id and credentials (random) and registers
      * them at the provider's simulator. 0, or -1 with err. */
     int (*add_channel)(bl_ctx_t *ctx, bl_channel_t *c, int i, char *err, size_t errlen);
@@ -160,6 +164,7 @@ struct bl_driver {
 
 /* The drivers this benchmark has; bl_driver_find("line"). NULL when unknown. */
 extern const bl_driver_t bl_driver_line;
+extern const bl_driver_t bl_driver_meta;
 const bl_driver_t *bl_driver_find(const char *name);
 
 /* ---- setup.c: provider accounts, channels, conversations ---- */

@@ -137,7 +137,7 @@ const bl_driver_t bl_driver_line = {
 
 const bl_driver_t *bl_driver_find(const char *name)
 {
-    static const bl_driver_t *const drivers[] = {&bl_driver_line};
+    static const bl_driver_t *const drivers[] = {&bl_driver_line, &bl_driver_meta};
 
     for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
         if (strcmp(drivers[i]->name, name) == 0) return drivers[i];

@@ -1,4 +1,4 @@
-/* omnichat-bench-line: drives a running LINE connector stack and prints its figures. */
+/* omnichat-bench-line: drives a running connector stack (LINE or Meta) and prints its figures. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,6 +21,7 @@ typedef struct opts {
     int duration, ref_duration, threads, tenants, channels, users, k;
     bool sends, ingest, ordered;
     const bl_driver_t *drv;
+    const char *app_secret_file;
 } opts_t;
 
 static void usage(FILE *f)
@@ -31,28 +32,30 @@ static void usage(FILE *f)
             "           [--connector-pid P] [--persistence-pid P] [--sim-pid P]\n"
             "           [--postgres-pid P] [--duration S] [--ref-duration S] [--threads N]\n"
             "           [--tenants N] [--channels N] [--users N] [--k N] [--out-dir DIR]\n"
-            "           [--phases send,ingest] [--flags TEXT] [--provider NAME]\n"
+            "           [--phases send,ingest] [--flags TEXT] [--provider line|meta]\n"
+            "           [--app-secret-file FILE]\n"
             "\n"
             "Runs against a fresh stack started by scripts/bench-line.sh (the one documented way\n"
             "to run it). Connects --channels bots through the connector, makes one conversation\n"
             "per user with a signed webhook, then measures SendText and webhook ingest beside\n"
-            "their references (the simulator's raw push rate; the same persistence calls made\n"
+            "their references (the simulator's raw send rate; the same persistence calls made\n"
             "directly). Prints a table and writes DIR/results.json and DIR/results.md. Figures\n"
             "are results, not tests: the exit status is 0 when the run completed, whatever the\n"
             "targets say.\n"
             "  --provider         the provider driver (default line): how channels are made at\n"
             "                     the simulator, webhooks signed and sends checked\n"
+            "  --app-secret-file  the app secret that signs webhooks (meta: required)\n"
             "  --connector        the connector's gRPC address\n"
             "  --persistence      the persistence service's gRPC address\n"
             "  --tls-cert-file, --tls-key-file, --tls-ca-file\n"
             "                     client certificate, key and CA for mutual TLS to both "
             "(default: plaintext)\n"
             "  --webhook-base     the connector's HTTP base URL (http://127.0.0.1:PORT)\n"
-            "  --sim-base         the LINE simulator's base URL\n"
+            "  --sim-base         the provider simulator's base URL\n"
             "  --super-dsn        libpq conninfo of a superuser (CHECKPOINT, exactly-once counts)\n"
             "  --*-pid            pids for CPU and memory figures from /proc\n"
             "  --duration         seconds of each main phase (default 15)\n"
-            "  --ref-duration     seconds of the simulator's raw push phase (default 10)\n"
+            "  --ref-duration     seconds of the simulator's raw send phase (default 10)\n"
             "  --threads          concurrent callers (default 64)\n"
             "  --tenants/--channels/--users  the shape of the data (default 4, 8, 256)\n"
             "  --k                events per POST of the batched webhook phase (default 10)\n"
@@ -103,7 +106,8 @@ static int parse(int argc, char **argv, opts_t *o)
         O_TLS_CERT,
         O_TLS_KEY,
         O_TLS_CA,
-        O_PROVIDER
+        O_PROVIDER,
+        O_APP_SECRET
     };
     static const struct option longopts[] = {
         {"connector", required_argument, NULL, O_CONN},
@@ -131,6 +135,7 @@ static int parse(int argc, char **argv, opts_t *o)
         {"tls-key-file", required_argument, NULL, O_TLS_KEY},
         {"tls-ca-file", required_argument, NULL, O_TLS_CA},
         {"provider", required_argument, NULL, O_PROVIDER},
+        {"app-secret-file", required_argument, NULL, O_APP_SECRET},
         {NULL, 0, NULL, 0},
     };
     int c, v;
@@ -149,6 +154,9 @@ static int parse(int argc, char **argv, opts_t *o)
     o->drv = &bl_driver_line;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
+        case O_APP_SECRET:
+            o->app_secret_file = optarg;
+            break;
         case O_PROVIDER:
             o->drv = bl_driver_find(optarg);
             if (o->drv == NULL) {
@@ -403,7 +411,7 @@ static void analyse(bl_report_t *r)
 
     if (s->ran && push->ran && out->ran && s->items > 0)
         note(r,
-             "SendText: %.0f sends/s; the simulator alone took %.0f pushes/s from %d callers "
+             "SendText: %.0f sends/s; the simulator alone took %.0f raw sends/s from %d callers "
              "(%.1fx), and persistence alone did %.0f CreateOutbound+CompleteOutbound pairs/s "
              "(%.2fx the SendText rate). CPU per send of the client, the services and "
              "PostgreSQL: %.0f us (PostgreSQL %.0f, connector %.0f, persistence %.0f, simulator "
@@ -437,6 +445,22 @@ static void analyse(bl_report_t *r)
     }
 }
 
+/* The app secret: the file's first line (a benchmark's throw-away secret, not a credential). */
+static int read_app_secret(const char *path, char *out, size_t cap)
+{
+    FILE *f = path != NULL ? fopen(path, "r") : NULL;
+
+    if (f == NULL || fgets(out, (int)cap, f) == NULL) {
+        fprintf(stderr, "omnichat-bench-line: --app-secret-file: %s\n",
+                path == NULL ? "required by this provider" : "cannot be read");
+        if (f != NULL) fclose(f);
+        return -1;
+    }
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return out[0] != '\0' ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
     opts_t o;
@@ -466,7 +490,7 @@ int main(int argc, char **argv)
         bool ref;
     } phase_names[BL_PH__COUNT] = {
         [BL_PH_SENDTEXT] = {"sendtext", "SendText via the connector", "sends/s", false},
-        [BL_PH_REF_PUSH] = {"ref_raw_push", "ref: push straight to the simulator", "pushes/s",
+        [BL_PH_REF_PUSH] = {"ref_raw_push", "ref: raw send straight to the simulator", "sends/s",
                             true},
         [BL_PH_REF_OUTBOUND] = {"ref_pst_outbound",
                                 "ref: persistence CreateOutbound+CompleteOutbound", "pairs/s",
@@ -492,6 +516,9 @@ int main(int argc, char **argv)
     rep.ph[BL_PH_REF_INBOUND_K10].title = title_k[1];
 
     ctx.drv = o.drv;
+    if (o.drv->needs_app_secret &&
+        read_app_secret(o.app_secret_file, ctx.app_secret, sizeof ctx.app_secret) != 0)
+        return 2;
     ctx.connector_target = o.connector;
     ctx.persistence_target = o.persistence;
     ctx.webhook_base = o.webhook_base;
@@ -540,7 +567,7 @@ int main(int argc, char **argv)
         uint64_t sends = rep.ph[BL_PH_SENDTEXT].st.calls;
 
         if (bl_sim_reset(&ctx, err, sizeof err) != 0) bench_progress("warning: %s", err);
-        bench_progress("reference: raw pushes to the simulator, %d callers, %d s", o.threads,
+        bench_progress("reference: raw sends to the simulator, %d callers, %d s", o.threads,
                        o.ref_duration);
         set_job(&job, &ctx, BL_RAW_PUSH, 1, "rp");
         run_phase(&o, &ctx, &rep.ph[BL_PH_REF_PUSH], &job, o.ref_duration, 0, o.sim_pid);

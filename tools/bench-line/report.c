@@ -1,4 +1,4 @@
-/* The LINE benchmark's output: a table on stdout, results.json and results.md (for docs/). */
+/* The connector benchmark's output: a table on stdout, results.json and results.md (for docs/). */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -218,13 +218,14 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
         fputs(" |\n", f);
     }
 
-    fprintf(f,
-            "\n### Throughput and latency\n\n%d blocking callers per phase; %d s per main phase. "
-            "A reference phase makes the same number of calls as the main phase it stands beside "
-            "(the simulator's push rate runs %d s). Latency is per call (a SendText, a webhook "
-            "POST, a push, a CreateOutbound+CompleteOutbound pair, a PersistInbound), in ms, of "
-            "successful calls.\n\n",
-            r->threads, r->duration_s, r->ref_duration_s);
+    fprintf(
+        f,
+        "\n### Throughput and latency\n\n%d blocking callers per phase; %d s per main phase. "
+        "A reference phase makes the same number of calls as the main phase it stands beside "
+        "(the simulator's raw send rate runs %d s). Latency is per call (a SendText, a webhook "
+        "POST, a raw send, a CreateOutbound+CompleteOutbound pair, a PersistInbound), in ms, of "
+        "successful calls.\n\n",
+        r->threads, r->duration_s, r->ref_duration_s);
     fprintf(f, "| Phase | Items/s | Calls/s | p50 | p99 | max | Calls | Errors | Deadlocks |\n"
                "|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (int i = 0; i < BL_PH__COUNT; i++) {
@@ -250,7 +251,7 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
     }
 
     fprintf(f,
-            "\n### CPU per item\n\nMicroseconds of CPU per item (send, event, push, pair, "
+            "\n### CPU per item\n\nMicroseconds of CPU per item (send, event, raw send, pair, "
             "message) from /proc, by process: this program (gRPC and libcurl client), the "
             "connector, persistence, the simulator, PostgreSQL (postmaster and every backend). "
             "\"Others\" is what the rest of the machine used meanwhile, as a share of all %d "
@@ -271,7 +272,7 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
     fprintf(f, "\n### Exactly once\n\n");
     if (r->sends.done || r->sends.error[0])
         fprintf(f,
-                "- SendText: %s. %llu SENT replies; the simulator executed %llu pushes; %llu "
+                "- SendText: %s. %llu SENT replies; the simulator executed %llu sends; %llu "
                 "provider ids matched one reply each, %llu replies had no delivery, %llu "
                 "deliveries had no reply, %llu provider ids and %llu retry keys were executed "
                 "twice. Database: %llu of the phase's %llu outbound rows are `sent`.%s%s\n",
@@ -288,7 +289,7 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
             fprintf(f,
                     "- Webhook, %d event%s per POST: %s. Of %llu events in POSTs answered 200, "
                     "%llu are stored, %llu missing, %llu stored twice. %llu events were in "
-                    "POSTs that failed (LINE would deliver them again); %llu of those were "
+                    "POSTs that failed (the provider would deliver them again); %llu of those were "
                     "stored anyway (committed after the connector gave up). %llu rows carry "
                     "the phase's ids; %llu match no POST.%s%s\n",
                     i == 0 ? 1 : r->k_big, i == 0 ? "" : "s",

@@ -172,6 +172,7 @@ int bl_setup(bl_ctx_t *ctx, int ntenants, int nch, int nusers, char *err, size_t
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    if (ctx->drv->prepare != NULL && ctx->drv->prepare(ctx, err, errlen) != 0) return -1;
     for (int i = 0, next = 0; i < nch; i++) {
         bl_channel_t *c = &ctx->ch[i];
         snprintf(c->tenant, sizeof c->tenant, "b1e00000-0000-4000-8000-%012d", i % ntenants + 1);

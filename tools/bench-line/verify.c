@@ -114,7 +114,9 @@ static int read_deliveries(bl_ctx_t *ctx, const char *user, strs_t *ids, strs_t 
         for (; key != NULL && key[n] != '\0' && n < sizeof lowered - 1; n++)
             lowered[n] = (char)tolower((unsigned char)key[n]);
         lowered[n] = '\0';
-        if (!strs_add(ids, id != NULL ? id : "") || !strs_add(keys, lowered)) {
+        /* A provider without de-duplication keys gives "": nothing to count twice. */
+        if (!strs_add(ids, id != NULL ? id : "") ||
+            (lowered[0] != '\0' && !strs_add(keys, lowered))) {
             snprintf(err, errlen, "out of memory");
             goto out;
         }
