@@ -146,6 +146,8 @@ struct bl_driver {
      * simulator's profile answers (so the PersistInbound reference stores what the connector
      * stores). */
     void (*new_user)(const bl_channel_t *c, uint64_t *rng, bl_user_t *u);
+    /* The conversation thread key of user u of channel c, as the connector stores it. */
+    void (*thread_key)(const bl_channel_t *c, const bl_user_t *u, char *out, size_t cap);
     /* A signed webhook of k text events from users[j] of channel c, with provider message ids
      * "<id_prefix>-<j>": the body into buf (cap bytes) and the request's header lines into h.
      * Returns the body's length, 0 when it does not fit. */

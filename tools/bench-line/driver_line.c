@@ -46,6 +46,13 @@ static void new_user(const bl_channel_t *c, uint64_t *rng, bl_user_t *u)
     snprintf(u->avatar, sizeof u->avatar, "https://profile.line-scdn.net/line-sim/%s", u->id);
 }
 
+/* A 1:1 chat's thread is the user. */
+static void thread_key(const bl_channel_t *c, const bl_user_t *u, char *out, size_t cap)
+{
+    (void)c;
+    snprintf(out, cap, "%s", u->id);
+}
+
 static size_t webhook(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
                       const char *id_prefix, uint64_t *rng, char *buf, size_t cap, bl_headers_t *h)
 {
@@ -129,6 +136,7 @@ const bl_driver_t bl_driver_line = {
     .add_channel = add_channel,
     .connect_request = connect_request,
     .new_user = new_user,
+    .thread_key = thread_key,
     .webhook = webhook,
     .raw_send = raw_send,
     .deliveries_url = deliveries_url,

@@ -55,8 +55,9 @@ static int add_channel(bl_ctx_t *ctx, bl_channel_t *c, int i, char *err, size_t 
     bl_rand_hex(&ctx->th[0].rng, c->token + 4, 40);
     snprintf(c->secret, sizeof c->secret, "%s", ctx->app_secret);
     snprintf(url, sizeof url, "%s/__sim/pages", ctx->sim_base);
-    n = snprintf(body, sizeof body, "{\"token\":\"%s\",\"page_id\":\"%s\",\"name\":\"Bench Page %d\"}",
-                 c->token, c->provider_account, i + 1);
+    n = snprintf(body, sizeof body,
+                 "{\"token\":\"%s\",\"page_id\":\"%s\",\"name\":\"Bench Page %d\"}", c->token,
+                 c->provider_account, i + 1);
     status =
         bl_http(ctx->th[0].http, url, (const char *const[]){"Content-Type: application/json", NULL},
                 body, (size_t)n, 10000, NULL, err, errlen);
@@ -81,9 +82,14 @@ static void new_user(const bl_channel_t *c, uint64_t *rng, bl_user_t *u)
     u->avatar[0] = '\0';
 }
 
+/* "page_id:psid": a PSID is only unique within its Page. */
+static void thread_key(const bl_channel_t *c, const bl_user_t *u, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s:%s", c->provider_account, u->id);
+}
+
 static size_t webhook(const bl_ctx_t *ctx, const bl_channel_t *c, const int *users, int k,
-                      const char *id_prefix, uint64_t *rng, char *buf, size_t cap,
-                      bl_headers_t *h)
+                      const char *id_prefix, uint64_t *rng, char *buf, size_t cap, bl_headers_t *h)
 {
     char mids[BL_MAX_K][BL_ID_LEN + 24], text[BL_MAX_K][128], sig[META_SIGNATURE_LEN + 1];
     meta_event_t ev[BL_MAX_K];
@@ -103,8 +109,7 @@ static size_t webhook(const bl_ctx_t *ctx, const bl_channel_t *c, const int *use
                                .text = text[j]};
     }
     oc_buf_init(&b, cap);
-    if (meta_webhook_body(&b, "page", c->provider_account, ev, (size_t)k) == OC_OK &&
-        b.len < cap) {
+    if (meta_webhook_body(&b, "page", c->provider_account, ev, (size_t)k) == OC_OK && b.len < cap) {
         memcpy(buf, b.data, b.len + 1);
         len = b.len;
     }
@@ -140,13 +145,20 @@ static int raw_send(bl_ctx_t *ctx, bl_thread_t *t, const bl_channel_t *c, const 
     oc_buf_append_form_encoded(&body, message, strlen(message));
     oc_buf_appends(&body, "&messaging_type=RESPONSE&access_token=");
     oc_buf_append_form_encoded(&body, c->token, strlen(c->token));
+    /* As the connector does when it has the app secret (the simulator then requires it). */
+    char proof[META_PROOF_LEN + 1];
+    if (meta_appsecret_proof(ctx->app_secret, strlen(ctx->app_secret), c->token, strlen(c->token),
+                             proof)) {
+        oc_buf_appends(&body, "&appsecret_proof=");
+        oc_buf_appends(&body, proof);
+    }
     if (body.failed != OC_OK) {
         oc_buf_dispose(&body);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    status = bl_http(t->http, url, headers, body.data, body.len, BL_CALL_TIMEOUT_MS, resp, err,
-                     errlen);
+    status =
+        bl_http(t->http, url, headers, body.data, body.len, BL_CALL_TIMEOUT_MS, resp, err, errlen);
     oc_buf_dispose(&body);
     return status;
 }
@@ -170,6 +182,7 @@ const bl_driver_t bl_driver_meta = {
     .add_channel = add_channel,
     .connect_request = connect_request,
     .new_user = new_user,
+    .thread_key = thread_key,
     .webhook = webhook,
     .raw_send = raw_send,
     .deliveries_url = deliveries_url,

@@ -108,12 +108,15 @@ static int read_conversations(bl_ctx_t *ctx, bl_channel_t *c, char *err, size_t 
             goto out;
         for (size_t i = 0; i < resp->n_conversations; i++) {
             const PB(Conversation) *v = resp->conversations[i];
-            for (int u = c->first_user; u < c->first_user + c->nusers; u++)
-                if (strcmp(ctx->users[u].id, v->thread_key) == 0) {
+            for (int u = c->first_user; u < c->first_user + c->nusers; u++) {
+                char key[160];
+                ctx->drv->thread_key(c, &ctx->users[u], key, sizeof key);
+                if (strcmp(key, v->thread_key) == 0) {
                     snprintf(ctx->users[u].conversation, sizeof ctx->users[u].conversation, "%s",
                              v->conversation_id);
                     found++;
                 }
+            }
         }
         if (strlen(resp->next_page_token) >= sizeof token) {
             snprintf(err, errlen, "ListConversations: page token too long");
