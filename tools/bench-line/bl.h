@@ -87,6 +87,13 @@ typedef enum bl_kind {
     BL_PST_INBOUND,  /* reference: PersistInbound of k messages, as the webhook does */
 } bl_kind_t;
 
+#define BL_HEADERS_MAX 6
+/* Header lines of one request, and their storage. */
+typedef struct bl_headers {
+    const char *line[BL_HEADERS_MAX + 1]; /* NULL-terminated */
+    char buf[BL_HEADERS_MAX][160];
+} bl_headers_t;
+
 /* The user argument of bench_run for bl_call. */
 typedef struct bl_job {
     bl_ctx_t *ctx;
@@ -108,6 +115,12 @@ bool bl_call(void *user, int thread, uint64_t seq, oc_arena_t *arena, char *err,
 int bl_http(oc_http_client_t *c, const char *url, const char *const *headers, const char *body,
             size_t blen, long timeout_ms, oc_buf_t *out, char *err, size_t errlen);
 
+/* A signed webhook's header lines: JSON, the signature header "<sig_header>: <sig>", the
+ * provider's user agent, no Expect. */
+void bl_webhook_headers(bl_headers_t *h, const char *sig_header, const char *sig,
+                        const char *user_agent);
+/* POST {sim_base}<path> with a JSON body to the simulator's control API. 0, or -1 with err. */
+int bl_sim_post(bl_ctx_t *ctx, const char *path, const char *json, char *err, size_t errlen);
 /* Random lowercase hex: n characters and a NUL into out. */
 void bl_rand_hex(uint64_t *rng, char *out, size_t n);
 /* The text of webhook events and of the PersistInbound reference (about 80 bytes). */
@@ -124,13 +137,6 @@ bool bl_rpc(oc_rpc_client_t *c, const char *path, const ProtobufCMessage *req,
 void bl_threads_reset(bl_ctx_t *ctx);
 
 /* ---- the provider driver: everything the benchmark knows of one provider ---- */
-
-#define BL_HEADERS_MAX 6
-/* Header lines of one request, and their storage. */
-typedef struct bl_headers {
-    const char *line[BL_HEADERS_MAX + 1]; /* NULL-terminated */
-    char buf[BL_HEADERS_MAX][160];
-} bl_headers_t;
 
 struct bl_driver {
     const char *name;      /* --provider: "line" */
@@ -157,9 +163,8 @@ struct bl_driver {
      * HTTP status, or -1 with err when no answer came; the answer's body in resp. */
     int (*raw_send)(bl_ctx_t *ctx, bl_thread_t *t, const bl_channel_t *c, const bl_user_t *u,
                     uint64_t n, oc_buf_t *resp, char *err, size_t errlen);
-    /* The simulator's delivery log of one user: its URL (GET, a JSON array). */
-    void (*deliveries_url)(const bl_ctx_t *ctx, const char *user, char *url, size_t cap);
-    /* Of one entry of that log: the provider message id and the provider's de-duplication
+    /* Of one entry of the simulator's delivery log (GET /__sim/deliveries?to=USER, the
+     * simulator core's): the provider message id and the provider's de-duplication
      * key of the send ("" when the provider has none). Pointers into the entry. */
     void (*delivery_fields)(const void *json_entry, const char **id, const char **dedupe_key);
 };

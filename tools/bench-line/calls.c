@@ -67,6 +67,18 @@ void bl_rand_hex(uint64_t *rng, char *out, size_t n)
     out[n] = '\0';
 }
 
+void bl_webhook_headers(bl_headers_t *h, const char *sig_header, const char *sig,
+                        const char *user_agent)
+{
+    snprintf(h->buf[0], sizeof h->buf[0], "%s: %s", sig_header, sig);
+    snprintf(h->buf[1], sizeof h->buf[1], "User-Agent: %s", user_agent);
+    h->line[0] = "Content-Type: application/json";
+    h->line[1] = h->buf[0];
+    h->line[2] = h->buf[1];
+    h->line[3] = "Expect:";
+    h->line[4] = NULL;
+}
+
 void bl_inbound_text(char *buf, size_t cap, uint64_t n)
 {
     snprintf(buf, cap,

@@ -11,23 +11,16 @@
 /* POST /__sim/bots: the simulator learns the bot's token. */
 static int add_channel(bl_ctx_t *ctx, bl_channel_t *c, int i, char *err, size_t errlen)
 {
-    char url[300], body[512];
-    int status, n;
+    char body[512];
 
     c->provider_account[0] = 'U';
     bl_rand_hex(&ctx->th[0].rng, c->provider_account + 1, 32);
     bl_rand_hex(&ctx->th[0].rng, c->token, 40);
     bl_rand_hex(&ctx->th[0].rng, c->secret, 32);
-    snprintf(url, sizeof url, "%s/__sim/bots", ctx->sim_base);
-    n = snprintf(body, sizeof body,
-                 "{\"token\":\"%s\",\"bot_user_id\":\"%s\",\"display_name\":\"Bench Bot %d\"}",
-                 c->token, c->provider_account, i + 1);
-    status =
-        bl_http(ctx->th[0].http, url, (const char *const[]){"Content-Type: application/json", NULL},
-                body, (size_t)n, 10000, NULL, err, errlen);
-    if (status == 200) return 0;
-    if (status > 0) snprintf(err, errlen, "POST /__sim/bots: HTTP %d", status);
-    return -1;
+    snprintf(body, sizeof body,
+             "{\"token\":\"%s\",\"bot_user_id\":\"%s\",\"display_name\":\"Bench Bot %d\"}",
+             c->token, c->provider_account, i + 1);
+    return bl_sim_post(ctx, "/__sim/bots", body, err, errlen);
 }
 
 static void connect_request(const bl_channel_t *c, CPB(ConnectChannelRequest) * req)
@@ -85,12 +78,7 @@ static size_t webhook(const bl_ctx_t *ctx, const bl_channel_t *c, const int *use
     oc_buf_dispose(&b);
     if (len == 0) return 0;
     line_sign(c->secret, strlen(c->secret), buf, len, sig);
-    snprintf(h->buf[0], sizeof h->buf[0], "x-line-signature: %s", sig);
-    h->line[0] = "Content-Type: application/json";
-    h->line[1] = h->buf[0];
-    h->line[2] = "User-Agent: LineBotWebhook/2.0";
-    h->line[3] = "Expect:";
-    h->line[4] = NULL;
+    bl_webhook_headers(h, "x-line-signature", sig, "LineBotWebhook/2.0");
     return len;
 }
 
@@ -117,11 +105,6 @@ static int raw_send(bl_ctx_t *ctx, bl_thread_t *t, const bl_channel_t *c, const 
                    errlen);
 }
 
-static void deliveries_url(const bl_ctx_t *ctx, const char *user, char *url, size_t cap)
-{
-    snprintf(url, cap, "%s/__sim/deliveries?to=%s", ctx->sim_base, user);
-}
-
 static void delivery_fields(const void *entry, const char **id, const char **key)
 {
     const json_t *d = entry;
@@ -139,7 +122,6 @@ const bl_driver_t bl_driver_line = {
     .thread_key = thread_key,
     .webhook = webhook,
     .raw_send = raw_send,
-    .deliveries_url = deliveries_url,
     .delivery_fields = delivery_fields,
 };
 

@@ -23,47 +23,33 @@ static void rand_digits(uint64_t *rng, char *out, size_t n)
 /* Echoes of our sends go back to the connector, signed with the app secret, as Meta's do. */
 static int prepare(bl_ctx_t *ctx, char *err, size_t errlen)
 {
-    char url[300];
     json_t *cfg = json_pack("{s:s+, s:s}", "webhook_url", ctx->webhook_base, "/webhooks/meta",
                             "app_secret", ctx->app_secret);
     char *body = cfg != NULL ? json_dumps(cfg, JSON_COMPACT) : NULL;
-    int status = -1;
+    int rc;
 
     json_decref(cfg);
     if (body == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    snprintf(url, sizeof url, "%s/__sim/config", ctx->sim_base);
-    status =
-        bl_http(ctx->th[0].http, url, (const char *const[]){"Content-Type: application/json", NULL},
-                body, strlen(body), 10000, NULL, err, errlen);
+    rc = bl_sim_post(ctx, "/__sim/config", body, err, errlen);
     free(body);
-    if (status == 200) return 0;
-    if (status > 0) snprintf(err, errlen, "POST /__sim/config: HTTP %d", status);
-    return -1;
+    return rc;
 }
 
 /* POST /__sim/pages: the simulator learns the Page and its token. */
 static int add_channel(bl_ctx_t *ctx, bl_channel_t *c, int i, char *err, size_t errlen)
 {
-    char url[300], body[512];
-    int status, n;
+    char body[512];
 
     rand_digits(&ctx->th[0].rng, c->provider_account, 15);
     memcpy(c->token, "EAAG", 4);
     bl_rand_hex(&ctx->th[0].rng, c->token + 4, 40);
     snprintf(c->secret, sizeof c->secret, "%s", ctx->app_secret);
-    snprintf(url, sizeof url, "%s/__sim/pages", ctx->sim_base);
-    n = snprintf(body, sizeof body,
-                 "{\"token\":\"%s\",\"page_id\":\"%s\",\"name\":\"Bench Page %d\"}", c->token,
-                 c->provider_account, i + 1);
-    status =
-        bl_http(ctx->th[0].http, url, (const char *const[]){"Content-Type: application/json", NULL},
-                body, (size_t)n, 10000, NULL, err, errlen);
-    if (status == 200) return 0;
-    if (status > 0) snprintf(err, errlen, "POST /__sim/pages: HTTP %d", status);
-    return -1;
+    snprintf(body, sizeof body, "{\"token\":\"%s\",\"page_id\":\"%s\",\"name\":\"Bench Page %d\"}",
+             c->token, c->provider_account, i + 1);
+    return bl_sim_post(ctx, "/__sim/pages", body, err, errlen);
 }
 
 static void connect_request(const bl_channel_t *c, CPB(ConnectChannelRequest) * req)
@@ -115,12 +101,7 @@ static size_t webhook(const bl_ctx_t *ctx, const bl_channel_t *c, const int *use
     }
     oc_buf_dispose(&b);
     if (len == 0 || !meta_sign(c->secret, strlen(c->secret), buf, len, sig)) return 0;
-    snprintf(h->buf[0], sizeof h->buf[0], "X-Hub-Signature-256: %s", sig);
-    h->line[0] = "Content-Type: application/json";
-    h->line[1] = h->buf[0];
-    h->line[2] = "User-Agent: facebookexternalua";
-    h->line[3] = "Expect:";
-    h->line[4] = NULL;
+    bl_webhook_headers(h, "X-Hub-Signature-256", sig, "facebookexternalua");
     return len;
 }
 
@@ -163,11 +144,6 @@ static int raw_send(bl_ctx_t *ctx, bl_thread_t *t, const bl_channel_t *c, const 
     return status;
 }
 
-static void deliveries_url(const bl_ctx_t *ctx, const char *user, char *url, size_t cap)
-{
-    snprintf(url, cap, "%s/__sim/deliveries?to=%s", ctx->sim_base, user);
-}
-
 /* Meta has no de-duplication key: only the message id identifies a delivery. */
 static void delivery_fields(const void *entry, const char **id, const char **key)
 {
@@ -185,6 +161,5 @@ const bl_driver_t bl_driver_meta = {
     .thread_key = thread_key,
     .webhook = webhook,
     .raw_send = raw_send,
-    .deliveries_url = deliveries_url,
     .delivery_fields = delivery_fields,
 };

@@ -9,18 +9,23 @@
 #include "bl.h"
 #include "omnichat/util.h"
 
-int bl_sim_reset(bl_ctx_t *ctx, char *err, size_t errlen)
+int bl_sim_post(bl_ctx_t *ctx, const char *path, const char *json, char *err, size_t errlen)
 {
     char url[300];
     int status;
 
-    snprintf(url, sizeof url, "%s/__sim/reset", ctx->sim_base);
+    snprintf(url, sizeof url, "%s%s", ctx->sim_base, path);
     status =
         bl_http(ctx->th[0].http, url, (const char *const[]){"Content-Type: application/json", NULL},
-                "{}", 2, 10000, NULL, err, errlen);
+                json, strlen(json), 10000, NULL, err, errlen);
     if (status == 200) return 0;
-    if (status > 0) snprintf(err, errlen, "POST /__sim/reset: HTTP %d", status);
+    if (status > 0) snprintf(err, errlen, "POST %s: HTTP %d", path, status);
     return -1;
+}
+
+int bl_sim_reset(bl_ctx_t *ctx, char *err, size_t errlen)
+{
+    return bl_sim_post(ctx, "/__sim/reset", "{}", err, errlen);
 }
 
 static int connect_channel(bl_ctx_t *ctx, bl_channel_t *c, int i, char *err, size_t errlen)

@@ -92,7 +92,7 @@ static int read_deliveries(bl_ctx_t *ctx, const char *user, strs_t *ids, strs_t 
     size_t i;
     int status, rc = -1;
 
-    ctx->drv->deliveries_url(ctx, user, url, sizeof url);
+    snprintf(url, sizeof url, "%s/__sim/deliveries?to=%s", ctx->sim_base, user);
     oc_buf_init(&body, 64u << 20);
     status = bl_http(ctx->th[0].http, url, NULL, NULL, 0, 30000, &body, err, errlen);
     if (status != 200) {
