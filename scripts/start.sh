@@ -167,6 +167,36 @@ dial_addr() {
     printf '%s:%s' "$host" "$2"
 }
 
+# After start_service of a simulator: its base URL (in SIM_BASE) and its lines of the summary.
+# sim_started NAME LISTEN DESCRIPTION [MORE LINES...] ("<base>" in them: the base URL)
+sim_started() {
+    local name=$1 listen=$2 port
+    shift 2
+    port=$(json_field "$LISTEN_LINE" port)
+    [[ -n $port ]] || die "$name did not report its port"
+    SIM_BASE=http://$(dial_addr "$listen" "$port")
+    local more=("${@:2}")
+    more=("${more[@]//<base>/$SIM_BASE}") # continuation lines may name the base URL
+    SUMMARY+=("$(printf '%-13s http   %s  (%s' "$name" "$SIM_BASE" "$1")" "${more[@]}"
+        "              log    $LOGS/$name.log   pid $(cat "$RUN/$name.pid")")
+}
+
+# After start_service of a connector: its gRPC address (CONN_GRPC) and webhook base URL
+# (CONN_HTTP), and its lines of the summary.
+# connector_started NAME GRPC_LISTEN HTTP_LISTEN DEFAULT_GRPC_PORT DEFAULT_HTTP_PORT SERVICES ROUTES
+connector_started() {
+    local name=$1 grpc_port http_port
+    grpc_port=$(json_field "$LISTEN_LINE" grpc_port)
+    http_port=$(json_field "$LISTEN_LINE" http_port)
+    CONN_GRPC=$(dial_addr "$2" "${grpc_port:-$4}")
+    CONN_HTTP=http://$(dial_addr "$3" "${http_port:-$5}")
+    SUMMARY+=(
+        "$(printf '%-14s gRPC   %s  (%s)' "$name" "$CONN_GRPC" "$6")"
+        "              http   $CONN_HTTP/  ($7, /healthz, /metrics)"
+        "              log    $LOGS/$name.log   pid $(cat "$RUN/$name.pid")"
+    )
+}
+
 # ensure_vault_key: var/secrets/vault.key, the connectors' key file (docs/vault.md), made once
 # with omnichatctl vault-keygen, mode 0600, never printed. Replacing it would leave every stored
 # credential unopenable, so an existing file is kept as it is.
@@ -280,14 +310,10 @@ if [[ $SANDBOX == 1 ]]; then
     start_service line-sim "$BIN/omnichat-line-sim" \
         --listen "$LINE_SIM_LISTEN" \
         --sandbox --token-file "$SECRETS/line-sandbox.token"
-    sim_port=$(json_field "$LISTEN_LINE" port)
-    [[ -n $sim_port ]] || die "line-sim did not report its port"
-    SIM_URL=http://$(dial_addr "$LINE_SIM_LISTEN" "$sim_port")
-    SUMMARY+=(
-        "line-sim      http   $SIM_URL  (LINE Messaging API simulator, sandbox bot @omnichat-sandbox;"
-        "                     control API $SIM_URL/__sim/..., docs/line-simulator.md)"
-        "              log    $LOGS/line-sim.log   pid $(cat "$RUN/line-sim.pid")"
-    )
+    sim_started line-sim "$LINE_SIM_LISTEN" \
+        "LINE Messaging API simulator, sandbox bot @omnichat-sandbox;" \
+        "                     control API <base>/__sim/..., docs/line-simulator.md)"
+    SIM_URL=$SIM_BASE
 
     start_service connector-line "$BIN/omnichat-connector-line" \
         --grpc-listen "$CONNECTOR_LINE_GRPC_LISTEN" \
@@ -296,15 +322,11 @@ if [[ $SANDBOX == 1 ]]; then
         --line-api-base "$SIM_URL" \
         --vault-key-file "$SECRETS/vault.key" \
         ${CONN_TLS[@]+"${CONN_TLS[@]}"}
-    conn_grpc_port=$(json_field "$LISTEN_LINE" grpc_port)
-    conn_http_port=$(json_field "$LISTEN_LINE" http_port)
-    CONNECTOR_ADDR=$(dial_addr "$CONNECTOR_LINE_GRPC_LISTEN" "${conn_grpc_port:-50052}")
-    WEBHOOK_URL=http://$(dial_addr "$CONNECTOR_LINE_HTTP_LISTEN" "${conn_http_port:-8081}")
-    SUMMARY+=(
-        "connector-line gRPC   $CONNECTOR_ADDR  (omnichat.connector.v1.Connector, grpc.health.v1.Health)"
-        "              http   $WEBHOOK_URL/  (/webhooks/line/{channel_account_id}, /healthz, /metrics)"
-        "              log    $LOGS/connector-line.log   pid $(cat "$RUN/connector-line.pid")"
-    )
+    connector_started connector-line "$CONNECTOR_LINE_GRPC_LISTEN" "$CONNECTOR_LINE_HTTP_LISTEN" \
+        50052 8081 "omnichat.connector.v1.Connector, grpc.health.v1.Health" \
+        "/webhooks/line/{channel_account_id}"
+    CONNECTOR_ADDR=$CONN_GRPC
+    WEBHOOK_URL=$CONN_HTTP
 
     # The demo channel: connecting again is idempotent (same account, credentials re-sealed).
     CTL=("$BIN/omnichatctl" --persistence "$PERSISTENCE_ADDR" --connector "$CONNECTOR_ADDR"
@@ -343,14 +365,9 @@ if [[ $SANDBOX == 1 ]]; then
         --listen "$GRAPH_SIM_LISTEN" \
         --sandbox --token-file "$SECRETS/meta-sandbox.token" \
         --app-secret-file "$SECRETS/meta-app.secret"
-    gsim_port=$(json_field "$LISTEN_LINE" port)
-    [[ -n $gsim_port ]] || die "graph-sim did not report its port"
-    GSIM_URL=http://$(dial_addr "$GRAPH_SIM_LISTEN" "$gsim_port")
-    SUMMARY+=(
-        "graph-sim     http   $GSIM_URL  (Graph API simulator, sandbox Page $SANDBOX_PAGE;"
-        "                     control API $GSIM_URL/__sim/...)"
-        "              log    $LOGS/graph-sim.log   pid $(cat "$RUN/graph-sim.pid")"
-    )
+    sim_started graph-sim "$GRAPH_SIM_LISTEN" "Graph API simulator, sandbox Page $SANDBOX_PAGE;" \
+        "                     control API <base>/__sim/...)"
+    GSIM_URL=$SIM_BASE
     start_service connector-meta "$BIN/omnichat-connector-meta" \
         --grpc-listen "$CONNECTOR_META_GRPC_LISTEN" \
         --http-listen "$CONNECTOR_META_HTTP_LISTEN" \
@@ -360,15 +377,10 @@ if [[ $SANDBOX == 1 ]]; then
         --app-secret-file "$SECRETS/meta-app.secret" \
         --verify-token-file "$SECRETS/meta-verify.token" \
         ${META_TLS[@]+"${META_TLS[@]}"}
-    meta_grpc_port=$(json_field "$LISTEN_LINE" grpc_port)
-    meta_http_port=$(json_field "$LISTEN_LINE" http_port)
-    META_ADDR=$(dial_addr "$CONNECTOR_META_GRPC_LISTEN" "${meta_grpc_port:-50053}")
-    META_URL=http://$(dial_addr "$CONNECTOR_META_HTTP_LISTEN" "${meta_http_port:-8082}")
-    SUMMARY+=(
-        "connector-meta gRPC   $META_ADDR  (omnichat.connector.v1.Connector: facebook, instagram)"
-        "              http   $META_URL/  (/webhooks/meta, /healthz, /metrics)"
-        "              log    $LOGS/connector-meta.log   pid $(cat "$RUN/connector-meta.pid")"
-    )
+    connector_started connector-meta "$CONNECTOR_META_GRPC_LISTEN" "$CONNECTOR_META_HTTP_LISTEN" \
+        50053 8082 "omnichat.connector.v1.Connector: facebook, instagram" "/webhooks/meta"
+    META_ADDR=$CONN_GRPC
+    META_URL=$CONN_HTTP
     # The simulator posts echoes and receipts to the connector, signed with the app secret.
     curl -fsS -o /dev/null -X POST "$GSIM_URL/__sim/config" \
         -d "{\"webhook_url\":\"$META_URL/webhooks/meta\"}" ||
