@@ -204,13 +204,6 @@ bool oc_svc_tls_check(const oc_svc_tls_config_t *c, oc_buf_t *problems)
     return true;
 }
 
-void oc_svc_http_healthz(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
-{
-    (void)user;
-    (void)req;
-    oc_buf_appends(&resp->body, "{\"status\":\"ok\"}");
-}
-
 void oc_svc_http_healthz_rpc(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
 {
     char detail[OC_ERROR_MSG_MAX + 1];

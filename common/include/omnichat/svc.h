@@ -112,9 +112,7 @@ const oc_rpc_tls_t *oc_svc_tls(const oc_svc_tls_config_t *c, oc_rpc_tls_t *out);
  * check). Appends one line per problem and returns false. */
 bool oc_svc_tls_check(const oc_svc_tls_config_t *c, oc_buf_t *problems);
 
-/* HTTP handlers: GET /healthz answers {"status":"ok"} (user unused); GET /metrics renders the
- * registry passed as user (an oc_metrics_t *). */
-void oc_svc_http_healthz(void *user, const oc_http_request_t *req, oc_http_response_t *resp);
+/* HTTP handler: GET /metrics renders the registry passed as user (an oc_metrics_t *). */
 void oc_svc_http_metrics(void *user, const oc_http_request_t *req, oc_http_response_t *resp);
 /* GET /healthz for a process that serves gRPC: user is its oc_rpc_server_t *. 200
  * {"status":"ok"} while the server's self-probe of the real gRPC path succeeds (a new
