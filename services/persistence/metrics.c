@@ -15,8 +15,9 @@
 #define QUEUE_REFRESH_MS 10000
 /* Counting stops there (see migration 0006): past it the gauge reads as "at least". */
 #define QUEUE_CAP "100000"
-/* The metrics slot is our own (the pool has one more slot than workers); a short wait all the
- * same, so a scrape never hangs on the database. */
+/* The metrics slot is our own (the pool has one more slot than workers); a short wait for it
+ * all the same. A (re)connect adds at most --connect-timeout-s (3 s by default) to the scrape
+ * that makes it, well inside Prometheus's default scrape timeout of 10 s. */
 #define QUEUE_ACQUIRE_MS 500
 
 const oc_pg_stmt_t pst_stmts_metrics[] = {

@@ -413,3 +413,38 @@ def test_retry_queue_and_database_pool(scraped):
     assert 0 <= value(p, "omnichat_db_pool_in_use") <= size
     assert value(p, "omnichat_db_pool_waits") == 0  # a pool sized to its workers never waits
     assert value(p, "omnichat_db_pool_wait_seconds") == 0
+
+
+def test_the_retry_queue_is_counted_at_most_once_per_interval(stack3, scraped, db):
+    """Scrapes between two counts return the last figures: the database sees one query per
+    10 s however often /metrics is read. Positive control: the next count sees the change."""
+    pst, line_sim, _, lconn, _ = stack3
+    line = LineChannel(lconn, line_sim, harness.Api(pst.channel), db)
+
+    def gauge():
+        _, f = check_exposition(scrape(pst.admin_get))
+        return value(f, "omnichat_retry_queue_messages", channel="line", state="scheduled")
+
+    def in_db():
+        return db.count("SELECT count(*) FROM omnichat.messages m JOIN omnichat.channel_accounts a "
+                        "ON a.tenant_id = m.tenant_id AND a.id = m.channel_account_id "
+                        "WHERE a.channel_type = 'line' AND m.direction = 'outbound' "
+                        "AND m.status IN ('pending', 'unknown') AND m.next_attempt_at > now()")
+
+    try:
+        conv, _ = line.conversation()
+        # A change, then the first scrape that shows it: a count made just now.
+        line_sim.fault({"status": 500})
+        assert line.send(conv).status == harness.pb.MESSAGE_STATUS_PENDING
+        counted = harness.wait_until(lambda: gauge() == in_db() and gauge(), 15,
+                                     "a count that includes the first failed send")
+        # Another change at once: the scrapes of the next 10 s return the last count.
+        line_sim.fault({"status": 500})
+        assert line.send(conv).status == harness.pb.MESSAGE_STATUS_PENDING
+        assert in_db() == counted + 1
+        assert gauge() == counted, "a scrape within 10 s of the last count queried again"
+        # Positive control: the next count sees it.
+        harness.wait_until(lambda: gauge() == counted + 1, 15, "the next count (10 s later)")
+    finally:
+        db.run("UPDATE omnichat.messages SET status = 'failed', next_attempt_at = NULL "
+               f"WHERE tenant_id = {sql_lit(line.tenant)} AND status IN ('pending', 'unknown')")
