@@ -107,24 +107,22 @@ oc_err_t oc_metrics_process(oc_metrics_t *m, const char *version)
 
     if (pm == NULL) return OC_E_NOMEM;
     pm->cpu = oc_metrics_counter(m, "process_cpu_seconds_total",
-                                "Total user and system CPU time spent in seconds.", NULL, 0);
+                                 "Total user and system CPU time spent in seconds.", NULL, 0);
     pm->rss = oc_metrics_gauge(m, "process_resident_memory_bytes", "Resident memory size in bytes.",
-                              NULL, 0);
-    pm->vsize = oc_metrics_gauge(m, "process_virtual_memory_bytes",
-                                "Virtual memory size in bytes.", NULL, 0);
+                               NULL, 0);
+    pm->vsize = oc_metrics_gauge(m, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                                 NULL, 0);
     pm->open_fds =
         oc_metrics_gauge(m, "process_open_fds", "Number of open file descriptors.", NULL, 0);
-    pm->max_fds = oc_metrics_gauge(m, "process_max_fds",
-                                  "Maximum number of open file descriptors.", NULL, 0);
-    pm->start_time = oc_metrics_gauge(m, "process_start_time_seconds",
-                                     "Start time of the process since unix epoch in seconds.",
-                                     NULL, 0);
-    info = oc_metrics_gauge(m, "omnichat_build_info",
-                            "always 1; the labels name the running build",
+    pm->max_fds =
+        oc_metrics_gauge(m, "process_max_fds", "Maximum number of open file descriptors.", NULL, 0);
+    pm->start_time =
+        oc_metrics_gauge(m, "process_start_time_seconds",
+                         "Start time of the process since unix epoch in seconds.", NULL, 0);
+    info = oc_metrics_gauge(m, "omnichat_build_info", "always 1; the labels name the running build",
                             (const char *const[]){"version", "revision"}, 2);
     if (pm->cpu == NULL || pm->rss == NULL || pm->vsize == NULL || pm->open_fds == NULL ||
-        pm->max_fds == NULL || pm->start_time == NULL || info == NULL)
-    {
+        pm->max_fds == NULL || pm->start_time == NULL || info == NULL) {
         free(pm);
         return OC_E_NOMEM;
     }

@@ -98,10 +98,11 @@ oc_err_t pst_metrics_init(pst_t *pst)
         m, "omnichat_dedupe_hits_total",
         "messages whose idempotency key already existed (nothing written), by method",
         (const char *const[]){"method"}, 1);
-    pm->pool_in_use = oc_metrics_gauge(m, "omnichat_db_pool_in_use",
-                                       "database connections in use (taken from the pool)", NULL, 0);
-    pm->pool_size = oc_metrics_gauge(m, "omnichat_db_pool_size",
-                                     "database connection slots (workers + 1 for /metrics)", NULL, 0);
+    pm->pool_in_use = oc_metrics_gauge(
+        m, "omnichat_db_pool_in_use", "database connections in use (taken from the pool)", NULL, 0);
+    pm->pool_size =
+        oc_metrics_gauge(m, "omnichat_db_pool_size",
+                         "database connection slots (workers + 1 for /metrics)", NULL, 0);
     pm->pool_waits = oc_metrics_counter(m, "omnichat_db_pool_waits_total",
                                         "takes of a database connection that found every slot "
                                         "busy and had to wait",
