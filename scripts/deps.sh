@@ -17,6 +17,8 @@ PACKAGES=(
     postgresql-15 postgresql-client-15
     # integration tests and tooling (always run with /usr/bin/python3)
     python3 python3-grpcio python3-protobuf python3-pytest
+    # /metrics is parsed with the Prometheus client's own text-format parser (test_metrics.py)
+    python3-prometheus-client
     clang-format ca-certificates procps curl util-linux coreutils
     # libFuzzer seed replay in CI (scripts/fuzz.sh --regress): clang and its fuzzer runtime
     clang libclang-rt-14-dev

@@ -42,6 +42,7 @@ typedef struct hook {
     struct hook *next;
     void (*fn)(void *arg);
     void *arg;
+    bool owned; /* arg is freed with the registry */
 } hook_t;
 
 struct oc_metrics {
@@ -377,19 +378,21 @@ void oc_metrics_destroy(oc_metrics_t *m)
     }
     for (hook_t *h = m->hooks, *n; h; h = n) {
         n = h->next;
+        if (h->owned) free(h->arg);
         free(h);
     }
     pthread_mutex_destroy(&m->mu);
     free(m);
 }
 
-void oc_metrics_on_render(oc_metrics_t *m, void (*fn)(void *arg), void *arg)
+static bool add_hook(oc_metrics_t *m, void (*fn)(void *arg), void *arg, bool owned)
 {
-    if (!m || !fn) return;
+    if (!m || !fn) return false;
     hook_t *h = calloc(1, sizeof *h);
-    if (!h) return;
+    if (!h) return false;
     h->fn = fn;
     h->arg = arg;
+    h->owned = owned;
     pthread_mutex_lock(&m->mu);
     if (m->hooks_tail)
         m->hooks_tail->next = h;
@@ -398,6 +401,19 @@ void oc_metrics_on_render(oc_metrics_t *m, void (*fn)(void *arg), void *arg)
     m->hooks_tail = h;
     m->nhooks++;
     pthread_mutex_unlock(&m->mu);
+    return true;
+}
+
+void oc_metrics_on_render(oc_metrics_t *m, void (*fn)(void *arg), void *arg)
+{
+    add_hook(m, fn, arg, false);
+}
+
+oc_err_t oc_metrics_on_render_owned(oc_metrics_t *m, void (*fn)(void *arg), void *arg)
+{
+    if (add_hook(m, fn, arg, true)) return OC_OK;
+    free(arg);
+    return OC_E_NOMEM;
 }
 
 /* `name_suffix{labels[,extra]} ` — the common prefix of every sample line. */

@@ -32,6 +32,9 @@ struct oc_pg_pool {
     size_t nstmts;
     size_t size;
     size_t in_use;
+    /* Acquires that found every slot busy, and the time they waited (for metrics). */
+    uint64_t waits;
+    uint64_t wait_ns;
     oc_pg_conn_t *slots;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -155,6 +158,22 @@ void oc_pg_pool_stats(oc_pg_pool_t *p, size_t *in_use, size_t *size)
     if (in_use != NULL) *in_use = p->in_use;
     if (size != NULL) *size = p->size;
     pthread_mutex_unlock(&p->mu);
+}
+
+void oc_pg_pool_wait_stats(oc_pg_pool_t *p, uint64_t *waits, double *wait_seconds)
+{
+    pthread_mutex_lock(&p->mu);
+    if (waits != NULL) *waits = p->waits;
+    if (wait_seconds != NULL) *wait_seconds = (double)p->wait_ns / 1e9;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static oc_err_t classify_sqlstate(const char *st)
@@ -334,6 +353,7 @@ oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err)
 {
     oc_pg_conn_t *c = NULL;
     struct timespec until;
+    int64_t waited_from = 0;
 
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += timeout_ms / 1000;
@@ -351,12 +371,20 @@ oc_pg_conn_t *oc_pg_acquire(oc_pg_pool_t *p, int timeout_ms, oc_error_t *err)
         for (size_t i = 0; i < p->size && c == NULL; i++)
             if (!p->slots[i].busy) c = &p->slots[i];
         if (c != NULL) break;
+        /* Counted once per acquire, whether it then gets a slot or times out: a pool sized
+         * to its workers never waits, so any wait is worth seeing. */
+        if (waited_from == 0) {
+            waited_from = mono_ns();
+            p->waits++;
+        }
         if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != 0) {
+            p->wait_ns += (uint64_t)(mono_ns() - waited_from);
             pthread_mutex_unlock(&p->mu);
             oc_error_set(err, OC_E_UNAVAILABLE, "database: no connection free in time");
             return NULL;
         }
     }
+    if (waited_from != 0) p->wait_ns += (uint64_t)(mono_ns() - waited_from);
     c->busy = true;
     p->in_use++;
     unsigned epoch = p->epoch;

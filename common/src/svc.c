@@ -79,6 +79,9 @@ static bool has_flag(int argc, char **argv, const char *flag)
     return false;
 }
 
+/* What oc_svc_configure was given, for omnichat_build_info. */
+static const char *svc_version;
+
 bool oc_svc_configure(const char *program, const char *version, const char *usage,
                       const oc_config_option_t *opts, size_t nopts, void *cfg, int argc,
                       char **argv, oc_svc_check_fn check, int *exit_code)
@@ -88,6 +91,7 @@ bool oc_svc_configure(const char *program, const char *version, const char *usag
     oc_error_t err;
     bool ok;
 
+    svc_version = version;
     /* Before the option table reads any secret file. */
     oc_error_clear(&err);
     if (oc_svc_forbid_core_dumps(&err) != OC_OK) {
@@ -131,13 +135,17 @@ oc_err_t oc_svc_rpc_metrics_init(oc_svc_rpc_metrics_t *m, oc_metrics_t *registry
                                   "gRPC calls handled, by method and status code",
                                   (const char *const[]){"method", "code"}, 2);
     m->latency = oc_metrics_histogram(registry, "omnichat_rpc_latency_seconds",
-                                      "gRPC call latency from arrival to status, by method",
-                                      (const char *const[]){"method"}, 1, NULL, 0);
+                                      "gRPC call latency from arrival to status, by method and "
+                                      "status code",
+                                      (const char *const[]){"method", "code"}, 2, NULL, 0);
     m->denied = oc_metrics_counter(registry, "omnichat_rpc_denied_total",
                                    "gRPC calls refused because the client's role may not call "
                                    "the method, by method and client identity",
                                    (const char *const[]){"method", "peer"}, 2);
-    return m->total != NULL && m->latency != NULL && m->denied != NULL ? OC_OK : OC_E_NOMEM;
+    if (m->total == NULL || m->latency == NULL || m->denied == NULL) return OC_E_NOMEM;
+    /* Every service makes its registry here first: the process and build families come with
+     * it, in one place. */
+    return oc_metrics_process(registry, svc_version);
 }
 
 void oc_svc_rpc_record(const oc_svc_rpc_metrics_t *m, const oc_rpc_ctx_t *ctx, int status,
@@ -151,7 +159,7 @@ void oc_svc_rpc_record(const oc_svc_rpc_metrics_t *m, const oc_rpc_ctx_t *ctx, i
      * unbounded label values. */
     if (status == 12) method = "unknown";
     oc_metric_inc(m->total, (const char *const[]){method, code}, 1);
-    oc_metric_observe(m->latency, (const char *const[]){method}, (double)latency_us / 1e6);
+    oc_metric_observe(m->latency, (const char *const[]){method, code}, (double)latency_us / 1e6);
     /* UNKNOWN, INTERNAL and UNAVAILABLE are ours to look at; the rest are the caller's, except
      * a refusal by role: a misconfigured client or someone probing, to be seen either way. */
     if (ctx->denied) {

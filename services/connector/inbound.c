@@ -21,9 +21,11 @@ static long left_ms(int64_t deadline_us)
     return d > 0 ? (long)d : 0;
 }
 
+/* omnichat_webhook_events_total{provider,outcome}: outcomes are this file's constants. */
 static void count(conn_t *c, const char *outcome, size_t n)
 {
-    if (n > 0) oc_metric_inc(c->m_webhook_events, (const char *const[]){outcome}, (double)n);
+    if (n > 0)
+        oc_metric_inc(c->m_webhook_events, (const char *const[]){c->p->name, outcome}, (double)n);
 }
 
 /*
@@ -185,6 +187,7 @@ static int path_secret(hook_t *h, const oc_http_request_t *req, oc_http_response
 
     if (strncmp(req->path, c->p->webhook_path, strlen(c->p->webhook_path)) != 0 ||
         !oc_uuid_valid(id)) {
+        count(c, "rejected", 1);
         oc_http_response_error(resp, 404, "unknown channel account");
         return 404;
     }
@@ -193,6 +196,7 @@ static int path_secret(hook_t *h, const oc_http_request_t *req, oc_http_response
              ? conn_account_get(c, (int)left, NULL, id, h->request_id, h->arena, acc, &h->err)
              : oc_error_set(&h->err, OC_E_UNAVAILABLE, "webhook deadline reached");
     if (rc == OC_E_NOT_FOUND || rc == OC_E_INVALID) {
+        count(c, "rejected", 1);
         oc_http_response_error(resp, 404, "unknown channel account");
         return 404;
     }
@@ -346,7 +350,7 @@ void conn_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
         sig_ok = c->p->signature_valid(secret.data, secret.len, req);
     oc_vault_secret_dispose(&secret);
     if (!sig_ok) {
-        count(c, "bad_signature", 1);
+        count(c, "rejected", 1); /* the 401 of omnichat_webhook_requests_total */
         oc_http_response_error(resp, 401, "invalid signature");
         goto out;
     }
@@ -355,7 +359,7 @@ void conn_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
      * 400. A bad item is skipped, a failure of ours is a 5xx (the provider redelivers). */
     oc_error_clear(&h.err);
     if (c->p->parse(req->body, req->body_len, h.arena, &batch, &h.err) != OC_OK) {
-        if (h.err.code == OC_E_INVALID) count(c, "unparsable", 1);
+        if (h.err.code == OC_E_INVALID) count(c, "rejected", 1); /* the 400 */
         oc_http_response_error(resp, h.err.code == OC_E_INVALID ? 400 : 503, h.err.msg);
         goto out;
     }

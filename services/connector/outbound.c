@@ -269,6 +269,18 @@ static bool call_provider(conn_t *c, const PB(ChannelAccount) * acc, const PB(Me
     return called;
 }
 
+/* The channel label of a send: the account's channel type, or the connector's only one when
+ * the account could not be read; a bounded set either way. */
+static const char *send_channel(const conn_t *c, const PB(ChannelAccount) * acc)
+{
+    int type = acc != NULL                  ? (int)acc->channel_type
+               : c->p->n_channel_types == 1 ? c->p->channel_types[0]
+                                            : 0;
+    const char *name = type != 0 ? oc_pb_enum_name(OC_PB_CHANNEL_TYPE, type) : NULL;
+
+    return name != NULL ? name : "unknown";
+}
+
 /* Fail-fast checks of the channel account; false (cls filled) when the push must not happen. */
 static bool account_usable(const PB(ChannelAccount) * acc, conn_class_t *cls)
 {
@@ -341,8 +353,8 @@ oc_err_t conn_deliver(conn_t *c, oc_arena_t *arena, const char *request_id, cons
                        request_id, arena, (ProtobufCMessage **)&cresp, err);
 
     oc_metric_inc(c->m_sends,
-                  (const char *const[]){c->p->name, conn_outcome_name(v.outcome),
-                                        conn_category_name(v.category)},
+                  (const char *const[]){send_channel(c, acc), conn_outcome_name(v.outcome),
+                                        v.category != 0 ? conn_category_name(v.category) : "none"},
                   1);
     OC_LOG(v.outcome == CONN_OUT_SENT ? OC_LOG_DEBUG : OC_LOG_INFO, "send attempt",
            OC_LS("request_id", request_id), OC_LS("tenant_id", msg->tenant_id),

@@ -64,7 +64,7 @@ static void on_http_complete(void *user, const oc_http_request_t *req, int statu
 
     if (strncmp(req->path, "/webhooks/", 10) != 0) return;
     snprintf(code, sizeof code, "%d", status);
-    oc_metric_inc(c->m_webhook_requests, (const char *const[]){code}, 1);
+    oc_metric_inc(c->m_webhook_requests, (const char *const[]){c->p->name, code}, 1);
     /* The path holds at most an account id: no secret, no body. */
     OC_LOG(status >= 500 ? OC_LOG_WARN : OC_LOG_DEBUG, "http", OC_LS("method", req->method),
            OC_LS("path", req->path), OC_LI("status", status), OC_LI("latency_us", latency_us));
@@ -77,15 +77,19 @@ static bool register_metrics(conn_t *c)
     c->metrics = oc_metrics_create();
     if (c->metrics == NULL) return false;
     if (oc_svc_rpc_metrics_init(&c->rpc_metrics, c->metrics) != OC_OK) return false;
-    c->m_webhook_events =
-        oc_metrics_counter(c->metrics, "omnichat_webhook_events_total",
-                           "webhook events, by outcome", (const char *const[]){"outcome"}, 1);
-    c->m_webhook_requests =
-        oc_metrics_counter(c->metrics, "omnichat_webhook_requests_total",
-                           "webhook requests, by HTTP status", (const char *const[]){"status"}, 1);
-    c->m_sends = oc_metrics_counter(c->metrics, "omnichat_sends_total",
-                                    "provider send attempts, by channel, outcome and category",
-                                    (const char *const[]){"channel", "outcome", "category"}, 3);
+    /* Label values are constants of the engine, never request data (see docs/operations.md,
+     * "Metrics"). */
+    c->m_webhook_events = oc_metrics_counter(
+        c->metrics, "omnichat_webhook_events_total",
+        "webhook events by provider and outcome (stored, duplicate, unroutable, rejected, ...)",
+        (const char *const[]){"provider", "outcome"}, 2);
+    c->m_webhook_requests = oc_metrics_counter(c->metrics, "omnichat_webhook_requests_total",
+                                               "webhook requests, by provider and HTTP status",
+                                               (const char *const[]){"provider", "status"}, 2);
+    c->m_sends = oc_metrics_counter(
+        c->metrics, "omnichat_sends_total",
+        "send attempts settled, by channel type, outcome and error category (none when sent)",
+        (const char *const[]){"channel", "outcome", "category"}, 3);
     c->m_provider_latency = oc_metrics_histogram(
         c->metrics, "omnichat_provider_latency_seconds", "provider API call latency, by endpoint",
         (const char *const[]){"endpoint"}, 1, provider_buckets,

@@ -71,9 +71,14 @@ typedef struct pst {
     oc_metrics_t *metrics;
     oc_svc_rpc_metrics_t rpc_metrics;
     oc_metric_t *m_dedupe;
-    oc_metric_t *m_pool_in_use;
-    oc_metric_t *m_pool_size;
 } pst_t;
+
+/* Registers the service's own families in pst->metrics (metrics.c): deduplication, the
+ * database pool, and the retry queue counted through the statements below at most every 10 s
+ * of scrapes. OC_E_NOMEM on failure. */
+oc_err_t pst_metrics_init(pst_t *pst);
+extern const oc_pg_stmt_t pst_stmts_metrics[];
+extern const size_t pst_nstmts_metrics;
 
 /* --- RPC tables (one per file) and the statements each file prepares --- */
 extern const oc_rpc_method_t pst_methods_conversations[];

@@ -19,12 +19,14 @@ typedef struct table_part {
     const size_t *nstmts;
 } table_part_t;
 
+static const size_t no_methods = 0;
 static const table_part_t parts[] = {
     {pst_methods_conversations, &pst_nmethods_conversations, pst_stmts_conversations,
      &pst_nstmts_conversations},
     {pst_methods_messages, &pst_nmethods_messages, pst_stmts_messages, &pst_nstmts_messages},
     {pst_methods_channels, &pst_nmethods_channels, pst_stmts_channels, &pst_nstmts_channels},
     {pst_methods_outbound, &pst_nmethods_outbound, pst_stmts_outbound, &pst_nstmts_outbound},
+    {NULL, &no_methods, pst_stmts_metrics, &pst_nstmts_metrics},
 };
 #define NPARTS (sizeof parts / sizeof parts[0])
 
@@ -37,16 +39,6 @@ struct pst_service {
     oc_http_server_t *admin;
     oc_http_route_t routes[2];
 };
-
-static void pool_gauges(void *arg)
-{
-    pst_t *pst = arg;
-    size_t in_use = 0, size = 0;
-
-    oc_pg_pool_stats(pst->pool, &in_use, &size);
-    oc_metric_set(pst->m_pool_in_use, NULL, (double)in_use);
-    oc_metric_set(pst->m_pool_size, NULL, (double)size);
-}
 
 static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
 {
@@ -162,7 +154,8 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
     s->stmts = calloc(nstmts, sizeof *s->stmts);
     if (s->methods == NULL || s->stmts == NULL) goto oom;
     for (size_t i = 0, m = 0; i < NPARTS; i++) {
-        memcpy(s->methods + m, parts[i].methods, *parts[i].nmethods * sizeof *s->methods);
+        if (*parts[i].nmethods > 0) /* metrics.c has statements only */
+            memcpy(s->methods + m, parts[i].methods, *parts[i].nmethods * sizeof *s->methods);
         m += *parts[i].nmethods;
         memcpy(s->stmts + k, parts[i].stmts, *parts[i].nstmts * sizeof *s->stmts);
         k += *parts[i].nstmts;
@@ -175,23 +168,14 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
     s->pst.metrics = oc_metrics_create();
     if (s->pst.metrics == NULL) goto oom;
     if (oc_svc_rpc_metrics_init(&s->pst.rpc_metrics, s->pst.metrics) != OC_OK) goto oom;
-    s->pst.m_dedupe =
-        oc_metrics_counter(s->pst.metrics, "omnichat_dedupe_hits_total",
-                           "messages whose idempotency key already existed (nothing written)",
-                           (const char *const[]){"method"}, 1);
-    s->pst.m_pool_in_use = oc_metrics_gauge(s->pst.metrics, "omnichat_db_pool_in_use",
-                                            "database connections in use", NULL, 0);
-    s->pst.m_pool_size = oc_metrics_gauge(s->pst.metrics, "omnichat_db_pool_size",
-                                          "database connection slots", NULL, 0);
-    if (s->pst.m_dedupe == NULL || s->pst.m_pool_in_use == NULL || s->pst.m_pool_size == NULL)
-        goto oom;
-    oc_metrics_on_render(s->pst.metrics, pool_gauges, &s->pst);
+    if (pst_metrics_init(&s->pst) != OC_OK) goto oom;
 
     oc_pg_set_log_hook(pg_log);
     conninfo = full_conninfo(cfg);
     if (conninfo == NULL) goto oom;
-    /* One connection per worker: a handler never waits for a slot. */
-    s->pst.pool = oc_pg_pool_create(conninfo, (size_t)cfg->workers, s->stmts, nstmts, err);
+    /* One connection per worker: a handler never waits for a slot; and one for /metrics (the
+     * retry queue count), so a scrape never takes a worker's. */
+    s->pst.pool = oc_pg_pool_create(conninfo, (size_t)cfg->workers + 1, s->stmts, nstmts, err);
     OPENSSL_cleanse(conninfo, strlen(conninfo));
     free(conninfo);
     if (s->pst.pool == NULL) goto fail;

@@ -13,7 +13,8 @@ FB = pb.CHANNEL_TYPE_FACEBOOK  # nothing else in the suite makes Facebook messag
 
 # The definer functions this file covers. A new one must get its argument checks and its cases
 # here: test_every_definer_function_is_covered fails until it does.
-COVERED = {"claim_due_outbound", "claim_due_outbound_types", "resolve_channel_account"}
+COVERED = {"claim_due_outbound", "claim_due_outbound_types", "resolve_channel_account",
+           "retry_queue_depth"}
 
 BAD_CLAIMS = {
     "type NULL": "NULL, 10, 'w', 60",
@@ -59,6 +60,10 @@ BAD_RESOLVES = {
     "id with type": "'00000000-0000-4000-8000-000000000000', 'facebook', NULL",
     "id with external": "'00000000-0000-4000-8000-000000000000', NULL, 'ext'",
 }
+
+# The /metrics count of the retry queue (0006): only the cap, which bounds the rows it reads.
+BAD_QUEUE_CAPS = {"cap NULL (no bound)": "NULL", "cap 0": "0", "cap negative": "-1",
+                  "cap above 1000000": "1000001", "cap int max": "2147483647"}
 
 
 def psql_app(cluster, sql):
@@ -145,3 +150,25 @@ def test_resolve_channel_account_refuses_every_bad_argument(cluster, due_fb):
     ok, out, err = psql_app(cluster, "SELECT id FROM omnichat.resolve_channel_account("
                                      f"NULL, 'facebook', '{acct.external_account_id}')")
     assert ok and out.split() == [acct.channel_account_id], err
+
+
+def test_retry_queue_depth_refuses_every_bad_cap(cluster, db, b):
+    # A pending message its creator holds for an hour: no retry worker of the suite can take
+    # it, so it stays in the queue (scheduled) while this test reads it.
+    conv = b.conversation(b.account(FB), "PAGE:PSID-queue")
+    b.api.CreateOutbound(tenant_id=b.tenant, conversation_id=conv.conversation_id,
+                         idempotency_key=b.uniq("queue"), request_fingerprint="fp",
+                         content_text="reply", lease_owner="holder", lease_seconds=3600)
+    before = outbound_state(db)
+    for what, args in BAD_QUEUE_CAPS.items():
+        ok, out, err = psql_app(cluster, f"SELECT * FROM omnichat.retry_queue_depth({args})")
+        assert not ok, f"{what}: retry_queue_depth({args}) was accepted and returned {out!r}"
+        assert "OCIA0" in err, f"{what}: expected INVALID_ARGUMENT (OCIA0), got {err!r}"
+    # Positive control: the runtime role counts across tenants (this test's message among
+    # them), the cap bounds the count, and counting changes nothing.
+    ok, out, err = psql_app(cluster, "SELECT messages FROM omnichat.retry_queue_depth(100000) "
+                                     "WHERE channel_type = 'facebook' AND NOT due")
+    assert ok and int(out) >= 1, (out, err)
+    ok, out, err = psql_app(cluster, "SELECT sum(messages) FROM omnichat.retry_queue_depth(1)")
+    assert ok and int(out) == 1, (out, err)
+    assert outbound_state(db) == before

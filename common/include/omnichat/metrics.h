@@ -51,6 +51,19 @@ void oc_metric_observe(oc_metric_t *f, const char *const *label_values, double v
  * (so fn may call oc_metric_set), e.g. to set gauges read from elsewhere. Hooks cannot be
  * removed; arg must outlive the registry. OOM while adding is ignored. */
 void oc_metrics_on_render(oc_metrics_t *m, void (*fn)(void *arg), void *arg);
+/* The same for a malloc'd arg that the registry then owns: freed by oc_metrics_destroy, or
+ * at once when the hook cannot be added (OC_E_NOMEM). */
+oc_err_t oc_metrics_on_render_owned(oc_metrics_t *m, void (*fn)(void *arg), void *arg);
+
+/*
+ * Registers the process families of the standard Prometheus clients, read from /proc/self at
+ * every render: process_cpu_seconds_total, process_resident_memory_bytes,
+ * process_virtual_memory_bytes, process_open_fds, process_max_fds and
+ * process_start_time_seconds; and omnichat_build_info{version,revision} 1, with `version`
+ * (NULL or "": "unknown") and the git revision the binary was built from ("unknown" outside a
+ * checkout). Once per registry. OC_E_NOMEM (or a duplicate registration) on failure.
+ */
+oc_err_t oc_metrics_process(oc_metrics_t *m, const char *version);
 
 /* Appends the whole registry in Prometheus text format, families in registration order and
  * children in first-use order. Returns out->failed (OC_E_TOO_LARGE or OC_E_NOMEM) or OC_OK. */

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "omnichat/err.h"
 
@@ -51,6 +52,9 @@ void oc_pg_release(oc_pg_pool_t *p, oc_pg_conn_t *c);
 
 /* Slots in use / total, for metrics. */
 void oc_pg_pool_stats(oc_pg_pool_t *p, size_t *in_use, size_t *size);
+/* Since the pool was made: acquires that had to wait for a free slot (counted once each, also
+ * when they then timed out) and the seconds they waited in all, for metrics. */
+void oc_pg_pool_wait_stats(oc_pg_pool_t *p, uint64_t *waits, double *wait_seconds);
 
 /* One statement of a transaction: a prepared statement and its text-format parameters. */
 typedef struct oc_pg_query {

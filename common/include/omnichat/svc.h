@@ -53,14 +53,15 @@ bool oc_svc_configure(const char *program, const char *version, const char *usag
                       char **argv, oc_svc_check_fn check, int *exit_code);
 
 /* The RPC families of /metrics: omnichat_rpc_requests_total{method,code},
- * omnichat_rpc_latency_seconds{method} and omnichat_rpc_denied_total{method,peer}. */
+ * omnichat_rpc_latency_seconds{method,code} and omnichat_rpc_denied_total{method,peer}. */
 typedef struct oc_svc_rpc_metrics {
     oc_metric_t *total;
     oc_metric_t *latency;
     oc_metric_t *denied; /* omnichat_rpc_denied_total{method,peer} */
 } oc_svc_rpc_metrics_t;
 
-/* Registers both families in `registry`. OC_E_NOMEM on failure. */
+/* Registers the three families in `registry`, and the process and build families
+ * (oc_metrics_process, with the version oc_svc_configure was given). OC_E_NOMEM on failure. */
 oc_err_t oc_svc_rpc_metrics_init(oc_svc_rpc_metrics_t *m, oc_metrics_t *registry);
 
 /*

@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -424,15 +425,20 @@ class Connector(_Proc):
             self.start()
 
     def metric(self, name, **labels):
-        """Value of one sample on /metrics (0 when absent)."""
+        """Sum of the samples `name` on /metrics whose labels include `labels` (0 when none):
+        metric("omnichat_webhook_events_total", outcome="stored") whatever the other labels."""
         status, _, body = self.http("GET", "/metrics")
         assert status == 200, status
-        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
-                       if labels else "")
+        total = 0.0
         for line in body.decode().splitlines():
-            if line.startswith(want + " "):
-                return float(line.split()[-1])
-        return 0.0
+            m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+            if m is None or m.group(1) != name:
+                continue
+            have = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
+                                   m.group(2) or ""))
+            if all(have.get(k) == str(v) for k, v in labels.items()):
+                total += float(m.group(3))
+        return total
 
     # -- HTTP side ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "test_main.h"
 
@@ -278,6 +279,43 @@ static void test_threads(void)
     oc_metrics_destroy(m);
 }
 
+/* The process families read /proc/self: this very process's fd count and limit, and a build
+ * info line with the version given; a second registration of the same registry fails. */
+static void test_process_families(void)
+{
+    oc_metrics_t *m = oc_metrics_create();
+    struct rlimit lim;
+    char want[128];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_EQUAL(oc_metrics_process(m, "9.8.7"), OC_OK);
+    CU_ASSERT_NOT_EQUAL(oc_metrics_process(m, "9.8.7"), OC_OK); /* duplicate names */
+    char *s = render(m);
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, "# TYPE process_cpu_seconds_total counter\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, "omnichat_build_info{version=\"9.8.7\",revision=\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, "\"} 1\n"));
+    CU_ASSERT_EQUAL(getrlimit(RLIMIT_NOFILE, &lim), 0);
+    snprintf(want, sizeof want, "process_max_fds %llu\n", (unsigned long long)lim.rlim_cur);
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, want));
+    /* Sample lines start a line; the HELP line names the family too. */
+    const char *rss = strstr(s, "\nprocess_resident_memory_bytes ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rss);
+    CU_ASSERT(strtod(rss + strlen("\nprocess_resident_memory_bytes "), NULL) > 1 << 20);
+    /* Open one more descriptor: the next render counts it. */
+    const char *fds = strstr(s, "\nprocess_open_fds ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fds);
+    long before = strtol(fds + strlen("\nprocess_open_fds "), NULL, 10);
+    free(s);
+    FILE *extra = fopen("/dev/null", "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(extra);
+    s = render(m);
+    fds = strstr(s, "\nprocess_open_fds ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fds);
+    CU_ASSERT_EQUAL(strtol(fds + strlen("\nprocess_open_fds "), NULL, 10), before + 1);
+    fclose(extra);
+    free(s);
+    oc_metrics_destroy(m); /* frees the owned hook state: ASan would report a leak */
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
@@ -292,6 +330,7 @@ int main(void)
     CU_add_test(s, "on_render hook", test_on_render_hook);
     CU_add_test(s, "render into a small buffer", test_render_too_large);
     CU_add_test(s, "threads", test_threads);
+    CU_add_test(s, "process families", test_process_families);
     int failed = oc_test_run();
     return failed ? 1 : 0;
 }

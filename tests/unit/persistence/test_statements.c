@@ -86,6 +86,7 @@ static void test_every_table_statement_filters_by_tenant(void)
     check_table(pst_stmts_messages, pst_nstmts_messages, &checked);
     check_table(pst_stmts_channels, pst_nstmts_channels, &checked);
     check_table(pst_stmts_outbound, pst_nstmts_outbound, &checked);
+    check_table(pst_stmts_metrics, pst_nstmts_metrics, &checked);
     /* The check saw the statements it exists for (get_conversation, the lists, ...). */
     CU_ASSERT(checked >= 10);
 }
