@@ -13,7 +13,7 @@
  * /metrics is read: Prometheus scrapes every 15 to 60 s, so 10 s keeps the figure fresh for
  * any of them at one cheap query per interval per replica. */
 #define QUEUE_REFRESH_MS 10000
-/* Counting stops there (see migration 0006): past it the gauge reads as "at least". */
+/* Counting stops there (see migration 0007): past it the gauge reads as "at least". */
 #define QUEUE_CAP "100000"
 /* The metrics slot is our own (the pool has one more slot than workers); a short wait for it
  * all the same. A (re)connect adds at most --connect-timeout-s (3 s by default) to the scrape

@@ -61,7 +61,7 @@ BAD_RESOLVES = {
     "id with external": "'00000000-0000-4000-8000-000000000000', NULL, 'ext'",
 }
 
-# The /metrics count of the retry queue (0006): only the cap, which bounds the rows it reads.
+# The /metrics count of the retry queue (0007): only the cap, which bounds the rows it reads.
 BAD_QUEUE_CAPS = {"cap NULL (no bound)": "NULL", "cap 0": "0", "cap negative": "-1",
                   "cap above 1000000": "1000001", "cap int max": "2147483647"}
 

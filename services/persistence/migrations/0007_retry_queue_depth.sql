@@ -1,4 +1,4 @@
--- 0006: the depth of the retry queue for /metrics (omnichat_retry_queue_messages).
+-- 0007: the depth of the retry queue for /metrics (omnichat_retry_queue_messages).
 --
 -- Outbound messages still in flight (pending or unknown with a next attempt), by channel type
 -- and by whether their next attempt is due now. Across tenants, hence SECURITY DEFINER like the
