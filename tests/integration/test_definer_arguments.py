@@ -184,7 +184,8 @@ def test_claim_webhook_route_refuses_every_bad_argument_and_changes_nothing(clus
         assert "OCIA0" in err, f"{what}: expected INVALID_ARGUMENT (OCIA0), got {err!r}"
         assert routes(db) == before, f"{what}: a refused claim changed the routes"
     # Without a tenant there is no caller to route to.
-    ok, out, err = psql_app(cluster, f"SELECT omnichat.claim_webhook_route('line', '{ext}', '{aid}')")
+    good = f"SELECT omnichat.claim_webhook_route('line', '{ext}', '{aid}')"
+    ok, out, err = psql_app(cluster, good)
     assert not ok and "OCIA0" in err, (out, err)
     # Another tenant's account, or this tenant's account under a key it was not registered
     # with, is nothing this tenant may route: NOT_FOUND.
@@ -195,10 +196,11 @@ def test_claim_webhook_route_refuses_every_bad_argument_and_changes_nothing(clus
             "own account, another type": f"'facebook', '{ext}', '{aid}'"}.items():
         ok, out, err = psql_app(cluster, as_tenant(b.tenant,
                                                    f"SELECT omnichat.claim_webhook_route({args})"))
-        assert not ok and "OCNF0" in err, f"{what}: expected NOT_FOUND (OCNF0), got {out!r} {err!r}"
+        assert not ok and "OCNF0" in err, f"{what}: expected OCNF0, got {out!r} {err!r}"
         assert routes(db) == before, f"{what}: a refused claim changed the routes"
     # An account row of its own for another tenant's live provider account (the runtime role
-    # may insert one under its tenant) does not take the route: false, nothing changed.
+    # may insert one under its tenant) does not take the route: false, nothing changed, and no
+    # webhook reaches that row.
     stolen = "00000000-0000-4000-8000-" + aid[-12:]
     ok, out, err = psql_app(cluster, as_tenant(b2.tenant, (
         "INSERT INTO omnichat.channel_accounts (tenant_id, id, channel_type, external_account_id) "
@@ -206,8 +208,10 @@ def test_claim_webhook_route_refuses_every_bad_argument_and_changes_nothing(clus
         f"SELECT omnichat.claim_webhook_route('line', '{ext}', '{stolen}')")))
     assert ok and out.split()[1:] == ["f"], (out, err)
     assert routes(db) == before
+    ok, out, err = psql_app(cluster, "SELECT id FROM omnichat.resolve_channel_account("
+                                     f"'{stolen}', NULL, NULL)")
+    assert ok and out.split() == [], (out, err)
     # Positive control: the same role, its own account under its own key: true.
-    ok, out, err = psql_app(cluster, as_tenant(b.tenant,
-                                               f"SELECT omnichat.claim_webhook_route('line', '{ext}', '{aid}')"))
+    ok, out, err = psql_app(cluster, as_tenant(b.tenant, good))
     assert ok and out.split()[1:] == ["t"], err
     assert [ext, b.tenant, aid] in [[r[1], r[2], r[3]] for r in routes(db)]

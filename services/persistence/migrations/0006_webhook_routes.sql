@@ -16,7 +16,9 @@
 -- from omnichat.tenant_id, not from an argument, and routes only a live account of that tenant
 -- with the same type and external id. The runtime role has no privilege on the table; it reads
 -- routes only through resolve_channel_account (SECURITY DEFINER, as before). No trigger: Citus
--- does not run triggers of a distributed table that write another table.
+-- does not run triggers of a distributed table that write another table. The global rule now
+-- lives in the route table: an account row written with plain SQL, around
+-- register_channel_account, gets no route, so no webhook ever reaches it.
 --
 -- A disabled account (an operator's UPDATE; no RPC disables) keeps its route until someone
 -- registers the same provider account again: claim_webhook_route then moves a route whose
