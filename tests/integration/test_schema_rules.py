@@ -14,7 +14,11 @@ for every table of a schema:
   reference a distributed one).
 The project enables row-level security without FORCE (the owner's privileged functions rely on
 that), so relforcerowsecurity is not required.
+
+A second check keeps key changes honest: every ON CONFLICT in the schema's functions must name a
+unique constraint, or the key columns of a unique index, of the table its INSERT writes.
 """
+import re
 import subprocess
 import uuid
 
@@ -179,3 +183,69 @@ def test_the_checker_reports_each_broken_rule(db):
         "weak_policy: no policy USING and WITH CHECK (tenant_id = omnichat.current_tenant())",
         "nullable_tenant: tenant_id is uuid (nullable), not uuid NOT NULL",
     ])
+
+
+# An INSERT with its ON CONFLICT target, not reaching into the next INSERT of the body.
+ON_CONFLICT = re.compile(r"INSERT\s+INTO\s+(?:omnichat\.)?(\w+)(?:(?!INSERT\s).)*?"
+                         r"ON\s+CONFLICT\s+(?:ON\s+CONSTRAINT\s+(\w+)|\(([^)]*)\))", re.I | re.S)
+
+
+def conflict_targets(db):
+    """(table, constraint) of the unique constraints of the omnichat schema, and (table, key
+    column set) of its unique indexes (what ON CONFLICT (columns) can infer)."""
+    constraints = {tuple(r) for r in db.rows(
+        "SELECT c.relname, co.conname FROM pg_constraint co "
+        "JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'omnichat' AND co.contype IN ('p', 'u')")}
+    index_cols = {(r[0], frozenset(r[1].split(","))) for r in db.rows(
+        "SELECT c.relname, string_agg(a.attname, ',') FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "CROSS JOIN LATERAL unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE n.nspname = 'omnichat' AND i.indisunique GROUP BY c.relname, i.indexrelid")}
+    return constraints, index_cols
+
+
+def dangling_conflicts(sources, constraints, index_cols):
+    """(function, table, target) of every ON CONFLICT in sources that names no unique
+    constraint or unique index of its INSERT's table; and how many ON CONFLICT clauses the
+    bodies hold (each must belong to an INSERT the pattern understood)."""
+    bad, found, total = [], 0, 0
+    for name, src in sources:
+        total += len(re.findall(r"ON\s+CONFLICT", src, re.I))
+        for m in ON_CONFLICT.finditer(src):
+            found += 1
+            table, con, cols = m.group(1), m.group(2), m.group(3)
+            if con is not None:
+                if (table, con) not in constraints:
+                    bad.append((name, table, con))
+            elif (table, frozenset(c.strip() for c in cols.split(","))) not in index_cols:
+                bad.append((name, table, f"({cols})"))
+    assert found == total, f"{total} ON CONFLICT clauses, {found} understood"
+    return bad, found
+
+
+def test_every_on_conflict_names_a_key_that_exists(db):
+    """An index change must not leave a function's ON CONFLICT pointing at nothing: PostgreSQL
+    only finds out when the statement runs."""
+    # '|' is psql's field separator: function bodies hold it ('||').
+    sources = [tuple(r) for r in db.rows(
+        "SELECT p.proname, translate(p.prosrc, E'|\\n', '! ') FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'omnichat'")]
+    constraints, index_cols = conflict_targets(db)
+    bad, seen = dangling_conflicts(sources, constraints, index_cols)
+    assert bad == []
+    # The checker found them all: contacts, conversations, messages (twice), attachments
+    # (twice), channel_accounts, webhook_routes.
+    assert seen == 8
+    # Positive control: the target 0006 dropped (its columns are a key of webhook_routes, not of
+    # channel_accounts), and a constraint of another table.
+    bad, _ = dangling_conflicts(
+        [("old_register", "INSERT INTO omnichat.channel_accounts (a) VALUES (1) "
+                          "ON CONFLICT (channel_type, external_account_id) "
+                          "WHERE status <> 'disabled' DO NOTHING"),
+         ("wrong_table", "INSERT INTO omnichat.contacts (a) VALUES (1) "
+                         "ON CONFLICT ON CONSTRAINT webhook_routes_pkey DO NOTHING")],
+        constraints, index_cols)
+    assert bad == [("old_register", "channel_accounts", "(channel_type, external_account_id)"),
+                   ("wrong_table", "contacts", "webhook_routes_pkey")]
