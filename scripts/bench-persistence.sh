@@ -167,6 +167,11 @@ SELECT tenant_id, line_id, 'line', 'U' || md5('bench-line-' || k), 'Bench LINE '
 UNION ALL
 SELECT tenant_id, fb_id, 'facebook', (100000000000000 + k)::text, 'Bench Page ' || k,
        now(), now() - interval '2 years', now() - interval '2 years' FROM bench.seed_tenants;
+-- Their webhook routes, as RegisterChannelAccount would have claimed them (0006).
+INSERT INTO omnichat.webhook_routes (channel_type, external_account_id, tenant_id,
+                                     channel_account_id, created_at)
+SELECT channel_type, external_account_id, tenant_id, id, created_at
+  FROM omnichat.channel_accounts;
 
 -- One contact per conversation. Conversation n of tenant k: LINE when n is even (thread = the
 -- user id), Messenger when odd (thread = "page_id:psid"). nmsg messages, one every `step`,

@@ -13,8 +13,8 @@ FB = pb.CHANNEL_TYPE_FACEBOOK  # nothing else in the suite makes Facebook messag
 
 # The definer functions this file covers. A new one must get its argument checks and its cases
 # here: test_every_definer_function_is_covered fails until it does.
-COVERED = {"claim_due_outbound", "claim_due_outbound_types", "resolve_channel_account",
-           "retry_queue_depth"}
+COVERED = {"claim_due_outbound", "claim_due_outbound_types", "claim_webhook_route",
+           "resolve_channel_account", "retry_queue_depth"}
 
 BAD_CLAIMS = {
     "type NULL": "NULL, 10, 'w', 60",
@@ -64,6 +64,18 @@ BAD_RESOLVES = {
 # The /metrics count of the retry queue (0007): only the cap, which bounds the rows it reads.
 BAD_QUEUE_CAPS = {"cap NULL (no bound)": "NULL", "cap 0": "0", "cap negative": "-1",
                   "cap above 1000000": "1000001", "cap int max": "2147483647"}
+
+# claim_webhook_route (0006) as (type, external id, account), after the tenant is set; {ext}
+# and {acct} are the test account's own, so only the named argument is wrong.
+BAD_ROUTE_CLAIMS = {
+    "type NULL": "NULL, '{ext}', '{acct}'",
+    "type unknown": "'twitter', '{ext}', '{acct}'",
+    "type upper case": "'LINE', '{ext}', '{acct}'",
+    "external NULL": "'line', NULL, '{acct}'",
+    "external empty": "'line', '', '{acct}'",
+    "external 257 bytes": f"'line', '{'e' * 257}', '{{acct}}'",
+    "account NULL": "'line', '{ext}', NULL",
+}
 
 
 def psql_app(cluster, sql):
@@ -172,3 +184,60 @@ def test_retry_queue_depth_refuses_every_bad_cap(cluster, db, b):
     ok, out, err = psql_app(cluster, "SELECT sum(messages) FROM omnichat.retry_queue_depth(1)")
     assert ok and int(out) == 1, (out, err)
     assert outbound_state(db) == before
+
+
+def routes(db):
+    """Every webhook route: what a route claim could change."""
+    return db.rows("SELECT channel_type, external_account_id, tenant_id, channel_account_id, "
+                   "created_at FROM omnichat.webhook_routes ORDER BY 1, 2")
+
+
+def as_tenant(tenant, sql):
+    """sql after setting the tenant; the set_config row is dropped from psql_app's output by
+    the callers (out.split()[1:])."""
+    return f"SELECT set_config('omnichat.tenant_id', '{tenant}', false); {sql}"
+
+
+def test_claim_webhook_route_refuses_every_bad_argument_and_changes_nothing(cluster, db, b, b2):
+    acct = b.account()
+    ext, aid = acct.external_account_id, acct.channel_account_id
+    other = b2.account()
+    before = routes(db)
+    for what, args in BAD_ROUTE_CLAIMS.items():
+        call = f"SELECT omnichat.claim_webhook_route({args.format(ext=ext, acct=aid)})"
+        ok, out, err = psql_app(cluster, as_tenant(b.tenant, call))
+        assert not ok, f"{what}: claim_webhook_route was accepted and returned {out!r}"
+        assert "OCIA0" in err, f"{what}: expected INVALID_ARGUMENT (OCIA0), got {err!r}"
+        assert routes(db) == before, f"{what}: a refused claim changed the routes"
+    # Without a tenant there is no caller to route to.
+    good = f"SELECT omnichat.claim_webhook_route('line', '{ext}', '{aid}')"
+    ok, out, err = psql_app(cluster, good)
+    assert not ok and "OCIA0" in err, (out, err)
+    # Another tenant's account, or this tenant's account under a key it was not registered
+    # with, is nothing this tenant may route: NOT_FOUND.
+    for what, args in {
+            "another tenant's account": f"'line', '{other.external_account_id}', "
+                                        f"'{other.channel_account_id}'",
+            "own account, another key": f"'line', '{other.external_account_id}', '{aid}'",
+            "own account, another type": f"'facebook', '{ext}', '{aid}'"}.items():
+        ok, out, err = psql_app(cluster, as_tenant(b.tenant,
+                                                   f"SELECT omnichat.claim_webhook_route({args})"))
+        assert not ok and "OCNF0" in err, f"{what}: expected OCNF0, got {out!r} {err!r}"
+        assert routes(db) == before, f"{what}: a refused claim changed the routes"
+    # An account row of its own for another tenant's live provider account (the runtime role
+    # may insert one under its tenant) does not take the route: false, nothing changed, and no
+    # webhook reaches that row.
+    stolen = "00000000-0000-4000-8000-" + aid[-12:]
+    ok, out, err = psql_app(cluster, as_tenant(b2.tenant, (
+        "INSERT INTO omnichat.channel_accounts (tenant_id, id, channel_type, external_account_id) "
+        f"VALUES ('{b2.tenant}', '{stolen}', 'line', '{ext}'); "
+        f"SELECT omnichat.claim_webhook_route('line', '{ext}', '{stolen}')")))
+    assert ok and out.split()[1:] == ["f"], (out, err)
+    assert routes(db) == before
+    ok, out, err = psql_app(cluster, "SELECT id FROM omnichat.resolve_channel_account("
+                                     f"'{stolen}', NULL, NULL)")
+    assert ok and out.split() == [], (out, err)
+    # Positive control: the same role, its own account under its own key: true.
+    ok, out, err = psql_app(cluster, as_tenant(b.tenant, good))
+    assert ok and out.split()[1:] == ["t"], err
+    assert [ext, b.tenant, aid] in [[r[1], r[2], r[3]] for r in routes(db)]
