@@ -439,3 +439,27 @@ def test_ingress_routes_only_the_two_webhook_paths():
     }
     assert ing["spec"]["tls"] == [{"hosts": ["hooks.example.com"], "secretName": "hooks-example-com-tls"}]
     assert not kinds(manifests("default"), "Ingress")
+
+
+def test_every_values_key_is_commented():
+    # Kubernetes objects passed through as they are (resources, label selectors) are described
+    # by the comment on their parent key.
+    passthrough = {"resources", "requests", "limits", "namespaceSelector", "podSelector",
+                   "matchLabels"}
+    stack, prev, missing, keys = [], "", [], 0
+    for n, line in enumerate((CHART / "values.yaml").read_text().splitlines(), 1):
+        m = re.match(r"^(\s*)([A-Za-z][\w./-]*):(.*)$", line)
+        if m:
+            keys += 1
+            indent = len(m.group(1))
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            parent = stack[-1][1] if stack else ""
+            commented = prev.lstrip().startswith("#") or "#" in m.group(3)
+            if not commented and parent not in passthrough:
+                missing.append(f"values.yaml:{n}: {m.group(2)}")
+            stack.append((indent, m.group(2)))
+        if line.strip():
+            prev = line
+    assert keys > 100, keys  # the scan saw the file's keys
+    assert not missing, "keys without a comment:\n" + "\n".join(missing)
