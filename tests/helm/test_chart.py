@@ -298,6 +298,11 @@ def test_resources_pdb_and_optional_hpa_and_servicemonitor():
         assert deployment(default, svc)["spec"]["replicas"] == 2
         sm = kinds(prod, "ServiceMonitor")[f"{FULL}-{svc}"]
         assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+        # It selects exactly the Service with the metrics port (not the headless one).
+        want = sm["spec"]["selector"]["matchLabels"].items()
+        selected = [n for n, s in kinds(prod, "Service").items()
+                    if want <= s["metadata"]["labels"].items()]
+        assert selected == [f"{FULL}-{svc}"], selected
         assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
         assert sm["spec"]["endpoints"][0]["port"] == SERVICES[svc][1]
     # Optional: absent by default (present with the production values, above).
