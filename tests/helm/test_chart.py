@@ -150,6 +150,7 @@ def test_schema_rejects_the_bad_values_file_for_each_reason():
         "tls.mode: Invalid type. Expected: string, given: boolean",
         'probes.readiness.type must be one of the following: "auto", "grpc", "http"',
         "networkPolicy.grpcAllowedFrom.0: Must have at least 1 properties",
+        "tls.extraClientRoles.0: Must not validate the schema (not)",
     ]
     for cmd in (["lint", "--strict", str(CHART)], ["template", RELEASE, str(CHART)]):
         r = helm(*cmd, "-f", str(BAD), check=False)
