@@ -126,8 +126,10 @@ def two_instances(cluster):
             started.append(svc.start())
         yield port, started
     finally:
-        for svc, addr in zip(started, ADDRESSES):
-            harness.assert_clean_exit(svc, f"persistence on {addr}", svc.stop())
+        # Stop both before judging either, so that a failed check leaves no process behind.
+        codes = [svc.stop() for svc in started]
+        for svc, addr, rc in zip(started, ADDRESSES, codes):
+            harness.assert_clean_exit(svc, f"persistence on {addr}", rc)
 
 
 def test_connector_spreads_persistence_calls_over_every_resolved_address(two_instances):
