@@ -41,9 +41,9 @@ static oc_err_t who(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMes
 }
 
 static const oc_rpc_method_t g_methods[] = {
-    {"/t.S/Who", REQ_DESC, REQ_DESC, who, OC_RPC_ROLE_ANY, NULL},
-    {"/t.S/OperatorOnly", REQ_DESC, REQ_DESC, who, OC_RPC_ROLE_OPERATOR, NULL},
-    {"/t.S/Nobody", REQ_DESC, REQ_DESC, who, 0, NULL},
+    {"/t.S/Who", REQ_DESC, REQ_DESC, who, OC_RPC_ROLE_ANY, NULL, NULL},
+    {"/t.S/OperatorOnly", REQ_DESC, REQ_DESC, who, OC_RPC_ROLE_OPERATOR, NULL, NULL},
+    {"/t.S/Nobody", REQ_DESC, REQ_DESC, who, 0, NULL, NULL},
 };
 
 static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
