@@ -77,8 +77,8 @@ typedef struct method {
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
     oc_rpc_handler_fn handler;
-    oc_rpc_limits_t limits; /* the table's, with the server's defaults filled in */
-    void *registered;       /* grpc_server_register_method handle */
+    oc_rpc_limits_t limits;                 /* the table's, with the server's defaults filled in */
+    void *registered;                       /* grpc_server_register_method handle */
     const oc_rpc_stream_handlers_t *stream; /* NULL: unary */
     void *arg;                              /* our own methods: ctx->user instead of opts.user */
 } method_t;
@@ -959,8 +959,8 @@ static oc_err_t add_reflection(oc_rpc_server_t *s, oc_error_t *err)
     static const oc_rpc_limits_t limits = {.max_request_bytes = 4096,
                                            .max_decode_bytes = 4096 * 4 + DECODE_SLACK};
 
-    s->reflect = rpc_reflect_create(s->opts.descriptor_set, s->opts.descriptor_set_len,
-                                    s->services, s->nservices, s->opts.max_message_bytes, err);
+    s->reflect = rpc_reflect_create(s->opts.descriptor_set, s->opts.descriptor_set_len, s->services,
+                                    s->nservices, s->opts.max_message_bytes, err);
     if (!s->reflect) return err->code;
     for (size_t i = 0; i < 2; i++)
         s->methods[s->nmethods++] =

@@ -367,8 +367,7 @@ static void collect(const rpc_reflect_t *r, size_t fi, bool *seen, size_t *order
 }
 
 /* The file and its transitive dependencies, the file first (what grpcurl expects). */
-static response_t *file_response(const rpc_reflect_t *r, oc_arena_t *a, response_t *resp,
-                                 size_t fi)
+static response_t *file_response(const rpc_reflect_t *r, oc_arena_t *a, response_t *resp, size_t fi)
 {
     bool *seen = oc_arena_alloc(a, r->nfiles * sizeof(*seen));
     size_t *order = oc_arena_alloc(a, r->nfiles * sizeof(*order));
@@ -490,8 +489,8 @@ static oc_err_t reflect_start(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const Prot
     return OC_OK;
 }
 
-static oc_err_t reflect_message(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx,
-                                const ProtobufCMessage *msg, oc_arena_t *arena)
+static oc_err_t reflect_message(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const ProtobufCMessage *msg,
+                                oc_arena_t *arena)
 {
     const rpc_reflect_t *r = ctx->user;
     int *count = oc_rpc_stream_data(st);

@@ -182,8 +182,8 @@ static void start_recv_locked(oc_rpc_stream_t *st)
 {
     grpc_op op;
 
-    if (!st->h->client_streaming || st->receiving || st->half_closed || st->closed ||
-        st->ending || st->broken || !st->call || (st->pending & (EV_START | EV_MESSAGE)))
+    if (!st->h->client_streaming || st->receiving || st->half_closed || st->closed || st->ending ||
+        st->broken || !st->call || (st->pending & (EV_START | EV_MESSAGE)))
         return;
     if (st->qlen >= st->qmax) {
         /* Read no more until the client reads: its writes then wait in HTTP/2 flow control. */
@@ -394,8 +394,7 @@ static void deliver(oc_rpc_stream_t *st, grpc_byte_buffer *bb)
     } else if (rc != OC_OK) {
         st->ctx.err = err;
     }
-    if (rc != OC_OK)
-        oc_rpc_stream_end(st, rc, st->ctx.err.msg[0] ? st->ctx.err.msg : NULL, NULL);
+    if (rc != OC_OK) oc_rpc_stream_end(st, rc, st->ctx.err.msg[0] ? st->ctx.err.msg : NULL, NULL);
     oc_arena_destroy(arena);
 }
 
