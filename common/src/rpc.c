@@ -176,6 +176,11 @@ typedef struct retired {
 } retired_t;
 
 static _Thread_local void *tls_worker;
+
+void *rpc_current_worker(void)
+{
+    return tls_worker;
+}
 /* "Failed accept4" lines seen from gRPC core: in 1.51 the listening port is dead after one. */
 static atomic_long g_accept_failures;
 

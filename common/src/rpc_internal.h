@@ -14,6 +14,9 @@ typedef struct rpc_tag {
     void (*fn)(void *tag, bool ok);
 } rpc_tag_t;
 
+/* What opts.worker_init returned for the calling worker thread; NULL on other threads. */
+void *rpc_current_worker(void);
+
 /* ---- streams (rpc_stream.c) ---- */
 
 /* The open streams of one server, for shutdown. */

@@ -509,6 +509,8 @@ static void run_locked(oc_rpc_stream_t *st)
         bool skip = (ev & (EV_MESSAGE | EV_HALF_CLOSE | EV_WRITABLE | EV_SHUTDOWN)) &&
                     (st->closed || st->aborted || st->ending);
         pthread_mutex_unlock(&st->mu);
+        /* Callbacks move between threads: ctx->worker is always the running thread's. */
+        st->ctx.worker = rpc_current_worker();
         if (!skip) dispatch(st, ev, msg);
         if (msg) grpc_byte_buffer_destroy(msg);
         pthread_mutex_lock(&st->mu);

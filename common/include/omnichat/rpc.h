@@ -72,7 +72,8 @@ typedef struct oc_rpc_limits {
  *   complete (on_shutdown: on the thread that called oc_rpc_server_shutdown, or a worker).
  *   The callbacks of ONE stream never run concurrently and come in order: on_start first,
  *   on_done last and exactly once; on_cancel at most once. Callbacks of different streams
- *   run in parallel. A callback must not block for long: it holds a worker.
+ *   run in parallel. A callback must not block for long: it holds a worker. In a callback,
+ *   ctx->worker is the running thread's worker state (NULL off the worker threads).
  * - oc_rpc_stream_send, _end, _abort, _ref and _unref are thread-safe and may be called from
  *   any thread (a fan-out thread, another stream's callback), also while the stream is being
  *   torn down: a producer that keeps a stream beyond the callback it got it from takes a

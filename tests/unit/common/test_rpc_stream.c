@@ -114,6 +114,8 @@ static oc_err_t count_start(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const Protob
 
 static void count_writable(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx)
 {
+    /* On a worker thread: ctx->worker is that thread's state, not the starting one's. */
+    if (!ctx->worker || strcmp(ctx->worker, "worker") != 0) atomic_fetch_add(&g_errors, 1);
     atomic_fetch_add(&g_writables, 1);
     count_pump(st, ctx);
 }
@@ -280,6 +282,13 @@ static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t
     atomic_fetch_add(&g_completions, 1);
 }
 
+static void *worker_init(void *arg, int index)
+{
+    (void)arg;
+    (void)index;
+    return strdup("worker");
+}
+
 static oc_rpc_server_t *start_server(void)
 {
     oc_error_t err;
@@ -287,6 +296,8 @@ static oc_rpc_server_t *start_server(void)
         .listen = "127.0.0.1:0",
         .workers = 4,
         .on_complete = on_complete,
+        .worker_init = worker_init,
+        .worker_fini = free,
     };
     oc_error_clear(&err);
     oc_rpc_server_t *s = oc_rpc_server_create(&o, g_methods, NMETHODS, &err);
@@ -339,10 +350,10 @@ static grpc_channel *channel_to(oc_rpc_server_t *s)
 
 static bool pluck(cli_t *c, void *tag, int timeout_ms)
 {
-    gpr_timespec until =
-        timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_REALTIME)
-                       : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                      gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    gpr_timespec until = timeout_ms < 0
+                             ? gpr_inf_future(GPR_CLOCK_REALTIME)
+                             : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                            gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
     grpc_event ev = grpc_completion_queue_pluck(c->cq, tag, until, NULL);
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
@@ -762,8 +773,10 @@ int main(void)
     CU_add_test(s, "deadline ends the stream", test_deadline);
     CU_add_test(s, "bidirectional echo, limits, handler error", test_bidi_echo_and_limits);
     CU_add_test(s, "producer thread racing cancels", test_push_races_cancel);
-    CU_add_test(s, "shutdown ends open streams through their hook", test_shutdown_with_open_streams);
-    CU_add_test(s, "unary beside streams; bad rows refused", test_unary_beside_streams_and_bad_rows);
+    CU_add_test(s, "shutdown ends open streams through their hook",
+                test_shutdown_with_open_streams);
+    CU_add_test(s, "unary beside streams; bad rows refused",
+                test_unary_beside_streams_and_bad_rows);
     CU_add_test(s, "server callbacks saw what they expected", test_callbacks_clean);
     return oc_test_run();
 }
