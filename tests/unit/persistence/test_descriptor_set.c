@@ -77,8 +77,8 @@ static void test_malformed_sets_are_refused(void)
 {
     oc_error_t err;
     static const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0x01, 0x00};
-    CU_ASSERT_PTR_NULL(create(pst_methods_messages, pst_nmethods_messages, garbage,
-                              sizeof garbage, &err));
+    CU_ASSERT_PTR_NULL(
+        create(pst_methods_messages, pst_nmethods_messages, garbage, sizeof garbage, &err));
     CU_ASSERT_STRING_EQUAL(err.msg, "reflection: malformed descriptor set");
     /* Cut short: a file's bytes run past the end. */
     CU_ASSERT_PTR_NULL(create(pst_methods_messages, pst_nmethods_messages, pst_descriptor_set,
