@@ -313,6 +313,10 @@ rpc_reflect_t *rpc_reflect_create(const uint8_t *set, size_t len, char *const *s
     if (!r->services) goto nomem;
     for (size_t i = 0; i < nservices + 3; i++) {
         const char *name = i < nservices ? services[i] : builtin[i - nservices];
+        bool listed = false;
+        for (size_t k = 0; k < r->nservices; k++)
+            listed |= strcmp(r->services[k], name) == 0;
+        if (listed) continue; /* a table that serves Health/Check itself */
         const symbol_t *sym = find_symbol(r, name);
         if (!sym || sym->kind != SYM_SERVICE) {
             oc_error_set(err, OC_E_INVALID,
