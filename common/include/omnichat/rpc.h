@@ -270,8 +270,9 @@ bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n);
 /* Health status reported by Check. Thread-safe. */
 void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving);
 /*
- * Graceful stop: refuses new calls, lets in-flight calls finish for up to grace_ms, then
- * cancels the rest, drains the queues and joins the workers. Call once, from one thread.
+ * Graceful stop: refuses new calls, asks open streams to end (on_shutdown, on this thread),
+ * lets in-flight calls and streams finish for up to grace_ms, then cancels the rest, drains the
+ * queues and joins the workers. Call once, from one thread.
  */
 void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms);
 /* Frees the server (shutting it down first if needed) and calls grpc_shutdown. NULL is fine. */
