@@ -72,6 +72,7 @@ static Msg *new_msg(oc_arena_t *a, const char *text)
  * queue has room and going on from on_writable. */
 typedef struct counter {
     int next, n, size;
+    bool abort_when_full; /* "count:N:SIZE:abort": a slow consumer is ended at once */
 } counter_t;
 
 static void count_pump(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx)
@@ -87,6 +88,7 @@ static void count_pump(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx)
         oc_arena_destroy(a);
         if (rc == OC_E_AGAIN) {
             atomic_fetch_add(&g_agains, 1);
+            if (c->abort_when_full) oc_rpc_stream_abort(st, OC_E_UNAVAILABLE, "too slow");
             return;
         }
         if (rc != OC_OK) {
@@ -103,7 +105,7 @@ static oc_err_t count_start(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const Protob
 {
     const char *in = ((const Msg *)req)->service;
     counter_t *c = oc_arena_alloc(ctx->arena, sizeof(*c));
-    *c = (counter_t){0, 0, 1};
+    *c = (counter_t){0, 0, 1, strstr(in, ":abort") != NULL};
     if (sscanf(in, "count:%d:%d", &c->n, &c->size) < 1 || c->n < 0)
         return oc_error_set(&ctx->err, OC_E_INVALID, "bad count request");
     atomic_fetch_add(&g_starts, 1);
@@ -548,6 +550,30 @@ static void test_backpressure(void)
     CU_ASSERT(await_at_least(&g_dones, 1));
 }
 
+static void test_slow_consumer_aborted(void)
+{
+    cli_t c;
+    char details[64];
+    reset_counters();
+    grpc_channel *ch = channel_to_ex(g_srv, true);
+    CU_ASSERT_FATAL(cli_start(&c, ch, "/t.S/Count", "count:48:65536:abort", 0));
+    CU_ASSERT(await_at_least(&g_dones, 1));
+    /* The client gets the server's reason, not a cancellation of its own. */
+    int got = 0;
+    for (char *m; (m = cli_recv(&c)) != NULL; free(m))
+        got++;
+    CU_ASSERT(got < 48);
+    CU_ASSERT_EQUAL(cli_finish(&c, details, sizeof details), GRPC_STATUS_UNAVAILABLE);
+    CU_ASSERT_STRING_EQUAL(details, "too slow");
+    cli_destroy(&c);
+    grpc_channel_destroy(ch);
+    CU_ASSERT_EQUAL(atomic_load(&g_agains), 1);
+    CU_ASSERT_EQUAL(atomic_load(&g_cancels), 0); /* the server ended it: no on_cancel */
+    CU_ASSERT_EQUAL(atomic_load(&g_last_done_status), GRPC_STATUS_UNAVAILABLE);
+    CU_ASSERT(await_at_least(&g_completions, 1));
+    CU_ASSERT_EQUAL(atomic_load(&g_last_complete_status), GRPC_STATUS_UNAVAILABLE);
+}
+
 static void test_client_cancel(void)
 {
     cli_t c;
@@ -769,6 +795,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("rpc_stream", suite_init, suite_clean);
     CU_add_test(s, "server stream of N messages in order", test_server_stream_in_order);
     CU_add_test(s, "backpressure: queue full, then drained", test_backpressure);
+    CU_add_test(s, "slow consumer ended with abort", test_slow_consumer_aborted);
     CU_add_test(s, "client cancel: on_cancel exactly once", test_client_cancel);
     CU_add_test(s, "deadline ends the stream", test_deadline);
     CU_add_test(s, "bidirectional echo, limits, handler error", test_bidi_echo_and_limits);
