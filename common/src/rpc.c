@@ -968,8 +968,12 @@ static oc_err_t add_reflection(oc_rpc_server_t *s, oc_error_t *err)
     static const oc_rpc_limits_t limits = {.max_request_bytes = 4096,
                                            .max_decode_bytes = 4096 * 4 + DECODE_SLACK};
 
+    /* Responses stay within what gRPC clients accept by default (4 MiB), whatever we accept. */
+    size_t max_response = s->opts.max_message_bytes < DEFAULT_MAX_MESSAGE
+                              ? s->opts.max_message_bytes
+                              : DEFAULT_MAX_MESSAGE;
     s->reflect = rpc_reflect_create(s->opts.descriptor_set, s->opts.descriptor_set_len, s->services,
-                                    s->nservices, s->opts.max_message_bytes, err);
+                                    s->nservices, max_response, err);
     if (!s->reflect) return err->code;
     for (size_t i = 0; i < 2; i++)
         s->methods[s->nmethods++] =
