@@ -1,4 +1,5 @@
-/* Unary gRPC servers over a method table, health checking, and a blocking client, on gRPC core. */
+/* gRPC servers over a method table (unary calls here, streams in rpc_stream.c), health checking,
+ * and a blocking client, on gRPC core. */
 #include "omnichat/rpc.h"
 
 #include "omnichat/pbcheck.h"
@@ -28,9 +29,11 @@
 #include <grpc/support/time.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
 #include "omnichat/log.h"
 #include "omnichat/resources.h"
 #include "omnichat/util.h"
+#include "rpc_internal.h"
 #include "rpc_tls.h"
 
 #define DEFAULT_WORKERS 16
@@ -62,23 +65,24 @@
 #define FD_RESERVE 128
 /* Heap growth after which the housekeeping thread gives freed memory back. */
 #define TRIM_SLACK ((size_t)2 << 20)
+/* Arena block of a stream's context (a unary call's arena lives microseconds and uses 8 KiB). */
+#define STREAM_ARENA_BLOCK 1024
 /* Decoding budget beyond the wire walk's estimate. */
 #define DECODE_SLACK (64u * 1024)
 
 #define CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-/* Every tag handed to gRPC starts with this, so workers dispatch without knowing the type. */
-typedef struct tag {
-    void (*fn)(void *tag, bool ok);
-} tag_t;
+typedef rpc_tag_t tag_t;
 
 typedef struct method {
     const char *path;
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
     oc_rpc_handler_fn handler;
-    oc_rpc_limits_t limits; /* the table's, with the server's defaults filled in */
-    void *registered;       /* grpc_server_register_method handle */
+    oc_rpc_limits_t limits;                 /* the table's, with the server's defaults filled in */
+    void *registered;                       /* grpc_server_register_method handle */
+    const oc_rpc_stream_handlers_t *stream; /* NULL: unary */
+    void *arg;                              /* our own methods: ctx->user instead of opts.user */
 } method_t;
 
 typedef struct worker {
@@ -108,6 +112,7 @@ typedef struct srv_call {
     grpc_byte_buffer *resp_bb;
     grpc_slice status_details;
     bool have_details;
+    bool handed_off; /* to a stream, with the call and the arena */
     oc_rpc_ctx_t ctx;
 } srv_call_t;
 
@@ -155,6 +160,8 @@ struct oc_rpc_server {
     oc_rpc_tls_t probe_tls; /* with TLS: our own certificate, checked as "localhost" */
     atomic_bool healthy;
     char health_detail[OC_ERROR_MSG_MAX + 1]; /* under mu */
+    rpc_streams_t *streams;
+    rpc_reflect_t *reflect; /* NULL: no descriptor set, no reflection */
     /* Housekeeping thread (memory trim; listener watchdog and health probe). */
     pthread_t keeper;
     bool keeper_running;
@@ -169,6 +176,11 @@ typedef struct retired {
 } retired_t;
 
 static _Thread_local void *tls_worker;
+
+void *rpc_current_worker(void)
+{
+    return tls_worker;
+}
 /* "Failed accept4" lines seen from gRPC core: in 1.51 the listening port is dead after one. */
 static atomic_long g_accept_failures;
 
@@ -351,9 +363,12 @@ static void stop_signal(oc_rpc_server_t *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Frees a call. A call handed to a stream (c->call NULL) leaves its share of `outstanding` to
+ * the stream, which gives it back when it finishes (stream_finished). */
 static void release_call(srv_call_t *c)
 {
     oc_rpc_server_t *s = c->s;
+    bool handed_off = c->handed_off;
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     if (c->resp_bb) grpc_byte_buffer_destroy(c->resp_bb);
     if (c->have_details) grpc_slice_unref(c->status_details);
@@ -362,7 +377,21 @@ static void release_call(srv_call_t *c)
     if (c->call) grpc_call_unref(c->call);
     oc_arena_destroy(c->ctx.arena);
     free(c);
+    if (!handed_off && atomic_fetch_sub(&s->outstanding, 1) == 1 && atomic_load(&s->stopping))
+        stop_signal(s);
+}
+
+static void stream_finished(void *host, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
+{
+    oc_rpc_server_t *s = host;
+    if (s->opts.on_complete) s->opts.on_complete(s->opts.user, ctx, status, latency_us);
     if (atomic_fetch_sub(&s->outstanding, 1) == 1 && atomic_load(&s->stopping)) stop_signal(s);
+}
+
+/* A bidirectional stream reads its messages itself, one at a time: no payload with the call. */
+static bool reads_itself(const method_t *m)
+{
+    return m->stream && m->stream->client_streaming;
 }
 
 static bool post_request(oc_rpc_server_t *s, int midx, int cqi)
@@ -390,8 +419,9 @@ static bool post_request(oc_rpc_server_t *s, int midx, int cqi)
     if (midx == UNREGISTERED)
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, cq, cq, c);
     else
-        e = grpc_server_request_registered_call(s->server, s->methods[midx].registered, &c->call,
-                                                &c->deadline, &c->md, &c->payload, cq, cq, c);
+        e = grpc_server_request_registered_call(
+            s->server, s->methods[midx].registered, &c->call, &c->deadline, &c->md,
+            reads_itself(&s->methods[midx]) ? NULL : &c->payload, cq, cq, c);
     pthread_mutex_unlock(&s->gen_mu);
     if (e != GRPC_CALL_OK) {
         release_call(c);
@@ -452,6 +482,21 @@ static bool authorized(srv_call_t *c)
     return (roles & allowed) != 0;
 }
 
+/* Hands an authorized call to a stream (rpc_stream.c). False when it could not: the call is
+ * still ours to answer. */
+static bool serve_stream(srv_call_t *c, const method_t *m, const ProtobufCMessage *req)
+{
+    oc_rpc_server_t *s = c->s;
+    if (m->arg) c->ctx.user = m->arg;
+    if (rpc_stream_begin(s->streams, m->stream, m->input, m->output, &m->limits, c->call, &c->ctx,
+                         req, c->start_us) != OC_OK)
+        return false;
+    c->call = NULL;
+    c->handed_off = true;
+    release_call(c);
+    return true;
+}
+
 static void serve_call(srv_call_t *c)
 {
     oc_rpc_server_t *s = c->s;
@@ -460,10 +505,12 @@ static void serve_call(srv_call_t *c)
     oc_error_clear(&ctx->err);
     ctx->worker = tls_worker;
     ctx->user = s->opts.user;
-    ctx->arena = oc_arena_create(0);
+    const method_t *m = c->midx == UNREGISTERED ? NULL : &s->methods[c->midx];
+    /* A stream keeps its arena for its whole life, mostly idle: small blocks keep thousands of
+     * open streams cheap (rpc.h, streaming). */
+    ctx->arena = oc_arena_create(m && m->stream ? STREAM_ARENA_BLOCK : 0);
     request_id_from(&c->md, ctx->request_id);
 
-    const method_t *m = c->midx == UNREGISTERED ? NULL : &s->methods[c->midx];
     if (m) {
         ctx->method = m->path;
         ctx->deadline_us = timespec_to_epoch_us(c->deadline);
@@ -493,8 +540,15 @@ static void serve_call(srv_call_t *c)
         /* The client has given up already (typically the call queued behind busy workers):
          * running the handler would only spend a database connection on nothing. */
         rc = oc_error_set(&ctx->err, OC_E_DEADLINE, "deadline exceeded before the call started");
+    } else if (reads_itself(m)) {
+        if (serve_stream(c, m, NULL)) return;
+        rc = oc_error_set(&ctx->err, OC_E_NOMEM, "server: out of memory");
     } else if (!c->payload) {
         rc = oc_error_set(&ctx->err, OC_E_INVALID, "request: missing message");
+    } else if (m->stream) {
+        ProtobufCMessage *req = decode_request(m, &c->payload, ctx);
+        if (req && serve_stream(c, m, req)) return;
+        rc = req ? oc_error_set(&ctx->err, OC_E_NOMEM, "server: out of memory") : ctx->err.code;
     } else {
         ProtobufCMessage *req = decode_request(m, &c->payload, ctx);
         if (!req) {
@@ -905,6 +959,35 @@ static oc_rpc_limits_t method_limits(const oc_rpc_server_t *s, const oc_rpc_meth
     return l;
 }
 
+/* Reflection for opts.descriptor_set: both versions share one implementation and the v1
+ * message types (v1alpha's are the same messages on the wire). */
+static oc_err_t add_reflection(oc_rpc_server_t *s, oc_error_t *err)
+{
+    static const char *const paths[] = {RPC_REFLECT_V1_PATH, RPC_REFLECT_V1ALPHA_PATH};
+    /* A request names a file or a symbol; grpc's own clients send a few hundred bytes. */
+    static const oc_rpc_limits_t limits = {.max_request_bytes = 4096,
+                                           .max_decode_bytes = 4096 * 4 + DECODE_SLACK};
+
+    /* Responses stay within what gRPC clients accept by default (4 MiB), whatever we accept. */
+    size_t max_response = s->opts.max_message_bytes < DEFAULT_MAX_MESSAGE
+                              ? s->opts.max_message_bytes
+                              : DEFAULT_MAX_MESSAGE;
+    s->reflect = rpc_reflect_create(s->opts.descriptor_set, s->opts.descriptor_set_len, s->services,
+                                    s->nservices, max_response, err);
+    if (!s->reflect) return err->code;
+    for (size_t i = 0; i < 2; i++)
+        s->methods[s->nmethods++] =
+            (method_t){paths[i],
+                       &grpc__reflection__v1__server_reflection_request__descriptor,
+                       &grpc__reflection__v1__server_reflection_response__descriptor,
+                       NULL,
+                       limits,
+                       NULL,
+                       &rpc_reflect_handlers,
+                       s->reflect};
+    return OC_OK;
+}
+
 static bool path_valid(const char *p)
 {
     if (!p || p[0] != '/') return false;
@@ -952,6 +1035,8 @@ static void free_server(oc_rpc_server_t *s)
         free(r);
     }
     if (s->quota) grpc_resource_quota_unref(s->quota);
+    rpc_streams_destroy(s->streams);
+    rpc_reflect_destroy(s->reflect);
     free(s->probe_target);
     for (int i = 0; i < s->ncq; i++)
         if (s->cqs[i]) grpc_completion_queue_destroy(s->cqs[i]);
@@ -1002,7 +1087,10 @@ static grpc_server *build_server(oc_rpc_server_t *s, const char *addr, void **re
         grpc_server_register_completion_queue(srv, s->cqs[i], NULL);
     for (size_t i = 0; i < s->nmethods; i++) {
         regs[i] = grpc_server_register_method(srv, s->methods[i].path, NULL,
-                                              GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                                              reads_itself(&s->methods[i])
+                                                  ? GRPC_SRM_PAYLOAD_NONE
+                                                  : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                              0);
         if (!regs[i]) {
             oc_error_set(err, OC_E_INVALID, "rpc server: could not register method %s",
                          s->methods[i].path);
@@ -1041,7 +1129,8 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
     bool own_health = true;
     for (size_t i = 0; i < nmethods; i++) {
         const oc_rpc_method_t *m = &methods[i];
-        if (!path_valid(m->path) || !m->input || !m->output || !m->handler) {
+        if (!path_valid(m->path) || !m->input || !m->output || !m->handler == !m->stream ||
+            (m->stream && !m->stream->on_start)) {
             oc_error_set(err, OC_E_INVALID, "rpc server: invalid method entry %zu (%s)", i,
                          m->path ? m->path : "null");
             return NULL;
@@ -1084,7 +1173,8 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
     s->nworkers = s->opts.workers;
     s->ncq = (s->nworkers + THREADS_PER_CQ - 1) / THREADS_PER_CQ;
 
-    s->methods = calloc(nmethods + 1, sizeof(*s->methods));
+    /* The table, then health and the two reflection methods. */
+    s->methods = calloc(nmethods + 3, sizeof(*s->methods));
     s->services = calloc(nmethods + 1, sizeof(*s->services));
     s->cqs = calloc((size_t)s->ncq, sizeof(*s->cqs));
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
@@ -1098,6 +1188,8 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                                    methods[i].output,
                                    methods[i].handler,
                                    method_limits(s, &methods[i]),
+                                   NULL,
+                                   methods[i].stream,
                                    NULL};
         if (add_service_name(s, methods[i].path, err) != OC_OK) goto fail;
     }
@@ -1112,7 +1204,15 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                        health_check,
                        (oc_rpc_limits_t){.max_request_bytes = HEALTH_MAX_REQUEST,
                                          .max_decode_bytes = HEALTH_MAX_REQUEST * 4 + DECODE_SLACK},
+                       NULL,
+                       NULL,
                        NULL};
+    s->streams = rpc_streams_create(stream_finished, s);
+    if (!s->streams) {
+        oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
+        goto fail;
+    }
+    if (opts->descriptor_set && add_reflection(s, err) != OC_OK) goto fail;
 
     for (int i = 0; i < s->ncq; i++)
         s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
@@ -1235,6 +1335,9 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
         }
         return;
     }
+
+    /* Open streams are told now (on_shutdown), so they can end within the grace period. */
+    rpc_streams_shutdown(s->streams);
 
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);

@@ -32,6 +32,10 @@ struct conn_service {
     oc_http_route_t routes[4];
 };
 
+/* The API's FileDescriptorSet for server reflection, generated at build time from proto/. */
+extern const uint8_t conn_descriptor_set[];
+extern const size_t conn_descriptor_set_len;
+
 static const oc_rpc_method_t methods[] = {
     /* Who may call what over TLS: an inbox sends replies; only the operator connects channels
      * (it stores credentials). */
@@ -178,6 +182,8 @@ oc_err_t conn_service_start(conn_service_t *s, int *grpc_port, int *http_port, o
         .on_complete = on_rpc_complete,
         .tls = c->tls_on ? &c->tls : NULL,
         .client_roles = c->cfg.tls.client_roles,
+        .descriptor_set = conn_descriptor_set,
+        .descriptor_set_len = conn_descriptor_set_len,
     };
 
     if (opts.tls == NULL)

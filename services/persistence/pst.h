@@ -97,6 +97,9 @@ extern const oc_rpc_method_t pst_methods_outbound[];
 extern const size_t pst_nmethods_outbound;
 extern const oc_pg_stmt_t pst_stmts_outbound[];
 extern const size_t pst_nstmts_outbound;
+/* The API's FileDescriptorSet for server reflection, generated at build time from proto/. */
+extern const uint8_t pst_descriptor_set[];
+extern const size_t pst_descriptor_set_len;
 
 /*
  * Decoding limits of a method by its name ("PersistInbound"); every method has a row (limits.c).

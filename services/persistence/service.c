@@ -197,6 +197,8 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
         .on_complete = on_complete,
         .tls = oc_svc_tls(&s->pst.cfg.tls, &s->pst.tls),
         .client_roles = s->pst.cfg.tls.client_roles,
+        .descriptor_set = pst_descriptor_set,
+        .descriptor_set_len = pst_descriptor_set_len,
     };
 
     if (opts.tls == NULL)

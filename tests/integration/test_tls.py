@@ -412,3 +412,18 @@ def test_certificates_reload_without_restart(tls_stack):
         rc = svc.stop()
         assert not sanitizer_lines(svc.log_text()), log_tail(svc.log_path)
         assert rc in (0, -15), log_tail(svc.log_path)
+
+
+def test_reflection_is_open_to_every_authenticated_peer_only(tls_stack):
+    from test_reflection import BUILTIN, CONNECTOR, PERSISTENCE, services_of
+    for port, served in ((tls_stack.pst.grpc_port, PERSISTENCE),
+                         (tls_stack.conn.grpc_port, CONNECTOR)):
+        # A certificate of our CA without any role may explore the API, as it may check health
+        # (it still may not call a method: test_every_persistence_method_follows_the_role_table).
+        with tls_stack.certs.channel(port, "stranger") as channel:
+            for version in ("v1", "v1alpha"):
+                assert services_of(channel, version) == {served} | BUILTIN
+        with tls_stack.certs.channel(port, None) as channel:
+            with pytest.raises(grpc.RpcError) as e:
+                services_of(channel, "v1")
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -307,7 +307,7 @@ static oc_err_t fake_reconcile(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in,
     { \
         FAKE_PST_SERVICE name, &omnichat__persistence__v1__##snake##_request__descriptor, \
             &omnichat__persistence__v1__##snake##_response__descriptor, fn, OC_RPC_ROLE_CONNECTOR, \
-            NULL \
+            NULL, NULL \
     }
 
 static const oc_rpc_method_t fake_methods[] = {

@@ -28,6 +28,7 @@
     X(INTERNAL, "internal error", 13, 500) \
     X(IO, "input/output error", 13, 500) \
     X(CONFIG, "invalid configuration", 13, 500) \
+    X(AGAIN, "try again later", 8, 429) \
     X(UNKNOWN, "unknown error", 2, 500)
 
 typedef enum oc_err {

@@ -1,4 +1,5 @@
-/* A thin layer over gRPC core (1.51): unary servers with a method table, and a blocking client. */
+/* A thin layer over gRPC core (1.51): unary and streaming servers with a method table, server
+ * reflection, and a blocking client. */
 #ifndef OMNICHAT_RPC_H
 #define OMNICHAT_RPC_H
 
@@ -61,14 +62,113 @@ typedef struct oc_rpc_limits {
     oc_pb_limits_t wire;
 } oc_rpc_limits_t;
 
+/*
+ * Streaming calls: server streaming (one request, then any number of responses) and
+ * bidirectional (requests and responses in both directions), registered in the same method
+ * table as unary calls (a row with .stream instead of .handler).
+ *
+ * Threading contract:
+ * - No thread per stream. Callbacks run on the server's worker threads as the call's events
+ *   complete (on_shutdown: on the thread that called oc_rpc_server_shutdown, or a worker).
+ *   The callbacks of ONE stream never run concurrently and come in order: on_start first,
+ *   on_done last and exactly once; on_cancel at most once. Callbacks of different streams
+ *   run in parallel. A callback must not block for long: it holds a worker. In a callback,
+ *   ctx->worker is the running thread's worker state (NULL off the worker threads).
+ * - oc_rpc_stream_send, _end, _abort, _ref and _unref are thread-safe and may be called from
+ *   any thread (a fan-out thread, another stream's callback), also while the stream is being
+ *   torn down: a producer that keeps a stream beyond the callback it got it from takes a
+ *   reference (oc_rpc_stream_ref) and drops it when done (after on_done, calls only fail).
+ * - Backpressure: at most one message is on the wire per call (gRPC allows one SEND_MESSAGE
+ *   outstanding); the rest wait in a bounded per-stream queue (queue_max). When it is full,
+ *   send returns OC_E_AGAIN and on_writable follows once there is room again, so a producer
+ *   can drop, coalesce or end a slow consumer (e.g. oc_rpc_stream_abort).
+ * - Client messages (bidirectional) arrive one at a time through on_message (one RECV_MESSAGE
+ *   outstanding), each decoded under the method's oc_rpc_limits_t like a unary request into
+ *   an arena of its own that is freed when on_message returns. While the send queue is full
+ *   no further message is read, so a client that writes without reading is held back by
+ *   HTTP/2 flow control, not by our memory.
+ * - The client going away (cancel, deadline, lost connection) is seen through
+ *   RECV_CLOSE_ON_SERVER: on_cancel, then on_done. Queued messages are dropped.
+ * - Graceful shutdown (oc_rpc_server_shutdown) calls on_shutdown of every open stream at its
+ *   start; it should send a last message if it has one and end the stream (the default ends
+ *   it with UNAVAILABLE). Streams still open when the grace period is over are cancelled.
+ * - Roles are checked at the start as for unary calls (a refused stream runs no callback but
+ *   the server's on_complete). opts.on_complete fires once per stream, after on_done, with
+ *   the final status; latency is the stream's lifetime.
+ */
+typedef struct oc_rpc_stream oc_rpc_stream_t;
+
+typedef struct oc_rpc_stream_handlers {
+    /* false: server streaming, the request arrives with the start; true: bidirectional. */
+    bool client_streaming;
+    /* Messages that may wait to be sent (0: 8). The final message of oc_rpc_stream_end does
+     * not count. */
+    size_t queue_max;
+    /*
+     * Required. The stream has started: `req` is the request (server streaming; decoded into
+     * ctx->arena, which lives as long as the stream) or NULL (bidirectional). Return OC_OK to
+     * keep the stream open (responses may be sent from here or later, from any thread), or an
+     * error (with oc_error_set(&ctx->err, ...)) to end it with that status.
+     */
+    oc_err_t (*on_start)(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const ProtobufCMessage *req);
+    /* Bidirectional: one client message, in `arena` (freed on return). An error ends the
+     * stream with that status. NULL: client messages are read and ignored. */
+    oc_err_t (*on_message)(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const ProtobufCMessage *msg,
+                           oc_arena_t *arena);
+    /* Bidirectional: the client has sent its last message. NULL: the stream ends with OK
+     * once the queued messages are sent. */
+    void (*on_half_close)(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx);
+    /* The queue was full (a send returned OC_E_AGAIN) and has room again. Optional. */
+    void (*on_writable)(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx);
+    /* The client cancelled, its deadline passed or its connection was lost. Optional. */
+    void (*on_cancel)(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx);
+    /* The server is shutting down gracefully. NULL: end with UNAVAILABLE. */
+    void (*on_shutdown)(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx);
+    /* The call is over (grpc_status as sent, or CANCELLED / DEADLINE_EXCEEDED): nothing more
+     * will be sent or received; drop every registration of `st` here. Optional. */
+    void (*on_done)(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, int grpc_status);
+} oc_rpc_stream_handlers_t;
+
 typedef struct oc_rpc_method {
     const char *path; /* "/omnichat.persistence.v1.Persistence/UpsertContact" */
     const ProtobufCMessageDescriptor *input;
     const ProtobufCMessageDescriptor *output;
-    oc_rpc_handler_fn handler;
+    oc_rpc_handler_fn handler;     /* unary; NULL for a streaming method */
     unsigned roles;                /* OC_RPC_ROLE_* allowed to call it over TLS; 0: nobody */
     const oc_rpc_limits_t *limits; /* NULL: server defaults (copied at create) */
+    /* Streaming; NULL for a unary method (exactly one of handler and stream is set). The
+     * handlers must outlive the server. */
+    const oc_rpc_stream_handlers_t *stream;
 } oc_rpc_method_t;
+
+/*
+ * Queues `msg` (packed now: the caller's memory may go on return) after the messages already
+ * queued. OC_OK; OC_E_AGAIN when the queue is full (nothing queued; on_writable follows when
+ * there is room); OC_E_CANCELLED when the stream has ended or is ending (nothing queued);
+ * OC_E_INVALID for a message of another type than the method's output. Never blocks.
+ * Thread-safe.
+ */
+oc_err_t oc_rpc_stream_send(oc_rpc_stream_t *st, const ProtobufCMessage *msg);
+/*
+ * Ends the stream with `code` (OC_OK or an error; its gRPC status is sent) and the status
+ * message `msg` (NULL: the code's message), after the queued messages and, when given, one
+ * `final` message (for example a last bookmark; it never gets OC_E_AGAIN). The first end wins:
+ * OC_E_CANCELLED when the stream was already ending or over. Never blocks. Thread-safe.
+ */
+oc_err_t oc_rpc_stream_end(oc_rpc_stream_t *st, oc_err_t code, const char *msg,
+                           const ProtobufCMessage *final);
+/* Ends the stream at once with `code` and `msg`, dropping what is queued (a slow consumer).
+ * No on_cancel follows; on_done does. Thread-safe. */
+void oc_rpc_stream_abort(oc_rpc_stream_t *st, oc_err_t code, const char *msg);
+/* References: the stream's memory stays valid until the last one is dropped. The server holds
+ * one until after on_done. Thread-safe. */
+void oc_rpc_stream_ref(oc_rpc_stream_t *st);
+void oc_rpc_stream_unref(oc_rpc_stream_t *st);
+/* The service's own per-stream pointer (NULL until set). Thread-safe. */
+void oc_rpc_stream_set_data(oc_rpc_stream_t *st, void *data);
+void *oc_rpc_stream_data(oc_rpc_stream_t *st);
+/* Messages currently queued (including the one on the wire). Thread-safe. */
+size_t oc_rpc_stream_queued(oc_rpc_stream_t *st);
 
 /*
  * TLS files (PEM). Servers and clients alike present cert_file/key_file and trust ca_file,
@@ -130,6 +230,12 @@ typedef struct oc_rpc_server_opts {
      * Both must outlive the server. */
     const oc_rpc_tls_t *tls;
     const char *client_roles;
+    /* Optional: a FileDescriptorSet (protoc --include_imports --descriptor_set_out) holding
+     * the served services, grpc/health/v1/health.proto and both reflection protos. When set,
+     * the server answers gRPC server reflection, grpc.reflection.v1 and v1alpha (see
+     * oc_rpc_server_create). Not copied: it must outlive the server (an embedded array). */
+    const uint8_t *descriptor_set;
+    size_t descriptor_set_len;
 } oc_rpc_server_opts_t;
 
 typedef struct oc_rpc_server oc_rpc_server_t;
@@ -139,7 +245,13 @@ typedef struct oc_rpc_server oc_rpc_server_t;
  * `methods` (the table must outlive the server) and grpc.health.v1.Health/Check, answering
  * SERVING for "" and for each service named in the method paths while serving, NOT_SERVING
  * after oc_rpc_server_set_serving(false), NOT_FOUND for other names; Watch is UNIMPLEMENTED, as
- * is every unknown method. Calls grpc_init. Returns NULL with err set on failure.
+ * is every unknown method. With opts->descriptor_set it also serves
+ * grpc.reflection.v1.ServerReflection and grpc.reflection.v1alpha.ServerReflection
+ * (ServerReflectionInfo) to every authenticated peer (OC_RPC_ROLE_ANY, like health): the
+ * services of `methods`, Health and both reflection services are listed; files are found by
+ * name or by symbol (service, method, message, enum, nested ones) and sent with their
+ * transitive dependencies; extensions are NOT_FOUND (the API has none). A set that lacks one
+ * of the served services is an error. Calls grpc_init. Returns NULL with err set on failure.
  */
 oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                                       const oc_rpc_method_t *methods, size_t nmethods,
@@ -158,8 +270,9 @@ bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n);
 /* Health status reported by Check. Thread-safe. */
 void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving);
 /*
- * Graceful stop: refuses new calls, lets in-flight calls finish for up to grace_ms, then
- * cancels the rest, drains the queues and joins the workers. Call once, from one thread.
+ * Graceful stop: refuses new calls, asks open streams to end (on_shutdown, on this thread),
+ * lets in-flight calls and streams finish for up to grace_ms, then cancels the rest, drains the
+ * queues and joins the workers. Call once, from one thread.
  */
 void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms);
 /* Frees the server (shutting it down first if needed) and calls grpc_shutdown. NULL is fine. */

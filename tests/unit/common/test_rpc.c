@@ -99,9 +99,9 @@ static oc_err_t check(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCM
 }
 
 static const oc_rpc_method_t g_methods[] = {
-    {"/test.Echo/Echo", REQ_DESC, REQ_DESC, echo, OC_RPC_ROLE_OPERATOR, NULL},
-    {"/test.Echo/Check", REQ_DESC, RESP_DESC, check, OC_RPC_ROLE_OPERATOR, NULL},
-    {"/test.Other/Ping", REQ_DESC, REQ_DESC, echo, OC_RPC_ROLE_OPERATOR, NULL},
+    {"/test.Echo/Echo", REQ_DESC, REQ_DESC, echo, OC_RPC_ROLE_OPERATOR, NULL, NULL},
+    {"/test.Echo/Check", REQ_DESC, RESP_DESC, check, OC_RPC_ROLE_OPERATOR, NULL, NULL},
+    {"/test.Other/Ping", REQ_DESC, REQ_DESC, echo, OC_RPC_ROLE_OPERATOR, NULL, NULL},
 };
 #define NMETHODS (sizeof(g_methods) / sizeof(g_methods[0]))
 
@@ -510,7 +510,7 @@ static void test_busy_port(void)
     CU_ASSERT_EQUAL(err.code, OC_E_IO);
     oc_rpc_server_destroy(s);
     /* Invalid tables are refused before anything is bound. */
-    oc_rpc_method_t bad = {"noslash", REQ_DESC, REQ_DESC, echo, 0, NULL};
+    oc_rpc_method_t bad = {"noslash", REQ_DESC, REQ_DESC, echo, 0, NULL, NULL};
     o.listen = "127.0.0.1:0";
     oc_error_clear(&err);
     CU_ASSERT_PTR_NULL(oc_rpc_server_create(&o, &bad, 1, &err));

@@ -40,10 +40,28 @@ static oc_err_t who(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req, ProtobufCMes
     return OC_OK;
 }
 
+/* A server stream of one message (the peer), so the unary client can call it too. */
+static atomic_int g_stream_starts;
+static oc_err_t who_stream(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const ProtobufCMessage *req)
+{
+    ProtobufCMessage *resp = NULL;
+    atomic_fetch_add(&g_stream_starts, 1);
+    who(ctx, req, &resp);
+    return oc_rpc_stream_end(st, OC_OK, NULL, resp);
+}
+
+static const oc_rpc_stream_handlers_t who_stream_handlers = {.on_start = who_stream};
+
 static const oc_rpc_method_t g_methods[] = {
-    {"/t.S/Who", REQ_DESC, REQ_DESC, who, OC_RPC_ROLE_ANY, NULL},
-    {"/t.S/OperatorOnly", REQ_DESC, REQ_DESC, who, OC_RPC_ROLE_OPERATOR, NULL},
-    {"/t.S/Nobody", REQ_DESC, REQ_DESC, who, 0, NULL},
+    {.path = "/t.S/OperatorStream",
+     .input = REQ_DESC,
+     .output = REQ_DESC,
+     .roles = OC_RPC_ROLE_OPERATOR,
+     .limits = NULL,
+     .stream = &who_stream_handlers},
+    {"/t.S/Who", REQ_DESC, REQ_DESC, who, OC_RPC_ROLE_ANY, NULL, NULL},
+    {"/t.S/OperatorOnly", REQ_DESC, REQ_DESC, who, OC_RPC_ROLE_OPERATOR, NULL, NULL},
+    {"/t.S/Nobody", REQ_DESC, REQ_DESC, who, 0, NULL, NULL},
 };
 
 static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
@@ -178,6 +196,13 @@ static void test_roles_decide(void)
     CU_ASSERT_STRING_EQUAL(g_denied_peer, "beta");
     /* A method without roles is closed to everyone, the operator included. */
     CU_ASSERT_EQUAL(call(ca, "/t.S/Nobody", NULL, 0), 7);
+    /* Streams are checked at their start the same way: beta's never starts. */
+    int starts = atomic_load(&g_stream_starts);
+    CU_ASSERT_EQUAL(call(cb, "/t.S/OperatorStream", NULL, 0), 7);
+    CU_ASSERT_EQUAL(atomic_load(&g_stream_starts), starts);
+    CU_ASSERT_EQUAL(call(ca, "/t.S/OperatorStream", peer, sizeof peer), 0);
+    CU_ASSERT_STRING_EQUAL(peer, "alpha");
+    CU_ASSERT_EQUAL(atomic_load(&g_stream_starts), starts + 1);
     oc_rpc_client_destroy(ca);
     oc_rpc_client_destroy(cb);
 }
