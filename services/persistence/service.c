@@ -71,7 +71,8 @@ static void pg_log(const char *sqlstate, const char *cause, const char *detail)
     if (in_ready_check) return;
     /* A failed connect is the database being away: readiness needs no second to notice. A
      * lost connection is not (an administrator ending sessions); the pool remakes it. */
-    if (strcmp(cause, "connect_failed") == 0) oc_ready_fail(db_ready_tracker, "database unreachable");
+    if (strcmp(cause, "connect_failed") == 0)
+        oc_ready_fail(db_ready_tracker, "database unreachable");
     OC_WARN("database error", OC_LS("request_id", request_id), OC_LS("sqlstate", sqlstate),
             OC_LS("cause", cause), OC_LS("detail", detail));
 }
@@ -92,7 +93,8 @@ static bool db_check(void *user, char *reason, size_t n)
 
     oc_error_clear(&err);
     in_ready_check = true;
-    if (s->ready_conn != NULL && oc_pg_exec_simple(s->ready_conn, "SELECT 1", NULL, &err) == OC_OK) {
+    if (s->ready_conn != NULL &&
+        oc_pg_exec_simple(s->ready_conn, "SELECT 1", NULL, &err) == OC_OK) {
         ok = true;
         goto out;
     }
