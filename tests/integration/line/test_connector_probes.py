@@ -1,5 +1,5 @@
 """Readiness, liveness and graceful shutdown of the connectors (LINE and Meta, one engine):
-ready once persistence answers SERVING; persistence stopped -> NOT_SERVING and /readyz 503 while
+not ready while starting without persistence, ready once it answers SERVING; persistence stopped -> NOT_SERVING and /readyz 503 while
 /healthz stays 200; persistence back -> SERVING; SIGTERM -> NOT_SERVING during the drain pause,
 then calls refused, then a clean exit. Runs on its own cluster and persistence service."""
 import os
@@ -47,9 +47,20 @@ def _readyz(conn):
 @pytest.mark.parametrize("kind", ["line", "meta"])
 def test_readiness_follows_persistence(probe_stack, line_sim, kind):
     cluster, svc = probe_stack
-    conn = _make(kind, svc, line_sim.port).start()
+    conn = _make(kind, svc, line_sim.port)
+    # Starting while persistence is away: the process is up and live, not ready.
+    svc.stop()
+    svc.fixed_grpc_port = svc.grpc_port  # the connector is given this address
     try:
-        assert _status(conn) == SERVING
+        conn.start()
+        assert _status(conn) == NOT_SERVING
+        assert _readyz(conn) == (503, "not ready: persistence unreachable\n")
+        assert conn.http("GET", "/healthz")[0] == 200
+    finally:
+        svc.start()
+    try:
+        # starting -> ready once persistence answers.
+        wait_until(lambda: _status(conn) == SERVING, 20 * SLOW, "SERVING after persistence came")
         assert _readyz(conn) == (200, "ready\n")
 
         # Persistence's database down: persistence is NOT_SERVING, so is the connector.
@@ -74,7 +85,6 @@ def test_readiness_follows_persistence(probe_stack, line_sim, kind):
                 assert conn.http("GET", "/healthz")[0] == 200
                 time.sleep(0.5)
         finally:
-            svc.fixed_grpc_port = svc.grpc_port  # the connector was given this address
             svc.start()
         wait_until(lambda: _status(conn) == SERVING, 20 * SLOW, "SERVING after persistence")
         assert _readyz(conn) == (200, "ready\n")
