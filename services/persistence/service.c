@@ -80,6 +80,27 @@ static void pg_log(const char *sqlstate, const char *cause, const char *detail)
 static char *full_conninfo(const pst_config_t *cfg);
 
 /*
+ * The service's conninfo plus tcp_user_timeout: statement_timeout runs on the server, so a
+ * database cut off by the network would hold SELECT 1 (and the readiness thread, and a stale
+ * "ready") for as long as TCP retransmits, many minutes. Malloc'ed; the caller wipes it.
+ */
+static char *ready_conninfo(const pst_config_t *cfg)
+{
+    char *base = full_conninfo(cfg), *out = NULL;
+
+    if (base == NULL) return NULL;
+    /* full_conninfo's URI form always has a query string by now. */
+    bool uri = strncmp(base, "postgres://", 11) == 0 || strncmp(base, "postgresql://", 13) == 0;
+
+    if (asprintf(&out, "%s%stcp_user_timeout=%lld", base, uri ? "&" : " ",
+                 cfg->connect_timeout_s * 1000) < 0)
+        out = NULL;
+    OPENSSL_cleanse(base, strlen(base));
+    free(base);
+    return out;
+}
+
+/*
  * The readiness check: SELECT 1 over a connection of its own, outside the pool, so that a probe
  * never takes a worker's connection nor waits behind busy workers. One statement a second
  * whatever the probe rate; a broken connection is remade at once (bounded by connect-timeout-s).
@@ -100,7 +121,7 @@ static bool db_check(void *user, char *reason, size_t n)
     }
     oc_pg_disconnect(s->ready_conn);
     s->ready_conn = NULL;
-    conninfo = full_conninfo(&s->pst.cfg);
+    conninfo = ready_conninfo(&s->pst.cfg);
     if (conninfo == NULL) goto out;
     s->ready_conn = oc_pg_connect(conninfo, &err);
     OPENSSL_cleanse(conninfo, strlen(conninfo));
