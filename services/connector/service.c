@@ -62,7 +62,6 @@ static void on_http_complete(void *user, const oc_http_request_t *req, int statu
 {
     conn_t *c = user;
     char code[16];
-
     const char *request_id = oc_http_response_header_value(req->response, "X-Request-Id");
 
     if (strncmp(req->path, "/webhooks/", 10) != 0) return;
