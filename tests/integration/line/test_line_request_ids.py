@@ -40,8 +40,16 @@ def test_webhook_request_id_followed_across_services(line, service):
                     {"msg": "http", "status": 200}, {"msg": "rpc", "method": "PersistInbound"})
 
 
+def test_webhook_id_at_the_limit_is_kept(line, service):
+    rid = ("it edge {}!~" + uuid.uuid4().hex + "x" * 63)[:63]  # printable, spaces and all
+    status, hdrs = _post(line, rid)
+    assert status == 200 and hdrs.get("x-request-id") == rid, (status, hdrs)
+
+
 def test_webhook_without_or_with_a_bad_id_gets_a_generated_uuid(line, service):
-    for sent in (None, "bad\u00e9id", "x" * 64):
+    # "\u00c3\u00a9" goes out (latin-1) as the bytes C3 A9: valid UTF-8 for "e-acute", but not
+    # ASCII, so it is refused all the same; 64 bytes is one too many.
+    for sent in (None, "bad\u00c3\u00a9id", "x" * 64):
         c0, p0 = mark(line.conn), mark(service)
         status, hdrs = _post(line, sent)
         rid = hdrs.get("x-request-id", "")
