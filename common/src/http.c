@@ -191,6 +191,14 @@ void oc_http_response_header(oc_http_response_t *resp, const char *name, const c
     resp->nheaders++;
 }
 
+const char *oc_http_response_header_value(const oc_http_response_t *resp, const char *name)
+{
+    if (!resp || !name) return NULL;
+    for (int i = 0; i < resp->nheaders && i < OC_HTTP_MAX_RESP_HEADERS; i++)
+        if (strcasecmp(resp->headers[i].name, name) == 0) return resp->headers[i].value;
+    return NULL;
+}
+
 void oc_http_response_error(oc_http_response_t *resp, int status, const char *reason)
 {
     if (!resp) return;
@@ -955,7 +963,8 @@ static void answer(oc_http_server_t *s, conn_t *c, int status, const char *reaso
         oc_http_request_t req = {.method = c->method ? c->method : "",
                                  .path = c->path ? c->path : "",
                                  .remote_addr = c->remote,
-                                 .internal = c};
+                                 .internal = c,
+                                 .response = &resp};
         s->on_complete(s->user, &req, c->drop ? 0 : status, oc_mono_us() - c->start_us);
     }
     if (c->drop) {
@@ -993,6 +1002,7 @@ static void run_handler(conn_t *c)
     if (s->on_complete) {
         req.body = NULL;
         req.body_len = 0;
+        req.response = &resp;
         s->on_complete(s->user, &req, status, oc_mono_us() - c->start_us);
     }
 }

@@ -113,6 +113,8 @@ typedef struct srv_call {
     grpc_slice status_details;
     bool have_details;
     bool handed_off; /* to a stream, with the call and the arena */
+    grpc_metadata trailer; /* x-request-id */
+    bool have_trailer;
     oc_rpc_ctx_t ctx;
 } srv_call_t;
 
@@ -181,6 +183,8 @@ void *rpc_current_worker(void)
 {
     return tls_worker;
 }
+/* The call this thread's handler is running, for oc_rpc_current_request_id. */
+static _Thread_local const oc_rpc_ctx_t *tls_call;
 /* "Failed accept4" lines seen from gRPC core: in 1.51 the listening port is dead after one. */
 static atomic_long g_accept_failures;
 
@@ -372,6 +376,7 @@ static void release_call(srv_call_t *c)
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     if (c->resp_bb) grpc_byte_buffer_destroy(c->resp_bb);
     if (c->have_details) grpc_slice_unref(c->status_details);
+    if (c->have_trailer) grpc_slice_unref(c->trailer.value);
     grpc_metadata_array_destroy(&c->md);
     if (c->midx == UNREGISTERED) grpc_call_details_destroy(&c->details);
     if (c->call) grpc_call_unref(c->call);
@@ -455,7 +460,13 @@ static void finish_call(srv_call_t *c, oc_err_t rc, const ProtobufCMessage *resp
         ops[n++].data.send_message.send_message = c->resp_bb;
     }
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.trailing_metadata_count = 0;
+    /* Every reply names its request id, so that a client can quote it (errors above all); the
+     * id is printable ASCII by construction (request_id_from). */
+    c->trailer.key = grpc_slice_from_static_string("x-request-id");
+    c->trailer.value = grpc_slice_from_copied_string(ctx->request_id); /* as status_details */
+    c->have_trailer = true;
+    ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+    ops[n].data.send_status_from_server.trailing_metadata = &c->trailer;
     ops[n].data.send_status_from_server.status = (grpc_status_code)c->status;
     ops[n++].data.send_status_from_server.status_details =
         c->have_details ? &c->status_details : NULL;
@@ -466,7 +477,7 @@ static void finish_call(srv_call_t *c, oc_err_t rc, const ProtobufCMessage *resp
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, c, NULL);
     if (e != GRPC_CALL_OK) {
         OC_LOG(OC_LOG_ERROR, "rpc: could not start final batch", OC_LS("method", ctx->method),
-               OC_LI("grpc_call_error", e));
+               OC_LS("request_id", ctx->request_id), OC_LI("grpc_call_error", e));
         on_call_done(c, false);
     }
 }
@@ -554,10 +565,12 @@ static void serve_call(srv_call_t *c)
         if (!req) {
             rc = ctx->err.code;
         } else {
+            tls_call = ctx;
             rc = m->handler(ctx, req, &resp);
+            tls_call = NULL;
             if (rc == OC_OK && (!resp || resp->descriptor != m->output)) {
                 OC_LOG(OC_LOG_ERROR, "rpc: handler returned no response of the declared type",
-                       OC_LS("method", m->path));
+                       OC_LS("method", m->path), OC_LS("request_id", ctx->request_id));
                 rc = oc_error_set(&ctx->err, OC_E_INTERNAL, "internal error");
             }
         }
@@ -748,9 +761,9 @@ static void probe_health(oc_rpc_server_t *s)
         rc = oc_rpc_client_call(c, HEALTH_CHECK_PATH, &req.base,
                                 &grpc__health__v1__health_check_response__descriptor,
                                 s->opts.probe_timeout_ms, "health-probe", arena, &resp, NULL, &err);
-        if (rc == OC_OK && ((Grpc__Health__V1__HealthCheckResponse *)(void *)resp)->status !=
-                               GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
-            rc = oc_error_set(&err, OC_E_UNAVAILABLE, "not serving");
+        /* Any answer, NOT_SERVING included, proves the process works: NOT_SERVING is
+         * readiness (a dependency is down, or a drain), and liveness must not fail over it or
+         * an orchestrator would restart a healthy process in a loop. */
     }
     oc_rpc_client_destroy(c);
     oc_arena_destroy(arena);
@@ -762,6 +775,11 @@ static void probe_health(oc_rpc_server_t *s)
         s->health_detail[0] = '\0';
     pthread_mutex_unlock(&s->mu);
     atomic_store(&s->healthy, rc == OC_OK);
+}
+
+const char *oc_rpc_current_request_id(void)
+{
+    return tls_call != NULL ? tls_call->request_id : "";
 }
 
 bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n)

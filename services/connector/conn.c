@@ -57,6 +57,9 @@ oc_err_t conn_pst_call(conn_t *c, int timeout_ms, const char *method, const Prot
                             timeout_ms > 0 ? timeout_ms : (int)c->cfg.persistence_timeout_ms,
                             request_id, arena, resp, NULL, &e);
     if (rc == OC_OK) return OC_OK;
+    /* Readiness needs no second to notice what a call just found; the next good check of
+     * persistence's health makes the connector ready again. */
+    if (rc == OC_E_UNAVAILABLE) oc_ready_fail(c->ready, "persistence unreachable");
     if (rc == OC_E_DEADLINE || rc == OC_E_UNAVAILABLE || rc == OC_E_CANCELLED) {
         /* Callers decide how loud this is (the worker polls while persistence is down). */
         OC_DEBUG("persistence unavailable", OC_LS("method", method), OC_LS("code", oc_err_name(rc)),
@@ -244,11 +247,23 @@ oc_err_t conn_api_call(conn_t *c, oc_http_call_t *call, const char *token, size_
     return oc_http_client_call(c->api, call, res);
 }
 
+/* A client's id goes into logs, the persistence call's metadata and the response header:
+ * printable ASCII (no CR/LF, no controls, no bytes a header could not carry) or nothing. */
+static bool request_id_usable(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n >= 64) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e) return false;
+    return true;
+}
+
 void conn_request_id(const oc_http_request_t *req, char out[64])
 {
     const char *rid = oc_http_header(req, "x-request-id");
 
-    if (rid != NULL && rid[0] != '\0' && strlen(rid) < 64 && oc_utf8_valid(rid, strlen(rid)))
+    if (rid != NULL && request_id_usable(rid))
         snprintf(out, 64, "%s", rid);
     else if (oc_uuid_v4(out) != OC_OK)
         out[0] = '\0';

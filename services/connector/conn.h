@@ -13,6 +13,7 @@
 #include "omnichat/lru.h"
 #include "omnichat/metrics.h"
 #include "omnichat/pb.h"
+#include "omnichat/ready.h"
 #include "omnichat/rpc.h"
 #include "omnichat/svc.h"
 #include "omnichat/vault.h"
@@ -63,6 +64,7 @@ typedef struct conn_config {
     long long account_cache_ms;
     char *instance_id; /* at most CONN_INSTANCE_ID_MAX bytes; each attempt adds a UUID */
     long long shutdown_grace_ms;
+    long long shutdown_drain_ms;
     char *log_level;
     oc_svc_tls_config_t tls; /* for the gRPC server and the persistence client alike */
     bool allow_core_dumps;
@@ -76,6 +78,7 @@ typedef struct conn {
     bool tls_on;
     oc_vault_t *vault;
     oc_rpc_client_t *pst;
+    oc_ready_t *ready; /* persistence reachable; calls that find it unavailable report here */
     oc_http_client_t *api;
     oc_lru_t *accounts; /* channel_account_id -> packed ChannelAccount (sealed); route keys */
     void *provider_state;
@@ -142,7 +145,8 @@ const char *conn_category_name(int category);
 oc_err_t conn_api_call(conn_t *c, oc_http_call_t *call, const char *token, size_t token_len,
                        oc_http_result_t *res);
 
-/* The request id of an inbound HTTP request: its X-Request-Id when sane, else a new UUID. */
+/* The request id of an inbound HTTP request: its X-Request-Id when it is 1 to 63 bytes of
+ * printable ASCII, else a new UUIDv4. */
 void conn_request_id(const oc_http_request_t *req, char out[64]);
 
 #endif

@@ -334,6 +334,9 @@ void conn_webhook_handle(void *user, const oc_http_request_t *req, oc_http_respo
      * what is left of it, never a fresh budget of its own. */
     h.deadline = h.t0 + (int64_t)c->cfg.webhook_timeout_ms * 1000;
     conn_request_id(req, h.request_id);
+    /* On every answer, errors included: the provider's delivery log then names the id our
+     * logs carry. */
+    oc_http_response_header(resp, "X-Request-Id", h.request_id);
     h.arena = oc_arena_create(0);
     if (h.arena == NULL) {
         oc_http_response_error(resp, 503, "out of memory");

@@ -220,8 +220,8 @@ static void record_status(conn_t *c, oc_arena_t *arena, const char *request_id,
 
 /* Unseals the token and makes one provider call; fills cls. Returns false when no request
  * could have reached the provider. */
-static bool call_provider(conn_t *c, const PB(ChannelAccount) * acc, const PB(Message) * msg,
-                          const char *thread_key, conn_class_t *cls)
+static bool call_provider(conn_t *c, const char *request_id, const PB(ChannelAccount) * acc,
+                          const PB(Message) * msg, const char *thread_key, conn_class_t *cls)
 {
     const char *field = c->p->token_field;
     const PB(SealedCredential) *cred = conn_account_credential(acc, field);
@@ -250,7 +250,8 @@ static bool call_provider(conn_t *c, const PB(ChannelAccount) * acc, const PB(Me
                       cred->ciphertext.data, cred->ciphertext.len, &token, &err) != OC_OK) {
         /* An operator problem (key removed or mismatched), not the message's fault: keep it
          * pending so that fixing the key file lets it go out. */
-        OC_ERROR("could not unseal the access token", OC_LS("tenant_id", acc->tenant_id),
+        OC_ERROR("could not unseal the access token", OC_LS("request_id", request_id),
+                 OC_LS("tenant_id", acc->tenant_id),
                  OC_LS("channel_account_id", acc->channel_account_id),
                  OC_LS("key_id", cred->key_id), OC_LS("detail", err.msg));
         cls->outcome = CONN_OUT_RETRY;
@@ -332,7 +333,7 @@ oc_err_t conn_deliver(conn_t *c, oc_arena_t *arena, const char *request_id, cons
         } else if (rc != OC_OK) {
             return rc; /* our lease expires; the worker tries again */
         } else if (account_usable(acc, &cls)) {
-            at.called = call_provider(c, acc, msg, thread_key, &cls);
+            at.called = call_provider(c, request_id, acc, msg, thread_key, &cls);
         }
         at.now_ms = oc_now_ms();
         at.jitter01 = jitter();

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "connect.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "inbound.h"
 #include "omnichat/config.h"
 #include "omnichat/http.h"
@@ -29,7 +30,7 @@ struct conn_service {
     conn_worker_t *worker;
     oc_rpc_server_t *rpc;
     oc_http_server_t *http;
-    oc_http_route_t routes[4];
+    oc_http_route_t routes[5];
 };
 
 /* The API's FileDescriptorSet for server reflection, generated at build time from proto/. */
@@ -65,13 +66,58 @@ static void on_http_complete(void *user, const oc_http_request_t *req, int statu
 {
     conn_t *c = user;
     char code[16];
+    const char *request_id = oc_http_response_header_value(req->response, "X-Request-Id");
 
     if (strncmp(req->path, "/webhooks/", 10) != 0) return;
     snprintf(code, sizeof code, "%d", status);
     oc_metric_inc(c->m_webhook_requests, (const char *const[]){c->p->name, code}, 1);
-    /* The path holds at most an account id: no secret, no body. */
+    /* The path holds at most an account id: no secret, no body. Answers given before the
+     * handler ran (404, 413...) have no request id. */
     OC_LOG(status >= 500 ? OC_LOG_WARN : OC_LOG_DEBUG, "http", OC_LS("method", req->method),
-           OC_LS("path", req->path), OC_LI("status", status), OC_LI("latency_us", latency_us));
+           OC_LS("path", req->path), OC_LS("request_id", request_id != NULL ? request_id : ""),
+           OC_LI("status", status), OC_LI("latency_us", latency_us));
+}
+
+/* ---------- readiness: persistence answers its Health/Check with SERVING ---------- */
+
+#define READY_CHECK_TIMEOUT_MS 900 /* under the 1 s period */
+
+static bool pst_check(void *user, char *reason, size_t n)
+{
+    conn_t *c = user;
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    oc_arena_t *arena = oc_arena_create(0);
+    oc_error_t err;
+    bool ok = false;
+
+    if (arena == NULL) {
+        snprintf(reason, n, "out of memory");
+        return false;
+    }
+    oc_error_clear(&err);
+    /* Over the client every request uses: the same target, balancing and credentials. */
+    if (oc_rpc_client_call(c->pst, "/grpc.health.v1.Health/Check", &req.base,
+                           &grpc__health__v1__health_check_response__descriptor,
+                           READY_CHECK_TIMEOUT_MS, "readiness-check", arena, &resp, NULL,
+                           &err) != OC_OK)
+        snprintf(reason, n, "persistence unreachable");
+    else if (((Grpc__Health__V1__HealthCheckResponse *)(void *)resp)->status !=
+             GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
+        snprintf(reason, n, "persistence not serving");
+    else
+        ok = true;
+    oc_arena_destroy(arena);
+    return ok;
+}
+
+static void on_ready_change(void *user, bool ready, const char *reason)
+{
+    (void)user;
+    if (ready)
+        OC_INFO("ready");
+    else
+        OC_WARN("not ready", OC_LS("reason", reason));
 }
 
 static bool register_metrics(conn_t *c)
@@ -108,7 +154,11 @@ static bool register_metrics(conn_t *c)
 static void webhook_get(void *user, const oc_http_request_t *req, oc_http_response_t *resp)
 {
     conn_t *c = user;
+    char request_id[64];
 
+    /* The verification handshake touches nothing else: the id is for the access log. */
+    conn_request_id(req, request_id);
+    oc_http_response_header(resp, "X-Request-Id", request_id);
     c->p->webhook_get(c, req, resp);
 }
 
@@ -150,6 +200,9 @@ conn_service_t *conn_service_create(const conn_provider_t *p, const conn_config_
     c->tls_on = oc_svc_tls(&c->cfg.tls, &c->tls) != NULL;
     c->pst = oc_rpc_client_create_tls(c->cfg.persistence_target, c->tls_on ? &c->tls : NULL, err);
     if (c->pst == NULL) goto fail;
+    c->ready = oc_ready_create(
+        &(oc_ready_opts_t){.check = pst_check, .on_change = on_ready_change, .user = c}, err);
+    if (c->ready == NULL) goto fail;
     hopts.base = cfg->api_base;
     hopts.latency = c->m_provider_latency;
     c->api = oc_http_client_create(&hopts, err);
@@ -194,6 +247,7 @@ oc_err_t conn_service_start(conn_service_t *s, int *grpc_port, int *http_port, o
 
     s->rpc = oc_rpc_server_create(&opts, methods, sizeof methods / sizeof methods[0], err);
     if (s->rpc == NULL || oc_rpc_server_start(s->rpc, err) != OC_OK) return err->code;
+    if (oc_ready_start(c->ready, s->rpc, err) != OC_OK) return err->code;
     *grpc_port = oc_rpc_server_port(s->rpc);
 
     s->routes[nroutes++] = (oc_http_route_t){
@@ -203,6 +257,7 @@ oc_err_t conn_service_start(conn_service_t *s, int *grpc_port, int *http_port, o
                                                  c->p->routing == CONN_ROUTE_PATH, webhook_get, c};
     s->routes[nroutes++] =
         (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz_rpc, s->rpc};
+    s->routes[nroutes++] = (oc_http_route_t){"GET", "/readyz", false, oc_ready_http, c->ready};
     s->routes[nroutes++] =
         (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, c->metrics};
     oc_http_server_opts_t hopts = {
@@ -231,6 +286,8 @@ oc_err_t conn_service_start(conn_service_t *s, int *grpc_port, int *http_port, o
 void conn_service_stop(conn_service_t *s)
 {
     if (s == NULL) return;
+    /* Webhooks and calls are still served while load balancers learn we are going. */
+    if (s->rpc != NULL) oc_ready_drain(s->conn.ready, (int)s->conn.cfg.shutdown_drain_ms);
     conn_worker_stop(s->worker);
     s->worker = NULL;
     oc_http_server_stop(s->http);
@@ -246,6 +303,9 @@ void conn_service_destroy(conn_service_t *s)
     if (s == NULL) return;
     conn_worker_stop(s->worker);
     oc_http_server_stop(s->http);
+    /* Before the server it sets the health status of. */
+    oc_ready_destroy(s->conn.ready);
+    s->conn.ready = NULL;
     oc_rpc_server_destroy(s->rpc);
     if (s->provider_ready && s->conn.p->dispose != NULL) s->conn.p->dispose(&s->conn);
     oc_lru_destroy(s->conn.accounts);
@@ -312,7 +372,8 @@ const oc_config_option_t *conn_options(const conn_provider_t *p, size_t *n)
     table[k++] = OPT("grpc-listen", OC_CFG_STR, p->grpc_listen_default, 0, 0, 0, grpc_listen,
                      "gRPC listen address (port 0: any free port)", valid_required);
     table[k++] = OPT("http-listen", OC_CFG_STR, p->http_listen_default, 0, 0, 0, http_listen,
-                     "HTTP address for the webhook, /healthz and /metrics (port 0: any free port)",
+                     "HTTP address for the webhook, /healthz, /readyz and /metrics (port 0: any "
+                     "free port)",
                      valid_required);
     table[k++] = OPT("persistence-target", OC_CFG_STR, "127.0.0.1:50051", 0, 0, 0,
                      persistence_target, "gRPC target of the persistence service", valid_required);
@@ -383,6 +444,10 @@ const oc_config_option_t *conn_options(const conn_provider_t *p, size_t *n)
                      valid_instance);
     table[k++] = OPT("shutdown-grace-ms", OC_CFG_INT, "5000", 0, 600000, 0, shutdown_grace_ms,
                      "how long in-flight calls may finish after SIGTERM", NULL);
+    table[k++] = OPT("shutdown-drain-ms", OC_CFG_INT, "1000", 0, 600000, 0, shutdown_drain_ms,
+                     "after SIGTERM, how long webhooks and calls are still served while "
+                     "readiness says not ready (so load balancers drop the endpoint first)",
+                     NULL);
     table[k++] = OPT("log-level", OC_CFG_STR, "info", 0, 0, 0, log_level,
                      "debug, info, warn, error or off", valid_level);
     for (size_t i = 0; i < sizeof tls_rows / sizeof tls_rows[0]; i++)

@@ -75,7 +75,9 @@ static size_t claim(conn_worker_t *w, size_t limit)
     if (conn_pst_call(c, 0, "ClaimDueOutbound", &req.base,
                       &omnichat__persistence__v1__claim_due_outbound_response__descriptor,
                       request_id, arena, (ProtobufCMessage **)&resp, &err) != OC_OK) {
-        if (!w->claim_failing) OC_WARN("retry worker cannot claim", OC_LS("detail", err.msg));
+        if (!w->claim_failing)
+            OC_WARN("retry worker cannot claim", OC_LS("request_id", request_id),
+                    OC_LS("detail", err.msg));
         w->claim_failing = true;
         oc_arena_destroy(arena);
         return 0;
@@ -85,7 +87,8 @@ static size_t claim(conn_worker_t *w, size_t limit)
     n = resp->n_claimed;
     if (n > 0) {
         oc_metric_inc(c->m_retry_claimed, NULL, (double)n);
-        OC_DEBUG("claimed due messages", OC_LI("count", (long long)n));
+        OC_DEBUG("claimed due messages", OC_LS("request_id", request_id),
+                 OC_LI("count", (long long)n));
     }
     pthread_mutex_lock(&w->mu);
     for (size_t i = 0; i < n; i++) {
@@ -157,6 +160,9 @@ static void run_job(conn_worker_t *w, job_t *j)
     oc_arena_protobuf_allocator(arena, &alloc);
     co = (PB(ClaimedOutbound) *)protobuf_c_message_unpack(
         &omnichat__persistence__v1__claimed_outbound__descriptor, &alloc, j->len, j->packed);
+    /* A new id for each retried attempt: the id of the SendText that queued the message is
+     * not stored, and an attempt is a request of its own. Its log lines carry the message_id,
+     * as the SendText's do, which links them. */
     if (oc_uuid_v4(request_id) != OC_OK) request_id[0] = '\0';
     if (co != NULL && co->message != NULL &&
         conn_deliver(c, arena, request_id, j->owner, co->message, co->thread_key, &out, &err) !=

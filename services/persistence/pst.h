@@ -58,6 +58,7 @@ typedef struct pst_config {
     long long statement_timeout_ms;
     long long connect_timeout_s;
     long long shutdown_grace_ms;
+    long long shutdown_drain_ms;
     char *log_level;
     oc_svc_tls_config_t tls;
     bool allow_core_dumps;

@@ -8,8 +8,9 @@
 #include <string.h>
 
 #include "omnichat/http.h"
-#include "omnichat/svc.h"
 #include "omnichat/log.h"
+#include "omnichat/ready.h"
+#include "omnichat/svc.h"
 #include "omnichat/util.h"
 
 typedef struct table_part {
@@ -37,8 +38,16 @@ struct pst_service {
     oc_pg_stmt_t *stmts;
     oc_rpc_server_t *rpc;
     oc_http_server_t *admin;
-    oc_http_route_t routes[2];
+    oc_http_route_t routes[3];
+    oc_ready_t *ready;
+    oc_pg_conn_t *ready_conn; /* the readiness thread's own connection */
 };
+
+/* The tracker the database log hook reports connection failures to (one service a process). */
+static oc_ready_t *db_ready_tracker;
+/* Set on the readiness thread while it checks: its failures are readiness, not request errors,
+ * and are logged once per change rather than once a second. */
+static _Thread_local bool in_ready_check;
 
 static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
 {
@@ -49,8 +58,84 @@ static void on_complete(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t
 
 static void pg_log(const char *sqlstate, const char *cause, const char *detail)
 {
-    OC_WARN("database error", OC_LS("sqlstate", sqlstate), OC_LS("cause", cause),
-            OC_LS("detail", detail));
+    const char *request_id = oc_rpc_current_request_id();
+
+    if (in_ready_check) return;
+    /* A failed connect is the database being away: readiness needs no second to notice. A
+     * lost connection is not (an administrator ending sessions); the pool remakes it. */
+    if (strcmp(cause, "connect_failed") == 0)
+        oc_ready_fail(db_ready_tracker, "database unreachable");
+    OC_WARN("database error", OC_LS("request_id", request_id), OC_LS("sqlstate", sqlstate),
+            OC_LS("cause", cause), OC_LS("detail", detail));
+}
+
+static char *full_conninfo(const pst_config_t *cfg);
+
+/*
+ * The service's conninfo plus tcp_user_timeout: statement_timeout runs on the server, so a
+ * database cut off by the network would hold SELECT 1 (and the readiness thread, and a stale
+ * "ready") for as long as TCP retransmits, many minutes. Malloc'ed; the caller wipes it.
+ */
+static char *ready_conninfo(const pst_config_t *cfg)
+{
+    char *base = full_conninfo(cfg), *out = NULL;
+
+    if (base == NULL) return NULL;
+    /* full_conninfo's URI form always has a query string by now. */
+    bool uri = strncmp(base, "postgres://", 11) == 0 || strncmp(base, "postgresql://", 13) == 0;
+
+    if (asprintf(&out, "%s%stcp_user_timeout=%lld", base, uri ? "&" : " ",
+                 cfg->connect_timeout_s * 1000) < 0)
+        out = NULL;
+    OPENSSL_cleanse(base, strlen(base));
+    free(base);
+    return out;
+}
+
+/*
+ * The readiness check: SELECT 1 over a connection of its own, outside the pool, so that a probe
+ * never takes a worker's connection nor waits behind busy workers. One statement a second
+ * whatever the probe rate; a broken connection is remade at once (bounded by connect-timeout-s).
+ */
+static bool db_check(void *user, char *reason, size_t n)
+{
+    pst_service_t *s = user;
+    char *conninfo = NULL;
+    oc_error_t err;
+    bool ok = false;
+
+    oc_error_clear(&err);
+    in_ready_check = true;
+    if (s->ready_conn != NULL &&
+        oc_pg_exec_simple(s->ready_conn, "SELECT 1", NULL, &err) == OC_OK) {
+        ok = true;
+        goto out;
+    }
+    oc_pg_disconnect(s->ready_conn);
+    s->ready_conn = NULL;
+    conninfo = ready_conninfo(&s->pst.cfg);
+    if (conninfo == NULL) goto out;
+    s->ready_conn = oc_pg_connect(conninfo, &err);
+    OPENSSL_cleanse(conninfo, strlen(conninfo));
+    free(conninfo);
+    /* Its own application name: tools counting the pool's sessions do not see it. */
+    ok = s->ready_conn != NULL &&
+         oc_pg_exec_simple(s->ready_conn,
+                           "SET application_name = 'omnichat-persistence-readiness'; SELECT 1",
+                           NULL, &err) == OC_OK;
+out:
+    in_ready_check = false;
+    if (!ok) snprintf(reason, n, "database unreachable");
+    return ok;
+}
+
+static void on_ready_change(void *user, bool ready, const char *reason)
+{
+    (void)user;
+    if (ready)
+        OC_INFO("ready");
+    else
+        OC_WARN("not ready", OC_LS("reason", reason));
 }
 
 oc_err_t pst_cursor_key_decode(const char *text, uint8_t key[PST_CURSOR_KEY_LEN], oc_error_t *err)
@@ -179,6 +264,10 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
     OPENSSL_cleanse(conninfo, strlen(conninfo));
     free(conninfo);
     if (s->pst.pool == NULL) goto fail;
+    s->ready = oc_ready_create(
+        &(oc_ready_opts_t){.check = db_check, .on_change = on_ready_change, .user = s}, err);
+    if (s->ready == NULL) goto fail;
+    db_ready_tracker = s->ready;
     return s;
 oom:
     oc_error_set(err, OC_E_NOMEM, "out of memory");
@@ -209,19 +298,21 @@ oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc
     s->rpc = oc_rpc_server_create(&opts, s->methods, s->nmethods, err);
     if (s->rpc == NULL) return err->code;
     if (oc_rpc_server_start(s->rpc, err) != OC_OK) return err->code;
+    if (oc_ready_start(s->ready, s->rpc, err) != OC_OK) return err->code;
     *grpc_port = oc_rpc_server_port(s->rpc);
     *admin_port = 0;
     if (s->pst.cfg.admin_listen != NULL && s->pst.cfg.admin_listen[0] != '\0') {
         s->routes[0] = (oc_http_route_t){"GET", "/healthz", false, oc_svc_http_healthz_rpc, s->rpc};
         s->routes[1] =
             (oc_http_route_t){"GET", "/metrics", false, oc_svc_http_metrics, s->pst.metrics};
+        s->routes[2] = (oc_http_route_t){"GET", "/readyz", false, oc_ready_http, s->ready};
         oc_http_server_opts_t hopts = {
             .listen = s->pst.cfg.admin_listen,
             .threads = 2,
             .max_body = 4096,
             .timeout_s = 10,
             .routes = s->routes,
-            .nroutes = 2,
+            .nroutes = 3,
         };
         s->admin = oc_http_server_start(&hopts, err);
         if (s->admin == NULL) return err->code;
@@ -234,6 +325,7 @@ void pst_service_stop(pst_service_t *s)
 {
     if (s == NULL) return;
     if (s->rpc != NULL) {
+        oc_ready_drain(s->ready, (int)s->pst.cfg.shutdown_drain_ms);
         oc_rpc_server_set_serving(s->rpc, false);
         oc_rpc_server_shutdown(s->rpc, (int)s->pst.cfg.shutdown_grace_ms);
     }
@@ -244,6 +336,10 @@ void pst_service_stop(pst_service_t *s)
 void pst_service_destroy(pst_service_t *s)
 {
     if (s == NULL) return;
+    /* Before the server it sets the health status of. */
+    oc_ready_destroy(s->ready);
+    if (db_ready_tracker == s->ready) db_ready_tracker = NULL;
+    oc_pg_disconnect(s->ready_conn);
     oc_rpc_server_destroy(s->rpc);
     oc_http_server_stop(s->admin);
     oc_pg_pool_destroy(s->pst.pool);

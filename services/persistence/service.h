@@ -11,7 +11,9 @@ typedef struct pst_service pst_service_t;
 pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err);
 /* Binds and starts the gRPC server and the admin HTTP server; reports the bound ports. */
 oc_err_t pst_service_start(pst_service_t *s, int *grpc_port, int *admin_port, oc_error_t *err);
-/* Graceful stop: health NOT_SERVING, in-flight calls finish within the grace period. */
+/* Graceful stop: not ready (Health/Check NOT_SERVING, /readyz 503) while calls are still
+ * served for the drain pause, then new calls are refused and in-flight ones finish within the
+ * grace period. */
 void pst_service_stop(pst_service_t *s);
 void pst_service_destroy(pst_service_t *s);
 

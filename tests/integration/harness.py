@@ -465,6 +465,9 @@ class Service(ChildProcess):
         # they scanned holds their own activity.
         if not any(a.startswith("--log-level") for a in self.extra_args):
             cmd += ["--log-level", "debug"]
+        # No drain pause on SIGTERM unless a test asks for one: the suite stops services often.
+        if not any(a.startswith("--shutdown-drain-ms") for a in self.extra_args):
+            cmd += ["--shutdown-drain-ms", "0"]
         if self.tls is not None:
             cmd += self.tls.flags("persistence", self.client_roles)
         preexec = None

@@ -19,6 +19,9 @@ typedef struct oc_http_request {
     size_t body_len;
     const char *remote_addr;
     void *internal; /* for oc_http_header / oc_http_query */
+    /* In on_complete only (NULL in handlers): the response sent, its headers readable with
+     * oc_http_response_header_value (the body is gone by then). */
+    const struct oc_http_response *response;
 } oc_http_request_t;
 
 /* Request header by case-insensitive name; NULL when absent. Valid during the handler. */
@@ -29,7 +32,7 @@ const char *oc_http_query(const oc_http_request_t *r, const char *name);
 
 #define OC_HTTP_MAX_RESP_HEADERS 8
 
-typedef struct oc_http_response {
+struct oc_http_response {
     int status;               /* default 200 */
     const char *content_type; /* static string; default "application/json" */
     oc_buf_t body;            /* append the body here (max 16 MiB) */
@@ -39,10 +42,13 @@ typedef struct oc_http_response {
     } headers[OC_HTTP_MAX_RESP_HEADERS];
     int nheaders;
     bool drop_connection; /* close the connection without any response (simulators) */
-} oc_http_response_t;
+};
+typedef struct oc_http_response oc_http_response_t;
 
 /* Adds a response header (ignored past OC_HTTP_MAX_RESP_HEADERS or when too long). */
 void oc_http_response_header(oc_http_response_t *resp, const char *name, const char *value);
+/* A header added with oc_http_response_header, by case-insensitive name; NULL when absent. */
+const char *oc_http_response_header_value(const oc_http_response_t *resp, const char *name);
 /* Sets status and a JSON body {"error": reason} — the usual 4xx/5xx answer. */
 void oc_http_response_error(oc_http_response_t *resp, int status, const char *reason);
 

@@ -251,7 +251,8 @@ typedef struct oc_rpc_server oc_rpc_server_t;
  * services of `methods`, Health and both reflection services are listed; files are found by
  * name or by symbol (service, method, message, enum, nested ones) and sent with their
  * transitive dependencies; extensions are NOT_FOUND (the API has none). A set that lacks one
- * of the served services is an error. Calls grpc_init. Returns NULL with err set on failure.
+ * of the served services is an error. Every reply, error or not, carries the call's request id
+ * as trailing metadata x-request-id. Calls grpc_init. Returns NULL with err set on failure.
  */
 oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                                       const oc_rpc_method_t *methods, size_t nmethods,
@@ -262,11 +263,15 @@ int oc_rpc_server_port(const oc_rpc_server_t *s);
 oc_err_t oc_rpc_server_start(oc_rpc_server_t *s, oc_error_t *err);
 /*
  * Whether the last self-probe (Health/Check over a new connection to our own port, every
- * housekeeping period) succeeded: false when the service cannot accept or serve a call, with
+ * housekeeping period) got an answer, SERVING or NOT_SERVING alike (liveness is about the
+ * process, not its dependencies): false when the service cannot accept or serve a call, with
  * the reason in detail (optional, n bytes). True until the first probe ran. Thread-safe.
  * Accept failures are seen through gRPC core's log: call oc_rpc_route_core_logs first.
  */
 bool oc_rpc_server_healthy(oc_rpc_server_t *s, char *detail, size_t n);
+/* The request id of the call whose handler runs on this thread, "" elsewhere: for log hooks
+ * that cannot be handed the call (a database error logged deep in a handler). */
+const char *oc_rpc_current_request_id(void);
 /* Health status reported by Check. Thread-safe. */
 void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving);
 /*

@@ -351,6 +351,8 @@ class Connector(_Proc):
             "max-attempts": MAX_ATTEMPTS,
             "backoff-max-ms": BACKOFF_MAX_MS,
             "log-level": "debug",
+            # No drain pause on SIGTERM unless a test asks for one: the suite stops often.
+            "shutdown-drain-ms": 0,
         }
         self.settings.update({k.replace("_", "-"): v for k, v in overrides.items()})
         self.grpc_port = None

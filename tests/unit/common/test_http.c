@@ -26,6 +26,7 @@ static atomic_int handler_calls;
 static atomic_int completes;
 static atomic_int last_status;
 static atomic_llong last_latency;
+static atomic_int last_custom; /* on_complete: 1 X-Custom seen, 0 not, -1 no response */
 
 /* ---- handlers ---- */
 
@@ -106,6 +107,10 @@ static void on_complete(void *user, const oc_http_request_t *req, int status, in
         atomic_fetch_add(&completes, 1);
     atomic_store(&last_status, status);
     atomic_store(&last_latency, (long long)latency_us);
+    /* The response's headers are readable there (access logs name the request id so). */
+    const char *custom = oc_http_response_header_value(req->response, "x-custom");
+    atomic_store(&last_custom,
+                 req->response == NULL ? -1 : custom != NULL && !strcmp(custom, "yes"));
 }
 
 static const oc_http_route_t routes[] = {
@@ -261,6 +266,12 @@ static void test_get_route(void)
     CU_ASSERT(wait_completes(before + 1));
     CU_ASSERT_EQUAL(atomic_load(&last_status), 200);
     CU_ASSERT(atomic_load(&last_latency) >= 0);
+    CU_ASSERT_EQUAL(atomic_load(&last_custom), 1);
+    /* An answer of the I/O thread (404) has a response too, without the handler's header. */
+    CU_ASSERT_EQUAL(request(srv, "GET", "/no-such-path", NULL, 0, NULL, &r), CURLE_OK);
+    CU_ASSERT_EQUAL(r.status, 404);
+    CU_ASSERT(wait_completes(before + 2));
+    CU_ASSERT_EQUAL(atomic_load(&last_custom), 0);
 }
 
 static void test_post_route_and_body(void)

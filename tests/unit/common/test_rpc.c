@@ -678,6 +678,41 @@ static void test_health_probe_follows_grpc_path(void)
     oc_rpc_server_destroy(s);
 }
 
+static atomic_int probes_seen;
+
+static void count_probes(void *user, const oc_rpc_ctx_t *ctx, int status, int64_t latency_us)
+{
+    (void)user;
+    (void)latency_us;
+    if (strcmp(ctx->request_id, "health-probe") == 0 && status == 0)
+        atomic_fetch_add(&probes_seen, 1);
+}
+
+static void test_not_serving_is_still_alive(void)
+{
+    /* NOT_SERVING is readiness (a dependency down, a drain): the self-probe gets an answer, so
+     * liveness holds, or an orchestrator would restart a process that works. */
+    oc_error_t err;
+    oc_rpc_server_opts_t o = {.listen = "127.0.0.1:0",
+                              .workers = 1,
+                              .housekeeping_ms = 100,
+                              .probe_timeout_ms = 300,
+                              .on_complete = count_probes};
+    oc_rpc_server_t *s = oc_rpc_server_create(&o, g_methods, NMETHODS, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL_FATAL(oc_rpc_server_start(s, &err), OC_OK);
+    oc_rpc_server_set_serving(s, false);
+    int before = atomic_load(&probes_seen);
+    /* Positive control: probes of the NOT_SERVING server ran and were answered. */
+    for (int i = 0; i < 300 && atomic_load(&probes_seen) < before + 3; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CU_ASSERT_TRUE(atomic_load(&probes_seen) >= before + 3);
+    CU_ASSERT_TRUE(oc_rpc_server_healthy(s, NULL, 0));
+    oc_rpc_server_destroy(s);
+}
+
 static void test_connection_cap(void)
 {
     /* 60 idle HTTP/2 connections against a cap of 20: the newest 40 are closed by the server
@@ -736,6 +771,7 @@ int main(void)
     oc_rpc_route_core_logs();
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("rpc", suite_init, suite_clean);
+    CU_add_test(s, "NOT_SERVING is still alive", test_not_serving_is_still_alive);
     CU_add_test(s, "unary round trip", test_round_trip);
     CU_add_test(s, "handler errors carry status and message", test_handler_errors);
     CU_add_test(s, "unknown methods are UNIMPLEMENTED", test_unimplemented);
