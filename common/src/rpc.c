@@ -112,7 +112,7 @@ typedef struct srv_call {
     grpc_byte_buffer *resp_bb;
     grpc_slice status_details;
     bool have_details;
-    bool handed_off; /* to a stream, with the call and the arena */
+    bool handed_off;       /* to a stream, with the call and the arena */
     grpc_metadata trailer; /* x-request-id */
     bool have_trailer;
     oc_rpc_ctx_t ctx;
