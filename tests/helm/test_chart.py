@@ -275,7 +275,8 @@ def test_prestop_pause_and_termination_grace_cover_the_shutdown(values):
         c = container(docs, svc)
         pause = c["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert pause >= 1
-        grace_ms = int(env_of(c)["OMNICHAT_SHUTDOWN_GRACE_MS"])
+        env = env_of(c)
+        grace_ms = int(env["OMNICHAT_SHUTDOWN_DRAIN_MS"]) + int(env["OMNICHAT_SHUTDOWN_GRACE_MS"])
         period = deployment(docs, svc)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert period > pause + grace_ms / 1000, (svc, period, pause, grace_ms)
     # The exec form, for clusters before 1.30.
