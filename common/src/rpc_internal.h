@@ -1,4 +1,4 @@
-/* What rpc.c, rpc_stream.c and rpc_reflect.c share inside common/: not an API. */
+/* What rpc.c, rpc_client.c, rpc_stream.c and rpc_reflect.c share inside common/: not an API. */
 #ifndef OMNICHAT_RPC_INTERNAL_H
 #define OMNICHAT_RPC_INTERNAL_H
 
@@ -16,6 +16,18 @@ typedef struct rpc_tag {
 
 /* What opts.worker_init returned for the calling worker thread; NULL on other threads. */
 void *rpc_current_worker(void);
+
+/* A message as a new byte buffer (the caller destroys it). */
+grpc_byte_buffer *rpc_pack_message(const ProtobufCMessage *m);
+/* Whether p[0..n) is printable ASCII: request ids end up in logs and replies. */
+bool rpc_printable(const uint8_t *p, size_t n);
+
+/* ---- client (rpc_client.c) ---- */
+
+/* A client of `target`; with own_connections, its connections are not shared with other
+ * channels of the process (the health self-probe must open a new one). NULL with err set. */
+oc_rpc_client_t *rpc_client_new(const char *target, const oc_rpc_tls_t *tls, bool own_connections,
+                                oc_error_t *err);
 
 /* ---- streams (rpc_stream.c) ---- */
 
