@@ -21,6 +21,8 @@
 
 /* Clients re-check their TLS files at most this often (a stat of three files per check). */
 #define CLIENT_TLS_CHECK_US 1000000
+/* Longest wait between two connection attempts to a server that is down (see new_channel). */
+#define CLIENT_MAX_RECONNECT_BACKOFF_MS 5000
 
 /* Client side: the response of a server we called. NULL when it is not a valid `desc`. */
 static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
@@ -58,23 +60,30 @@ struct oc_rpc_client {
 static grpc_channel *new_channel(const char *target, const oc_rpc_tls_t *tls, bool own_connections,
                                  rpc_tls_stamps_t *stamps, oc_error_t *err)
 {
-    grpc_arg args[3] = {
+    grpc_arg args[4] = {
         {.type = GRPC_ARG_STRING,
          .key = GRPC_ARG_SERVICE_CONFIG,
          .value.string = "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}"},
         {.type = GRPC_ARG_INTEGER,
          .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
          .value.integer = own_connections ? 1 : 0},
+        /* gRPC's default backoff grows to 120 s between connection attempts: after a long
+         * persistence outage (a restart, a rollout of every replica) calls and readiness would
+         * fail for up to two more minutes although persistence is back. The peers are our own
+         * services inside one cluster, so a few seconds between attempts costs nothing. */
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+         .value.integer = CLIENT_MAX_RECONNECT_BACKOFF_MS},
         {.type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG},
     };
-    grpc_channel_args cargs = {.num_args = 2, .args = args};
+    grpc_channel_args cargs = {.num_args = 3, .args = args};
     grpc_channel_credentials *creds;
     if (tls) {
         creds = rpc_tls_client_creds(tls, stamps, err);
         if (!creds) return NULL;
         if (tls->server_name && tls->server_name[0]) {
-            args[2].value.string = (char *)tls->server_name;
-            cargs.num_args = 3;
+            args[3].value.string = (char *)tls->server_name;
+            cargs.num_args = 4;
         }
     } else {
         creds = grpc_insecure_credentials_create();

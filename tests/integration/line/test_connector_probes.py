@@ -93,6 +93,35 @@ def test_readiness_follows_persistence(probe_stack, line_sim, kind):
     assert rc == 0, log_tail(conn.log_path)
 
 
+OUTAGE_S = 60  # gRPC's default backoff then put its next attempt 10-40 s away (12.7 s measured)
+
+
+def test_ready_again_within_seconds_after_a_long_persistence_outage(probe_stack, line_sim):
+    """The persistence client retries its connection every few seconds, however long the
+    outage: with gRPC's default backoff (growing to 120 s) the connector stayed unready for
+    12.7 s after persistence was back from a 60 s outage."""
+    cluster, svc = probe_stack
+    conn = _make("line", svc, line_sim.port)
+    conn.start()
+    try:
+        assert _status(conn) == SERVING
+        svc.stop()
+        svc.fixed_grpc_port = svc.grpc_port
+        try:
+            wait_until(lambda: _status(conn) == NOT_SERVING, 15 * SLOW, "NOT_SERVING")
+            time.sleep(OUTAGE_S)  # the outage itself: nothing to await
+        finally:
+            svc.start()
+        back = time.monotonic()
+        wait_until(lambda: _status(conn) == SERVING, 30 * SLOW, "SERVING after the outage")
+        waited = time.monotonic() - back
+        # 5 s between attempts at most, plus a readiness check (1 s) and a margin.
+        assert waited < 8 * SLOW, f"ready {waited:.1f} s after persistence was back"
+    finally:
+        rc = conn.stop()
+    assert rc == 0, log_tail(conn.log_path)
+
+
 @pytest.mark.parametrize("kind", ["line", "meta"])
 def test_sigterm_drains_then_refuses_then_exits(probe_stack, line_sim, kind):
     cluster, svc = probe_stack
