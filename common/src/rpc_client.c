@@ -25,8 +25,8 @@
 #define CLIENT_MAX_RECONNECT_BACKOFF_MS 5000
 
 /* Client side: the response of a server we called. NULL when it is not a valid `desc`. */
-static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
-                                        oc_arena_t *arena)
+static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb,
+                                        const ProtobufCMessageDescriptor *desc, oc_arena_t *arena)
 {
     grpc_byte_buffer_reader r;
     ProtobufCMessage *m = NULL;

@@ -248,3 +248,12 @@ void oc_svc_opt_in_core_dumps(void)
         OC_WARN("core dumps allowed (--allow-core-dumps): a dump holds request data; key "
                 "material stays out of it");
 }
+
+void oc_svc_log_ready_change(void *user, bool ready, const char *reason)
+{
+    (void)user;
+    if (ready)
+        OC_INFO("ready");
+    else
+        OC_WARN("not ready", OC_LS("reason", reason));
+}

@@ -15,6 +15,7 @@
 #include "omnichat/http.h"
 #include "omnichat/log.h"
 #include "omnichat/resources.h"
+#include "omnichat/svc.h"
 #include "omnichat/svc_run.h"
 #include "omnichat/util.h"
 #include "outbound.h"
@@ -111,15 +112,6 @@ static bool pst_check(void *user, char *reason, size_t n)
     return ok;
 }
 
-static void on_ready_change(void *user, bool ready, const char *reason)
-{
-    (void)user;
-    if (ready)
-        OC_INFO("ready");
-    else
-        OC_WARN("not ready", OC_LS("reason", reason));
-}
-
 static bool register_metrics(conn_t *c)
 {
     static const double provider_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -201,7 +193,8 @@ conn_service_t *conn_service_create(const conn_provider_t *p, const conn_config_
     c->pst = oc_rpc_client_create_tls(c->cfg.persistence_target, c->tls_on ? &c->tls : NULL, err);
     if (c->pst == NULL) goto fail;
     c->ready = oc_ready_create(
-        &(oc_ready_opts_t){.check = pst_check, .on_change = on_ready_change, .user = c}, err);
+        &(oc_ready_opts_t){.check = pst_check, .on_change = oc_svc_log_ready_change, .user = c},
+        err);
     if (c->ready == NULL) goto fail;
     hopts.base = cfg->api_base;
     hopts.latency = c->m_provider_latency;

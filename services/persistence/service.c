@@ -129,15 +129,6 @@ out:
     return ok;
 }
 
-static void on_ready_change(void *user, bool ready, const char *reason)
-{
-    (void)user;
-    if (ready)
-        OC_INFO("ready");
-    else
-        OC_WARN("not ready", OC_LS("reason", reason));
-}
-
 oc_err_t pst_cursor_key_decode(const char *text, uint8_t key[PST_CURSOR_KEY_LEN], oc_error_t *err)
 {
     uint8_t raw[256];
@@ -265,7 +256,8 @@ pst_service_t *pst_service_create(const pst_config_t *cfg, oc_error_t *err)
     free(conninfo);
     if (s->pst.pool == NULL) goto fail;
     s->ready = oc_ready_create(
-        &(oc_ready_opts_t){.check = db_check, .on_change = on_ready_change, .user = s}, err);
+        &(oc_ready_opts_t){.check = db_check, .on_change = oc_svc_log_ready_change, .user = s},
+        err);
     if (s->ready == NULL) goto fail;
     db_ready_tracker = s->ready;
     return s;

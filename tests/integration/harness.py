@@ -561,6 +561,19 @@ class Api:
         return mc(health_pb.HealthCheckRequest(service=service), timeout=timeout or self._timeout)
 
 
+def new_calls_refused(new_channel):
+    """Whether a Health/Check over a new connection from new_channel() gets UNAVAILABLE: the
+    server stopped taking calls (after its shutdown drain)."""
+    ch = new_channel()
+    try:
+        Api(ch, timeout=2).health("")
+        return False
+    except grpc.RpcError as e:
+        return e.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        ch.close()
+
+
 def wait_until(pred, timeout, what, interval=0.05):
     """Polls pred() until it is truthy and returns its value; fails after timeout seconds."""
     deadline = time.time() + timeout

@@ -9,7 +9,8 @@ import time
 import grpc
 import pytest
 
-from harness import PSQL, Api, Builder, PgCluster, Service, health_pb, log_tail, wait_until
+from harness import (PSQL, Api, Builder, PgCluster, Service, health_pb, log_tail,
+                     new_calls_refused, wait_until)
 
 SERVING = health_pb.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb.HealthCheckResponse.NOT_SERVING
@@ -149,16 +150,7 @@ def test_sigterm_drains_then_refuses_then_exits_cleanly(cluster):
         assert time.monotonic() - t_term < DRAIN_MS / 1000, "the checks above outlasted the drain"
 
         # After the drain: new calls are refused while the in-flight one still runs.
-        def refused():
-            ch = svc.new_channel()
-            try:
-                Api(ch, timeout=2).health("")
-                return False
-            except grpc.RpcError as e:
-                return e.code() == grpc.StatusCode.UNAVAILABLE
-            finally:
-                ch.close()
-        wait_until(refused, 10, "new calls to be refused after the drain")
+        wait_until(lambda: new_calls_refused(svc.new_channel), 10, "new calls to be refused after the drain")
         assert time.monotonic() - t_term >= DRAIN_MS / 1000 * 0.9
         assert svc.alive(), "exited with a call in flight"
         assert t.is_alive() and not inflight

@@ -121,4 +121,8 @@ void oc_svc_http_metrics(void *user, const oc_http_request_t *req, oc_http_respo
  * fails, so an orchestrator restarts a service that cannot accept or serve calls. */
 void oc_svc_http_healthz_rpc(void *user, const oc_http_request_t *req, oc_http_response_t *resp);
 
+/* An oc_ready_opts_t.on_change that logs each change: "ready" (info), "not ready" with the
+ * reason (warn). user is unused. */
+void oc_svc_log_ready_change(void *user, bool ready, const char *reason);
+
 #endif

@@ -6,11 +6,10 @@ import os
 import sys
 import time
 
-import grpc
 import pytest
 
 from conftest import start_stack, stop_stack  # ../conftest.py (the persistence harness)
-from harness import Api, Service, health_pb, log_tail, wait_until
+from harness import Api, health_pb, log_tail, new_calls_refused, wait_until
 from line_harness import SLOW, Connector
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "meta"))
@@ -135,16 +134,7 @@ def test_sigterm_drains_then_refuses_then_exits(probe_stack, line_sim, kind):
     assert conn.http("GET", "/healthz")[0] == 200
     assert time.monotonic() - t_term < DRAIN_MS / 1000, "the checks above outlasted the drain"
 
-    def refused():
-        ch = conn.new_channel()
-        try:
-            Api(ch, timeout=2).health("")
-            return False
-        except grpc.RpcError as e:
-            return e.code() == grpc.StatusCode.UNAVAILABLE
-        finally:
-            ch.close()
-    wait_until(refused, 10 * SLOW, "new calls to be refused after the drain")
+    wait_until(lambda: new_calls_refused(conn.new_channel), 10 * SLOW, "new calls to be refused after the drain")
     assert time.monotonic() - t_term >= DRAIN_MS / 1000 * 0.9
     conn.channel.close()
     rc = conn.proc.wait(timeout=30 * SLOW)
