@@ -431,16 +431,24 @@ def test_the_retry_queue_is_counted_at_most_once_per_interval(stack3, scraped, d
                         "WHERE a.channel_type = 'line' AND m.direction = 'outbound' "
                         "AND m.status IN ('pending', 'unknown') AND m.next_attempt_at > now()")
 
+    conv, _ = line.conversation()
+
+    def held_message():
+        # A pending outbound message whose creator holds its lease for an hour: it is in the
+        # queue (scheduled) and stays there, since no retry worker can claim it meanwhile. (A
+        # send failed through the connector would be retried and leave the queue within the
+        # 10 s this test waits.)
+        line.api.CreateOutbound(tenant_id=line.tenant, conversation_id=conv.conversation_id,
+                                idempotency_key=harness.new_id(), request_fingerprint="fp",
+                                content_text="held", lease_owner="holder", lease_seconds=3600)
+
     try:
-        conv, _ = line.conversation()
         # A change, then the first scrape that shows it: a count made just now.
-        line_sim.fault({"status": 500})
-        assert line.send(conv).status == harness.pb.MESSAGE_STATUS_PENDING
+        held_message()
         counted = harness.wait_until(lambda: gauge() == in_db() and gauge(), 15,
-                                     "a count that includes the first failed send")
+                                     "a count that includes the first held message")
         # Another change at once: the scrapes of the next 10 s return the last count.
-        line_sim.fault({"status": 500})
-        assert line.send(conv).status == harness.pb.MESSAGE_STATUS_PENDING
+        held_message()
         assert in_db() == counted + 1
         assert gauge() == counted, "a scrape within 10 s of the last count queried again"
         # Positive control: the next count sees it.
