@@ -621,3 +621,18 @@ int oc_pg_fnumber(const oc_pg_result_t *r, const char *name)
 {
     return r != NULL ? PQfnumber((const PGresult *)r, name) : -1;
 }
+
+int oc_pg_fnumber_hint(const oc_pg_result_t *r, const char *name, int *hint)
+{
+    const PGresult *res = (const PGresult *)r;
+    int h = *hint;
+    const char *f;
+
+    if (res == NULL) return -1;
+    /* Our column names are lowercase and unquoted, which PQfnumber matches exactly. */
+    if (h >= 0 && h < PQnfields(res) && (f = PQfname(res, h)) != NULL && strcmp(f, name) == 0)
+        return h;
+    h = PQfnumber(res, name);
+    *hint = h;
+    return h;
+}
