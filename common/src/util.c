@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdatomic.h>
@@ -17,12 +18,58 @@
 #include <time.h>
 #include <unistd.h>
 
+/* ---- random bytes for identifiers ---- */
+
+/*
+ * RAND_bytes costs some 7,000 instructions a call in OpenSSL 3 whatever the size (locking, the
+ * provider's DRBG); a call makes several ids. Each thread takes them from its own block of
+ * RAND_bytes output. A forked child must not hand out its parent's remaining bytes: the fork
+ * generation empties every block. Not for keys or nonces (they stay in memory until used).
+ */
+#define ID_RANDOM_BLOCK 512
+static _Atomic unsigned id_random_gen = 1;
+static pthread_once_t id_random_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct {
+    unsigned gen;
+    size_t pos;
+    uint8_t b[ID_RANDOM_BLOCK];
+} id_random;
+
+static void id_random_forked(void)
+{
+    atomic_fetch_add_explicit(&id_random_gen, 1, memory_order_relaxed);
+}
+
+static void id_random_init(void)
+{
+    pthread_atfork(NULL, NULL, id_random_forked);
+}
+
+oc_err_t oc_random_id_bytes(void *out, size_t n)
+{
+    unsigned gen;
+
+    pthread_once(&id_random_once, id_random_init);
+    gen = atomic_load_explicit(&id_random_gen, memory_order_relaxed);
+    if (n > ID_RANDOM_BLOCK) return RAND_bytes(out, (int)n) == 1 ? OC_OK : OC_E_INTERNAL;
+    if (id_random.gen != gen || ID_RANDOM_BLOCK - id_random.pos < n) {
+        if (RAND_bytes(id_random.b, ID_RANDOM_BLOCK) != 1) return OC_E_INTERNAL;
+        id_random.gen = gen;
+        id_random.pos = 0;
+    }
+    memcpy(out, id_random.b + id_random.pos, n);
+    /* Handed out once: never again from this block. */
+    memset(id_random.b + id_random.pos, 0, n);
+    id_random.pos += n;
+    return OC_OK;
+}
+
 /* ---- UUIDs ---- */
 
 oc_err_t oc_uuid_v4(char out[OC_UUID_STR_LEN + 1])
 {
     uint8_t b[16];
-    if (RAND_bytes(b, sizeof b) != 1) {
+    if (oc_random_id_bytes(b, sizeof b) != OC_OK) {
         out[0] = '\0';
         return OC_E_INTERNAL;
     }
@@ -43,7 +90,7 @@ static _Atomic uint64_t uuid_v7_last;
 oc_err_t oc_uuid_v7(char out[OC_UUID_STR_LEN + 1])
 {
     uint8_t b[16];
-    if (RAND_bytes(b, sizeof b) != 1) {
+    if (oc_random_id_bytes(b, sizeof b) != OC_OK) {
         out[0] = '\0';
         return OC_E_INTERNAL;
     }

@@ -13,6 +13,9 @@
 /* Random UUIDv4 / time-ordered UUIDv7 (48-bit ms timestamp, then random) into out[37].
  * Uses OpenSSL's CSPRNG. Thread-safe. Returns OC_OK or OC_E_INTERNAL. */
 oc_err_t oc_uuid_v4(char out[OC_UUID_STR_LEN + 1]);
+/* n bytes of RAND_bytes output, taken from a per-thread block (cheap for small n): for
+ * identifiers and jitter, never for keys or nonces. */
+oc_err_t oc_random_id_bytes(void *out, size_t n);
 oc_err_t oc_uuid_v7(char out[OC_UUID_STR_LEN + 1]);
 /* True when s is a canonical lowercase or uppercase 8-4-4-4-12 hex UUID (exactly 36 bytes). */
 bool oc_uuid_valid(const char *s);
