@@ -636,3 +636,13 @@ int oc_pg_fnumber_hint(const oc_pg_result_t *r, const char *name, int *hint)
     *hint = h;
     return h;
 }
+
+const char *oc_pg_cell(const oc_pg_result_t *r, int row, const char *name, int *hint, int *len)
+{
+    const PGresult *res = (const PGresult *)r;
+    int c = oc_pg_fnumber_hint(r, name, hint);
+
+    if (c < 0 || PQgetisnull(res, row, c)) return NULL;
+    if (len != NULL) *len = PQgetlength(res, row, c);
+    return PQgetvalue(res, row, c);
+}
