@@ -284,10 +284,37 @@ static const char *col_raw(const oc_pg_result_t *r, int row, const char *name, i
     return oc_pg_cell(r, row, name, hint, NULL);
 }
 
-/* In a row function: HINTS declares its per-thread column hints, the others read a column. */
+/*
+ * In a row function: HINTS declares its column hints, per thread and per result shape (the
+ * rows of one function come from several statements: an outbox insert's row carries more
+ * columns than a page's), and NEXT_HINT hands them out in call order. The shape is told by the
+ * column count; a wrong guess costs only the scan the hint check falls back to.
+ */
 #define HINTS_MAX 32
-#define HINTS()                                 \
-    static _Thread_local int hint_[HINTS_MAX]; \
+#define HINT_SHAPES 4
+typedef struct hint_set {
+    int nfields;
+    int col[HINTS_MAX];
+} hint_set_t;
+typedef struct hints {
+    hint_set_t set[HINT_SHAPES];
+    unsigned next; /* the set a new shape replaces */
+} hints_t;
+
+static int *hints_for(hints_t *h, const oc_pg_result_t *r)
+{
+    int nf = oc_pg_nfields(r);
+
+    for (int i = 0; i < HINT_SHAPES; i++)
+        if (h->set[i].nfields == nf) return h->set[i].col;
+    hint_set_t *s = &h->set[h->next++ % HINT_SHAPES];
+    s->nfields = nf;
+    return s->col; /* the old shape's hints: checked by name, so harmless */
+}
+
+#define HINTS()                                \
+    static _Thread_local hints_t hints_;       \
+    int *hint_ = hints_for(&hints_, r);        \
     int nh_ = 0
 #define NEXT_HINT() (assert(nh_ < HINTS_MAX), &hint_[nh_++])
 #define STR(name) col_str(r, row, name, NEXT_HINT())
