@@ -536,15 +536,41 @@ out:
  * header is 16 bytes to keep the returned pointer aligned for any type. */
 #define SECRET_HDR 16
 
-void *oc_secret_alloc(size_t n)
+/*
+ * One-page allocations (a token unsealed for one send, a request body with a secret) come and
+ * go on every call: mapping and unmapping them each time costs four system calls and, on munmap
+ * in a process with many threads, a TLB shootdown on every core. Freed pages are wiped and kept
+ * (still MADV_DONTDUMP and MADV_WIPEONFORK) for the next allocation instead, up to a bound.
+ */
+#define SECRET_POOL_MAX 64
+static pthread_mutex_t secret_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *secret_pool[SECRET_POOL_MAX];
+static size_t secret_pool_n;
+
+static size_t page_size(void)
 {
     long page = sysconf(_SC_PAGESIZE);
-    size_t psz = page > 0 ? (size_t)page : 4096;
+    return page > 0 ? (size_t)page : 4096;
+}
+
+void *oc_secret_alloc(size_t n)
+{
+    size_t psz = page_size();
     size_t total;
-    uint8_t *p;
+    uint8_t *p = NULL;
 
     if (n > SIZE_MAX - SECRET_HDR - psz) return NULL;
     total = (n + SECRET_HDR + psz - 1) / psz * psz;
+    if (total == psz) {
+        pthread_mutex_lock(&secret_pool_mu);
+        if (secret_pool_n > 0) p = secret_pool[--secret_pool_n];
+        pthread_mutex_unlock(&secret_pool_mu);
+        if (p != NULL) {
+            memset(p, 0, psz); /* wiped when freed; zeroed bytes are the contract */
+            memcpy(p, &total, sizeof total);
+            return p + SECRET_HDR;
+        }
+    }
     p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     /* Best effort: an old kernel without these flags still gets a process that is not
@@ -566,6 +592,13 @@ void oc_secret_free(void *ptr)
     p = (uint8_t *)ptr - SECRET_HDR;
     memcpy(&total, p, sizeof total);
     OPENSSL_cleanse(p, total);
+    if (total == page_size()) {
+        pthread_mutex_lock(&secret_pool_mu);
+        bool kept = secret_pool_n < SECRET_POOL_MAX;
+        if (kept) secret_pool[secret_pool_n++] = p;
+        pthread_mutex_unlock(&secret_pool_mu);
+        if (kept) return;
+    }
     munmap(p, total);
 }
 
