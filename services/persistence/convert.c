@@ -259,7 +259,8 @@ int64_t pst_text_i64(const char *s)
 
     if (neg || *s == '+') s++;
     for (; *s >= '0' && *s <= '9'; s++) {
-        if (v > ((uint64_t)INT64_MAX + 1 - (uint64_t)(*s - '0')) / 10) return neg ? INT64_MIN : INT64_MAX;
+        if (v > ((uint64_t)INT64_MAX + 1 - (uint64_t)(*s - '0')) / 10)
+            return neg ? INT64_MIN : INT64_MAX;
         v = v * 10 + (uint64_t)(*s - '0');
     }
     if (neg) return v >= (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
@@ -312,9 +313,9 @@ static int *hints_for(hints_t *h, const oc_pg_result_t *r)
     return s->col; /* the old shape's hints: checked by name, so harmless */
 }
 
-#define HINTS()                                \
-    static _Thread_local hints_t hints_;       \
-    int *hint_ = hints_for(&hints_, r);        \
+#define HINTS() \
+    static _Thread_local hints_t hints_; \
+    int *hint_ = hints_for(&hints_, r); \
     int nh_ = 0
 #define NEXT_HINT() (assert(nh_ < HINTS_MAX), &hint_[nh_++])
 #define STR(name) col_str(r, row, name, NEXT_HINT())
@@ -404,8 +405,8 @@ PB(Message) * pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int ro
     m->created_at_ms = MS("created_at_us");
     m->updated_at_ms = MS("updated_at_us");
     m->provider_retry_key = STR("provider_retry_key");
-    if (!pst_parse_attachments(ctx, RAW("attachments"), m->message_id,
-                               &m->n_attachments, &m->attachments))
+    if (!pst_parse_attachments(ctx, RAW("attachments"), m->message_id, &m->n_attachments,
+                               &m->attachments))
         return NULL;
     return m;
 }

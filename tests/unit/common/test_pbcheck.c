@@ -65,10 +65,10 @@ static void test_path_with_multi_digit_index(void)
         if (i == 12) n = put_ld(item, n, 13, "a\0b", 3);
         at = put_ld(msg, at, 2, item, n);
     }
-    CU_ASSERT_EQUAL(oc_pb_check_strings(
-                        &omnichat__persistence__v1__persist_inbound_request__descriptor, msg, at,
-                        &err),
-                    OC_E_INVALID);
+    CU_ASSERT_EQUAL(
+        oc_pb_check_strings(&omnichat__persistence__v1__persist_inbound_request__descriptor, msg,
+                            at, &err),
+        OC_E_INVALID);
     CU_ASSERT_STRING_EQUAL(err.msg,
                            "messages[12].content_text: must be valid UTF-8 without NUL characters");
 }
