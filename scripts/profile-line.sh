@@ -44,7 +44,7 @@ while [[ $# -gt 0 ]]; do
     --calls) CALLS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     -h | --help)
-        sed -n '3,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) echo "profile-line.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
