@@ -76,7 +76,7 @@ calls=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['phases'
     "$OUT/results.json" "$key")
 echo "profile-line.sh: $PROVIDER, phase $PHASE, $calls calls, $THREADS callers"
 for svc in connector persistence; do
-    f=$(ls "$OUT"/callgrind."$svc".*.1 2>/dev/null | head -n 1 || true)
+    f=$(find "$OUT" -maxdepth 1 -name "callgrind.$svc.*.1" | head -n 1)
     [[ -n $f ]] || { echo "  $svc: no dump" >&2; continue; }
     total=$(sed -n 's/^summary: *//p; s/^totals: *//p' "$f" | head -n 1 | awk '{print $1}')
     awk -v s="$svc" -v t="$total" -v n="$calls" -v f="$f" \
