@@ -31,6 +31,10 @@
 #   BENCH_NO_DOC      1: do not touch docs/benchmarks.md
 #   BENCH_EXTRA_ARGS  more omnichat-bench-line options, for experiments (e.g. --phases ingest
 #                     --ordered-batches); a run with them never touches docs/benchmarks.md
+#   BENCH_WRAP_CONNECTOR, BENCH_WRAP_PERSISTENCE
+#                     a command prefix for that service, for profiles (e.g. "valgrind
+#                     --tool=callgrind"); the hook of --phase-hook finds the services' pids in
+#                     BENCH_CONNECTOR_PID and BENCH_PERSISTENCE_PID
 # The figures are results, not pass/fail tests: the exit status is 0 whenever the run completed,
 # whatever PASS/MISS says. Heavy (about 2 minutes after the build); never part of CI.
 set -euo pipefail
@@ -73,7 +77,7 @@ while [[ $# -gt 0 ]]; do
         shift 2
         ;;
     -h | --help)
-        sed -n '3,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '3,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -201,7 +205,9 @@ else
     SIM_FLAGS=(--threads 64 --max-requests 2000000)
 fi
 CONN_FLAGS=(--workers 64 --http-threads 64)
-start persistence "$OUT/persistence.log" "$BIN/omnichat-persistence" serve \
+read -r -a WRAP_PST <<<"${BENCH_WRAP_PERSISTENCE:-}"
+read -r -a WRAP_CONN <<<"${BENCH_WRAP_CONNECTOR:-}"
+start persistence "$OUT/persistence.log" "${WRAP_PST[@]}" "$BIN/omnichat-persistence" serve \
     --database-url "$APP_DSN" --cursor-key-file "$OUT/cursor.key" \
     --grpc-listen 127.0.0.1:0 --admin-listen '' --log-level info "${PST_FLAGS[@]}"
 PST_PID=$LAST_PID
@@ -223,7 +229,7 @@ else
         --verify-token-file "$OUT/verify.token")
     BENCH_PROVIDER=(--provider meta --app-secret-file "$OUT/app.secret")
 fi
-start "$CONN" "$OUT/$CONN.log" "$BIN/omnichat-$CONN" \
+start "$CONN" "$OUT/$CONN.log" "${WRAP_CONN[@]}" "$BIN/omnichat-$CONN" \
     --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
     --persistence-target "127.0.0.1:$PST_PORT" "${PROVIDER_FLAGS[@]}" \
     --vault-key-file "$OUT/vault.key" --log-level info "${CONN_FLAGS[@]}"
@@ -243,6 +249,7 @@ if awk -v l="$load1" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
         "other processes will slow the figures down (the report shows their CPU share)" >&2
 fi
 read -r -a EXTRA <<<"${BENCH_EXTRA_ARGS:-}"
+export BENCH_CONNECTOR_PID=$CONN_PID BENCH_PERSISTENCE_PID=$PST_PID
 "$BIN/omnichat-bench-line" --connector "127.0.0.1:$CONN_GRPC" --persistence "127.0.0.1:$PST_PORT" \
     --webhook-base "http://127.0.0.1:$CONN_HTTP" --sim-base "$SIM_URL" --super-dsn "$SUPER_DSN" \
     --connector-pid "$CONN_PID" --persistence-pid "$PST_PID" --sim-pid "$SIM_PID" \
@@ -263,7 +270,7 @@ done
 # "<!-- analysis:begin ... <!-- analysis:end" block over, so each benchmark keeps the other's
 # section. Hand-written notes between "<!-- line-notes:begin" and "<!-- line-notes:end" survive
 # this script's own regeneration.
-if [[ ${BENCH_NO_DOC:-0} != 1 && -z ${BENCH_EXTRA_ARGS:-} ]]; then
+if [[ ${BENCH_NO_DOC:-0} != 1 && -z ${BENCH_EXTRA_ARGS:-}${BENCH_WRAP_CONNECTOR:-}${BENCH_WRAP_PERSISTENCE:-} ]]; then
     step "docs/benchmarks.md"
     DOC=$ROOT/docs/benchmarks.md
     model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)

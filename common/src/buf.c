@@ -278,15 +278,18 @@ oc_err_t oc_buf_append_form_encoded(oc_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
 
+    size_t run = 0; /* s[run, i) is unreserved: appended in one piece */
+
     for (size_t i = 0; i < n && b->failed == OC_OK; i++) {
         unsigned char ch = (unsigned char)s[i];
         if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            oc_buf_append(b, &s[i], 1);
-        } else {
-            char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
-            oc_buf_append(b, e, 3);
-        }
+            ch == '-' || ch == '.' || ch == '_' || ch == '~')
+            continue;
+        char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+        oc_buf_append(b, s + run, i - run);
+        oc_buf_append(b, e, 3);
+        run = i + 1;
     }
+    if (run < n) oc_buf_append(b, s + run, n - run);
     return b->failed;
 }

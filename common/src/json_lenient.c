@@ -73,13 +73,16 @@ bool oc_json_lenient_copy(const char *body, size_t len, oc_buf_t *out)
 {
     scan_t st = {false, false, 0};
     size_t i = 0;
+    size_t run = 0; /* body[run, i) goes out unchanged: copied in one piece, not per byte */
 
     while (i < len) {
         char c = body[i];
         if (st.in_str && st.esc && c == 'u' && len - i >= 5 &&
             memcmp(body + i + 1, "0000", 4) == 0) {
+            oc_buf_append(out, body + run, i - run);
             oc_buf_append(out, "uFFFD", 5);
             i += 5;
+            run = i;
             st.esc = false;
             continue;
         }
@@ -89,19 +92,19 @@ bool oc_json_lenient_copy(const char *body, size_t len, oc_buf_t *out)
                    body[i + n] != '\0')
                 n++;
             if (number_overflows(body + i, n)) {
+                oc_buf_append(out, body + run, i - run);
                 oc_buf_append(out, "\"", 1);
                 oc_buf_append(out, body + i, n);
                 oc_buf_append(out, "\"", 1);
-            } else {
-                oc_buf_append(out, body + i, n);
+                run = i + n;
             }
             i += n;
             continue;
         }
         if (!scan_char(&st, c, OC_JSON_DEPTH_MAX)) return false;
-        oc_buf_append(out, &c, 1);
         i++;
     }
+    oc_buf_append(out, body + run, i - run);
     return out->failed == OC_OK;
 }
 

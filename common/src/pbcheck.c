@@ -3,7 +3,6 @@
 #include "omnichat/pbcheck.h"
 
 #include <stdbool.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "omnichat/util.h"
@@ -49,17 +48,36 @@ static bool read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out
     return false;
 }
 
+/* Copies n bytes of s at path[*at], as far as they fit (the path stays NUL-terminated). */
+static void path_put(char *path, size_t *at, const char *s, size_t n)
+{
+    size_t room = PATH_MAX_LEN - 1 - *at;
+
+    if (n > room) n = room;
+    memcpy(path + *at, s, n);
+    *at += n;
+    path[*at] = '\0';
+}
+
 /* Appends ".name" or ".name[i]" (index < 0: no index) to a path, truncating quietly: paths are
- * only for humans and for limit look-ups, which then simply find no row. */
+ * only for humans and for limit look-ups, which then simply find no row. Built by hand, not
+ * with snprintf: it runs for every string field of every request. */
 static void path_push(char *path, size_t at, const char *name, long index)
 {
-    const char *dot = at > 0 ? "." : "";
+    char num[24];
+    size_t k = sizeof num;
 
     if (at >= PATH_MAX_LEN - 1) return;
-    if (index >= 0)
-        snprintf(path + at, PATH_MAX_LEN - at, "%s%s[%ld]", dot, name, index);
-    else
-        snprintf(path + at, PATH_MAX_LEN - at, "%s%s", dot, name);
+    if (at > 0) path_put(path, &at, ".", 1);
+    path_put(path, &at, name, strlen(name));
+    if (index < 0) return;
+    num[--k] = ']';
+    do {
+        num[--k] = (char)('0' + index % 10);
+        index /= 10;
+    } while (index > 0);
+    num[--k] = '[';
+    path_put(path, &at, num + k, sizeof num - k);
 }
 
 /* Bytes an allocation of n costs in an arena: rounded up to 16, plus one alignment unit for

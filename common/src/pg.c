@@ -649,3 +649,28 @@ int oc_pg_fnumber(const oc_pg_result_t *r, const char *name)
 {
     return r != NULL ? PQfnumber((const PGresult *)r, name) : -1;
 }
+
+int oc_pg_fnumber_hint(const oc_pg_result_t *r, const char *name, int *hint)
+{
+    const PGresult *res = (const PGresult *)r;
+    int h = *hint;
+    const char *f;
+
+    if (res == NULL) return -1;
+    /* Our column names are lowercase and unquoted, which PQfnumber matches exactly. */
+    if (h >= 0 && h < PQnfields(res) && (f = PQfname(res, h)) != NULL && strcmp(f, name) == 0)
+        return h;
+    h = PQfnumber(res, name);
+    *hint = h;
+    return h;
+}
+
+const char *oc_pg_cell(const oc_pg_result_t *r, int row, const char *name, int *hint, int *len)
+{
+    const PGresult *res = (const PGresult *)r;
+    int c = oc_pg_fnumber_hint(r, name, hint);
+
+    if (c < 0 || PQgetisnull(res, row, c)) return NULL;
+    if (len != NULL) *len = PQgetlength(res, row, c);
+    return PQgetvalue(res, row, c);
+}

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdatomic.h>
@@ -17,12 +18,58 @@
 #include <time.h>
 #include <unistd.h>
 
+/* ---- random bytes for identifiers ---- */
+
+/*
+ * RAND_bytes costs some 7,000 instructions a call in OpenSSL 3 whatever the size (locking, the
+ * provider's DRBG); a call makes several ids. Each thread takes them from its own block of
+ * RAND_bytes output. A forked child must not hand out its parent's remaining bytes: the fork
+ * generation empties every block. Not for keys or nonces (they stay in memory until used).
+ */
+#define ID_RANDOM_BLOCK 512
+static _Atomic unsigned id_random_gen = 1;
+static pthread_once_t id_random_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct {
+    unsigned gen;
+    size_t pos;
+    uint8_t b[ID_RANDOM_BLOCK];
+} id_random;
+
+static void id_random_forked(void)
+{
+    atomic_fetch_add_explicit(&id_random_gen, 1, memory_order_relaxed);
+}
+
+static void id_random_init(void)
+{
+    pthread_atfork(NULL, NULL, id_random_forked);
+}
+
+oc_err_t oc_random_id_bytes(void *out, size_t n)
+{
+    unsigned gen;
+
+    pthread_once(&id_random_once, id_random_init);
+    gen = atomic_load_explicit(&id_random_gen, memory_order_relaxed);
+    if (n > ID_RANDOM_BLOCK) return RAND_bytes(out, (int)n) == 1 ? OC_OK : OC_E_INTERNAL;
+    if (id_random.gen != gen || ID_RANDOM_BLOCK - id_random.pos < n) {
+        if (RAND_bytes(id_random.b, ID_RANDOM_BLOCK) != 1) return OC_E_INTERNAL;
+        id_random.gen = gen;
+        id_random.pos = 0;
+    }
+    memcpy(out, id_random.b + id_random.pos, n);
+    /* Handed out once: never again from this block. */
+    memset(id_random.b + id_random.pos, 0, n);
+    id_random.pos += n;
+    return OC_OK;
+}
+
 /* ---- UUIDs ---- */
 
 oc_err_t oc_uuid_v4(char out[OC_UUID_STR_LEN + 1])
 {
     uint8_t b[16];
-    if (RAND_bytes(b, sizeof b) != 1) {
+    if (oc_random_id_bytes(b, sizeof b) != OC_OK) {
         out[0] = '\0';
         return OC_E_INTERNAL;
     }
@@ -43,7 +90,7 @@ static _Atomic uint64_t uuid_v7_last;
 oc_err_t oc_uuid_v7(char out[OC_UUID_STR_LEN + 1])
 {
     uint8_t b[16];
-    if (RAND_bytes(b, sizeof b) != 1) {
+    if (oc_random_id_bytes(b, sizeof b) != OC_OK) {
         out[0] = '\0';
         return OC_E_INTERNAL;
     }
@@ -489,15 +536,41 @@ out:
  * header is 16 bytes to keep the returned pointer aligned for any type. */
 #define SECRET_HDR 16
 
-void *oc_secret_alloc(size_t n)
+/*
+ * One-page allocations (a token unsealed for one send, a request body with a secret) come and
+ * go on every call: mapping and unmapping them each time costs four system calls and, on munmap
+ * in a process with many threads, a TLB shootdown on every core. Freed pages are wiped and kept
+ * (still MADV_DONTDUMP and MADV_WIPEONFORK) for the next allocation instead, up to a bound.
+ */
+#define SECRET_POOL_MAX 64
+static pthread_mutex_t secret_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *secret_pool[SECRET_POOL_MAX];
+static size_t secret_pool_n;
+
+static size_t page_size(void)
 {
     long page = sysconf(_SC_PAGESIZE);
-    size_t psz = page > 0 ? (size_t)page : 4096;
+    return page > 0 ? (size_t)page : 4096;
+}
+
+void *oc_secret_alloc(size_t n)
+{
+    size_t psz = page_size();
     size_t total;
-    uint8_t *p;
+    uint8_t *p = NULL;
 
     if (n > SIZE_MAX - SECRET_HDR - psz) return NULL;
     total = (n + SECRET_HDR + psz - 1) / psz * psz;
+    if (total == psz) {
+        pthread_mutex_lock(&secret_pool_mu);
+        if (secret_pool_n > 0) p = secret_pool[--secret_pool_n];
+        pthread_mutex_unlock(&secret_pool_mu);
+        if (p != NULL) {
+            memset(p, 0, psz); /* wiped when freed; zeroed bytes are the contract */
+            memcpy(p, &total, sizeof total);
+            return p + SECRET_HDR;
+        }
+    }
     p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     /* Best effort: an old kernel without these flags still gets a process that is not
@@ -519,6 +592,13 @@ void oc_secret_free(void *ptr)
     p = (uint8_t *)ptr - SECRET_HDR;
     memcpy(&total, p, sizeof total);
     OPENSSL_cleanse(p, total);
+    if (total == page_size()) {
+        pthread_mutex_lock(&secret_pool_mu);
+        bool kept = secret_pool_n < SECRET_POOL_MAX;
+        if (kept) secret_pool[secret_pool_n++] = p;
+        pthread_mutex_unlock(&secret_pool_mu);
+        if (kept) return;
+    }
     munmap(p, total);
 }
 

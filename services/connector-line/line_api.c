@@ -163,10 +163,16 @@ void line_classify_push(const oc_http_result_t *res, long timeout_ms, conn_class
     case OC_HTTP_TX_OK:
         break;
     }
-    line_json_string(res->body.data, res->body.len, "message", message, sizeof message);
+    /* The body's "message" matters only to rows that name one (errors): a success is parsed
+     * once, for its id. */
+    bool have_message = false;
     for (size_t i = 0; i < sizeof push_rows / sizeof push_rows[0]; i++) {
         const class_row_t *r = &push_rows[i];
         if (res->status < r->lo || res->status > r->hi) continue;
+        if (r->message != NULL && !have_message) {
+            line_json_string(res->body.data, res->body.len, "message", message, sizeof message);
+            have_message = true;
+        }
         if (r->message != NULL && strcmp(r->message, message) != 0) continue;
         out->outcome = r->outcome;
         out->category = r->category;

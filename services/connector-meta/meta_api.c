@@ -48,20 +48,27 @@ oc_err_t meta_api_post(conn_t *c, const char *path, const char *endpoint, const 
     return rc;
 }
 
-void meta_api_error(const char *body, size_t len, meta_error_t *out)
+static void error_of(const json_t *root, meta_error_t *out)
 {
-    json_t *root, *e;
+    const json_t *e = json_object_get(root, "error");
 
     memset(out, 0, sizeof *out);
-    if (body == NULL || len == 0) return;
-    root = json_loadb(body, len, 0, NULL);
-    e = json_object_get(root, "error");
     if (json_is_object(e)) {
         out->present = true;
         out->code = (long)json_integer_value(json_object_get(e, "code"));
         out->subcode = (long)json_integer_value(json_object_get(e, "error_subcode"));
         out->transient = json_is_true(json_object_get(e, "is_transient"));
     }
+}
+
+void meta_api_error(const char *body, size_t len, meta_error_t *out)
+{
+    json_t *root;
+
+    memset(out, 0, sizeof *out);
+    if (body == NULL || len == 0) return;
+    root = json_loadb(body, len, 0, NULL);
+    error_of(root, out);
     json_decref(root);
 }
 
@@ -117,14 +124,12 @@ static const struct {
     {1200, 0, 0, false, V_TRANSIENT},
 };
 
-static void message_id(const char *body, size_t len, char *out, size_t cap)
+static void message_id(const json_t *root, char *out, size_t cap)
 {
-    json_t *root = json_loadb(body != NULL ? body : "", len, 0, NULL);
     const char *s = json_string_value(json_object_get(root, "message_id"));
 
     out[0] = '\0';
     if (s != NULL && strlen(s) < cap) strcpy(out, s);
-    json_decref(root);
 }
 
 static void set(conn_class_t *out, conn_outcome_t o, int category, const char *detail)
@@ -153,10 +158,15 @@ void meta_classify_send(const oc_http_result_t *res, long timeout_ms, conn_class
     case OC_HTTP_TX_OK:
         break;
     }
-    meta_api_error(res->body.data, res->body.len, &e);
+    /* One parse for both the error and the id. */
+    json_t *root = res->body.len > 0 && res->body.data != NULL
+                       ? json_loadb(res->body.data, res->body.len, 0, NULL)
+                       : NULL;
+    error_of(root, &e);
+    if (res->status >= 200 && res->status <= 299 && !e.present)
+        message_id(root, out->external_message_id, sizeof out->external_message_id);
+    json_decref(root);
     if (res->status >= 200 && res->status <= 299 && !e.present) {
-        message_id(res->body.data, res->body.len, out->external_message_id,
-                   sizeof out->external_message_id);
         if (out->external_message_id[0] != '\0') {
             out->outcome = CONN_OUT_SENT;
             return;

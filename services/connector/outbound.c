@@ -5,7 +5,6 @@
 #include <ctype.h>
 #include <math.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -181,7 +180,7 @@ static double jitter(void)
 {
     uint32_t r = 0;
 
-    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1) return 1.0;
+    if (oc_random_id_bytes(&r, sizeof r) != OC_OK) return 1.0;
     return (double)r / 4294967295.0;
 }
 

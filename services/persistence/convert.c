@@ -1,4 +1,5 @@
 /* Persistence service plumbing: validation, enum names, row mapping and signed cursors. */
+#include <assert.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -234,35 +235,93 @@ char *pst_attachments_json(oc_rpc_ctx_t *ctx, size_t n, PB(AttachmentInput) *con
 
 /* ---------------------------------------------------------------- rows */
 
-static char *col_str(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row, const char *name)
+/*
+ * Row conversion runs once per row and column of every page, so each lookup is cheap: a column
+ * number comes from the caller's hint (see oc_pg_fnumber_hint; each row function keeps one per
+ * column and per thread), and strings point into the result instead of being copied. That is
+ * safe because every result comes from pst_exec, which frees it only with the call's arena,
+ * after the response has been packed.
+ */
+static char *col_str(const oc_pg_result_t *r, int row, const char *name, int *hint)
 {
-    int c = oc_pg_fnumber(r, name);
+    const char *v = oc_pg_cell(r, row, name, hint, NULL);
 
-    if (c < 0 || oc_pg_isnull(r, row, c)) return (char *)protobuf_c_empty_string;
-    return oc_arena_strndup(ctx->arena, oc_pg_value(r, row, c), (size_t)oc_pg_length(r, row, c));
+    return (char *)(v != NULL ? v : protobuf_c_empty_string);
 }
 
-static int64_t col_i64(const oc_pg_result_t *r, int row, const char *name)
+/* PostgreSQL's text of a bigint ("-?[0-9]+"), as strtoll reads it (it saturates; bigints never
+ * need to), without strtoll's locale and base handling, which cost more than the rest of the
+ * cell: four of these per message row. */
+int64_t pst_text_i64(const char *s)
 {
-    int c = oc_pg_fnumber(r, name);
+    bool neg = *s == '-';
+    uint64_t v = 0;
 
-    if (c < 0 || oc_pg_isnull(r, row, c)) return 0;
-    return strtoll(oc_pg_value(r, row, c), NULL, 10);
+    if (neg || *s == '+') s++;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        if (v > ((uint64_t)INT64_MAX + 1 - (uint64_t)(*s - '0')) / 10)
+            return neg ? INT64_MIN : INT64_MAX;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (neg) return v >= (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
+static int64_t col_i64(const oc_pg_result_t *r, int row, const char *name, int *hint)
+{
+    const char *v = oc_pg_cell(r, row, name, hint, NULL);
+
+    return v != NULL ? pst_text_i64(v) : 0;
 }
 
 /* Microsecond columns leave the API as milliseconds. */
-static int64_t col_ms(const oc_pg_result_t *r, int row, const char *name)
+static int64_t col_ms(const oc_pg_result_t *r, int row, const char *name, int *hint)
 {
-    return col_i64(r, row, name) / 1000;
+    return col_i64(r, row, name, hint) / 1000;
 }
 
-static const char *col_raw(const oc_pg_result_t *r, int row, const char *name)
+static const char *col_raw(const oc_pg_result_t *r, int row, const char *name, int *hint)
 {
-    int c = oc_pg_fnumber(r, name);
-
-    if (c < 0 || oc_pg_isnull(r, row, c)) return NULL;
-    return oc_pg_value(r, row, c);
+    return oc_pg_cell(r, row, name, hint, NULL);
 }
+
+/*
+ * In a row function: HINTS declares its column hints, per thread and per result shape (the
+ * rows of one function come from several statements: an outbox insert's row carries more
+ * columns than a page's), and NEXT_HINT hands them out in call order. The shape is told by the
+ * column count; a wrong guess costs only the scan the hint check falls back to.
+ */
+#define HINTS_MAX 32
+#define HINT_SHAPES 4
+typedef struct hint_set {
+    int nfields;
+    int col[HINTS_MAX];
+} hint_set_t;
+typedef struct hints {
+    hint_set_t set[HINT_SHAPES];
+    unsigned next; /* the set a new shape replaces */
+} hints_t;
+
+static int *hints_for(hints_t *h, const oc_pg_result_t *r)
+{
+    int nf = oc_pg_nfields(r);
+
+    for (int i = 0; i < HINT_SHAPES; i++)
+        if (h->set[i].nfields == nf) return h->set[i].col;
+    hint_set_t *s = &h->set[h->next++ % HINT_SHAPES];
+    s->nfields = nf;
+    return s->col; /* the old shape's hints: checked by name, so harmless */
+}
+
+#define HINTS() \
+    static _Thread_local hints_t hints_; \
+    int *hint_ = hints_for(&hints_, r); \
+    int nh_ = 0
+#define NEXT_HINT() (assert(nh_ < HINTS_MAX), &hint_[nh_++])
+#define STR(name) col_str(r, row, name, NEXT_HINT())
+#define RAW(name) col_raw(r, row, name, NEXT_HINT())
+#define I64(name) col_i64(r, row, name, NEXT_HINT())
+#define MS(name) col_ms(r, row, name, NEXT_HINT())
 
 bool pst_parse_attachments(oc_rpc_ctx_t *ctx, const char *json, const char *message_id,
                            size_t *n_out, PB(Attachment) * **out)
@@ -317,101 +376,105 @@ out:
 
 PB(Message) * pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
 {
+    HINTS();
     PB(Message) *m = oc_arena_alloc(ctx->arena, sizeof *m);
     PB(Message) init = PB_INIT(MESSAGE);
 
     if (m == NULL) return NULL;
     *m = init;
-    m->message_id = col_str(ctx, r, row, "id");
-    m->tenant_id = col_str(ctx, r, row, "tenant_id");
-    m->channel_account_id = col_str(ctx, r, row, "channel_account_id");
-    m->conversation_id = col_str(ctx, r, row, "conversation_id");
-    m->contact_id = col_str(ctx, r, row, "contact_id");
-    m->direction = pst_direction_val(col_raw(r, row, "direction"));
-    m->idempotency_key = col_str(ctx, r, row, "idempotency_key");
-    m->external_message_id = col_str(ctx, r, row, "external_message_id");
-    m->sender_type = pst_sender_type_val(col_raw(r, row, "sender_type"));
-    m->sender_id = col_str(ctx, r, row, "sender_id");
-    m->sender_display_name = col_str(ctx, r, row, "sender_display_name");
-    m->content_type = pst_content_type_val(col_raw(r, row, "content_type"));
-    m->content_text = col_str(ctx, r, row, "content_text");
-    m->content_struct_json = col_str(ctx, r, row, "content_struct");
-    m->status = pst_status_val(col_raw(r, row, "status"));
-    m->error_category = pst_error_category_val(col_raw(r, row, "error_category"));
-    m->error_detail = col_str(ctx, r, row, "error_detail");
-    m->attempts = (int32_t)col_i64(r, row, "attempts");
-    m->next_attempt_at_ms = col_ms(r, row, "next_attempt_at_us");
-    m->channel_timestamp_ms = col_ms(r, row, "channel_timestamp_us");
-    m->created_at_ms = col_ms(r, row, "created_at_us");
-    m->updated_at_ms = col_ms(r, row, "updated_at_us");
-    m->provider_retry_key = col_str(ctx, r, row, "provider_retry_key");
-    if (!pst_parse_attachments(ctx, col_raw(r, row, "attachments"), m->message_id,
-                               &m->n_attachments, &m->attachments))
+    m->message_id = STR("id");
+    m->tenant_id = STR("tenant_id");
+    m->channel_account_id = STR("channel_account_id");
+    m->conversation_id = STR("conversation_id");
+    m->contact_id = STR("contact_id");
+    m->direction = pst_direction_val(RAW("direction"));
+    m->idempotency_key = STR("idempotency_key");
+    m->external_message_id = STR("external_message_id");
+    m->sender_type = pst_sender_type_val(RAW("sender_type"));
+    m->sender_id = STR("sender_id");
+    m->sender_display_name = STR("sender_display_name");
+    m->content_type = pst_content_type_val(RAW("content_type"));
+    m->content_text = STR("content_text");
+    m->content_struct_json = STR("content_struct");
+    m->status = pst_status_val(RAW("status"));
+    m->error_category = pst_error_category_val(RAW("error_category"));
+    m->error_detail = STR("error_detail");
+    m->attempts = (int32_t)I64("attempts");
+    m->next_attempt_at_ms = MS("next_attempt_at_us");
+    m->channel_timestamp_ms = MS("channel_timestamp_us");
+    m->created_at_ms = MS("created_at_us");
+    m->updated_at_ms = MS("updated_at_us");
+    m->provider_retry_key = STR("provider_retry_key");
+    if (!pst_parse_attachments(ctx, RAW("attachments"), m->message_id, &m->n_attachments,
+                               &m->attachments))
         return NULL;
     return m;
 }
 
 PB(Conversation) * pst_row_conversation(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
 {
+    HINTS();
     PB(Conversation) *c = oc_arena_alloc(ctx->arena, sizeof *c);
     PB(Conversation) init = PB_INIT(CONVERSATION);
 
     if (c == NULL) return NULL;
     *c = init;
-    c->conversation_id = col_str(ctx, r, row, "id");
-    c->tenant_id = col_str(ctx, r, row, "tenant_id");
-    c->channel_account_id = col_str(ctx, r, row, "channel_account_id");
-    c->channel_type = pst_channel_type_val(col_raw(r, row, "channel_type"));
-    c->thread_key = col_str(ctx, r, row, "thread_key");
-    c->contact_id = col_str(ctx, r, row, "contact_id");
-    c->last_message_at_ms = col_ms(r, row, "last_message_at_us");
-    c->last_message_preview = col_str(ctx, r, row, "last_message_preview");
-    c->message_count = col_i64(r, row, "message_count");
-    c->last_activity_at_ms = col_ms(r, row, "last_activity_at_us");
-    c->created_at_ms = col_ms(r, row, "created_at_us");
-    c->updated_at_ms = col_ms(r, row, "updated_at_us");
+    c->conversation_id = STR("id");
+    c->tenant_id = STR("tenant_id");
+    c->channel_account_id = STR("channel_account_id");
+    c->channel_type = pst_channel_type_val(RAW("channel_type"));
+    c->thread_key = STR("thread_key");
+    c->contact_id = STR("contact_id");
+    c->last_message_at_ms = MS("last_message_at_us");
+    c->last_message_preview = STR("last_message_preview");
+    c->message_count = I64("message_count");
+    c->last_activity_at_ms = MS("last_activity_at_us");
+    c->created_at_ms = MS("created_at_us");
+    c->updated_at_ms = MS("updated_at_us");
     return c;
 }
 
 PB(Contact) * pst_row_contact(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
 {
+    HINTS();
     PB(Contact) *c = oc_arena_alloc(ctx->arena, sizeof *c);
     PB(Contact) init = PB_INIT(CONTACT);
 
     if (c == NULL) return NULL;
     *c = init;
-    c->contact_id = col_str(ctx, r, row, "id");
-    c->tenant_id = col_str(ctx, r, row, "tenant_id");
-    c->channel_account_id = col_str(ctx, r, row, "channel_account_id");
-    c->external_user_id = col_str(ctx, r, row, "external_user_id");
-    c->display_name = col_str(ctx, r, row, "display_name");
-    c->avatar_url = col_str(ctx, r, row, "avatar_url");
-    c->profile_json = col_str(ctx, r, row, "profile");
-    c->created_at_ms = col_ms(r, row, "created_at_us");
-    c->updated_at_ms = col_ms(r, row, "updated_at_us");
+    c->contact_id = STR("id");
+    c->tenant_id = STR("tenant_id");
+    c->channel_account_id = STR("channel_account_id");
+    c->external_user_id = STR("external_user_id");
+    c->display_name = STR("display_name");
+    c->avatar_url = STR("avatar_url");
+    c->profile_json = STR("profile");
+    c->created_at_ms = MS("created_at_us");
+    c->updated_at_ms = MS("updated_at_us");
     return c;
 }
 
 PB(ChannelAccount) * pst_row_channel_account(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row)
 {
+    HINTS();
     PB(ChannelAccount) *a = oc_arena_alloc(ctx->arena, sizeof *a);
     PB(ChannelAccount) init = PB_INIT(CHANNEL_ACCOUNT);
     const char *creds;
 
     if (a == NULL) return NULL;
     *a = init;
-    a->channel_account_id = col_str(ctx, r, row, "id");
-    a->tenant_id = col_str(ctx, r, row, "tenant_id");
-    a->channel_type = pst_channel_type_val(col_raw(r, row, "channel_type"));
-    a->external_account_id = col_str(ctx, r, row, "external_account_id");
-    a->display_name = col_str(ctx, r, row, "display_name");
-    a->status = pst_channel_status_val(col_raw(r, row, "status"));
-    a->last_error_category = pst_error_category_val(col_raw(r, row, "last_error_category"));
-    a->last_error_at_ms = col_ms(r, row, "last_error_at_us");
-    a->last_success_at_ms = col_ms(r, row, "last_success_at_us");
-    a->created_at_ms = col_ms(r, row, "created_at_us");
-    a->updated_at_ms = col_ms(r, row, "updated_at_us");
-    creds = col_raw(r, row, "credentials");
+    a->channel_account_id = STR("id");
+    a->tenant_id = STR("tenant_id");
+    a->channel_type = pst_channel_type_val(RAW("channel_type"));
+    a->external_account_id = STR("external_account_id");
+    a->display_name = STR("display_name");
+    a->status = pst_channel_status_val(RAW("status"));
+    a->last_error_category = pst_error_category_val(RAW("last_error_category"));
+    a->last_error_at_ms = MS("last_error_at_us");
+    a->last_success_at_ms = MS("last_success_at_us");
+    a->created_at_ms = MS("created_at_us");
+    a->updated_at_ms = MS("updated_at_us");
+    creds = RAW("credentials");
     if (creds != NULL) {
         json_error_t jerr;
         json_t *root = json_loads(creds, 0, &jerr);

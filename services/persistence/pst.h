@@ -160,6 +160,8 @@ char *pst_fallback_thread(oc_rpc_ctx_t *ctx, const char *external_user_id, int64
 char *pst_new_id(oc_rpc_ctx_t *ctx);
 
 /* --- rows -> protobuf (arena-allocated) --- */
+/* A bigint column's text as strtoll(s, NULL, 10) reads it, faster (row conversion). */
+int64_t pst_text_i64(const char *s);
 PB(Message) * pst_row_message(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
 PB(Conversation) * pst_row_conversation(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);
 PB(Contact) * pst_row_contact(oc_rpc_ctx_t *ctx, const oc_pg_result_t *r, int row);

@@ -382,8 +382,9 @@ static oc_err_t list_messages(oc_rpc_ctx_t *ctx, const ProtobufCMessage *in, Pro
     /* Rows come nearest-to-the-cursor first: cutting the page short keeps the nearest and
      * leaves a response every client accepts (gRPC's default limit is 4 MiB). */
     size_t used = 0;
+    int nf = oc_pg_nfields(q[1].res);
     for (int i = 0; i < n; i++) {
-        for (int c = 0; c < oc_pg_nfields(q[1].res); c++)
+        for (int c = 0; c < nf; c++)
             used += (size_t)oc_pg_length(q[1].res, i, c);
         used += 256; /* field tags, ids as text */
         if (used > PST_MAX_PAGE_BYTES && i > 0) {

@@ -22,48 +22,55 @@ typedef struct opts {
     bool sends, ingest, ordered;
     const bl_driver_t *drv;
     const char *app_secret_file;
+    const char *phase_hook; /* a command run before and after each phase (profiling) */
+    uint64_t calls;         /* main phases stop after this many calls (0: duration only) */
 } opts_t;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: omnichat-bench-line --connector HOST:PORT --persistence HOST:PORT\n"
-            "           --webhook-base URL --sim-base URL --super-dsn DSN\n"
-            "           [--connector-pid P] [--persistence-pid P] [--sim-pid P]\n"
-            "           [--postgres-pid P] [--duration S] [--ref-duration S] [--threads N]\n"
-            "           [--tenants N] [--channels N] [--users N] [--k N] [--out-dir DIR]\n"
-            "           [--phases send,ingest] [--flags TEXT] [--provider line|meta]\n"
-            "           [--app-secret-file FILE]\n"
-            "\n"
-            "Runs against a fresh stack started by scripts/bench-line.sh (the one documented way\n"
-            "to run it). Connects --channels bots through the connector, makes one conversation\n"
-            "per user with a signed webhook, then measures SendText and webhook ingest beside\n"
-            "their references (the simulator's raw send rate; the same persistence calls made\n"
-            "directly). Prints a table and writes DIR/results.json and DIR/results.md. Figures\n"
-            "are results, not tests: the exit status is 0 when the run completed, whatever the\n"
-            "targets say.\n"
-            "  --provider         the provider driver (default line): how channels are made at\n"
-            "                     the simulator, webhooks signed and sends checked\n"
-            "  --app-secret-file  the app secret that signs webhooks (meta: required)\n"
-            "  --connector        the connector's gRPC address\n"
-            "  --persistence      the persistence service's gRPC address\n"
-            "  --tls-cert-file, --tls-key-file, --tls-ca-file\n"
-            "                     client certificate, key and CA for mutual TLS to both "
-            "(default: plaintext)\n"
-            "  --webhook-base     the connector's HTTP base URL (http://127.0.0.1:PORT)\n"
-            "  --sim-base         the provider simulator's base URL\n"
-            "  --super-dsn        libpq conninfo of a superuser (CHECKPOINT, exactly-once counts)\n"
-            "  --*-pid            pids for CPU and memory figures from /proc\n"
-            "  --duration         seconds of each main phase (default 15)\n"
-            "  --ref-duration     seconds of the simulator's raw send phase (default 10)\n"
-            "  --threads          concurrent callers (default 64)\n"
-            "  --tenants/--channels/--users  the shape of the data (default 4, 8, 256)\n"
-            "  --k                events per POST of the batched webhook phase (default 10)\n"
-            "  --out-dir          where results go (default var/bench-line)\n"
-            "  --phases           which phases to run (default send,ingest)\n"
-            "  --flags            a description of the services' flags, copied to the results\n"
-            "  --ordered-batches  an experiment, not the benchmark: the users of each batch in\n"
-            "                     one global order (shows what lock-order cycles cost)\n");
+    fprintf(
+        f,
+        "usage: omnichat-bench-line --connector HOST:PORT --persistence HOST:PORT\n"
+        "           --webhook-base URL --sim-base URL --super-dsn DSN\n"
+        "           [--connector-pid P] [--persistence-pid P] [--sim-pid P]\n"
+        "           [--postgres-pid P] [--duration S] [--ref-duration S] [--threads N]\n"
+        "           [--tenants N] [--channels N] [--users N] [--k N] [--out-dir DIR]\n"
+        "           [--phases send,ingest] [--flags TEXT] [--provider line|meta]\n"
+        "           [--app-secret-file FILE] [--calls N] [--phase-hook CMD]\n"
+        "\n"
+        "Runs against a fresh stack started by scripts/bench-line.sh (the one documented way\n"
+        "to run it). Connects --channels bots through the connector, makes one conversation\n"
+        "per user with a signed webhook, then measures SendText and webhook ingest beside\n"
+        "their references (the simulator's raw send rate; the same persistence calls made\n"
+        "directly). Prints a table and writes DIR/results.json and DIR/results.md. Figures\n"
+        "are results, not tests: the exit status is 0 when the run completed, whatever the\n"
+        "targets say.\n"
+        "  --provider         the provider driver (default line): how channels are made at\n"
+        "                     the simulator, webhooks signed and sends checked\n"
+        "  --app-secret-file  the app secret that signs webhooks (meta: required)\n"
+        "  --connector        the connector's gRPC address\n"
+        "  --persistence      the persistence service's gRPC address\n"
+        "  --tls-cert-file, --tls-key-file, --tls-ca-file\n"
+        "                     client certificate, key and CA for mutual TLS to both "
+        "(default: plaintext)\n"
+        "  --webhook-base     the connector's HTTP base URL (http://127.0.0.1:PORT)\n"
+        "  --sim-base         the provider simulator's base URL\n"
+        "  --super-dsn        libpq conninfo of a superuser (CHECKPOINT, exactly-once counts)\n"
+        "  --*-pid            pids for CPU and memory figures from /proc\n"
+        "  --duration         seconds of each main phase (default 15)\n"
+        "  --ref-duration     seconds of the simulator's raw send phase (default 10)\n"
+        "  --threads          concurrent callers (default 64)\n"
+        "  --tenants/--channels/--users  the shape of the data (default 4, 8, 256)\n"
+        "  --k                events per POST of the batched webhook phase (default 10)\n"
+        "  --out-dir          where results go (default var/bench-line)\n"
+        "  --phases           which phases to run (default send,ingest)\n"
+        "  --flags            a description of the services' flags, copied to the results\n"
+        "  --ordered-batches  an experiment, not the benchmark: the users of each batch in\n"
+        "                     one global order (shows what lock-order cycles cost)\n"
+        "  --calls            an experiment: each main phase (SendText, webhook) stops after\n"
+        "                     N calls, for the same work in every run (profiles)\n"
+        "  --phase-hook       an experiment: runs 'CMD begin TAG' before and 'CMD end TAG'\n"
+        "                     after each phase (TAG: s, w1, w10, ...; e.g. callgrind_control)\n");
 }
 
 static int int_arg(const char *name, const char *v, int lo, int hi, int *out)
@@ -107,7 +114,9 @@ static int parse(int argc, char **argv, opts_t *o)
         O_TLS_KEY,
         O_TLS_CA,
         O_PROVIDER,
-        O_APP_SECRET
+        O_APP_SECRET,
+        O_CALLS,
+        O_HOOK
     };
     static const struct option longopts[] = {
         {"connector", required_argument, NULL, O_CONN},
@@ -136,6 +145,8 @@ static int parse(int argc, char **argv, opts_t *o)
         {"tls-ca-file", required_argument, NULL, O_TLS_CA},
         {"provider", required_argument, NULL, O_PROVIDER},
         {"app-secret-file", required_argument, NULL, O_APP_SECRET},
+        {"calls", required_argument, NULL, O_CALLS},
+        {"phase-hook", required_argument, NULL, O_HOOK},
         {NULL, 0, NULL, 0},
     };
     int c, v;
@@ -156,6 +167,13 @@ static int parse(int argc, char **argv, opts_t *o)
         switch (c) {
         case O_APP_SECRET:
             o->app_secret_file = optarg;
+            break;
+        case O_CALLS:
+            if (int_arg("--calls", optarg, 1, 100000000, &v) != 0) return -1;
+            o->calls = (uint64_t)v;
+            break;
+        case O_HOOK:
+            o->phase_hook = optarg;
             break;
         case O_PROVIDER:
             o->drv = bl_driver_find(optarg);
@@ -301,6 +319,19 @@ static long long deadlocks(bl_ctx_t *ctx)
                         err, sizeof err);
 }
 
+/* --phase-hook: runs the command synchronously, so that nothing of the phase is in flight
+ * while it runs (a profiler's counters then cover exactly the phase's calls). */
+static void phase_hook(const opts_t *o, const char *when, const char *tag)
+{
+    char cmd[1024];
+    int rc;
+
+    if (o->phase_hook == NULL) return;
+    snprintf(cmd, sizeof cmd, "%s %s %s", o->phase_hook, when, tag);
+    rc = system(cmd);
+    if (rc != 0) bench_progress("warning: the phase hook '%s' exited with %d", cmd, rc);
+}
+
 /* Runs one phase of bl_call and fills ph (figures, items, CPU by process). */
 static void run_phase(const opts_t *o, bl_ctx_t *ctx, bl_phase_t *ph, bl_job_t *job, double seconds,
                       uint64_t max_calls, pid_t rss_pid)
@@ -313,9 +344,11 @@ static void run_phase(const opts_t *o, bl_ctx_t *ctx, bl_phase_t *ph, bl_job_t *
 
     bl_threads_reset(ctx);
     dl0 = deadlocks(ctx);
+    phase_hook(o, "begin", job->tag);
     snap(o, &a);
     bench_run(&bp, &ph->st);
     snap(o, &b);
+    phase_hook(o, "end", job->tag);
     /* Backends report their statistics at most once a second, when idle. */
     nanosleep(&settle, NULL);
     dl1 = deadlocks(ctx);
@@ -561,7 +594,8 @@ int main(int argc, char **argv)
         checkpoint(&ctx);
         bench_progress("SendText: %d callers, %d s", o.threads, o.duration);
         set_job(&job, &ctx, BL_SENDTEXT, 1, "s");
-        run_phase(&o, &ctx, &rep.ph[BL_PH_SENDTEXT], &job, o.duration, 0, o.connector_pid);
+        run_phase(&o, &ctx, &rep.ph[BL_PH_SENDTEXT], &job, o.duration,
+                  per_thread(o.calls, o.threads), o.connector_pid);
         bench_progress("SendText: checking the simulator's deliveries and the database");
         bl_verify_sends(&ctx, "s", &rep.sends);
         uint64_t sends = rep.ph[BL_PH_SENDTEXT].st.calls;
@@ -601,7 +635,8 @@ int main(int argc, char **argv)
                            ks[i] > 1 ? "s" : "", o.duration);
             snprintf(tag, sizeof tag, "w%d", ks[i]);
             set_job(&job, &ctx, BL_WEBHOOK, ks[i], tag);
-            run_phase(&o, &ctx, &rep.ph[main_ph[i]], &job, o.duration, 0, o.connector_pid);
+            run_phase(&o, &ctx, &rep.ph[main_ph[i]], &job, o.duration,
+                      per_thread(o.calls, o.threads), o.connector_pid);
             snprintf(prefix, sizeof prefix, "lb%s%s-", ctx.run, tag);
             bench_progress("webhook: matching the stored rows to the POSTs");
             bl_verify_ingest(&ctx, prefix, ks[i], checks[i]);

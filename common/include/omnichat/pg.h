@@ -106,6 +106,13 @@ int oc_pg_length(const oc_pg_result_t *r, int row, int col);
 bool oc_pg_isnull(const oc_pg_result_t *r, int row, int col);
 /* Column index by name, -1 when absent. */
 int oc_pg_fnumber(const oc_pg_result_t *r, const char *name);
+/* The same, trying *hint first (a column number the caller found for this name before, checked
+ * by name) and leaving the answer there: one strcmp instead of a scan of every column when a
+ * statement's rows are converted one by one. Any int is a valid hint. */
+int oc_pg_fnumber_hint(const oc_pg_result_t *r, const char *name, int *hint);
+/* The text of column `name` (found as oc_pg_fnumber_hint does) in row, NULL when the column is
+ * absent or the value is NULL; *len (may be NULL) gets its length. One call per cell. */
+const char *oc_pg_cell(const oc_pg_result_t *r, int row, const char *name, int *hint, int *len);
 
 /* A standalone connection outside any pool (migrations, tools). */
 oc_pg_conn_t *oc_pg_connect(const char *conninfo, oc_error_t *err);

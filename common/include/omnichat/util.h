@@ -13,6 +13,9 @@
 /* Random UUIDv4 / time-ordered UUIDv7 (48-bit ms timestamp, then random) into out[37].
  * Uses OpenSSL's CSPRNG. Thread-safe. Returns OC_OK or OC_E_INTERNAL. */
 oc_err_t oc_uuid_v4(char out[OC_UUID_STR_LEN + 1]);
+/* n bytes of RAND_bytes output, taken from a per-thread block (cheap for small n): for
+ * identifiers and jitter, never for keys or nonces. */
+oc_err_t oc_random_id_bytes(void *out, size_t n);
 oc_err_t oc_uuid_v7(char out[OC_UUID_STR_LEN + 1]);
 /* True when s is a canonical lowercase or uppercase 8-4-4-4-12 hex UUID (exactly 36 bytes). */
 bool oc_uuid_valid(const char *s);
@@ -68,11 +71,13 @@ oc_err_t oc_read_file(const char *path, size_t max, bool strip_newline, char **o
  * n zeroed bytes on whole anonymous pages of their own, marked MADV_DONTDUMP so that they stay
  * out of a core file even when core dumps were allowed for debugging, and MADV_WIPEONFORK so
  * that a child never inherits them. NULL on failure (the caller may fall back to nothing: this
- * never returns heap memory). Costs at least one page and two system calls: for secrets, not
- * for bulk data. Thread-safe.
+ * never returns heap memory). Costs at least one page, and two system calls unless a freed page
+ * can be reused (one-page allocations are recycled, wiped): for secrets, not for bulk data.
+ * Thread-safe.
  */
 void *oc_secret_alloc(size_t n);
-/* Wipes (OPENSSL_cleanse) and unmaps memory from oc_secret_alloc. NULL is fine. */
+/* Wipes (OPENSSL_cleanse) and unmaps memory from oc_secret_alloc (a one-page allocation's page
+ * may be kept, wiped, for the next one). NULL is fine. */
 void oc_secret_free(void *p);
 /* A NUL-terminated copy of s[0..n) in secret memory; NULL on failure. */
 char *oc_secret_strndup(const char *s, size_t n);

@@ -182,6 +182,24 @@ static void test_json_str_long_and_limit(void)
     free(in);
 }
 
+/* Unreserved runs stay as they are, everything else is %XX, at either end too. */
+static void test_form_encoded(void)
+{
+    oc_buf_t b;
+
+    oc_buf_init(&b, 256);
+    oc_buf_append_form_encoded(&b, "a b&c=d~e_f.g-h", 15);
+    CU_ASSERT_STRING_EQUAL(b.data, "a%20b%26c%3Dd~e_f.g-h");
+    oc_buf_dispose(&b);
+    oc_buf_init(&b, 256);
+    oc_buf_append_form_encoded(&b, "\xe0\xb8\xaa{}", 5);
+    CU_ASSERT_STRING_EQUAL(b.data, "%E0%B8%AA%7B%7D");
+    oc_buf_dispose(&b);
+    oc_buf_init(&b, 4); /* too small: the buffer fails, nothing past its cap */
+    CU_ASSERT_EQUAL(oc_buf_append_form_encoded(&b, "abcdefgh", 8), OC_E_TOO_LARGE);
+    oc_buf_dispose(&b);
+}
+
 static void test_detach(void)
 {
     oc_buf_t b;
@@ -244,6 +262,7 @@ int main(void)
     CU_add_test(s, "json string long and limit", test_json_str_long_and_limit);
     CU_add_test(s, "detach", test_detach);
     CU_add_test(s, "secret", test_secret);
+    CU_add_test(s, "form encoding", test_form_encoded);
     int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

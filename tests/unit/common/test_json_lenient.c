@@ -36,6 +36,28 @@ static void test_nul_escape_and_big_numbers(void)
     json_decref(v);
 }
 
+/* The copy itself, byte for byte: unchanged runs around each rewrite, at both ends. */
+static void test_copy_exact(void)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"{\"a\":\"plain text\",\"b\":[1,2.5,-3]}", "{\"a\":\"plain text\",\"b\":[1,2.5,-3]}"},
+        {"\"\\u0000\"", "\"\\uFFFD\""},
+        {"[\"x\\u0000y\\u0000\",12345678901234567890,7,99999999999999999999]",
+         "[\"x\\uFFFDy\\uFFFD\",\"12345678901234567890\",7,\"99999999999999999999\"]"},
+        {"123456789012345678901", "\"123456789012345678901\""},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        oc_buf_t b;
+        oc_buf_init(&b, 1024);
+        CU_ASSERT_TRUE(oc_json_lenient_copy(cases[i].in, strlen(cases[i].in), &b));
+        CU_ASSERT_STRING_EQUAL(b.data != NULL ? b.data : "", cases[i].out);
+        oc_buf_dispose(&b);
+    }
+}
+
 static void test_duplicates_depth_and_garbage(void)
 {
     char deep[200];
@@ -70,6 +92,7 @@ int main(void)
     s = CU_add_suite("json_lenient", NULL, NULL);
     CU_add_test(s, "\\u0000 and numbers jansson cannot hold", test_nul_escape_and_big_numbers);
     CU_add_test(s, "duplicate keys, depth, garbage", test_duplicates_depth_and_garbage);
+    CU_add_test(s, "the copy, byte for byte", test_copy_exact);
     int failed = oc_test_run();
     return failed == 0 ? 0 : 1;
 }

@@ -52,6 +52,27 @@ static void test_invalid_utf8_refused(void)
     CU_ASSERT_EQUAL(check_inbound("\xc3\x28", 2, 2), OC_E_INVALID);
 }
 
+/* The path of the 13th element: the index is written in full (paths are built by hand). */
+static void test_path_with_multi_digit_index(void)
+{
+    uint8_t item[32], msg[512];
+    size_t at = put_ld(msg, 0, 1, "t", 1), n;
+    oc_error_t err;
+
+    oc_error_clear(&err);
+    for (int i = 0; i < 13; i++) {
+        n = put_ld(item, 0, 7, "mid", 3);
+        if (i == 12) n = put_ld(item, n, 13, "a\0b", 3);
+        at = put_ld(msg, at, 2, item, n);
+    }
+    CU_ASSERT_EQUAL(
+        oc_pb_check_strings(&omnichat__persistence__v1__persist_inbound_request__descriptor, msg,
+                            at, &err),
+        OC_E_INVALID);
+    CU_ASSERT_STRING_EQUAL(err.msg,
+                           "messages[12].content_text: must be valid UTF-8 without NUL characters");
+}
+
 static void test_bytes_and_unknown_fields_ignored(void)
 {
     /* SealedCredential.ciphertext is bytes: NUL is fine there. Field 99 is unknown. */
@@ -193,6 +214,7 @@ int main(void)
     CU_add_test(s, "clean strings pass", test_clean_strings_pass);
     CU_add_test(s, "NUL refused with the field path", test_nul_refused_with_path);
     CU_add_test(s, "invalid UTF-8 refused", test_invalid_utf8_refused);
+    CU_add_test(s, "multi-digit element index in the path", test_path_with_multi_digit_index);
     CU_add_test(s, "bytes and unknown fields ignored", test_bytes_and_unknown_fields_ignored);
     CU_add_test(s, "truncated framing left to the unpacker",
                 test_truncated_framing_left_to_unpacker);

@@ -204,6 +204,25 @@ static void test_secret_memory_is_left_out_of_core_dumps(void)
     oc_secret_free(NULL);
 }
 
+/* A freed one-page secret is wiped and its page reused (the same address: the pool is used),
+ * zeroed, and still left out of core dumps. */
+static void test_secret_page_reused_wiped_and_undumpable(void)
+{
+    char flags[256];
+    char *a = oc_secret_strndup("hunter2", 7), *b;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    oc_secret_free(a);
+    b = oc_secret_alloc(64);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_PTR_EQUAL(b, a);
+    for (size_t i = 0; i < 64; i++)
+        CU_ASSERT_EQUAL_FATAL(b[i], 0);
+    vmflags_of(b, flags, sizeof flags);
+    CU_ASSERT_PTR_NOT_NULL(strstr(flags, " dd"));
+    oc_secret_free(b);
+}
+
 static void test_healthz_rpc_reports_a_failed_probe(void)
 {
     oc_http_response_t resp;
@@ -231,6 +250,8 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     s = CU_add_suite("svc", NULL, NULL);
     CU_add_test(s, "/healthz reports a failed gRPC probe", test_healthz_rpc_reports_a_failed_probe);
+    CU_add_test(s, "a freed secret page is reused wiped and undumpable",
+                test_secret_page_reused_wiped_and_undumpable);
     CU_add_test(s, "valid configuration runs", test_valid_configuration_runs);
     CU_add_test(s, "cross-option rule refuses with exit 2",
                 test_cross_option_rule_refuses_with_exit_2);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "omnichat/util.h"
@@ -23,6 +24,40 @@ static void test_uuid_v4(void)
     CU_ASSERT_EQUAL(a[14], '4');
     CU_ASSERT_PTR_NOT_NULL(strchr("89ab", a[19]));
     CU_ASSERT_STRING_NOT_EQUAL(a, b);
+}
+
+/* Ids come from a per-thread block of random bytes: many in a row are all distinct (a block
+ * boundary is crossed), and a forked child never hands out the ids its parent hands out next. */
+static void test_uuid_v4_block_and_fork(void)
+{
+    enum { N = 200 }; /* 200 x 16 bytes: several blocks */
+    static char ids[N][OC_UUID_STR_LEN + 1];
+    char parent_next[OC_UUID_STR_LEN + 1], child_next[OC_UUID_STR_LEN + 1] = "";
+    int fds[2];
+
+    for (int i = 0; i < N; i++)
+        CU_ASSERT_EQUAL_FATAL(oc_uuid_v4(ids[i]), OC_OK);
+    for (int i = 0; i < N; i++)
+        for (int k = i + 1; k < N; k++)
+            CU_ASSERT_STRING_NOT_EQUAL(ids[i], ids[k]);
+
+    CU_ASSERT_EQUAL_FATAL(pipe(fds), 0);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        char id[OC_UUID_STR_LEN + 1];
+        ssize_t w = oc_uuid_v4(id) == OC_OK ? write(fds[1], id, sizeof id) : -1;
+        _exit(w == (ssize_t)sizeof id ? 0 : 1);
+    }
+    close(fds[1]);
+    CU_ASSERT_EQUAL(oc_uuid_v4(parent_next), OC_OK);
+    CU_ASSERT_EQUAL(read(fds[0], child_next, sizeof child_next), (ssize_t)sizeof child_next);
+    close(fds[0]);
+    int status = 0;
+    CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CU_ASSERT(oc_uuid_valid(child_next));
+    CU_ASSERT_STRING_NOT_EQUAL(parent_next, child_next);
 }
 
 static void test_uuid_v7_layout(void)
@@ -520,6 +555,8 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
     CU_pSuite s = CU_add_suite("util", suite_init, suite_clean);
     CU_add_test(s, "uuid v4", test_uuid_v4);
+    CU_add_test(s, "uuid v4: per-thread block, none shared with a forked child",
+                test_uuid_v4_block_and_fork);
     CU_add_test(s, "uuid v7 layout", test_uuid_v7_layout);
     CU_add_test(s, "uuid v7 ordering", test_uuid_v7_ordering);
     CU_add_test(s, "uuid v7 threads unique", test_uuid_v7_threads_unique);
