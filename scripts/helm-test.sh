@@ -47,6 +47,12 @@ else
     TMP=$(mktemp -d "$ROOT/var/cache/helm-tools/.tmp.XXXXXX")
     trap 'rm -rf "$TMP"' EXIT
     cp tests/helm/package.json "$LOCK" "$TMP/"
+    # Node trusts only its own copy of the public CAs; the machine's bundle (ca-certificates,
+    # as apt, curl and git use it) also holds the CA of a TLS-inspecting egress proxy, where
+    # the network has one. Added to Node's, never in place of them.
+    if [[ -z ${NODE_EXTRA_CA_CERTS:-} && -r /etc/ssl/certs/ca-certificates.crt ]]; then
+        export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+    fi
     # npm ci installs exactly the lock file (versions and integrity hashes). Scripts are not
     # run; the layer's peer dependencies (aws-cdk-lib, 250 MB) are not needed for its zip.
     if ! (cd "$TMP" && npm ci --no-audit --no-fund --ignore-scripts --legacy-peer-deps \
