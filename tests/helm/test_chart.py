@@ -210,8 +210,8 @@ def test_connectors_dial_the_headless_persistence_service_with_dns():
     for svc in ("connector-line", "connector-meta"):
         assert env_of(container(docs, svc))["OMNICHAT_PERSISTENCE_TARGET"] == target
     # The client balances over the resolved addresses: every channel it makes carries the
-    # round_robin service config (common/src/rpc.c, new_channel()).
-    rpc = (ROOT / "common" / "src" / "rpc.c").read_text()
+    # round_robin service config (common/src/rpc_client.c, new_channel()).
+    rpc = (ROOT / "common" / "src" / "rpc_client.c").read_text()
     new_channel = rpc[rpc.index("static grpc_channel *new_channel(") :]
     new_channel = new_channel[: new_channel.index("\n}\n")]
     assert '{\\"loadBalancingConfig\\":[{\\"round_robin\\":{}}]}' in new_channel
