@@ -39,6 +39,7 @@
 #define DEFAULT_WORKERS 16
 #define DEFAULT_MAX_MESSAGE (4u * 1024 * 1024)
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
+#define HEALTH_WATCH_PATH "/grpc.health.v1.Health/Watch"
 #define HEALTH_MAX_REQUEST 1024 /* a service name */
 /* Worker threads per completion queue: in practice one CQ for all workers. Measured on 2 cores
  * (64 blocking client threads, separate processes): 1 CQ x 16 workers and 4 CQs x 4 workers
@@ -164,6 +165,7 @@ struct oc_rpc_server {
     char health_detail[OC_ERROR_MSG_MAX + 1]; /* under mu */
     rpc_streams_t *streams;
     rpc_reflect_t *reflect; /* NULL: no descriptor set, no reflection */
+    rpc_health_t *health;   /* Health/Watch; NULL when the table serves its own health */
     /* Housekeeping thread (memory trim; listener watchdog and health probe). */
     pthread_t keeper;
     bool keeper_running;
@@ -1036,6 +1038,7 @@ static void free_server(oc_rpc_server_t *s)
     if (s->quota) grpc_resource_quota_unref(s->quota);
     rpc_streams_destroy(s->streams);
     rpc_reflect_destroy(s->reflect);
+    rpc_health_destroy(s->health);
     free(s->probe_target);
     for (int i = 0; i < s->ncq; i++)
         if (s->cqs[i]) grpc_completion_queue_destroy(s->cqs[i]);
@@ -1172,8 +1175,8 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
     s->nworkers = s->opts.workers;
     s->ncq = (s->nworkers + THREADS_PER_CQ - 1) / THREADS_PER_CQ;
 
-    /* The table, then health and the two reflection methods. */
-    s->methods = calloc(nmethods + 3, sizeof(*s->methods));
+    /* The table, then health (Check, Watch) and the two reflection methods. */
+    s->methods = calloc(nmethods + 4, sizeof(*s->methods));
     s->services = calloc(nmethods + 1, sizeof(*s->services));
     s->cqs = calloc((size_t)s->ncq, sizeof(*s->cqs));
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
@@ -1206,6 +1209,23 @@ oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                        NULL,
                        NULL,
                        NULL};
+    if (own_health) {
+        s->health = rpc_health_create(s->services, s->nservices, true);
+        if (!s->health) {
+            oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
+            goto fail;
+        }
+        s->methods[s->nmethods++] =
+            (method_t){HEALTH_WATCH_PATH,
+                       &grpc__health__v1__health_check_request__descriptor,
+                       &grpc__health__v1__health_check_response__descriptor,
+                       NULL,
+                       (oc_rpc_limits_t){.max_request_bytes = HEALTH_MAX_REQUEST,
+                                         .max_decode_bytes = HEALTH_MAX_REQUEST * 4 + DECODE_SLACK},
+                       NULL,
+                       &rpc_health_watch_handlers,
+                       s->health};
+    }
     s->streams = rpc_streams_create(stream_finished, s);
     if (!s->streams) {
         oc_error_set(err, OC_E_NOMEM, "rpc server: out of memory");
@@ -1303,7 +1323,9 @@ nomem:
 
 void oc_rpc_server_set_serving(oc_rpc_server_t *s, bool serving)
 {
-    if (s) atomic_store(&s->serving, serving);
+    if (!s) return;
+    atomic_store(&s->serving, serving);
+    rpc_health_set(s->health, serving);
 }
 
 void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
@@ -1312,6 +1334,7 @@ void oc_rpc_server_shutdown(oc_rpc_server_t *s, int grace_ms)
     s->shut_down = true;
     keeper_stop(s);
     atomic_store(&s->serving, false);
+    rpc_health_set(s->health, false);
     atomic_store(&s->stopping, true);
     /* Refuses new calls; pending request tags complete with ok=0 and are released by the
      * workers; the tag arrives once the listeners and connections are gone. Without a current

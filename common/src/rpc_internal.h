@@ -1,4 +1,4 @@
-/* What rpc.c, rpc_client.c, rpc_stream.c and rpc_reflect.c share inside common/: not an API. */
+/* What the rpc_*.c files share inside common/: not an API. */
 #ifndef OMNICHAT_RPC_INTERNAL_H
 #define OMNICHAT_RPC_INTERNAL_H
 
@@ -59,6 +59,21 @@ oc_err_t rpc_stream_begin(rpc_streams_t *r, const oc_rpc_stream_handlers_t *h,
                           const ProtobufCMessageDescriptor *output, const oc_rpc_limits_t *limits,
                           grpc_call *call, oc_rpc_ctx_t *ctx, const ProtobufCMessage *req,
                           int64_t start_us);
+
+/* ---- health watch (rpc_health.c) ---- */
+
+typedef struct rpc_health rpc_health_t;
+
+/* Watchers of one server; `services` (the served names, not copied) must outlive it. NULL when
+ * out of memory. */
+rpc_health_t *rpc_health_create(char *const *services, size_t nservices, bool serving);
+/* After every watch stream has finished. NULL is fine. */
+void rpc_health_destroy(rpc_health_t *h);
+/* The serving status; a change is sent to every watcher. Any thread; NULL is fine. */
+void rpc_health_set(rpc_health_t *h, bool serving);
+
+/* The Health/Watch handlers; ctx->user is the rpc_health_t. */
+extern const oc_rpc_stream_handlers_t rpc_health_watch_handlers;
 
 /* ---- reflection (rpc_reflect.c) ---- */
 

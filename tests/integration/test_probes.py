@@ -164,3 +164,64 @@ def test_sigterm_drains_then_refuses_then_exits_cleanly(cluster):
     svc.channel = None
     rc = svc.proc.wait(timeout=30)
     assert rc == 0, log_tail(svc.log_path)
+
+
+class _Watch:
+    """A Health/Watch stream read on a thread of its own: every status received, in order,
+    and the status that ended the stream."""
+
+    def __init__(self, channel, service=""):
+        call = channel.unary_stream(
+            "/grpc.health.v1.Health/Watch",
+            request_serializer=health_pb.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb.HealthCheckResponse.FromString)
+        self.call = call(health_pb.HealthCheckRequest(service=service), timeout=120)
+        self.statuses, self.ended = [], None
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        try:
+            for r in self.call:
+                self.statuses.append(r.status)
+            self.ended = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            self.ended = e.code()
+
+    def wait(self, statuses, what):
+        wait_until(lambda: self.statuses == statuses, 15, f"{what}: {self.statuses}")
+
+
+def test_watch_follows_readiness_and_ends_at_shutdown(cluster):
+    """Health/Watch: the status at once, then each change (database down, back), as it
+    happens; an unknown service is SERVICE_UNKNOWN and stays open; SIGTERM sends NOT_SERVING,
+    then the stream ends UNAVAILABLE."""
+    svc = Service(cluster, name="watch", extra_args=["--connect-timeout-s", "1"])
+    svc.migrate()
+    cluster.grant()
+    svc.start()
+    ch = svc.new_channel()  # its own: stop() closes svc.channel before the signal
+    try:
+        w = _Watch(ch)
+        w.wait([SERVING], "the current status first")
+        unknown = _Watch(svc.channel, "no.such.Service")
+        unknown.wait([health_pb.HealthCheckResponse.SERVICE_UNKNOWN], "an unknown service")
+        named = _Watch(svc.channel, "omnichat.persistence.v1.Persistence")
+        named.wait([SERVING], "the persistence service by name")
+
+        cluster.stop()
+        w.wait([SERVING, NOT_SERVING], "NOT_SERVING when the database stopped")
+        cluster.start()
+        w.wait([SERVING, NOT_SERVING, SERVING], "SERVING when it came back")
+        named.wait([SERVING, NOT_SERVING, SERVING], "the named watch follows too")
+        assert unknown.statuses == [health_pb.HealthCheckResponse.SERVICE_UNKNOWN]
+        assert w.ended is None and unknown.ended is None  # still open
+    finally:
+        rc = svc.stop()
+    assert rc == 0, log_tail(svc.log_path)
+    try:
+        w.wait([SERVING, NOT_SERVING, SERVING, NOT_SERVING], "NOT_SERVING at shutdown")
+        wait_until(lambda: w.ended is not None, 15, "the watch to end")
+        assert w.ended == grpc.StatusCode.UNAVAILABLE
+    finally:
+        ch.close()

@@ -244,8 +244,10 @@ typedef struct oc_rpc_server oc_rpc_server_t;
  * Creates a server bound to opts->listen (SO_REUSEPORT off, so a busy port fails). It serves
  * `methods` (the table must outlive the server) and grpc.health.v1.Health/Check, answering
  * SERVING for "" and for each service named in the method paths while serving, NOT_SERVING
- * after oc_rpc_server_set_serving(false), NOT_FOUND for other names; Watch is UNIMPLEMENTED, as
- * is every unknown method. With opts->descriptor_set it also serves
+ * after oc_rpc_server_set_serving(false), NOT_FOUND for other names; and Health/Watch, a
+ * stream that sends the status at once and again at every change (SERVICE_UNKNOWN, once, for
+ * other names; NOT_SERVING at shutdown, then UNAVAILABLE; at most 1024 watchers). A table that
+ * has its own Health/Check gets neither. Every unknown method is UNIMPLEMENTED. With opts->descriptor_set it also serves
  * grpc.reflection.v1.ServerReflection and grpc.reflection.v1alpha.ServerReflection
  * (ServerReflectionInfo) to every authenticated peer (OC_RPC_ROLE_ANY, like health): the
  * services of `methods`, Health and both reflection services are listed; files are found by

@@ -1,4 +1,5 @@
-/* Unit tests for the gRPC server and client layer (common/src/rpc.c, rpc_client.c) over loopback. */
+/* Unit tests for the gRPC server and client layer (common/src/rpc.c, rpc_client.c) over loopback.
+ */
 #include <CUnit/Basic.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -293,7 +294,7 @@ static void test_unimplemented(void)
     oc_arena_t *a = oc_arena_create(0);
     oc_error_t err;
     int status = -1;
-    const char *paths[] = {"/test.Echo/Nope", "/nope.Svc/X", "/grpc.health.v1.Health/Watch"};
+    const char *paths[] = {"/test.Echo/Nope", "/nope.Svc/X", "/grpc.health.v1.Health/Nope"};
     for (size_t i = 0; i < 3; i++) {
         CU_ASSERT_EQUAL(call_echo(g_cli, paths[i], "x", 2000, NULL, a, NULL, &status, &err),
                         OC_E_UNIMPLEMENTED);
