@@ -247,14 +247,15 @@ typedef struct oc_rpc_server oc_rpc_server_t;
  * after oc_rpc_server_set_serving(false), NOT_FOUND for other names; and Health/Watch, a
  * stream that sends the status at once and again at every change (SERVICE_UNKNOWN, once, for
  * other names; NOT_SERVING at shutdown, then UNAVAILABLE; at most 1024 watchers). A table that
- * has its own Health/Check gets neither. Every unknown method is UNIMPLEMENTED. With opts->descriptor_set it also serves
- * grpc.reflection.v1.ServerReflection and grpc.reflection.v1alpha.ServerReflection
- * (ServerReflectionInfo) to every authenticated peer (OC_RPC_ROLE_ANY, like health): the
- * services of `methods`, Health and both reflection services are listed; files are found by
- * name or by symbol (service, method, message, enum, nested ones) and sent with their
- * transitive dependencies; extensions are NOT_FOUND (the API has none). A set that lacks one
- * of the served services is an error. Every reply, error or not, carries the call's request id
- * as trailing metadata x-request-id. Calls grpc_init. Returns NULL with err set on failure.
+ * has its own Health/Check gets neither. Every unknown method is UNIMPLEMENTED. With
+ * opts->descriptor_set it also serves grpc.reflection.v1.ServerReflection and
+ * grpc.reflection.v1alpha.ServerReflection (ServerReflectionInfo) to every authenticated peer
+ * (OC_RPC_ROLE_ANY, like health): the services of `methods`, Health and both reflection services
+ * are listed; files are found by name or by symbol (service, method, message, enum, nested ones)
+ * and sent with their transitive dependencies; extensions are NOT_FOUND (the API has none). A set
+ * that lacks one of the served services is an error. Every reply, error or not, carries the call's
+ * request id as trailing metadata x-request-id. Calls grpc_init. Returns NULL with err set on
+ * failure.
  */
 oc_rpc_server_t *oc_rpc_server_create(const oc_rpc_server_opts_t *opts,
                                       const oc_rpc_method_t *methods, size_t nmethods,
