@@ -108,13 +108,19 @@ def test_connector_line_serves_at_every_level(service, line_sim, level, how):
            "--line-api-base", line_sim.base,
            "--vault-key-file", write_vault_key_file(os.path.join(work, "vault.keys")),
            "--workers", "2", "--http-threads", "2", "--worker-threads", "1"]
+    # In the TLS run persistence takes only mutual TLS: the connector needs its certificate to
+    # reach it (and be ready), and then serves its own port over TLS too.
+    certs = harness.suite_certs()
+    if certs is not None:
+        cmd += certs.flags("connector-line", harness.CLIENT_ROLES)
     proc = _spawn(cmd, level, how, work)
     try:
         _wait_port(proc, gport, work)
         _wait_port(proc, hport, work)
-        with grpc.insecure_channel(f"127.0.0.1:{gport}") as ch:
+        with (certs.channel(gport, "omnichatctl") if certs is not None
+              else grpc.insecure_channel(f"127.0.0.1:{gport}")) as ch:
             got = ConnectorApi(ch).health()
-        assert got.status == 1  # SERVING
+        assert got.status == 1  # SERVING: up, and persistence reachable
         status, _, body = http_request("GET", f"http://127.0.0.1:{hport}/healthz")
         assert status == 200, body
         _stop(proc, work, level)
