@@ -329,12 +329,15 @@ static oc_err_t health_check(oc_rpc_ctx_t *ctx, const ProtobufCMessage *req,
     const oc_rpc_server_t *s = CONTAINER_OF(ctx, srv_call_t, ctx)->s;
     const Grpc__Health__V1__HealthCheckRequest *r = (const void *)req;
     const char *name = r->service ? r->service : "";
-    if (name[0] != '\0' && !service_known(s, name))
+    bool liveness = strcmp(name, OC_RPC_HEALTH_LIVENESS) == 0;
+    if (name[0] != '\0' && !liveness && !service_known(s, name))
         return oc_error_set(&ctx->err, OC_E_NOT_FOUND, "unknown service %s", name);
     Grpc__Health__V1__HealthCheckResponse *out = oc_arena_alloc(ctx->arena, sizeof(*out));
     if (!out) return oc_error_set(&ctx->err, OC_E_NOMEM, "health: out of memory");
     grpc__health__v1__health_check_response__init(out);
-    out->status = atomic_load_explicit(&s->serving, memory_order_relaxed)
+    /* Liveness is about the process: it answered over the real gRPC path, whatever its
+     * dependencies say. Readiness ("" and the service names) follows them. */
+    out->status = liveness || atomic_load_explicit(&s->serving, memory_order_relaxed)
                       ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
                       : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     *resp = &out->base;

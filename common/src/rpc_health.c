@@ -18,6 +18,7 @@
 typedef struct watcher {
     oc_rpc_stream_t *st; /* holds a reference while registered */
     bool known;          /* the service name is served: it follows the status */
+    bool liveness;       /* OC_RPC_HEALTH_LIVENESS: SERVING until shutdown */
     bool behind;         /* a change found the queue full: send the current status when writable */
     Grpc__Health__V1__HealthCheckResponse__ServingStatus last; /* the last status queued */
 } watcher_t;
@@ -89,7 +90,7 @@ void rpc_health_set(rpc_health_t *h, bool serving)
     h->serving = serving;
     if (changed) {
         for (size_t i = 0; i < h->n; i++) {
-            if (!h->w[i]->known) continue;
+            if (!h->w[i]->known || h->w[i]->liveness) continue;
             h->w[i]->last = status_of(true, serving);
             oc_rpc_stream_ref(h->w[i]->st);
             snap[n++] = h->w[i]->st;
@@ -115,7 +116,8 @@ static oc_err_t watch_start(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const Protob
 
     if (!w) return oc_error_set(&ctx->err, OC_E_NOMEM, "health: out of memory");
     w->st = st;
-    w->known = known_service(h, r->service ? r->service : "");
+    w->liveness = r->service && strcmp(r->service, OC_RPC_HEALTH_LIVENESS) == 0;
+    w->known = w->liveness || known_service(h, r->service ? r->service : "");
     w->behind = false;
     pthread_mutex_lock(&h->mu);
     if (h->closing || h->n == MAX_WATCHERS) {
@@ -128,7 +130,7 @@ static oc_err_t watch_start(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx, const Protob
     oc_rpc_stream_ref(st);
     h->w[h->n++] = w;
     /* The first status is sent under the lock, so no change can overtake it. */
-    w->last = status_of(w->known, h->serving);
+    w->last = status_of(w->known, w->liveness || h->serving);
     send_status(st, w->last);
     pthread_mutex_unlock(&h->mu);
     return OC_OK;
@@ -142,7 +144,7 @@ static void watch_writable(oc_rpc_stream_t *st, oc_rpc_ctx_t *ctx)
     for (size_t i = 0; i < h->n; i++) {
         watcher_t *w = h->w[i];
         if (w->st != st || !w->behind) continue;
-        w->last = status_of(w->known, h->serving);
+        w->last = status_of(w->known, w->liveness || h->serving);
         w->behind = !send_status(st, w->last);
     }
     pthread_mutex_unlock(&h->mu);

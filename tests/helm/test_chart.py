@@ -253,8 +253,11 @@ def test_native_grpc_probes_without_tls():
     docs = manifests("default")
     for svc, (grpc_port, *_rest) in SERVICES.items():
         c = container(docs, svc)
-        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-            assert c[probe]["grpc"] == {"port": grpc_port, "service": ""}, (svc, probe)
+        # Liveness and startup ask the "liveness" service (SERVING whenever the process
+        # answers), readiness the whole server ("": follows the dependency).
+        for probe, service in (("livenessProbe", "liveness"), ("readinessProbe", ""),
+                               ("startupProbe", "liveness")):
+            assert c[probe]["grpc"] == {"port": grpc_port, "service": service}, (svc, probe)
             assert "httpGet" not in c[probe]
 
 

@@ -57,6 +57,8 @@ def test_readiness_follows_the_database_and_liveness_does_not(cluster):
         assert _ready(svc)[0] == 503
         for _ in range(3):  # across several readiness checks (one a second)
             assert svc.admin_get("/healthz")[0] == 200
+            # The gRPC liveness service (a Kubernetes gRPC liveness probe) stays SERVING.
+            assert api.health("liveness", timeout=5).status == SERVING
             time.sleep(0.5)
         assert _status(api) == NOT_SERVING
 

@@ -240,11 +240,16 @@ typedef struct oc_rpc_server_opts {
 
 typedef struct oc_rpc_server oc_rpc_server_t;
 
+/* The Health/Check service name of liveness (a Kubernetes gRPC liveness probe's `service`):
+ * SERVING whenever the server answers, while "" follows readiness. */
+#define OC_RPC_HEALTH_LIVENESS "liveness"
+
 /*
  * Creates a server bound to opts->listen (SO_REUSEPORT off, so a busy port fails). It serves
  * `methods` (the table must outlive the server) and grpc.health.v1.Health/Check, answering
  * SERVING for "" and for each service named in the method paths while serving, NOT_SERVING
- * after oc_rpc_server_set_serving(false), NOT_FOUND for other names; and Health/Watch, a
+ * after oc_rpc_server_set_serving(false) (readiness), SERVING for OC_RPC_HEALTH_LIVENESS
+ * whenever it answers at all (liveness), NOT_FOUND for other names; and Health/Watch, a
  * stream that sends the status at once and again at every change (SERVICE_UNKNOWN, once, for
  * other names; NOT_SERVING at shutdown, then UNAVAILABLE; at most 1024 watchers). A table that
  * has its own Health/Check gets neither. Every unknown method is UNIMPLEMENTED. With
