@@ -1,4 +1,5 @@
-/* Unit tests for the gRPC server and client layer (common/src/rpc.c, rpc_client.c) over loopback. */
+/* Unit tests for the gRPC server and client layer (common/src/rpc.c, rpc_client.c) over loopback.
+ */
 #include <CUnit/Basic.h>
 #include <pthread.h>
 #include <stdatomic.h>
