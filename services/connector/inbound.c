@@ -65,7 +65,7 @@ typedef struct hook {
  * Webhook POSTs of one account arrive concurrently (LINE and Meta send many at once), and their
  * messages touch the same conversations: as separate transactions they wait for each other's
  * row locks in PostgreSQL, and every one pays its own commit. So at most one PersistInbound per
- * account (per slot of its hash) is in flight: a POST that finds one running queues its
+ * account is in flight: a POST that finds one running queues its
  * messages, and the next call takes every queued POST of the same tenant, up to
  * CONN_PERSIST_BATCH_MAX messages, in arrival order. One transaction, one commit, no lock waits
  * between the POSTs of an account. Each POST is still answered only after the call that carried
@@ -74,7 +74,7 @@ typedef struct hook {
  * A merged call refused for its content (not for availability) is retried per POST, so one bad
  * POST never fails another.
  */
-#define MERGE_SLOTS 64
+#define MERGE_SLOTS 64 /* lock stripes; every account has its own queue in its stripe */
 
 enum { JOB_QUEUED, JOB_TAKEN, JOB_DONE, JOB_ALONE };
 
@@ -91,11 +91,20 @@ typedef struct pin_job {
     struct pin_job *next;
 } pin_job_t;
 
+/* The queue of one account of one connector; exists while a POST of it is being stored. */
+typedef struct pin_acct {
+    struct pin_acct *next; /* in its stripe */
+    conn_t *c;
+    pin_job_t *head; /* queued jobs, oldest first */
+    bool busy;       /* a call of this account is in flight */
+    int users;       /* jobs of it not yet returned */
+    char id[];
+} pin_acct_t;
+
 typedef struct pin_slot {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    pin_job_t *head;   /* queued jobs, oldest first */
-    bool busy;         /* a call of this slot is in flight */
+    pin_acct_t *accts;
 } pin_slot_t;
 
 static pin_slot_t g_slots[MERGE_SLOTS];
@@ -123,7 +132,34 @@ static pin_slot_t *slot_of(const char *account_id)
     return &g_slots[h % MERGE_SLOTS];
 }
 
-static void slot_unlink(pin_slot_t *s, pin_job_t *j)
+/* The account's queue in stripe s (made when absent; NULL when out of memory). */
+static pin_acct_t *acct_get(pin_slot_t *s, conn_t *c, const char *id)
+{
+    pin_acct_t *a;
+    size_t len = strlen(id);
+
+    for (a = s->accts; a != NULL; a = a->next)
+        if (a->c == c && strcmp(a->id, id) == 0) return a;
+    if ((a = calloc(1, sizeof *a + len + 1)) == NULL) return NULL;
+    a->c = c;
+    memcpy(a->id, id, len + 1);
+    a->next = s->accts;
+    s->accts = a;
+    return a;
+}
+
+static void acct_put(pin_slot_t *s, pin_acct_t *a)
+{
+    if (--a->users > 0) return;
+    for (pin_acct_t **p = &s->accts; *p != NULL; p = &(*p)->next)
+        if (*p == a) {
+            *p = a->next;
+            break;
+        }
+    free(a);
+}
+
+static void slot_unlink(pin_acct_t *s, pin_job_t *j)
 {
     for (pin_job_t **p = &s->head; *p != NULL; p = &(*p)->next)
         if (*p == j) {
@@ -154,7 +190,7 @@ static void wait_until(pin_slot_t *s, int64_t until_us)
 }
 
 /* The slot's call, made by `me` (queued, the slot idle, s->mu held; held again on return). */
-static void lead(hook_t *h, pin_slot_t *s, pin_job_t *me)
+static void lead(hook_t *h, pin_slot_t *s, pin_acct_t *a, pin_job_t *me)
 {
     PB(InboundMessage) * msgs[CONN_PERSIST_BATCH_MAX];
     pin_job_t *jobs[CONN_PERSIST_BATCH_MAX];
@@ -165,18 +201,18 @@ static void lead(hook_t *h, pin_slot_t *s, pin_job_t *me)
     oc_error_t e;
     oc_err_t rc;
 
-    s->busy = true;
-    slot_unlink(s, me);
+    a->busy = true;
+    slot_unlink(a, me);
     jobs[njob++] = me;
     for (size_t i = 0; i < me->n; i++)
         msgs[nmsg++] = me->msgs[i];
-    for (pin_job_t *j = s->head, *next; j != NULL; j = next) {
+    for (pin_job_t *j = a->head, *next; j != NULL; j = next) {
         next = j->next;
         if (j->c != me->c || strcasecmp(j->tenant_id, me->tenant_id) != 0 ||
             nmsg + j->n > CONN_PERSIST_BATCH_MAX || left_ms(j->deadline) < CALL_MIN_MS ||
             keys_clash(j, msgs, nmsg))
             continue;
-        slot_unlink(s, j);
+        slot_unlink(a, j);
         j->state = JOB_TAKEN;
         jobs[njob++] = j;
         for (size_t i = 0; i < j->n; i++)
@@ -217,7 +253,7 @@ static void lead(hook_t *h, pin_slot_t *s, pin_job_t *me)
         /* Refused for its content: each POST tries alone, so that one cannot fail another. */
         j->state = njob > 1 && rc != OC_OK && rc != OC_E_UNAVAILABLE ? JOB_ALONE : JOB_DONE;
     }
-    s->busy = false;
+    a->busy = false;
     pthread_cond_broadcast(&s->cv);
 }
 
@@ -233,22 +269,28 @@ static oc_err_t persist_merged(hook_t *h, const char *tenant_id, PB(InboundMessa
                     .deadline = h->deadline,
                     .state = JOB_QUEUED};
     pin_slot_t *s;
+    pin_acct_t *a;
 
     pthread_once(&g_slots_once, slots_init);
     s = slot_of(msgs[0]->channel_account_id);
     pthread_mutex_lock(&s->mu);
-    pin_job_t **tail = &s->head;
+    if ((a = acct_get(s, h->c, msgs[0]->channel_account_id)) == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        return oc_error_set(&h->err, OC_E_NOMEM, "out of memory");
+    }
+    a->users++;
+    pin_job_t **tail = &a->head;
     while (*tail != NULL)
         tail = &(*tail)->next;
     *tail = &me;
     for (;;) {
         if (me.state == JOB_DONE || me.state == JOB_ALONE) break;
-        if (me.state == JOB_QUEUED && !s->busy) {
-            lead(h, s, &me);
+        if (me.state == JOB_QUEUED && !a->busy) {
+            lead(h, s, a, &me);
             continue;
         }
         if (me.state == JOB_QUEUED && left_ms(me.deadline) < CALL_MIN_MS) {
-            slot_unlink(s, &me);
+            slot_unlink(a, &me);
             me.rc = OC_E_UNAVAILABLE;
             snprintf(me.err, sizeof me.err, "webhook deadline reached, retry");
             me.state = JOB_DONE;
@@ -258,6 +300,7 @@ static oc_err_t persist_merged(hook_t *h, const char *tenant_id, PB(InboundMessa
         wait_until(s, me.state == JOB_QUEUED ? me.deadline - 1000LL * (CALL_MIN_MS - 1)
                                              : oc_mono_us() + 1000000);
     }
+    acct_put(s, a);
     pthread_mutex_unlock(&s->mu);
 
     if (me.state == JOB_ALONE) {
