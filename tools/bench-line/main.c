@@ -551,7 +551,7 @@ static void issue_targets(bl_report_t *r)
                         s->items_rate);
     if (x != NULL && ok) {
         snprintf(x->reference, sizeof x->reference, "%.0f pairs/s", pair->items_rate);
-        snprintf(x->ratio, sizeof x->ratio, "%.0f%%", 100.0 * v);
+        snprintf(x->ratio, sizeof x->ratio, "%.1f%%", 100.0 * v);
     }
 
     /* A POST answered 503 (or not answered) is a failure: its events were not stored. */

@@ -406,7 +406,7 @@ static void issue_targets(bench_report_t *r, const opts_t *o)
                         ok ? wn->svc.rate : 0);
     if (x != NULL && ok) {
         snprintf(x->reference, sizeof x->reference, "%.0f tps (pgbench)", wn->pg.tps);
-        snprintf(x->ratio, sizeof x->ratio, "%.0f%%", 100 * q);
+        snprintf(x->ratio, sizeof x->ratio, "%.1f%%", 100 * q);
     }
 
     ok = wn != NULL && wd != NULL && wn->svc.rate > 0 && wd->svc.calls > 0;
