@@ -102,6 +102,7 @@ typedef struct bench_issue_row {
     char before[64];
     bool measured_ok; /* false: not measured in this run ("n/a") */
     bool pass;
+    double others_pct; /* share of the cores other processes took meanwhile; < 0 unknown */
 } bench_issue_row_t;
 /* Sets the next row of rows[*n] (at most cap), the measured value from fmt. NULL when full. */
 bench_issue_row_t *bench_issue_row(bench_issue_row_t *rows, int *n, int cap, const char *figure,

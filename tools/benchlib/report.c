@@ -111,6 +111,7 @@ bench_issue_row_t *bench_issue_row(bench_issue_row_t *rows, int *n, int cap, con
     snprintf(r->before, sizeof r->before, "%s", before);
     r->measured_ok = measured_ok;
     r->pass = measured_ok && pass;
+    r->others_pct = -1;
     if (!measured_ok) {
         snprintf(r->measured, sizeof r->measured, "not measured");
         return r;
@@ -130,13 +131,20 @@ const char *bench_issue_verdict(const bench_issue_row_t *r, bool markdown)
 
 void bench_issue_print(FILE *f, const char *title, const bench_issue_row_t *rows, int n)
 {
-    fprintf(f, "\n%s\n  %-4s  %-62s %-24s %-34s %-12s %-14s %s\n", title, "", "figure", "measured",
-            "reference (same run)", "ratio", "goal", "before (issue)");
+    char others[16];
+
+    fprintf(f, "\n%s\n  %-4s  %-62s %-24s %-34s %-12s %-14s %-24s %s\n", title, "", "figure",
+            "measured", "reference (same run)", "ratio", "goal", "before (issue)", "others");
     for (int i = 0; i < n; i++) {
         const bench_issue_row_t *r = &rows[i];
-        fprintf(f, "  %-4s  %-62s %-24s %-34s %-12s %-14s %s\n", bench_issue_verdict(r, false),
-                r->figure, r->measured, r->reference[0] ? r->reference : "-",
-                r->ratio[0] ? r->ratio : "-", r->goal, r->before);
+        if (r->others_pct >= 0)
+            snprintf(others, sizeof others, "%.0f%%", r->others_pct);
+        else
+            snprintf(others, sizeof others, "-");
+        fprintf(f, "  %-4s  %-62s %-24s %-34s %-12s %-14s %-24s %s\n",
+                bench_issue_verdict(r, false), r->figure, r->measured,
+                r->reference[0] ? r->reference : "-", r->ratio[0] ? r->ratio : "-", r->goal,
+                r->before, others);
     }
 }
 
@@ -145,7 +153,7 @@ void bench_issue_markdown(FILE *f, const char *heading, const char *intro,
 {
     fprintf(f, "%s\n\n%s\n\n", heading, intro);
     fprintf(f, "| Result | Figure | Measured | Reference (same run) | Ratio | Goal | Before "
-               "(issue) |\n|---|---|--:|--:|--:|---|--:|\n");
+               "(issue) | Others |\n|---|---|--:|--:|--:|---|--:|--:|\n");
     for (int i = 0; i < n; i++) {
         const bench_issue_row_t *r = &rows[i];
         const char *cells[6] = {r->figure,
@@ -160,7 +168,10 @@ void bench_issue_markdown(FILE *f, const char *heading, const char *intro,
             bench_md_cell(f, cells[c]);
             fputs(" |", f);
         }
-        fputc('\n', f);
+        if (r->others_pct >= 0)
+            fprintf(f, " %.0f%% |\n", r->others_pct);
+        else
+            fputs(" – |\n", f);
     }
 }
 
@@ -181,7 +192,8 @@ void bench_issue_json(FILE *f, const bench_issue_row_t *rows, int n)
         bench_json_str(f, r->goal);
         fprintf(f, ", \"before\": ");
         bench_json_str(f, r->before);
-        fprintf(f, ", \"result\": \"%s\"}", bench_issue_verdict(r, false));
+        fprintf(f, ", \"others_pct\": %.1f, \"result\": \"%s\"}", r->others_pct,
+                bench_issue_verdict(r, false));
     }
     fprintf(f, "%s]", n > 0 ? "\n  " : "");
 }
