@@ -2,10 +2,12 @@
  * per tenant, echoes to ReconcileOutbound, the answer only after the commit. */
 #include "inbound.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "omnichat/log.h"
 #include "omnichat/util.h"
@@ -57,6 +59,275 @@ typedef struct hook {
     oc_error_t err;
 } hook_t;
 
+/*
+ * Merging concurrent PersistInbound calls of one channel account.
+ *
+ * Webhook POSTs of one account arrive concurrently (LINE and Meta send many at once), and their
+ * messages touch the same conversations: as separate transactions they wait for each other's
+ * row locks in PostgreSQL, and every one pays its own commit. So at most one PersistInbound per
+ * account is in flight: a POST that finds one running queues its
+ * messages, and the next call takes every queued POST of the same tenant, up to
+ * CONN_PERSIST_BATCH_MAX messages, in arrival order. One transaction, one commit, no lock waits
+ * between the POSTs of an account. Each POST is still answered only after the call that carried
+ * its messages returned: 200 after the commit, 503 when it failed or when its own deadline
+ * passed while it waited (the provider then redelivers; its messages are stored once, by key).
+ * A merged call refused for its content (not for availability) is retried per POST, so one bad
+ * POST never fails another.
+ */
+#define MERGE_SLOTS 64 /* lock stripes; every account has its own queue in its stripe */
+
+enum { JOB_QUEUED, JOB_TAKEN, JOB_DONE, JOB_ALONE };
+
+typedef struct pin_job {
+    conn_t *c;
+    const char *tenant_id;
+    PB(InboundMessage) * *msgs;
+    size_t n;
+    int64_t deadline;
+    int state;
+    oc_err_t rc;
+    char err[256];
+    size_t created; /* of its messages, how many were new */
+    struct pin_job *next;
+} pin_job_t;
+
+/* The queue of one account of one connector; exists while a POST of it is being stored. */
+typedef struct pin_acct {
+    struct pin_acct *next; /* in its stripe */
+    conn_t *c;
+    pin_job_t *head; /* queued jobs, oldest first */
+    bool busy;       /* a call of this account is in flight */
+    int users;       /* jobs of it not yet returned */
+    char id[];
+} pin_acct_t;
+
+typedef struct pin_slot {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    pin_acct_t *accts;
+} pin_slot_t;
+
+static pin_slot_t g_slots[MERGE_SLOTS];
+static pthread_once_t g_slots_once = PTHREAD_ONCE_INIT;
+
+static void slots_init(void)
+{
+    pthread_condattr_t ca;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    for (int i = 0; i < MERGE_SLOTS; i++) {
+        pthread_mutex_init(&g_slots[i].mu, NULL);
+        pthread_cond_init(&g_slots[i].cv, &ca);
+    }
+    pthread_condattr_destroy(&ca);
+}
+
+static pin_slot_t *slot_of(const char *account_id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (const char *s = account_id != NULL ? account_id : ""; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return &g_slots[h % MERGE_SLOTS];
+}
+
+/* The account's queue in stripe s (made when absent; NULL when out of memory). */
+static pin_acct_t *acct_get(pin_slot_t *s, conn_t *c, const char *id)
+{
+    pin_acct_t *a;
+    size_t len = strlen(id);
+
+    for (a = s->accts; a != NULL; a = a->next)
+        if (a->c == c && strcmp(a->id, id) == 0) return a;
+    if ((a = calloc(1, sizeof *a + len + 1)) == NULL) return NULL;
+    a->c = c;
+    memcpy(a->id, id, len + 1);
+    a->next = s->accts;
+    s->accts = a;
+    return a;
+}
+
+static void acct_put(pin_slot_t *s, pin_acct_t *a)
+{
+    if (--a->users > 0) return;
+    for (pin_acct_t **p = &s->accts; *p != NULL; p = &(*p)->next)
+        if (*p == a) {
+            *p = a->next;
+            break;
+        }
+    free(a);
+}
+
+static void slot_unlink(pin_acct_t *s, pin_job_t *j)
+{
+    for (pin_job_t **p = &s->head; *p != NULL; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            j->next = NULL;
+            return;
+        }
+}
+
+/* True when a message of j has the idempotency key of one of taken[0..n) (persistence dedupes
+ * by key: the two must not be in one call, where both would count as the same new message). */
+static bool keys_clash(const pin_job_t *j, PB(InboundMessage) * *taken, size_t n)
+{
+    for (size_t a = 0; a < j->n; a++)
+        for (size_t b = 0; b < n; b++)
+            if (strcmp(j->msgs[a]->idempotency_key, taken[b]->idempotency_key) == 0 &&
+                strcmp(j->msgs[a]->channel_account_id, taken[b]->channel_account_id) == 0)
+                return true;
+    return false;
+}
+
+static void wait_until(pin_slot_t *s, int64_t until_us)
+{
+    struct timespec ts = {(time_t)(until_us / 1000000), (long)(until_us % 1000000) * 1000};
+    int rc = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+
+    (void)rc; /* ETIMEDOUT or a wake-up: the caller looks at the state again */
+}
+
+/* The slot's call, made by `me` (queued, the slot idle, s->mu held; held again on return). */
+static void lead(hook_t *h, pin_slot_t *s, pin_acct_t *a, pin_job_t *me)
+{
+    PB(InboundMessage) * msgs[CONN_PERSIST_BATCH_MAX];
+    pin_job_t *jobs[CONN_PERSIST_BATCH_MAX];
+    size_t nmsg = 0, njob = 0;
+    int64_t deadline = me->deadline;
+    PB(PersistInboundRequest) req = PB_INIT(PERSIST_INBOUND_REQUEST);
+    PB(PersistInboundResponse) *resp = NULL;
+    oc_error_t e;
+    oc_err_t rc;
+
+    a->busy = true;
+    slot_unlink(a, me);
+    jobs[njob++] = me;
+    for (size_t i = 0; i < me->n; i++)
+        msgs[nmsg++] = me->msgs[i];
+    for (pin_job_t *j = a->head, *next; j != NULL; j = next) {
+        next = j->next;
+        if (j->c != me->c || strcasecmp(j->tenant_id, me->tenant_id) != 0 ||
+            nmsg + j->n > CONN_PERSIST_BATCH_MAX || left_ms(j->deadline) < CALL_MIN_MS ||
+            keys_clash(j, msgs, nmsg))
+            continue;
+        slot_unlink(a, j);
+        j->state = JOB_TAKEN;
+        jobs[njob++] = j;
+        for (size_t i = 0; i < j->n; i++)
+            msgs[nmsg++] = j->msgs[i];
+        if (j->deadline < deadline) deadline = j->deadline;
+    }
+    me->state = JOB_TAKEN;
+    pthread_mutex_unlock(&s->mu);
+
+    req.tenant_id = (char *)me->tenant_id;
+    req.n_messages = nmsg;
+    req.messages = msgs;
+    oc_error_clear(&e);
+    long left = left_ms(deadline);
+    rc = left < CALL_MIN_MS
+             ? oc_error_set(&e, OC_E_UNAVAILABLE, "webhook deadline reached, retry")
+             : conn_pst_call(me->c, (int)left, "PersistInbound", &req.base,
+                             &omnichat__persistence__v1__persist_inbound_response__descriptor,
+                             h->request_id, h->arena, (ProtobufCMessage **)&resp, &e);
+    if (rc == OC_OK && resp->n_results != nmsg)
+        rc = oc_error_set(&e, OC_E_INTERNAL, "PersistInbound: %zu results for %zu messages",
+                          resp->n_results, nmsg);
+    if (njob > 1)
+        OC_DEBUG("webhook messages persisted together", OC_LS("request_id", h->request_id),
+                 OC_LI("posts", (long long)njob), OC_LI("messages", (long long)nmsg),
+                 OC_LS("code", oc_err_name(rc)));
+
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0, off = 0; k < njob; k++) {
+        pin_job_t *j = jobs[k];
+        j->created = 0;
+        if (rc == OC_OK)
+            for (size_t i = 0; i < j->n; i++)
+                j->created += resp->results[off + i]->created ? 1 : 0;
+        off += j->n;
+        j->rc = rc;
+        snprintf(j->err, sizeof j->err, "%s", rc == OC_OK ? "" : e.msg);
+        /* Refused for its content: each POST tries alone, so that one cannot fail another. */
+        j->state = njob > 1 && rc != OC_OK && rc != OC_E_UNAVAILABLE ? JOB_ALONE : JOB_DONE;
+    }
+    a->busy = false;
+    pthread_cond_broadcast(&s->cv);
+}
+
+/* One PersistInbound of msgs[0..n) (n <= CONN_PERSIST_BATCH_MAX) of one tenant, merged with the
+ * concurrent ones of the same account; *created counts the new messages. */
+static oc_err_t persist_merged(hook_t *h, const char *tenant_id, PB(InboundMessage) * *msgs,
+                               size_t n, size_t *created)
+{
+    pin_job_t me = {.c = h->c,
+                    .tenant_id = tenant_id,
+                    .msgs = msgs,
+                    .n = n,
+                    .deadline = h->deadline,
+                    .state = JOB_QUEUED};
+    pin_slot_t *s;
+    pin_acct_t *a;
+
+    pthread_once(&g_slots_once, slots_init);
+    s = slot_of(msgs[0]->channel_account_id);
+    pthread_mutex_lock(&s->mu);
+    if ((a = acct_get(s, h->c, msgs[0]->channel_account_id)) == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        return oc_error_set(&h->err, OC_E_NOMEM, "out of memory");
+    }
+    a->users++;
+    pin_job_t **tail = &a->head;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = &me;
+    for (;;) {
+        if (me.state == JOB_DONE || me.state == JOB_ALONE) break;
+        if (me.state == JOB_QUEUED && !a->busy) {
+            lead(h, s, a, &me);
+            continue;
+        }
+        if (me.state == JOB_QUEUED && left_ms(me.deadline) < CALL_MIN_MS) {
+            slot_unlink(a, &me);
+            me.rc = OC_E_UNAVAILABLE;
+            snprintf(me.err, sizeof me.err, "webhook deadline reached, retry");
+            me.state = JOB_DONE;
+            break;
+        }
+        /* Queued: until the deadline; taken: the call ends by the deadline of its jobs. */
+        wait_until(s, me.state == JOB_QUEUED ? me.deadline - 1000LL * (CALL_MIN_MS - 1)
+                                             : oc_mono_us() + 1000000);
+    }
+    acct_put(s, a);
+    pthread_mutex_unlock(&s->mu);
+
+    if (me.state == JOB_ALONE) {
+        PB(PersistInboundRequest) req = PB_INIT(PERSIST_INBOUND_REQUEST);
+        PB(PersistInboundResponse) *resp = NULL;
+        long left = left_ms(h->deadline);
+        oc_err_t rc;
+
+        req.tenant_id = (char *)tenant_id;
+        req.n_messages = n;
+        req.messages = msgs;
+        rc = left < CALL_MIN_MS
+                 ? oc_error_set(&h->err, OC_E_UNAVAILABLE, "webhook deadline reached, retry")
+                 : conn_pst_call(h->c, (int)left, "PersistInbound", &req.base,
+                                 &omnichat__persistence__v1__persist_inbound_response__descriptor,
+                                 h->request_id, h->arena, (ProtobufCMessage **)&resp, &h->err);
+        if (rc != OC_OK) return rc;
+        *created = 0;
+        for (size_t i = 0; i < resp->n_results; i++)
+            *created += resp->results[i]->created ? 1 : 0;
+        return OC_OK;
+    }
+    if (me.rc != OC_OK) return oc_error_set(&h->err, me.rc, "%s", me.err);
+    *created = me.created;
+    return OC_OK;
+}
+
 /* Persists items[0..n) of one tenant, CONN_PERSIST_BATCH_MAX per call, each call within the
  * time left; returns the first failure. */
 static oc_err_t persist(hook_t *h, const char *tenant_id, conn_item_t **items, size_t n)
@@ -65,8 +336,6 @@ static oc_err_t persist(hook_t *h, const char *tenant_id, conn_item_t **items, s
 
     for (size_t off = 0; off < n; off += CONN_PERSIST_BATCH_MAX) {
         size_t k = n - off < CONN_PERSIST_BATCH_MAX ? n - off : CONN_PERSIST_BATCH_MAX;
-        PB(PersistInboundRequest) req = PB_INIT(PERSIST_INBOUND_REQUEST);
-        PB(PersistInboundResponse) *resp = NULL;
         PB(InboundMessage) *msgs = oc_arena_alloc(h->arena, k * sizeof *msgs);
         PB(InboundMessage) **ptrs = oc_arena_alloc(h->arena, k * sizeof *ptrs);
         size_t created = 0;
@@ -94,24 +363,13 @@ static oc_err_t persist(hook_t *h, const char *tenant_id, conn_item_t **items, s
             msgs[i].channel_timestamp_ms = it->timestamp_ms;
             ptrs[i] = &msgs[i];
         }
-        req.tenant_id = (char *)tenant_id;
-        req.n_messages = k;
-        req.messages = ptrs;
-        long left = left_ms(h->deadline);
-        if (left < CALL_MIN_MS)
-            rc = oc_error_set(&h->err, OC_E_UNAVAILABLE, "webhook deadline reached, retry");
-        else
-            rc = conn_pst_call(c, (int)left, "PersistInbound", &req.base,
-                               &omnichat__persistence__v1__persist_inbound_response__descriptor,
-                               h->request_id, h->arena, (ProtobufCMessage **)&resp, &h->err);
+        rc = persist_merged(h, tenant_id, ptrs, k, &created);
         if (rc != OC_OK) {
             count(c, "failed", n - off);
             return rc;
         }
-        for (size_t i = 0; i < resp->n_results; i++)
-            created += resp->results[i]->created ? 1 : 0;
         count(c, "stored", created);
-        count(c, "duplicate", resp->n_results - created);
+        count(c, "duplicate", k - created);
     }
     return OC_OK;
 }

@@ -18,9 +18,10 @@
  * route_id (CONN_ROUTE_BODY); unroutable items are acknowledged, logged and counted. (5)
  * Echoes naming one of our messages go to ReconcileOutbound; other echoes are stored as
  * given. (6) provider->enrich, with at most half of the time left. (7) One PersistInbound
- * per tenant (in chunks of CONN_PERSIST_BATCH_MAX). 200 only after every commit; 503 when
- * persistence is unavailable or the deadline passed (the provider redelivers), 500 for a
- * failure of ours that a redelivery may fix. Blocks. Thread-safe.
+ * per tenant (in chunks of CONN_PERSIST_BATCH_MAX), merged with the concurrent POSTs of the
+ * same account (at most one call per account in flight; inbound.c). 200 only after every
+ * commit; 503 when persistence is unavailable or the deadline passed (the provider
+ * redelivers), 500 for a failure of ours that a redelivery may fix. Blocks. Thread-safe.
  */
 void conn_webhook_handle(void *user, const oc_http_request_t *req, oc_http_response_t *resp);
 

@@ -55,6 +55,7 @@ typedef struct bl_thread {
     uint64_t items_ok;     /* events (or messages) in successful calls */
     uint64_t items_failed; /* events in failed calls (they may or may not be stored) */
     uint64_t http_other;   /* POSTs answered with a status other than 200 */
+    uint64_t http_503;     /* of those, answered 503 (not stored: the provider redelivers) */
     int last_http_status;
     /* Webhook: the outcome of this thread's POST number seq: 1 answered 200, 2 failed. */
     uint8_t *post_ok;
@@ -246,6 +247,7 @@ typedef struct bl_phase {
     bench_stats_t st;
     bl_cpu_t cpu;
     uint64_t http_other;
+    uint64_t http_503; /* webhook POSTs answered 503 (failures: the events were not stored) */
     int last_http_status;
     long long deadlocks; /* pg_stat_database.deadlocks during the phase; -1 unknown */
 } bl_phase_t;
@@ -283,7 +285,9 @@ typedef struct bl_report {
     char loadavg_start[64], loadavg_end[64];
     char notes[8][640];
     int nnotes;
-    char flags[512]; /* how the services were started (from the script) */
+    char flags[512];            /* how the services were started (from the script) */
+    bench_issue_row_t issue[8]; /* "Targets (issue 10)": the issue's rows this run measures */
+    int nissue;
 } bl_report_t;
 
 void bl_report_print(const bl_report_t *r, FILE *f);

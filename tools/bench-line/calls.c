@@ -100,7 +100,7 @@ void bl_threads_reset(bl_ctx_t *ctx)
         bl_thread_t *t = &ctx->th[i];
         t->nsent = 0;
         memset(t->by_status, 0, sizeof t->by_status);
-        t->items_ok = t->items_failed = t->http_other = 0;
+        t->items_ok = t->items_failed = t->http_other = t->http_503 = 0;
         t->last_http_status = 0;
         t->npost = 0;
     }
@@ -261,6 +261,7 @@ static bool call_webhook(bl_job_t *job, int thread, uint64_t seq, char *err, siz
     } else {
         t->items_failed += (uint64_t)job->k;
         t->http_other++;
+        if (status == 503) t->http_503++; /* the connector could not store the events */
         t->last_http_status = status;
         if (status > 0)
             snprintf(err, errlen, "webhook: HTTP %d: %.*s", status,

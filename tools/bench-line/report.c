@@ -52,6 +52,7 @@ void bl_report_print(const bl_report_t *r, FILE *f)
         if (p->st.errors > 0 && p->st.first_error[0])
             fprintf(f, "  %-52s first error: %s\n", "", p->st.first_error);
     }
+    bench_issue_print(f, "  Targets (issue 10)", r->issue, r->nissue);
     fprintf(f, "\n  CPU per item, microseconds: %-24s %7s %9s %11s %9s %10s %7s\n", "", "client",
             "connector", "persistence", "simulator", "PostgreSQL", "others");
     for (int i = 0; i < BL_PH__COUNT; i++) {
@@ -109,6 +110,7 @@ static void jphase(FILE *f, const bl_report_t *r, const bl_phase_t *p)
             "\"items\": %llu, \"items_per_s\": %.1f, \"calls\": %llu, \"calls_per_s\": %.1f, "
             "\"errors\": %llu, \"seconds\": %.3f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
             "\"max_ms\": %.3f, \"mean_ms\": %.3f, \"rss_max_kb\": %ld, \"http_other\": %llu, "
+            "\"http_503\": %llu, "
             "\"last_http_status\": %d, \"deadlocks\": %lld, \"cpu_s\": {\"client\": %.3f, "
             "\"connector\": %.3f, "
             "\"persistence\": %.3f, \"simulator\": %.3f, \"postgres\": %.3f, \"others\": %.3f}, "
@@ -117,8 +119,9 @@ static void jphase(FILE *f, const bl_report_t *r, const bl_phase_t *p)
             (unsigned long long)p->items, p->items_rate, (unsigned long long)p->st.calls,
             p->st.rate, (unsigned long long)p->st.errors, p->st.seconds, p->st.p50_ms, p->st.p99_ms,
             p->st.max_ms, p->st.mean_ms, p->st.rss_max_kb, (unsigned long long)p->http_other,
-            p->last_http_status, p->deadlocks, p->cpu.self_s, p->cpu.conn_s, p->cpu.pst_s,
-            p->cpu.sim_s, p->cpu.pg_s, p->cpu.other_s, others_pct(r, p));
+            (unsigned long long)p->http_503, p->last_http_status, p->deadlocks, p->cpu.self_s,
+            p->cpu.conn_s, p->cpu.pst_s, p->cpu.sim_s, p->cpu.pg_s, p->cpu.other_s,
+            others_pct(r, p));
     bench_json_str(f, p->st.first_error);
     fputc('}', f);
 }
@@ -149,7 +152,9 @@ int bl_report_json(const bl_report_t *r, const char *path)
                                 : "MISS",
                 i + 1 < r->ntargets ? "," : "");
     }
-    fprintf(f, "  ],\n  \"phases\": {\n");
+    fprintf(f, "  ],\n  \"issue10_targets\": ");
+    bench_issue_json(f, r->issue, r->nissue);
+    fprintf(f, ",\n  \"phases\": {\n");
     for (int i = 0; i < BL_PH__COUNT; i++) {
         if (!r->ph[i].ran) continue;
         fprintf(f, "%s    \"%s\": ", first ? "" : ",\n", r->ph[i].key);
@@ -206,7 +211,14 @@ int bl_report_markdown(const bl_report_t *r, const char *path)
     FILE *f = fopen(path, "w");
 
     if (f == NULL) return -1;
-    fprintf(f, "### Targets\n\n| Result | Figure | Target | Measured |\n|---|---|---|---|\n");
+    bench_issue_markdown(
+        f, "### Targets (issue 10)",
+        "Issue 10's figures that this benchmark measures, each beside its reference from the same "
+        "run and the ratio between them, with the value the issue recorded before the work "
+        "(LINE). CPU is per item and per process, from /proc; a webhook POST answered 503 is a "
+        "failure (its events were not stored).",
+        r->issue, r->nissue);
+    fprintf(f, "\n### Targets\n\n| Result | Figure | Target | Measured |\n|---|---|---|---|\n");
     for (int i = 0; i < r->ntargets; i++) {
         const bl_target_t *t = &r->targets[i];
         fprintf(f, "| %s | ", !t->measured_ok ? "n/a" : t->pass ? "PASS" : "**MISS**");

@@ -167,6 +167,8 @@ typedef struct bench_report {
     const bench_ctx_t *ctx;
     char notes[8][256];
     int nnotes;
+    bench_issue_row_t issue[8]; /* "Targets (issue 10)": the issue's rows this run measures */
+    int nissue;
 } bench_report_t;
 
 void bench_report_print(const bench_report_t *r, FILE *f);

@@ -112,6 +112,7 @@ void bench_report_print(const bench_report_t *r, FILE *f)
         fprintf(f, "  %-4s  %-58s %-10s measured %s; others %.0f%%\n", verdict(t, false), t->what,
                 t->target, t->measured, t->others_pct);
     }
+    bench_issue_print(f, "Targets (issue 10)", r->issue, r->nissue);
     fprintf(f, "\n");
 }
 
@@ -189,7 +190,9 @@ int bench_report_json(const bench_report_t *r, const char *path)
         fprintf(f, "%s", i ? ", " : "");
         bench_json_str(f, r->notes[i]);
     }
-    fprintf(f, "],\n  \"targets\": [\n");
+    fprintf(f, "],\n  \"issue10_targets\": ");
+    bench_issue_json(f, r->issue, r->nissue);
+    fprintf(f, ",\n  \"targets\": [\n");
     for (int i = 0; i < r->ntargets; i++) {
         const bench_target_t *t = &r->targets[i];
         bench_json_target(f, t->what, t->target, t->measured);
@@ -208,8 +211,14 @@ int bench_report_markdown(const bench_report_t *r, const char *path)
     FILE *f = fopen(path, "w");
 
     if (f == NULL) return -1;
+    bench_issue_markdown(
+        f, "## Targets (issue 10)",
+        "Issue 10's figures that this benchmark measures, each beside its reference from the same "
+        "run and the ratio between them, with the value the issue recorded before the work. The "
+        "connector's rows are in the LINE connector section below.",
+        r->issue, r->nissue);
     fprintf(f,
-            "## Targets\n\n\"Others\" is the share of the %d cores that other processes on "
+            "\n## Targets\n\n\"Others\" is the share of the %d cores that other processes on "
             "the machine used during the phases behind the figure: the higher, the less the "
             "figure says about Omnichat.\n\n"
             "| Result | Target | Goal | Measured | Others |\n|---|---|---|---|--:|\n",

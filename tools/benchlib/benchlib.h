@@ -88,6 +88,35 @@ void bench_md_cell(FILE *f, const char *s);
  * file could not be written. */
 int bench_md_finish(FILE *f, const char *loadavg_start, const char *loadavg_end,
                     const char *heading, const char *notes, size_t note_len, int nnotes);
+/*
+ * One row of an issue's target table ("Targets (issue 10)"): the figure measured in this run,
+ * the reference it is compared with in the same run, their ratio, the goal, PASS/MISS, and
+ * the value the issue recorded before the work (a constant of the benchmark).
+ */
+typedef struct bench_issue_row {
+    char figure[112];
+    char measured[96];
+    char reference[112]; /* "" when the goal is absolute */
+    char ratio[48];      /* measured / reference, "" when there is no reference */
+    char goal[48];
+    char before[64];
+    bool measured_ok; /* false: not measured in this run ("n/a") */
+    bool pass;
+    double others_pct; /* share of the cores other processes took meanwhile; < 0 unknown */
+} bench_issue_row_t;
+/* Sets the next row of rows[*n] (at most cap), the measured value from fmt. NULL when full. */
+bench_issue_row_t *bench_issue_row(bench_issue_row_t *rows, int *n, int cap, const char *figure,
+                                   const char *goal, const char *before, bool measured_ok,
+                                   bool pass, const char *fmt, ...)
+    __attribute__((format(printf, 9, 10)));
+/* "PASS", "MISS" or "n/a" (Markdown: the MISS in bold). */
+const char *bench_issue_verdict(const bench_issue_row_t *r, bool markdown);
+/* The table as text (title line, then one line per row), as Markdown (a "### "/"## " heading
+ * given, a sentence, the table), and as a JSON array (no trailing newline). */
+void bench_issue_print(FILE *f, const char *title, const bench_issue_row_t *rows, int n);
+void bench_issue_markdown(FILE *f, const char *heading, const char *intro,
+                          const bench_issue_row_t *rows, int n);
+void bench_issue_json(FILE *f, const bench_issue_row_t *rows, int n);
 /* A progress line on stderr, "[HH:MM:SS] ...". */
 void bench_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -171,6 +171,28 @@ def test_same_event_concurrently_is_one_message(line):
                          f"{harness.sql_lit(line.tenant)}") == 1
 
 
+def test_concurrent_posts_of_shared_users_are_each_stored_once(line):
+    # The connector persists concurrent POSTs of one account together (one PersistInbound):
+    # every POST still gets its own 200 only after its events are stored, each event once,
+    # in its user's conversation, and a POST repeated while others run is still one message.
+    users = [new_user_id() for _ in range(4)]
+    posts = [[text_event(users[(p + i) % 4], f"post {p} event {i}") for i in range(3)]
+             for p in range(12)]
+    repeated = posts[0]
+    work = posts + [repeated]
+    it = iter(range(len(work)))
+    statuses = harness.run_concurrently(lambda: line.deliver(*work[next(it)])[0], len(work))
+    assert statuses == [200] * len(work), statuses
+    stored = _inbound(line)
+    want = sorted(ev["message"]["id"] for evs in posts for ev in evs)
+    assert sorted(m["external_message_id"] for m in stored) == want
+    for u in users:
+        conv = line.conversation_by_thread(u)
+        ids = {m.external_message_id for m in line.messages(conv)}
+        assert ids == {ev["message"]["id"] for evs in posts for ev in evs
+                       if ev["source"]["userId"] == u}
+
+
 def test_three_users_in_one_post_give_three_conversations(line):
     users = [new_user_id() for _ in range(3)]
     evs = [text_event(u, f"from {u[-4:]}") for u in users]
