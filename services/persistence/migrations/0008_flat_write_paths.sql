@@ -8,14 +8,16 @@
 --
 -- persist_inbound_one: a new message was the duplicate probe, the contact read, the
 -- conversation read, then insert_message_row (its own frame: the insert, the conversation
--- update). Now: the probe; one statement reading the contact and the conversation together;
--- the insert and the conversation update inline. A duplicate is still one index probe. Same
+-- update). Now the insert and the conversation update are inline, and the conversation read
+-- locks the row (FOR NO KEY UPDATE) that the update would lock anyway: the insert's
+-- foreign-key check then takes no key-share lock, which under concurrent messages of one
+-- conversation made a MultiXact per message. A duplicate is still one index probe. Same
 -- arguments, same results, same errors; insert_message_row stays for InsertMessage.
 --
 -- create_outbound_typed: was a conversation-and-account read, then create_outbound (its own
 -- frame, which read the conversation again). Now one read of the conversation with its
--- account's channel type, and create_outbound's body inline. create_outbound stays unchanged
--- for older callers.
+-- account's channel type (locked, as above), and create_outbound's body inline. create_outbound
+-- stays unchanged for older callers.
 --
 -- Only CREATE OR REPLACE FUNCTION: no table is touched, so the migration takes no lock on any
 -- table and its duration does not depend on the number of rows. Owner and grants are kept.
@@ -32,6 +34,8 @@ AS $$
 DECLARE
     v_ts timestamptz;
     v_natt integer;
+    v_conv uuid;
+    v_conv_contact uuid;
     r record;
 BEGIN
     -- A redelivered event costs one index probe and writes nothing.
@@ -44,23 +48,17 @@ BEGIN
         RETURN;
     END IF;
     v_ts := omnichat.from_ms(p_ts_ms);
-    -- The contact and the conversation in one statement (two index probes, one executor).
-    SELECT ct.id AS ct_id, ct.display_name, ct.avatar_url, ct.profile,
-           cv.id AS cv_id, cv.contact_id AS cv_contact INTO r
-      FROM (VALUES (1)) AS one(x)
-      LEFT JOIN omnichat.contacts ct
-        ON ct.tenant_id = p_tenant AND ct.channel_account_id = p_account
-       AND ct.external_user_id = p_external_user
-      LEFT JOIN omnichat.conversations cv
-        ON cv.tenant_id = p_tenant AND cv.channel_account_id = p_account
-       AND cv.thread_key = p_thread_key;
     -- A known contact with nothing new to record needs no function call and no write.
-    IF r.ct_id IS NOT NULL AND (COALESCE(p_contact_name, '') = '' OR p_contact_name = r.display_name)
+    SELECT c.id, c.display_name, c.avatar_url, c.profile INTO r
+      FROM omnichat.contacts c
+     WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account
+       AND c.external_user_id = p_external_user;
+    IF FOUND AND (COALESCE(p_contact_name, '') = '' OR p_contact_name = r.display_name)
        AND (COALESCE(p_contact_avatar, '') = '' OR p_contact_avatar = r.avatar_url)
        AND (p_contact_profile IS NULL OR p_contact_profile = r.profile) THEN
-        contact_id := r.ct_id;
+        contact_id := r.id;
     ELSE
-        IF r.ct_id IS NULL THEN
+        IF NOT FOUND THEN
             PERFORM 1 FROM omnichat.channel_accounts a
              WHERE a.tenant_id = p_tenant AND a.id = p_account;
             IF NOT FOUND THEN
@@ -72,8 +70,19 @@ BEGIN
           FROM omnichat.upsert_contact(p_tenant, p_account, p_external_user, p_contact_name,
                                        p_contact_avatar, p_contact_profile, p_new_contact) u;
     END IF;
-    IF r.cv_id IS NOT NULL AND r.cv_contact IS NOT NULL THEN
-        conversation_id := r.cv_id;
+    -- The conversation is locked here, before the message insert, for the update below. The
+    -- insert's foreign-key check then finds the row locked by this transaction already and
+    -- takes no lock of its own; before, it took a key-share lock that concurrent messages of
+    -- the same conversation turned into a MultiXact each (82,000 in one LINE benchmark run),
+    -- and every caller then queued on the update anyway. The lock order is unchanged: contact
+    -- first, then conversation, items in PersistInbound's global order.
+    SELECT c.id, c.contact_id INTO v_conv, v_conv_contact
+      FROM omnichat.conversations c
+     WHERE c.tenant_id = p_tenant AND c.channel_account_id = p_account
+       AND c.thread_key = p_thread_key
+       FOR NO KEY UPDATE;
+    IF FOUND AND v_conv_contact IS NOT NULL THEN
+        conversation_id := v_conv;
     ELSE
         SELECT u.conversation_id INTO conversation_id
           FROM omnichat.upsert_conversation(p_tenant, p_account, p_thread_key, contact_id, v_ts,
@@ -147,13 +156,16 @@ DECLARE
     v_lease timestamptz := CASE WHEN p_lease_seconds > 0 AND COALESCE(p_lease_owner, '') <> ''
                                 THEN now() + make_interval(secs => p_lease_seconds) END;
 BEGIN
-    -- The conversation and its account's channel type in one statement.
+    -- The conversation and its account's channel type in one statement, the conversation
+    -- locked for the update below (see persist_inbound_one: no MultiXact from the insert's
+    -- foreign-key check).
     SELECT c.channel_account_id, c.contact_id, c.thread_key, a.channel_type
       INTO v_account, v_contact, thread_key, v_type
       FROM omnichat.conversations c
       LEFT JOIN omnichat.channel_accounts a
         ON a.tenant_id = c.tenant_id AND a.id = c.channel_account_id
-     WHERE c.tenant_id = p_tenant AND c.id = p_conversation;
+     WHERE c.tenant_id = p_tenant AND c.id = p_conversation
+       FOR NO KEY UPDATE OF c;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation_id: not found' USING ERRCODE = 'OCNF0';
     END IF;
