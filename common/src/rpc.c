@@ -69,7 +69,6 @@
 /* Arena block of a stream's context (a unary call's arena lives microseconds and uses 8 KiB). */
 #define STREAM_ARENA_BLOCK 1024
 /* Decoding budget beyond the wire walk's estimate. */
-#define DECODE_SLACK (64u * 1024)
 
 #define CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -179,12 +178,6 @@ typedef struct retired {
     struct retired *next;
 } retired_t;
 
-static _Thread_local void *tls_worker;
-
-void *rpc_current_worker(void)
-{
-    return tls_worker;
-}
 /* The call this thread's handler is running, for oc_rpc_current_request_id. */
 static _Thread_local const oc_rpc_ctx_t *tls_call;
 /* "Failed accept4" lines seen from gRPC core: in 1.51 the listening port is dead after one. */
@@ -212,14 +205,6 @@ static bool slice_eq(grpc_slice s, const char *lit, size_t n)
     return GRPC_SLICE_LENGTH(s) == n && memcmp(GRPC_SLICE_START_PTR(s), lit, n) == 0;
 }
 
-/* Request ids end up in logs and responses: only printable ASCII is trusted. */
-bool rpc_printable(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < 0x20 || p[i] > 0x7e) return false;
-    return true;
-}
-
 static void request_id_from(const grpc_metadata_array *md, char out[REQUEST_ID_MAX + 1])
 {
     for (size_t i = 0; i < md->count; i++) {
@@ -239,16 +224,6 @@ static void request_id_from(const grpc_metadata_array *md, char out[REQUEST_ID_M
         memcpy(out, uuid, sizeof(uuid));
     else
         strcpy(out, "-");
-}
-
-grpc_byte_buffer *rpc_pack_message(const ProtobufCMessage *m)
-{
-    size_t n = protobuf_c_message_get_packed_size(m);
-    grpc_slice sl = grpc_slice_malloc(n);
-    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
-    grpc_slice_unref(sl); /* the buffer holds its own reference */
-    return bb;
 }
 
 /*
@@ -282,35 +257,6 @@ static ProtobufCMessage *decode_request(const method_t *m, grpc_byte_buffer **pa
                         ctx->arena, &ctx->err);
     /* Unpacked messages own copies of their strings: the wire bytes can go now. */
     grpc_slice_unref(sl);
-    return req;
-}
-
-ProtobufCMessage *oc_rpc_decode(const ProtobufCMessageDescriptor *desc,
-                                const oc_rpc_limits_t *limits, const uint8_t *p, size_t len,
-                                oc_arena_t *arena, oc_error_t *err)
-{
-    size_t cost = 0, max = limits->max_decode_bytes;
-
-    if (max == 0) max = 4 * limits->max_request_bytes + DECODE_SLACK;
-    if (oc_pb_check(desc, p, len, &limits->wire, &cost, err) != OC_OK) return NULL;
-    /* The wire walk bounds what unpacking will allocate; the budget holds protobuf-c to that
-     * (with slack for what the model does not see, such as merged duplicate sub-messages),
-     * and the method's ceiling refuses expensive input before anything is spent. */
-    size_t budget = cost + cost / 2 + DECODE_SLACK;
-    if (budget > max) {
-        oc_error_set(err, OC_E_TOO_LARGE,
-                     "request: decoding would need %zu bytes, at most %zu for this method", budget,
-                     max);
-        return NULL;
-    }
-    oc_arena_budget_t b;
-    ProtobufCAllocator alloc;
-    oc_arena_protobuf_allocator_budget(arena, budget, &b, &alloc);
-    ProtobufCMessage *req = protobuf_c_message_unpack(desc, &alloc, len, p);
-    if (req == NULL && b.exhausted)
-        oc_error_set(err, OC_E_TOO_LARGE, "request: decoding needs more than %zu bytes", budget);
-    else if (req == NULL)
-        oc_error_set(err, OC_E_INVALID, "request: malformed protobuf");
     return req;
 }
 
@@ -500,7 +446,7 @@ static void serve_call(srv_call_t *c)
     oc_rpc_ctx_t *ctx = &c->ctx;
     c->start_us = oc_mono_us();
     oc_error_clear(&ctx->err);
-    ctx->worker = tls_worker;
+    ctx->worker = rpc_current_worker();
     ctx->user = s->opts.user;
     const method_t *m = c->midx == UNREGISTERED ? NULL : &s->methods[c->midx];
     /* A stream keeps its arena for its whole life, mostly idle: small blocks keep thousands of
@@ -603,7 +549,8 @@ static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     oc_rpc_server_t *s = w->s;
-    tls_worker = s->opts.worker_init ? s->opts.worker_init(s->opts.worker_arg, w->index) : NULL;
+    rpc_set_current_worker(s->opts.worker_init ? s->opts.worker_init(s->opts.worker_arg, w->index)
+                                               : NULL);
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
@@ -611,8 +558,8 @@ static void *worker_main(void *arg)
         tag_t *t = ev.tag;
         t->fn(t, ev.success != 0);
     }
-    if (s->opts.worker_fini) s->opts.worker_fini(tls_worker);
-    tls_worker = NULL;
+    if (s->opts.worker_fini) s->opts.worker_fini(rpc_current_worker());
+    rpc_set_current_worker(NULL);
     return NULL;
 }
 

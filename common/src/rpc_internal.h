@@ -14,8 +14,15 @@ typedef struct rpc_tag {
     void (*fn)(void *tag, bool ok);
 } rpc_tag_t;
 
+/* ---- shared pieces (rpc_wire.c) ---- */
+
+/* Decoding headroom beyond the wire walk's estimate, and in the default budget. */
+#define DECODE_SLACK (64u * 1024)
+
 /* What opts.worker_init returned for the calling worker thread; NULL on other threads. */
 void *rpc_current_worker(void);
+/* Set by each worker thread at its start and end. */
+void rpc_set_current_worker(void *worker);
 
 /* A message as a new byte buffer (the caller destroys it). */
 grpc_byte_buffer *rpc_pack_message(const ProtobufCMessage *m);
