@@ -67,4 +67,3 @@ ProtobufCMessage *oc_rpc_decode(const ProtobufCMessageDescriptor *desc,
         oc_error_set(err, OC_E_INVALID, "request: malformed protobuf");
     return req;
 }
-
